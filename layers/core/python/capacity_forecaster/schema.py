@@ -1,0 +1,279 @@
+"""Every lake table, defined once: columns, Arrow types, partition keys and descriptions.
+
+The Parquet writers, the Glue tables of the CDK stack and the local DuckDB views all read these definitions,
+so the catalog cannot drift from the files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import pyarrow as pa
+
+from capacity_forecaster.errors import SchemaError
+
+METRICS: Final[tuple[str, ...]] = ("cpu", "mem", "disk", "net")
+"""The canonical metric names. Values are utilisation percentages, 0 to 100."""
+
+METRIC_RANGE: Final[tuple[float, float]] = (0.0, 100.0)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, Arrow type, whether it may be null, and what it means."""
+
+    name: str
+    type: pa.DataType
+    description: str
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A lake table: data columns stored in the Parquet objects, and Hive partition keys stored in the key."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    partition_keys: tuple[Column, ...] = ()
+    zone: str = "curated"
+
+    @property
+    def prefix(self) -> str:
+        """The lake prefix under which the table's objects live, e.g. ``curated/metrics_daily``."""
+        return f"{self.zone}/{self.name}"
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def partition_names(self) -> list[str]:
+        return [c.name for c in self.partition_keys]
+
+    @property
+    def all_columns(self) -> tuple[Column, ...]:
+        return self.columns + self.partition_keys
+
+    def arrow_schema(self, *, with_partitions: bool = False) -> pa.Schema:
+        """The Arrow schema of the stored objects (or of the whole table with its partition columns)."""
+        cols = self.all_columns if with_partitions else self.columns
+        return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in cols])
+
+    def column(self, name: str) -> Column:
+        for c in self.all_columns:
+            if c.name == name:
+                return c
+        raise SchemaError(f"table {self.name} has no column {name!r}")
+
+
+def _c(name: str, typ: pa.DataType, description: str, nullable: bool = True) -> Column:
+    return Column(name, typ, description, nullable)
+
+
+STRING = pa.string()
+FLOAT = pa.float64()
+INT = pa.int32()
+BIGINT = pa.int64()
+BOOL = pa.bool_()
+DATE = pa.date32()
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+_SERVER = _c("server_id", STRING, "Server identifier, unique in the fleet.", nullable=False)
+_METRIC = _c("metric", STRING, "Metric: cpu, mem, disk or net (utilisation in percent).", nullable=False)
+_DT = _c("dt", DATE, "UTC day the row describes (Hive partition dt=YYYY-MM-DD).", nullable=False)
+_RUN_DATE = _c("run_date", DATE, "Day of the pipeline run that wrote the row (Hive partition).", nullable=False)
+
+RAW_SAMPLES = TableSchema(
+    name="raw_samples",
+    zone="raw",
+    description="Monitoring samples in the long format, as generated or ingested, before validation.",
+    columns=(
+        _c("timestamp", TIMESTAMP, "Sample time in UTC.", nullable=False),
+        _SERVER,
+        _METRIC,
+        _c("value", FLOAT, "Sampled utilisation in percent (0 to 100).", nullable=False),
+    ),
+    partition_keys=(_DT,),
+)
+
+SERVERS = TableSchema(
+    name="servers",
+    description="Fleet inventory: one row per server with its attributes and monthly cost.",
+    columns=(
+        _SERVER,
+        _c("application", STRING, "Application the server runs."),
+        _c("environment", STRING, "Environment: prod, staging or dev."),
+        _c("datacenter", STRING, "Data centre or AWS region the server lives in."),
+        _c("instance_type", STRING, "Instance type or hardware size (e.g. m5.2xlarge)."),
+        _c("cores", INT, "vCPUs."),
+        _c("memory_gib", FLOAT, "Memory in GiB."),
+        _c("monthly_cost", FLOAT, "Monthly cost in USD."),
+    ),
+)
+
+METRICS_DAILY = TableSchema(
+    name="metrics_daily",
+    description="Validated daily P95 utilisation per server and metric, the input of forecasting.",
+    columns=(
+        _SERVER,
+        _METRIC,
+        _c("p95", FLOAT, "95th percentile of the day's samples, percent (0 to 100).", nullable=False),
+        _c("n_samples", INT, "Number of raw samples behind the value (0 when imputed).", nullable=False),
+        _c("imputed", BOOL, "True when the value was filled in for a missing day.", nullable=False),
+    ),
+    partition_keys=(_DT,),
+)
+
+FORECASTS = TableSchema(
+    name="forecasts",
+    description="Forecasts per server, metric and model for each day of the horizon, with P10/P50/P90.",
+    columns=(
+        _SERVER,
+        _METRIC,
+        _c("model", STRING, "Model name (seasonal_naive, linear_trend, prophet, random_forest...).", False),
+        _c("ds", DATE, "Forecast day.", nullable=False),
+        _c("horizon_step", INT, "Days ahead of the forecast origin (1 = the day after the last actual).", False),
+        _c("p10", FLOAT, "10th percentile forecast, percent.", nullable=False),
+        _c("p50", FLOAT, "Median forecast, percent.", nullable=False),
+        _c("p90", FLOAT, "90th percentile forecast, percent.", nullable=False),
+        _c("is_champion", BOOL, "True for the model chosen for this series by the backtest.", nullable=False),
+    ),
+    partition_keys=(_RUN_DATE,),
+)
+
+MODEL_METRICS = TableSchema(
+    name="model_metrics",
+    description="Backtest accuracy per server, metric and model; the champion is the best by the chosen score.",
+    columns=(
+        _SERVER,
+        _METRIC,
+        _c("model", STRING, "Model name.", nullable=False),
+        _c("mae", FLOAT, "Mean absolute error over the backtest windows, percentage points."),
+        _c("rmse", FLOAT, "Root mean squared error, percentage points."),
+        _c("smape", FLOAT, "Symmetric mean absolute percentage error, percent (0 to 200)."),
+        _c("mase", FLOAT, "MAE divided by the in-sample MAE of the seasonal naive forecast."),
+        _c("coverage", FLOAT, "Share of actuals inside the P10-P90 band (ideal 0.8)."),
+        _c("n_origins", INT, "Number of backtest origins scored.", nullable=False),
+        _c("is_champion", BOOL, "True for the model chosen for this series.", nullable=False),
+        _c("status", STRING, "ok, failed or insufficient_history.", nullable=False),
+        _c("reason", STRING, "Why a model failed or a fallback was used; empty when ok."),
+    ),
+    partition_keys=(_RUN_DATE,),
+)
+
+RISK_REGISTER = TableSchema(
+    name="risk_register",
+    description="Per server and metric: when the forecast crosses the threshold, how sure, and how urgent.",
+    columns=(
+        _SERVER,
+        _METRIC,
+        _c("model", STRING, "Champion model whose forecast was used."),
+        _c("threshold", FLOAT, "Utilisation threshold in percent.", nullable=False),
+        _c("last_actual_date", DATE, "Last day with an observed value."),
+        _c("last_p95", FLOAT, "Most recent observed daily P95."),
+        _c("already_breaching", BOOL, "True when recent actuals are at or over the threshold.", nullable=False),
+        _c("breach_date_p50", DATE, "First forecast day with P50 at or over the threshold (null: none)."),
+        _c("breach_date_p90", DATE, "First forecast day with P90 at or over the threshold (null: none)."),
+        _c("days_to_breach_p50", INT, "Days from the run date to breach_date_p50 (0 if breaching now)."),
+        _c("days_to_breach_p90", INT, "Days from the run date to breach_date_p90 (0 if breaching now)."),
+        _c("peak_p50", FLOAT, "Highest P50 forecast in the horizon."),
+        _c("peak_date", DATE, "Day of peak_p50."),
+        _c("severity", STRING, "critical, high, medium or low.", nullable=False),
+        _c("finding", STRING, "under-provisioned, over-provisioned or optimized.", nullable=False),
+    ),
+    partition_keys=(_RUN_DATE,),
+)
+
+CONSOLIDATION = TableSchema(
+    name="consolidation",
+    description="Rightsizing and consolidation recommendations per server with the monthly savings.",
+    columns=(
+        _SERVER,
+        _c("profile", STRING, "Utilisation profile (idle, steady busy, spiky, growing...).", nullable=False),
+        _c("action", STRING, "consolidate, downsize or keep.", nullable=False),
+        _c("current_instance_type", STRING, "Instance type today."),
+        _c("target_instance_type", STRING, "Recommended instance type (null when consolidated away)."),
+        _c("target_server_id", STRING, "Server that absorbs the workload when consolidated."),
+        _c("forecast_p90_cpu", FLOAT, "Highest P90 cpu forecast in the horizon, percent."),
+        _c("forecast_p90_mem", FLOAT, "Highest P90 mem forecast in the horizon, percent."),
+        _c("monthly_savings", FLOAT, "USD saved per month by the action.", nullable=False),
+        _c("reason", STRING, "Why this action was recommended."),
+    ),
+    partition_keys=(_RUN_DATE,),
+)
+
+ETL_RUNS = TableSchema(
+    name="etl_runs",
+    description="One row per ETL run: what was read, written and quarantined, so the counts reconcile.",
+    columns=(
+        _c("run_id", STRING, "Unique id of the ETL run.", nullable=False),
+        _c("started_at", TIMESTAMP, "Start time (UTC).", nullable=False),
+        _c("finished_at", TIMESTAMP, "End time (UTC).", nullable=False),
+        _c("files_read", INT, "Raw objects read.", nullable=False),
+        _c("files_rejected", INT, "Raw objects that could not be read at all.", nullable=False),
+        _c("rows_in", BIGINT, "Rows read from the raw objects.", nullable=False),
+        _c("rows_written", BIGINT, "Valid rows kept (before daily aggregation).", nullable=False),
+        _c("rows_quarantined", BIGINT, "Rows sent to quarantine.", nullable=False),
+        _c("quarantine_reasons", STRING, "JSON object: reason -> row count.", nullable=False),
+        _c("partitions_written", INT, "metrics_daily partitions written.", nullable=False),
+        _c("status", STRING, "succeeded or failed.", nullable=False),
+    ),
+    partition_keys=(_c("dt", DATE, "UTC day the run started (Hive partition).", nullable=False),),
+)
+
+QUARANTINE = TableSchema(
+    name="quarantine",
+    description="Rejected input rows with the reason, kept as they were read (values as text).",
+    columns=(
+        _c("etl_run_id", STRING, "ETL run that rejected the row.", nullable=False),
+        _c("source", STRING, "Raw object the row came from.", nullable=False),
+        _c("row_number", BIGINT, "Row position in the source (0-based).", nullable=False),
+        _c("timestamp", STRING, "Timestamp as read."),
+        _c("server_id", STRING, "Server id as read."),
+        _c("metric", STRING, "Metric as read."),
+        _c("value", STRING, "Value as read."),
+        _c("reason", STRING, "Why the row was rejected.", nullable=False),
+    ),
+    partition_keys=(_c("dt", DATE, "UTC day of the ETL run (Hive partition).", nullable=False),),
+)
+
+GROUND_TRUTH = TableSchema(
+    name="ground_truth",
+    description="What the generator planted: per server and metric, whether and when it crosses the threshold.",
+    columns=(
+        _SERVER,
+        _METRIC,
+        _c("pattern", STRING, "Planted behaviour (steady, growing, saturating, seasonal, idle...).", False),
+        _c("threshold", FLOAT, "Threshold the truth was computed for, percent.", nullable=False),
+        _c("will_breach", BOOL, "True when the true daily P95 reaches the threshold in the horizon.", False),
+        _c("breach_date", DATE, "First day in the horizon the true value reaches the threshold."),
+        _c("is_idle", BOOL, "True when the whole server is idle (consolidation candidate).", nullable=False),
+    ),
+    zone="reference",
+)
+
+TABLES: Final[dict[str, TableSchema]] = {
+    t.name: t
+    for t in (
+        RAW_SAMPLES,
+        SERVERS,
+        METRICS_DAILY,
+        FORECASTS,
+        MODEL_METRICS,
+        RISK_REGISTER,
+        CONSOLIDATION,
+        ETL_RUNS,
+        QUARANTINE,
+        GROUND_TRUTH,
+    )
+}
+
+
+def get_table(name: str) -> TableSchema:
+    """Look a table up by name, with a clear error for an unknown one."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise SchemaError(f"unknown table {name!r}; known tables: {', '.join(sorted(TABLES))}") from None

@@ -1,0 +1,170 @@
+"""Object stores: the one place that knows whether the lake is a local folder or an S3 prefix.
+
+Both implement :class:`ObjectStore`. Keys are relative, ``/``-separated lake keys such as
+``curated/metrics_daily/dt=2026-01-01/data.parquet``; every write replaces the whole object atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from capacity_forecaster.storage.keys import validate_key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing says of one object."""
+
+    key: str
+    size: int
+    last_modified: datetime
+    etag: str = ""
+    storage_class: str = "STANDARD"
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Atomic whole-object storage addressed by relative keys."""
+
+    @property
+    def uri(self) -> str:
+        """The root URI of the store (``/abs/path`` or ``s3://bucket/prefix``)."""
+        ...
+
+    def uri_for(self, key: str) -> str:
+        """The URI of one key (a local path or an ``s3://`` URI)."""
+        ...
+
+    def put_bytes(
+        self, key: str, data: bytes, *, content_type: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> str:
+        """Write (or replace) one object atomically; return its URI."""
+        ...
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read one object; raise ``FileNotFoundError``-like :class:`ObjectNotFound` when missing."""
+        ...
+
+    def upload_file(self, path: Path, key: str, *, metadata: Mapping[str, str] | None = None) -> str:
+        """Copy a local file to ``key`` atomically (multipart above a threshold on S3); return its URI."""
+        ...
+
+    def download_file(self, key: str, path: Path) -> Path:
+        """Copy the object at ``key`` to a local file."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """All objects whose key starts with ``prefix``, in key order."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Delete one object; deleting a missing object is not an error."""
+        ...
+
+
+class ObjectNotFound(FileNotFoundError):
+    """The object does not exist in the store."""
+
+
+class LocalObjectStore:
+    """A lake on the local file system. Writes go to a temporary file in the same folder, then ``os.replace``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    def uri_for(self, key: str) -> str:
+        return str(self._path(key))
+
+    def put_bytes(
+        self, key: str, data: bytes, *, content_type: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(path)
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object at {path}") from None
+
+    def upload_file(self, path: Path, key: str, *, metadata: Mapping[str, str] | None = None) -> str:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".part")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(dest)
+
+    def download_file(self, key: str, path: Path) -> Path:
+        src = self._path(key)
+        if not src.is_file():
+            raise ObjectNotFound(f"no object at {src}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, path)
+        return path
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        if not self.root.is_dir():
+            return
+        # Walk only the deepest folder the prefix names, then filter by the full prefix.
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self.root.joinpath(*folder.split("/")) if folder else self.root
+        if not base.is_dir():
+            return
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith(".tmp-"):
+                    continue  # an in-flight atomic write: not visible to readers
+                full = Path(dirpath, name)
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    st = full.stat()
+                    found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
+        yield from sorted(found, key=lambda o: o.key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        # Tidy empty partition folders so listings and DuckDB globs stay clean.
+        parent = path.parent
+        while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
