@@ -254,6 +254,21 @@ GROUND_TRUTH = TableSchema(
     zone="reference",
 )
 
+ETL_FILES = TableSchema(
+    name="etl_files",
+    zone="state",
+    description="Raw objects the ETL has processed, so each is read once and re-runs touch only new files.",
+    columns=(
+        _c("key", STRING, "Lake key of the raw object.", nullable=False),
+        _c("fingerprint", STRING, "Size and ETag (or modification time) when it was processed.", nullable=False),
+        _c("first_day", DATE, "First UTC day of its valid samples (null when none)."),
+        _c("last_day", DATE, "Last UTC day of its valid samples (null when none)."),
+        _c("rows", BIGINT, "Rows read from it.", nullable=False),
+        _c("status", STRING, "processed or rejected (the whole file could not be read).", nullable=False),
+        _c("etl_run_id", STRING, "ETL run that processed it.", nullable=False),
+    ),
+)
+
 TABLES: Final[dict[str, TableSchema]] = {
     t.name: t
     for t in (
@@ -267,6 +282,7 @@ TABLES: Final[dict[str, TableSchema]] = {
         ETL_RUNS,
         QUARANTINE,
         GROUND_TRUTH,
+        ETL_FILES,
     )
 }
 

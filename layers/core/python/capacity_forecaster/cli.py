@@ -1,0 +1,339 @@
+"""The ``capacity-forecaster`` command: the local pipeline and each of its stages.
+
+User errors (bad settings, unreadable input, missing tables, S3 access problems) are printed as one line on
+standard error with exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from capacity_forecaster.errors import CapacityForecasterError
+
+EXIT_USER_ERROR = 2
+
+DESCRIPTION = """\
+Forecast which servers will run out of CPU, memory, disk or network, and when.
+
+The lake is a local folder (default ./lake) or s3://bucket/prefix. Settings come from built-in defaults, then a
+YAML file (--config or CF_CONFIG), then CF_* environment variables, then these flags.
+"""
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date in YYYY-MM-DD form") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lake", help="lake location: a folder (default ./lake) or s3://bucket/prefix")
+    common.add_argument("--config", type=Path, help="YAML settings file (see README: Settings)")
+    return common
+
+
+def _fleet_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--servers", type=_positive, help="servers in the synthetic fleet (default 100)")
+    parser.add_argument("--days", type=_positive, help="days of history to generate (default 730)")
+    parser.add_argument("--seed", type=int, help="random seed; the same seed gives the same fleet (default 42)")
+    parser.add_argument("--end-date", type=_date, help="last generated day (default: the day before the run)")
+    parser.add_argument(
+        "--raw-day",
+        type=_date,
+        action="append",
+        default=[],
+        help="write 5-minute samples for this day instead of its daily P95 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capacity-forecaster", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+
+    def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=description)
+
+    p = add(
+        "run",
+        "run the whole pipeline: generate -> etl -> train -> risk -> summary",
+        "Generate a synthetic fleet, validate and aggregate it, train forecasts through the SageMaker entry "
+        "point on local cores, build the risk register and print the servers most at risk.",
+    )
+    _fleet_args(p)
+    p.add_argument("--horizon", type=_positive, help="forecast horizon in days (default 90)")
+    p.add_argument("--run-date", type=_date, help="date of the run (default: today, UTC)")
+    p.add_argument("--hosts", type=_positive, help="simulated training hosts, each takes a shard (default 1)")
+    p.add_argument("--top", type=_positive, help="rows in the top-risks table (default 15)")
+
+    p = add(
+        "generate",
+        "write a synthetic fleet into the lake's raw zone",
+        "Write servers with attributes, daily P95 exports for cpu, mem, disk and net (or 5-minute samples for "
+        "--raw-day days), and the planted ground truth. Deterministic for a seed.",
+    )
+    _fleet_args(p)
+    p.add_argument("--horizon", type=_positive, help="days after the history the ground truth covers (90)")
+    p.add_argument("--run-date", type=_date, help="date of the run (default: today, UTC)")
+
+    p = add(
+        "ingest",
+        "copy monitoring exports (long format) into the raw zone",
+        "Copy CSV, gzip CSV or Parquet files with columns timestamp, server_id, metric, value into "
+        "raw/uploads/tenants/<tenant>/YYYY/MM/DD/ under a UTC timestamped name; the next `etl` picks them up.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="files to ingest")
+    p.add_argument("--tenant", default="default", help="tenant prefix the files go under (default: default)")
+
+    p = add(
+        "etl",
+        "validate new raw files and rewrite the daily P95 partitions they cover",
+        "Read raw objects not processed before, quarantine bad rows with a reason, aggregate to daily P95, "
+        "fill short gaps, and log the run in etl_runs (rows in = rows written + rows quarantined).",
+    )
+    p.add_argument("--full", action="store_true", help="reprocess every raw object, not only new ones")
+
+    p = add(
+        "train",
+        "run the training job (SageMaker container contract) on local cores",
+        "Run sagemaker_jobs' entry point under the training container contract with its folders in a "
+        "temporary directory, one per simulated host, then publish forecasts and model metrics to the lake.",
+    )
+    p.add_argument("--run-date", type=_date, help="date of the run (default: today, UTC)")
+    p.add_argument("--hosts", type=_positive, help="simulated hosts; each trains its shard of the series")
+    p.add_argument("--horizon", type=_positive, help="forecast horizon in days (default 90)")
+
+    p = add(
+        "risk",
+        "build the risk register from the latest (or a given) forecast run",
+        "Find the first day each champion forecast's P50 and P90 cross the threshold, the severity and the "
+        "finding, write the risk_register partition and print the top risks.",
+    )
+    p.add_argument("--run-date", type=_date, help="forecast run to use (default: the latest)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    p.add_argument("--top", type=_positive, help="rows to print in table format (default 15)")
+
+    p = add(
+        "query",
+        "run SQL on the lake with DuckDB",
+        "Tables: raw_samples, servers, metrics_daily, forecasts, model_metrics, risk_register, consolidation, "
+        "etl_runs, quarantine, ground_truth, etl_files.",
+    )
+    p.add_argument("sql", help='SQL statement, e.g. "SELECT * FROM risk_register LIMIT 5"')
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+
+    add(
+        "doctor",
+        "check that the lake is reachable and writable",
+        "For an S3 lake: credentials, bucket, list and write access, each with what to do when it fails. "
+        "For a local lake: the folder can be created and written.",
+    )
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from capacity_forecaster.settings import load_settings
+
+    overrides = {
+        "lake": args.lake,
+        "horizon_days": getattr(args, "horizon", None),
+        "fleet.servers": getattr(args, "servers", None),
+        "fleet.days": getattr(args, "days", None),
+        "fleet.seed": getattr(args, "seed", None),
+        "fleet.end_date": getattr(args, "end_date", None),
+        "training.hosts": getattr(args, "hosts", None),
+        "risk.top": getattr(args, "top", None),
+    }
+    return load_settings(args.config, overrides=overrides)
+
+
+def _lake(settings: Any) -> Any:
+    from capacity_forecaster.storage.lake import open_lake
+
+    s3_config = settings.s3_config() if str(settings.lake).startswith("s3://") else None
+    return open_lake(settings.lake, s3_config)
+
+
+def _run_date(args: argparse.Namespace) -> date:
+    return getattr(args, "run_date", None) or datetime.now(UTC).date()
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Piped output (CI logs, `| tee`) gets a wide fixed width instead of rich's 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _print_frame(df: Any, fmt: str, title: str | None = None) -> None:
+    from capacity_forecaster.query import format_result
+
+    if fmt != "table":
+        sys.stdout.write(format_result(df, fmt))
+        return
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
+    for column in df.columns:
+        table.add_column(str(column))
+    for row in df.itertuples(index=False):
+        table.add_row(*["" if v is None else str(v) for v in row])
+    _console().print(table)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from capacity_forecaster.pipeline import run_pipeline
+    from capacity_forecaster.progress import RichProgress
+    from capacity_forecaster.report import render_summary, severity_counts
+
+    settings = _settings(args)
+    lake = _lake(settings)
+    run_date = _run_date(args)
+    console = _console()
+    console.print(
+        f"Running the pipeline for {run_date} on {lake.uri}: {settings.fleet.servers} servers, "
+        f"{settings.fleet.days} days of history, {settings.horizon_days}-day horizon"
+    )
+    started = time.perf_counter()
+    with RichProgress() as progress:
+        result = run_pipeline(lake, settings, run_date=run_date, raw_days=args.raw_day, progress=progress)
+    lines = [f"{s.stage}: " + ", ".join(f"{k}={v}" for k, v in s.counts.items() if k != "run_id") for s in result.stages]
+    render_summary(
+        console,
+        top=result.top,
+        counts=severity_counts(result.register),
+        stage_lines=lines,
+        outputs=result.outputs,
+    )
+    console.print(f"Finished in {time.perf_counter() - started:.1f} s.")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from capacity_forecaster.progress import RichProgress
+    from capacity_forecaster.stages import run_generate
+
+    settings = _settings(args)
+    with RichProgress() as progress:
+        result = run_generate(_lake(settings), settings, run_date=_run_date(args), raw_days=args.raw_day, progress=progress)
+    _print_counts(result)
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from capacity_forecaster.ingest import ingest_files
+
+    settings = _settings(args)
+    for uri in ingest_files(_lake(settings), args.paths, tenant=args.tenant):
+        print(uri)
+
+
+def cmd_etl(args: argparse.Namespace) -> None:
+    from capacity_forecaster.progress import RichProgress
+    from capacity_forecaster.stages import run_etl
+
+    settings = _settings(args)
+    with RichProgress() as progress:
+        result = run_etl(_lake(settings), settings, full=args.full, progress=progress)
+    _print_counts(result)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from capacity_forecaster.stages import run_train
+
+    settings = _settings(args)
+    result = run_train(_lake(settings), settings, run_date=_run_date(args), progress=True)
+    _print_counts(result)
+
+
+def cmd_risk(args: argparse.Namespace) -> None:
+    from capacity_forecaster.report import top_risks
+    from capacity_forecaster.schema import RISK_REGISTER, SERVERS
+    from capacity_forecaster.stages import run_risk
+
+    settings = _settings(args)
+    lake = _lake(settings)
+    result = run_risk(lake, settings, run_date=args.run_date)
+    register = lake.read_table(RISK_REGISTER, where={"run_date": result.counts["run_date"]})
+    if args.format == "table":
+        _print_counts(result)
+        _print_frame(top_risks(register, lake.read_table(SERVERS), top=settings.risk.top), "table", "Top risks")
+    else:
+        _print_frame(register, args.format)
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    from capacity_forecaster.query import run_query
+
+    settings = _settings(args)
+    _print_frame(run_query(_lake(settings), args.sql), args.format)
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    from capacity_forecaster.doctor import check_lake
+
+    settings = _settings(args)
+    checks = check_lake(settings)
+    for check in checks:
+        mark = "ok  " if check.ok else "FAIL"
+        print(f"[{mark}] {check.name}: {check.message}")
+    if not all(c.ok for c in checks):
+        failed = next(c for c in checks if not c.ok)
+        raise CapacityForecasterError(f"{failed.name}: {failed.message}")
+
+
+def _print_counts(result: Any) -> None:
+    print(f"{result.stage}: " + ", ".join(f"{k}={v}" for k, v in result.counts.items()))
+    for uri in result.written[:5]:
+        print(f"  wrote {uri}")
+    if len(result.written) > 5:
+        print(f"  ... and {len(result.written) - 5} more objects")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "run": cmd_run,
+    "generate": cmd_generate,
+    "ingest": cmd_ingest,
+    "etl": cmd_etl,
+    "train": cmd_train,
+    "risk": cmd_risk,
+    "query": cmd_query,
+    "doctor": cmd_doctor,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except CapacityForecasterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

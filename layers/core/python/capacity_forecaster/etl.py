@@ -1,0 +1,265 @@
+"""ETL rules, as pure functions: parse raw files, validate samples, aggregate to daily P95, fill gaps.
+
+Every input row ends up either in the valid set or in the rejected set with one reason, so
+``rows in = rows valid + rows rejected`` holds by construction.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from typing import Final
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from capacity_forecaster.errors import InputError
+from capacity_forecaster.schema import METRIC_RANGE, METRICS
+
+REQUIRED_COLUMNS: Final[tuple[str, ...]] = ("timestamp", "server_id", "metric", "value")
+SAMPLE_KEY: Final[list[str]] = ["server_id", "metric", "timestamp"]
+SERVER_ID_PATTERN: Final[str] = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+
+# Reasons, in the order rules are applied: a row gets the first reason that applies.
+REASONS: Final[dict[str, str]] = {
+    "missing_server_id": "server_id is empty",
+    "invalid_server_id": "server_id has characters other than letters, digits and . _ : -",
+    "unknown_metric": f"metric is not one of {', '.join(METRICS)}",
+    "unparseable_timestamp": "timestamp is not an ISO 8601 date-time",
+    "future_timestamp": "timestamp is in the future",
+    "non_numeric_value": "value is not a number",
+    "value_out_of_range": f"value is outside {METRIC_RANGE[0]:g} to {METRIC_RANGE[1]:g} percent",
+    "duplicate": "exact duplicate of an earlier sample",
+    "conflicting_duplicate": "same server, metric and timestamp as another sample with a different value",
+}
+
+
+def read_raw_object(name: str, data: bytes) -> pd.DataFrame:
+    """Parse one raw object in the long format (CSV, gzip CSV or Parquet) into the four raw columns.
+
+    Raises :class:`InputError` with a one-line reason when the file as a whole cannot be used.
+    """
+    if not data:
+        raise InputError(f"{name}: the file is empty")
+    lower = name.lower()
+    try:
+        if lower.endswith(".parquet"):
+            df = pq.read_table(io.BytesIO(data)).to_pandas()
+        elif lower.endswith((".csv", ".csv.gz", ".gz")):
+            raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+            text = raw.decode("utf-8-sig")
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+        else:
+            raise InputError(f"{name}: unsupported file type (expected .csv, .csv.gz or .parquet)")
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: the file is not UTF-8 text") from None
+    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, EOFError) as exc:
+        raise InputError(f"{name}: cannot be read as {lower.rsplit('.', 1)[-1]}: {_first_line(exc)}") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{name}: missing required columns {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})")
+    if df.empty:
+        raise InputError(f"{name}: the file has a header but no rows")
+    return df[list(REQUIRED_COLUMNS)]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def validate_samples(
+    raw: pd.DataFrame, *, now: pd.Timestamp, context: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw rows into valid samples and rejected rows.
+
+    ``raw`` has the four raw columns plus ``source`` and ``row_number``. ``context`` holds valid samples already
+    in the lake for the same days: a new row that repeats one of them is a duplicate, or a conflicting duplicate
+    when its value differs. ``now`` is the latest acceptable timestamp (UTC).
+
+    Returns ``(valid, rejected)``: valid has timestamp (UTC), server_id, metric, value (float), source,
+    row_number; rejected has source, row_number, the four raw columns as text, and reason.
+    """
+    reason = pd.Series(pd.NA, index=raw.index, dtype="object")
+
+    def flag(mask: pd.Series, code: str) -> None:
+        reason[mask & reason.isna()] = code
+
+    server = raw["server_id"].astype("string").str.strip()
+    flag(server.isna() | (server == ""), "missing_server_id")
+    flag(~server.fillna("").str.match(SERVER_ID_PATTERN), "invalid_server_id")
+    metric = raw["metric"].astype("string").str.strip().str.lower()
+    flag(~metric.isin(METRICS).fillna(False).astype(bool), "unknown_metric")
+    timestamp = _parse_timestamps(raw["timestamp"])
+    flag(timestamp.isna(), "unparseable_timestamp")
+    flag(timestamp > now, "future_timestamp")
+    value = pd.to_numeric(raw["value"], errors="coerce").astype("float64")
+    flag(value.isna() | ~np.isfinite(value), "non_numeric_value")
+    flag((value < METRIC_RANGE[0]) | (value > METRIC_RANGE[1]), "value_out_of_range")
+
+    candidates = pd.DataFrame(
+        {
+            "timestamp": timestamp,
+            "server_id": server.astype(str),
+            "metric": metric.astype(str),
+            "value": value,
+            "source": raw["source"].astype(str),
+            "row_number": raw["row_number"].astype("int64"),
+        },
+        index=raw.index,
+    )
+    ok = reason.isna()
+    for code, mask in _duplicate_reasons(candidates[ok], context).items():
+        reason[mask[mask].index] = code
+    ok = reason.isna()
+    valid = candidates[ok].reset_index(drop=True)
+    rejected = _rejected_rows(raw[~ok], reason[~ok])
+    return valid, rejected
+
+
+def _parse_timestamps(col: pd.Series) -> pd.Series:
+    if isinstance(col.dtype, pd.DatetimeTZDtype):
+        return col.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_any_dtype(col.dtype):
+        return col.dt.tz_localize("UTC")
+    text = col.astype("string").str.strip()
+    return pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+
+
+def _duplicate_reasons(ok: pd.DataFrame, context: pd.DataFrame | None) -> dict[str, pd.Series]:
+    """Masks (over ``ok``'s index) of exact and conflicting duplicates."""
+    conflicting = ok.groupby(SAMPLE_KEY, sort=False)["value"].transform("nunique") > 1
+    exact = ok.duplicated(subset=[*SAMPLE_KEY, "value"], keep="first") & ~conflicting
+    if context is not None and not context.empty:
+        seen = ok[SAMPLE_KEY + ["value"]].merge(
+            context[SAMPLE_KEY + ["value"]].drop_duplicates(SAMPLE_KEY).rename(columns={"value": "seen_value"}),
+            on=SAMPLE_KEY,
+            how="left",
+        )
+        seen.index = ok.index
+        in_context = seen["seen_value"].notna()
+        same = in_context & np.isclose(seen["value"], seen["seen_value"].fillna(-1.0))
+        exact = exact | (same & ~conflicting)
+        conflicting = conflicting | (in_context & ~same)
+    return {"duplicate": exact, "conflicting_duplicate": conflicting}
+
+
+def _rejected_rows(raw: pd.DataFrame, reason: pd.Series) -> pd.DataFrame:
+    def as_text(col: pd.Series) -> pd.Series:
+        return col.astype("string").fillna("").astype(str)
+
+    return pd.DataFrame(
+        {
+            "source": raw["source"].astype(str),
+            "row_number": raw["row_number"].astype("int64"),
+            "timestamp": as_text(raw["timestamp"]),
+            "server_id": as_text(raw["server_id"]),
+            "metric": as_text(raw["metric"]),
+            "value": as_text(raw["value"]),
+            "reason": reason.astype(str),
+        }
+    ).reset_index(drop=True)
+
+
+def aggregate_daily(samples: pd.DataFrame) -> pd.DataFrame:
+    """Daily P95 per server and metric from samples of any interval, with the number of samples behind it."""
+    if samples.empty:
+        return pd.DataFrame(
+            {
+                "server_id": pd.Series(dtype=str),
+                "metric": pd.Series(dtype=str),
+                "dt": pd.Series(dtype="datetime64[ns]"),
+                "p95": pd.Series(dtype="float64"),
+                "n_samples": pd.Series(dtype="int32"),
+            }
+        )
+    day = samples["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D").astype("datetime64[ns]")
+    grouped = samples.assign(dt=day).groupby(["server_id", "metric", "dt"], sort=True)["value"]
+    out = pd.DataFrame({"p95": grouped.quantile(0.95), "n_samples": grouped.size().astype("int32")}).reset_index()
+    return out[["server_id", "metric", "dt", "p95", "n_samples"]]
+
+
+def fill_gaps(daily: pd.DataFrame, *, max_gap_days: int) -> pd.DataFrame:
+    """Impute missing days inside each series, flagging them ``imputed``.
+
+    Seasonal interpolation: a missing day takes the mean of the same weekday one week before and after when
+    observed (either one alone otherwise), and a linear interpolation between its neighbours when neither is.
+    Runs of more than ``max_gap_days`` missing days, and days before the first or after the last observation,
+    are left missing. Input columns: server_id, metric, dt, p95, n_samples.
+    """
+    cols = ["server_id", "metric", "dt", "p95", "n_samples", "imputed"]
+    if daily.empty:
+        return daily.assign(imputed=pd.Series(dtype=bool))[cols]
+    wide = daily.pivot_table(index=["server_id", "metric"], columns="dt", values="p95", aggfunc="first")
+    wide = wide.reindex(columns=pd.date_range(wide.columns.min(), wide.columns.max(), freq="D"))
+    values = wide.to_numpy(dtype="float64")
+    filled = _impute_matrix(values, max_gap_days)
+    imputed_mask = np.isnan(values) & ~np.isnan(filled)
+    counts = daily.set_index(["server_id", "metric", "dt"])["n_samples"]
+
+    long = pd.DataFrame(filled, index=wide.index, columns=wide.columns).stack(future_stack=True)
+    flags = pd.DataFrame(imputed_mask, index=wide.index, columns=wide.columns).stack(future_stack=True)
+    out = pd.DataFrame({"p95": long, "imputed": flags}).dropna(subset=["p95"])
+    out.index = out.index.set_names(["server_id", "metric", "dt"])
+    out["n_samples"] = counts.reindex(out.index).fillna(0).astype("int32").to_numpy()
+    out = out.reset_index()
+    out["dt"] = out["dt"].astype("datetime64[ns]")
+    out["imputed"] = out["imputed"].astype(bool)
+    return out[cols].sort_values(["server_id", "metric", "dt"], ignore_index=True)
+
+
+def _impute_matrix(values: np.ndarray, max_gap_days: int) -> np.ndarray:
+    """Fill NaN runs of at most ``max_gap_days`` strictly inside each row (see :func:`fill_gaps`)."""
+    out = values.copy()
+    n_rows, n_days = values.shape
+    if n_days == 0 or max_gap_days == 0:
+        return out
+    missing = np.isnan(values)
+    before = np.full_like(values, np.nan)
+    after = np.full_like(values, np.nan)
+    if n_days > 7:
+        before[:, 7:] = values[:, :-7]
+        after[:, :-7] = values[:, 7:]
+    pair = np.stack([before, after])
+    known = (~np.isnan(pair)).sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        seasonal = np.where(known > 0, np.nansum(pair, axis=0) / np.maximum(known, 1), np.nan)
+    days = np.arange(n_days)
+    for row in range(n_rows):
+        gaps = _fillable_gaps(missing[row], max_gap_days)
+        if not gaps.any():
+            continue
+        observed = ~missing[row]
+        linear = np.interp(days, days[observed], values[row, observed])
+        candidate = np.where(np.isnan(seasonal[row]), linear, seasonal[row])
+        out[row, gaps] = candidate[gaps]
+    return out
+
+
+def _fillable_gaps(missing: np.ndarray, max_gap_days: int) -> np.ndarray:
+    """Mask of missing days in interior runs no longer than ``max_gap_days``."""
+    mask = np.zeros_like(missing)
+    if missing.all() or not missing.any():
+        return mask
+    observed = np.flatnonzero(~missing)
+    first, last = observed[0], observed[-1]
+    i = first
+    while i <= last:
+        if missing[i]:
+            j = i
+            while missing[j]:
+                j += 1
+            if j - i <= max_gap_days:
+                mask[i:j] = True
+            i = j
+        else:
+            i += 1
+    return mask
+
+
+def reconcile(rows_in: int, rows_valid: int, rows_rejected: int) -> None:
+    """Fail loudly if a row was lost: rows in must equal rows kept plus rows quarantined."""
+    if rows_in != rows_valid + rows_rejected:
+        raise AssertionError(f"ETL lost rows: {rows_in} in, {rows_valid} valid, {rows_rejected} quarantined")

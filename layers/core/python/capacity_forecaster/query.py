@@ -1,0 +1,61 @@
+"""SQL over the lake with DuckDB: every table is a view named as in Athena.
+
+Tables are read through the lake adapter as Arrow and handed to DuckDB, so the same code serves a local folder
+and an S3 lake (DuckDB's own S3 extension is not needed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from capacity_forecaster.errors import InputError
+from capacity_forecaster.schema import TABLES
+from capacity_forecaster.storage.lake import Lake
+
+FORMATS = ("table", "csv", "json")
+
+
+def connect(lake: Lake, tables: Iterable[str] | None = None) -> Any:
+    """A DuckDB connection with a view per lake table (empty tables still have their columns)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    for name in tables or TABLES:
+        arrow = lake.read_arrow(TABLES[name])
+        con.register(f"_arrow_{name}", arrow)
+        con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "_arrow_{name}"')
+    return con
+
+
+def run_query(lake: Lake, sql: str) -> pd.DataFrame:
+    """Run one SQL statement on the lake and return the result; SQL errors become one-line InputErrors."""
+    import duckdb
+
+    con = connect(lake, _tables_named(sql))
+    try:
+        return con.execute(sql).to_arrow_table().to_pandas()
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"query failed: {first}") from None
+    finally:
+        con.close()
+
+
+def _tables_named(sql: str) -> list[str]:
+    """Only the tables a statement mentions are loaded (a cheap over-approximation by name)."""
+    lowered = sql.lower()
+    named = [name for name in TABLES if name in lowered]
+    return named or []
+
+
+def format_result(df: pd.DataFrame, fmt: str) -> str:
+    """Render a result as CSV or JSON text (the table format is printed by the CLI with rich)."""
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "json":
+        return json.dumps(json.loads(df.to_json(orient="records", date_format="iso")), indent=2)
+    raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")

@@ -1,0 +1,143 @@
+"""Risk rules: when each series' champion forecast crosses its threshold, how urgent that is, and the finding.
+
+Pure functions over DataFrames: champion forecasts and recent actuals in, the risk register out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from capacity_forecaster.schema import RISK_REGISTER
+
+SEVERITY_ORDER: Final[dict[str, int]] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+def last_actuals(daily: pd.DataFrame, *, saturation_days: int, thresholds: Mapping[str, float]) -> pd.DataFrame:
+    """Per series: last observed day and P95, and whether each of the last N observed days is at the threshold.
+
+    Imputed days do not count as observations. Output columns: server_id, metric, last_actual_date, last_p95,
+    already_breaching.
+    """
+    observed = daily[~daily["imputed"]] if "imputed" in daily.columns else daily
+    observed = observed.sort_values(["server_id", "metric", "dt"])
+    tail = observed.groupby(["server_id", "metric"], sort=False).tail(saturation_days)
+    threshold = tail["metric"].map(thresholds).astype("float64")
+    tail = tail.assign(at_threshold=tail["p95"] >= threshold)
+    grouped = tail.groupby(["server_id", "metric"], sort=True)
+    out = pd.DataFrame(
+        {
+            "last_actual_date": grouped["dt"].max(),
+            "last_p95": grouped["p95"].last(),
+            "already_breaching": grouped["at_threshold"].all() & (grouped.size() >= saturation_days),
+        }
+    ).reset_index()
+    return out
+
+
+def breach_dates(forecasts: pd.DataFrame, thresholds: Mapping[str, float]) -> pd.DataFrame:
+    """First day P50 and P90 reach the threshold, and the P50 peak, per series of champion forecasts.
+
+    Input columns: server_id, metric, model, ds, p50, p90. Output: server_id, metric, model, threshold,
+    breach_date_p50, breach_date_p90, peak_p50, peak_date, peak_p90.
+    """
+    fc = forecasts.sort_values(["server_id", "metric", "ds"]).copy()
+    fc["threshold"] = fc["metric"].map(thresholds).astype("float64")
+    fc["ds50"] = fc["ds"].where(fc["p50"] >= fc["threshold"])
+    fc["ds90"] = fc["ds"].where(fc["p90"] >= fc["threshold"])
+    grouped = fc.groupby(["server_id", "metric"], sort=True)
+    peak_idx = grouped["p50"].idxmax()
+    out = pd.DataFrame(
+        {
+            "model": grouped["model"].first(),
+            "threshold": grouped["threshold"].first(),
+            "breach_date_p50": grouped["ds50"].min(),
+            "breach_date_p90": grouped["ds90"].min(),
+            "peak_p50": fc.loc[peak_idx.to_numpy(), "p50"].to_numpy(),
+            "peak_date": fc.loc[peak_idx.to_numpy(), "ds"].to_numpy(),
+            "peak_p90": grouped["p90"].max(),
+        }
+    ).reset_index()
+    return out
+
+
+def severity(
+    already_breaching: pd.Series,
+    days_p50: pd.Series,
+    days_p90: pd.Series,
+    *,
+    critical_days: int,
+) -> pd.Series:
+    """critical: breaching now or P50 within ``critical_days``; high: P50 in the horizon; medium: only P90."""
+    tier = np.select(
+        [
+            already_breaching.to_numpy(dtype=bool)
+            | (days_p50.astype("float64").fillna(np.inf).to_numpy() <= critical_days),
+            days_p50.notna().to_numpy(),
+            days_p90.notna().to_numpy(),
+        ],
+        ["critical", "high", "medium"],
+        default="low",
+    )
+    return pd.Series(tier, index=already_breaching.index, dtype=str)
+
+
+def findings(register: pd.DataFrame, *, overprovisioned_ratio: float) -> pd.Series:
+    """Per server, as Compute Optimizer reports it: under-provisioned when any metric is critical or high,
+    over-provisioned when every metric's peak P90 stays under ratio x threshold, optimized otherwise.
+
+    ``register`` needs server_id, severity, threshold and peak_p90.
+    """
+    frame = register.assign(
+        hot=register["severity"].isin(["critical", "high"]),
+        cool=register["peak_p90"] < register["threshold"] * overprovisioned_ratio,
+    )
+    per_server = frame.groupby("server_id").agg(hot=("hot", "any"), cool=("cool", "all"))
+    label = np.select(
+        [per_server["hot"], per_server["cool"]], ["under-provisioned", "over-provisioned"], default="optimized"
+    )
+    mapping = pd.Series(label, index=per_server.index)
+    return register["server_id"].map(mapping).astype(str)
+
+
+def build_risk_register(
+    forecasts: pd.DataFrame,
+    daily: pd.DataFrame,
+    *,
+    run_date: date,
+    thresholds: Mapping[str, float],
+    critical_days: int,
+    saturation_days: int,
+    overprovisioned_ratio: float,
+) -> pd.DataFrame:
+    """The risk register for one run: champion forecasts plus recent actuals -> one row per series.
+
+    ``forecasts`` holds the run's forecasts (only champion rows are used); ``daily`` the curated daily P95.
+    Saturated series (at the threshold on each of the last ``saturation_days`` observed days) are reported as
+    breaching now, with days to breach 0, rather than scored on forecasts past the cap.
+    """
+    champions = forecasts[forecasts["is_champion"]]
+    dates = breach_dates(champions, thresholds)
+    actuals = last_actuals(daily, saturation_days=saturation_days, thresholds=thresholds)
+    reg = dates.merge(actuals, on=["server_id", "metric"], how="left")
+    reg["already_breaching"] = reg["already_breaching"].fillna(False).astype(bool)
+    origin = pd.Timestamp(run_date)
+    for q in ("p50", "p90"):
+        col = f"breach_date_{q}"
+        reg[col] = reg[col].where(~reg["already_breaching"], reg["last_actual_date"])
+        days = (reg[col] - origin).dt.days
+        reg[f"days_to_breach_{q}"] = days.clip(lower=0).astype("Int32").where(reg[col].notna())
+    reg["severity"] = severity(
+        reg["already_breaching"], reg["days_to_breach_p50"], reg["days_to_breach_p90"], critical_days=critical_days
+    )
+    reg["finding"] = findings(reg, overprovisioned_ratio=overprovisioned_ratio)
+    reg["run_date"] = origin
+    order = reg["severity"].map(SEVERITY_ORDER)
+    reg = reg.assign(_order=order).sort_values(
+        ["_order", "days_to_breach_p50", "days_to_breach_p90", "server_id", "metric"], na_position="last"
+    )
+    return reg.drop(columns="_order")[[*RISK_REGISTER.column_names, "run_date"]].reset_index(drop=True)

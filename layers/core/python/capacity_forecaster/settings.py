@@ -1,0 +1,253 @@
+"""Settings: built-in defaults, then a YAML config file, then ``CF_*`` environment variables, then CLI flags.
+
+Every value is validated once here, with a one-line :class:`ConfigError` naming the setting and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from capacity_forecaster.errors import ConfigError
+from capacity_forecaster.schema import METRICS
+
+DEFAULT_LAKE = "./lake"
+DEFAULT_THRESHOLD = 80.0
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """The synthetic fleet the ``generate`` stage writes."""
+
+    servers: int = 100
+    days: int = 730
+    seed: int = 42
+    country: str = "US"
+    end_date: date | None = None
+    """Last observed day; None means yesterday (UTC), so a daily run generates up to the day before."""
+
+    def resolved_end_date(self, today: date | None = None) -> date:
+        return self.end_date or ((today or datetime.now(UTC).date()) - timedelta(days=1))
+
+
+@dataclass(frozen=True)
+class EtlSettings:
+    """Validation and gap filling of raw samples."""
+
+    max_gap_days: int = 14
+    """Longest run of missing days that is imputed; longer gaps stay missing."""
+    future_tolerance_minutes: int = 60
+    """Samples more than this far in the future (clock skew allowance) are quarantined."""
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Models and backtest of the training job."""
+
+    models: tuple[str, ...] = ("seasonal_naive", "linear_trend")
+    backtest_origins: int = 2
+    score: str = "mae"
+    min_history_days: int = 56
+    hosts: int = 1
+    n_jobs: int = 0
+    """Worker processes per host; 0 means all cores."""
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    """Thresholds and severity tiers."""
+
+    thresholds: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(METRICS, DEFAULT_THRESHOLD))
+    critical_days: int = 30
+    saturation_days: int = 7
+    """An observed P95 at or over the threshold on each of the last N days counts as breaching now."""
+    overprovisioned_ratio: float = 0.5
+    """Peak P90 forecast below threshold x ratio on every metric: over-provisioned."""
+    top: int = 15
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a pipeline run needs."""
+
+    lake: str = DEFAULT_LAKE
+    horizon_days: int = 90
+    fleet: FleetSettings = field(default_factory=FleetSettings)
+    etl: EtlSettings = field(default_factory=EtlSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    risk: RiskSettings = field(default_factory=RiskSettings)
+    s3: Mapping[str, Any] = field(default_factory=dict)
+    """Overrides for :class:`~capacity_forecaster.storage.s3_client.S3Config` (region, endpoint_url, sse...)."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def s3_config(self) -> Any:
+        """The S3 client configuration: environment first, then the config file's ``s3`` section."""
+        from capacity_forecaster.storage.s3_client import S3Config
+
+        return S3Config.from_env(**dict(self.s3))
+
+
+# Environment variable -> (section, key). Sections are dataclass fields of Settings.
+ENV_VARS: dict[str, tuple[str | None, str]] = {
+    "CF_LAKE": (None, "lake"),
+    "CF_HORIZON_DAYS": (None, "horizon_days"),
+    "CF_FLEET_SERVERS": ("fleet", "servers"),
+    "CF_FLEET_DAYS": ("fleet", "days"),
+    "CF_FLEET_SEED": ("fleet", "seed"),
+    "CF_FLEET_COUNTRY": ("fleet", "country"),
+    "CF_FLEET_END_DATE": ("fleet", "end_date"),
+    "CF_TRAINING_HOSTS": ("training", "hosts"),
+    "CF_TRAINING_N_JOBS": ("training", "n_jobs"),
+}
+
+_SECTIONS = {"fleet": FleetSettings, "etl": EtlSettings, "training": TrainingSettings, "risk": RiskSettings}
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings from defaults, the YAML file, ``CF_*`` variables and explicit overrides, in that order.
+
+    ``overrides`` uses dotted names (``"fleet.servers"``, ``"lake"``); None values are ignored.
+    """
+    env = os.environ if environ is None else environ
+    path = config_path or env.get("CF_CONFIG")
+    raw: dict[str, Any] = _read_yaml(Path(path)) if path else {}
+    for var, (section, key) in ENV_VARS.items():
+        if env.get(var):
+            _set(raw, section, key, env[var])
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            section, _, key = dotted.rpartition(".")
+            _set(raw, section or None, key, value)
+    return _build(raw)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def _set(raw: dict[str, Any], section: str | None, key: str, value: Any) -> None:
+    if section is None:
+        raw[key] = value
+    else:
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"setting {section!r} must be a mapping")
+        target[key] = value
+
+
+def _build(raw: Mapping[str, Any]) -> Settings:
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in _SECTIONS:
+            kwargs[name] = _build_section(name, value)
+        elif name == "s3":
+            if not isinstance(value, Mapping):
+                raise ConfigError("setting 's3' must be a mapping (region, endpoint_url, sse, kms_key_id...)")
+            kwargs[name] = dict(value)
+        else:
+            kwargs[name] = _coerce(name, value, Settings)
+    return Settings(**kwargs)
+
+
+def _build_section(name: str, value: Any) -> Any:
+    cls = _SECTIONS[name]
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"setting {name!r} must be a mapping")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting '{name}.{unknown[0]}'; known: {', '.join(sorted(known))}")
+    base = cls()
+    return replace(base, **{k: _coerce(f"{name}.{k}", v, cls) for k, v in value.items()})
+
+
+def _coerce(dotted: str, value: Any, cls: type) -> Any:
+    """Convert a YAML or environment value to the type of the field it sets."""
+    key = dotted.rpartition(".")[2]
+    default = getattr(cls(), key)
+    try:
+        if key == "end_date":
+            return value if isinstance(value, date) or value is None else date.fromisoformat(str(value))
+        if key == "thresholds":
+            return _thresholds(value)
+        if key == "models":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(m).strip() for m in items if str(m).strip())
+        if isinstance(default, bool):
+            return str(value).lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {dotted}={value!r} is not a valid {type(default).__name__}") from None
+
+
+def _thresholds(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("setting risk.thresholds must map metrics (cpu, mem, disk, net) to percentages")
+    merged = dict.fromkeys(METRICS, DEFAULT_THRESHOLD)
+    for metric, pct in value.items():
+        if metric not in METRICS:
+            raise ConfigError(f"risk.thresholds has unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
+        merged[metric] = float(pct)
+    return merged
+
+
+def _validate(s: Settings) -> None:
+    checks: list[tuple[bool, str]] = [
+        (bool(str(s.lake).strip()), "lake must name a folder or s3://bucket/prefix"),
+        (1 <= s.horizon_days <= 730, f"horizon_days={s.horizon_days} must be between 1 and 730"),
+        (1 <= s.fleet.servers <= 100_000, f"fleet.servers={s.fleet.servers} must be between 1 and 100000"),
+        (28 <= s.fleet.days <= 3_650, f"fleet.days={s.fleet.days} must be between 28 and 3650"),
+        (s.etl.max_gap_days >= 0, "etl.max_gap_days must be 0 or more"),
+        (s.etl.future_tolerance_minutes >= 0, "etl.future_tolerance_minutes must be 0 or more"),
+        (bool(s.training.models), "training.models must name at least one model"),
+        (s.training.backtest_origins >= 1, "training.backtest_origins must be at least 1"),
+        (s.training.score in {"mae", "rmse", "smape", "mase"}, "training.score must be mae, rmse, smape or mase"),
+        (s.training.min_history_days >= 14, "training.min_history_days must be at least 14"),
+        (1 <= s.training.hosts <= 64, "training.hosts must be between 1 and 64"),
+        (s.training.n_jobs >= 0, "training.n_jobs must be 0 (all cores) or more"),
+        (s.risk.critical_days >= 0, "risk.critical_days must be 0 or more"),
+        (s.risk.saturation_days >= 1, "risk.saturation_days must be at least 1"),
+        (0 < s.risk.overprovisioned_ratio < 1, "risk.overprovisioned_ratio must be between 0 and 1"),
+        (s.risk.top >= 1, "risk.top must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    for metric, pct in s.risk.thresholds.items():
+        if not 0 < pct <= 100:
+            raise ConfigError(f"risk.thresholds.{metric}={pct} must be a percentage in (0, 100]")

@@ -1,0 +1,427 @@
+"""The pipeline stages with their lake I/O: generate, etl, train, risk.
+
+Each stage reads its inputs through a :class:`Lake`, calls the pure domain functions, writes whole partitions
+and returns a :class:`StageResult` with counts for logs, handlers and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from capacity_forecaster import etl
+from capacity_forecaster.errors import CapacityForecasterError, InputError
+from capacity_forecaster.progress import NullProgress, ProgressReporter
+from capacity_forecaster.schema import (
+    ETL_FILES,
+    ETL_RUNS,
+    FORECASTS,
+    GROUND_TRUTH,
+    METRICS_DAILY,
+    QUARANTINE,
+    RAW_SAMPLES,
+    RISK_REGISTER,
+    SERVERS,
+)
+from capacity_forecaster.settings import Settings
+from capacity_forecaster.storage.lake import Lake, partition_key
+
+UPLOADS_PREFIX = "raw/uploads/"
+RAW_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+@dataclass
+class StageResult:
+    """What a stage did: counts for the summary, and the URIs it wrote."""
+
+    stage: str
+    counts: dict[str, Any] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------------------------- generate
+
+
+def run_generate(
+    lake: Lake,
+    settings: Settings,
+    *,
+    run_date: date,
+    raw_days: Sequence[date] = (),
+    progress: ProgressReporter | None = None,
+) -> StageResult:
+    """Generate the synthetic fleet into the raw zone: one daily-P95 export partition per day.
+
+    Days named in ``raw_days`` get 5-minute samples instead, for the ETL to aggregate. The fleet inventory and
+    the planted ground truth go to their own tables.
+    """
+    from capacity_forecaster.generate import (
+        FleetSpec,
+        daily_as_raw_samples,
+        generate_fleet,
+        generate_raw_samples,
+    )
+
+    progress = progress or NullProgress()
+    fleet_settings = settings.fleet
+    spec = FleetSpec(
+        servers=fleet_settings.servers,
+        days=fleet_settings.days,
+        end_date=fleet_settings.end_date or (run_date - timedelta(days=1)),
+        horizon_days=settings.horizon_days,
+        seed=fleet_settings.seed,
+        country=fleet_settings.country,
+        thresholds=dict(settings.risk.thresholds),
+    )
+    with progress.task("generate fleet", 1) as advance:
+        fleet = generate_fleet(spec)
+        advance(1)
+    raw = daily_as_raw_samples(fleet.daily)
+    if raw_days:
+        wanted = {pd.Timestamp(d) for d in raw_days}
+        samples = generate_raw_samples(fleet, list(raw_days), seed=fleet_settings.seed)
+        raw = pd.concat([raw[~raw["dt"].isin(wanted)], samples], ignore_index=True)
+    written = [lake.write_table(SERVERS, fleet.servers)[0], lake.write_table(GROUND_TRUTH, fleet.ground_truth)[0]]
+    n_days = int(raw["dt"].nunique())
+    with progress.task("write raw samples", n_days) as advance:
+        written += lake.write_table(RAW_SAMPLES, raw, on_written=advance)
+    return StageResult(
+        "generate",
+        {
+            "servers": len(fleet.servers),
+            "days": n_days,
+            "raw_rows": len(raw),
+            "first_day": raw["dt"].min().date().isoformat(),
+            "last_day": raw["dt"].max().date().isoformat(),
+            "series_breaching_in_truth": int(fleet.ground_truth["will_breach"].sum()),
+        },
+        written,
+    )
+
+
+# --------------------------------------------------------------------------------------------- etl
+
+
+def is_raw_input(key: str) -> bool:
+    """Raw objects the ETL reads: the generator's partitions and user uploads in the long format."""
+    if key.startswith(RAW_SAMPLES.prefix + "/"):
+        return key.endswith("/data.parquet")
+    return key.startswith(UPLOADS_PREFIX) and key.lower().endswith(RAW_SUFFIXES)
+
+
+def _read_manifest(lake: Lake) -> pd.DataFrame:
+    key = partition_key(ETL_FILES, None)
+    if not lake.store.exists(key):
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in ETL_FILES.column_names})
+    return lake.read_table(ETL_FILES)
+
+
+def _read_raw(lake: Lake, key: str) -> pd.DataFrame:
+    frame = etl.read_raw_object(key, lake.store.get_bytes(key))
+    return frame.assign(source=key, row_number=range(len(frame)))
+
+
+def run_etl(
+    lake: Lake,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    full: bool = False,
+    progress: ProgressReporter | None = None,
+) -> StageResult:
+    """Validate new raw objects, quarantine bad rows, and rewrite the daily partitions they touch.
+
+    Each raw object is processed once (tracked in ``etl_files``); ``full`` reprocesses everything. Counts
+    reconcile: rows in = rows written + rows quarantined. Every run appends a row to ``etl_runs``.
+    """
+    progress = progress or NullProgress()
+    started = now or utc_now()
+    run_id = f"etl-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    manifest = _read_manifest(lake)
+    objects = [o for o in lake.store.list("raw/") if is_raw_input(o.key)]
+    seen = set() if full else set(zip(manifest["key"], manifest["fingerprint"], strict=True))
+    new = [o for o in objects if (o.key, _fingerprint(o)) not in seen]
+    # A key listed twice (or re-delivered unchanged) is processed once.
+    new = list({o.key: o for o in new}.values())
+
+    frames, file_rows, rejected_files = [], [], []
+    with progress.task("etl: read raw files", len(new)) as advance:
+        for info in new:
+            try:
+                frame = _read_raw(lake, info.key)
+            except InputError as exc:
+                rejected_files.append((info, str(exc)))
+            else:
+                frames.append(frame)
+                file_rows.append((info, len(frame)))
+            advance(1)
+    raw_new = pd.concat(frames, ignore_index=True) if frames else _empty_raw()
+
+    new_keys = {o.key for o in new}
+    context = _context_samples(lake, manifest, raw_new, new_keys, started, settings)
+    limit = pd.Timestamp(started) + pd.Timedelta(minutes=settings.etl.future_tolerance_minutes)
+    with progress.task("etl: validate", 1) as advance:
+        valid, rejected = etl.validate_samples(raw_new, now=limit, context=context)
+        advance(1)
+    etl.reconcile(len(raw_new), len(valid), len(rejected))
+
+    daily_written = _write_daily(lake, settings, valid, context, progress)
+    written = list(daily_written)
+    quarantine_rows = _quarantine_frame(rejected, rejected_files, run_id)
+    run_day = started.date()
+    if not quarantine_rows.empty or _partition_exists(lake, QUARANTINE, run_day):
+        written.append(_merge_quarantine(lake, quarantine_rows, run_day, new_keys))
+    _write_manifest(lake, manifest, valid, file_rows, rejected_files, run_id, full)
+
+    reasons = rejected["reason"].value_counts().sort_index().to_dict()
+    counts = {
+        "run_id": run_id,
+        "files_read": len(new),
+        "files_rejected": len(rejected_files),
+        "rows_in": len(raw_new),
+        "rows_written": len(valid),
+        "rows_quarantined": len(rejected),
+        "quarantine_reasons": {str(k): int(v) for k, v in reasons.items()},
+        "partitions_written": len(daily_written),
+    }
+    run_row = pd.DataFrame(
+        [
+            {
+                **{k: v for k, v in counts.items() if k != "quarantine_reasons"},
+                "quarantine_reasons": json.dumps(counts["quarantine_reasons"], sort_keys=True),
+                "started_at": pd.Timestamp(started),
+                "finished_at": pd.Timestamp(utc_now()),
+                "status": "succeeded",
+            }
+        ]
+    )
+    written.append(_append_partition(lake, ETL_RUNS, run_row, run_day))
+    for info, reason in rejected_files:
+        counts.setdefault("rejected_files", []).append(f"{info.key}: {reason}")
+    return StageResult("etl", counts, written)
+
+
+def _fingerprint(info: Any) -> str:
+    return f"{info.size}:{info.etag or info.last_modified.isoformat()}"
+
+
+def _empty_raw() -> pd.DataFrame:
+    cols = [*etl.REQUIRED_COLUMNS, "source", "row_number"]
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in cols}).astype({"row_number": "int64"})
+
+
+def _context_samples(
+    lake: Lake, manifest: pd.DataFrame, raw_new: pd.DataFrame, new_keys: set[str], now: datetime, settings: Settings
+) -> pd.DataFrame | None:
+    """Valid samples of already-processed files that cover the days the new rows fall on."""
+    if raw_new.empty or manifest.empty:
+        return None
+    days = etl._parse_timestamps(raw_new["timestamp"]).dropna()
+    if days.empty:
+        return None
+    first, last = days.min().tz_localize(None).floor("D"), days.max().tz_localize(None).floor("D")
+    done = manifest[(manifest["status"] == "processed") & ~manifest["key"].isin(new_keys)]
+    overlap = done[(done["first_day"] <= last) & (done["last_day"] >= first)]
+    if overlap.empty:
+        return None
+    frames = [_read_raw(lake, key) for key in overlap["key"]]
+    limit = pd.Timestamp(now) + pd.Timedelta(minutes=settings.etl.future_tolerance_minutes)
+    valid, _ = etl.validate_samples(pd.concat(frames, ignore_index=True), now=limit)
+    return valid
+
+
+def _write_daily(
+    lake: Lake, settings: Settings, valid: pd.DataFrame, context: pd.DataFrame | None, progress: ProgressReporter
+) -> list[str]:
+    """Aggregate the affected days, fill gaps around them, and rewrite their daily partitions."""
+    if valid.empty:
+        return []
+    samples = valid if context is None else pd.concat([context, valid], ignore_index=True)
+    day_of = samples["timestamp"].dt.tz_localize(None).dt.floor("D")
+    affected = set(valid["timestamp"].dt.tz_localize(None).dt.floor("D"))
+    daily_new = etl.aggregate_daily(samples[day_of.isin(affected)])
+    pad = pd.Timedelta(days=max(settings.etl.max_gap_days, 7) + 7)
+    lo, hi = min(affected) - pad, max(affected) + pad
+    window = [d.date() for d in pd.date_range(lo, hi, freq="D")]
+    existing = lake.read_table(METRICS_DAILY, where={"dt": window})
+    if not existing.empty:
+        existing = existing[~existing["imputed"] & ~existing["dt"].isin(affected)]
+    observed = pd.concat([existing.drop(columns=["imputed"], errors="ignore"), daily_new], ignore_index=True)
+    filled = etl.fill_gaps(observed, max_gap_days=settings.etl.max_gap_days)
+    to_write = filled[filled["dt"].isin(affected) | filled["imputed"]]
+    # Days in the window whose partition must change: affected days and days that gained or lost imputed rows.
+    with progress.task("etl: write daily partitions", int(to_write["dt"].nunique())) as advance:
+        days_to_write = sorted(set(to_write["dt"]))
+        frame = filled[filled["dt"].isin(days_to_write)]
+        return lake.write_table(METRICS_DAILY, frame, on_written=advance)
+
+
+def _quarantine_frame(rejected: pd.DataFrame, rejected_files: list[tuple[Any, str]], run_id: str) -> pd.DataFrame:
+    files = pd.DataFrame(
+        {
+            "source": [info.key for info, _ in rejected_files],
+            "row_number": pd.Series([-1] * len(rejected_files), dtype="int64"),
+            "timestamp": "",
+            "server_id": "",
+            "metric": "",
+            "value": "",
+            "reason": [f"unreadable_file: {reason}" for _, reason in rejected_files],
+        }
+    )
+    frame = pd.concat([rejected, files], ignore_index=True) if rejected_files else rejected
+    return frame.assign(etl_run_id=run_id)[QUARANTINE.column_names]
+
+
+def _partition_exists(lake: Lake, table: Any, day: date) -> bool:
+    return lake.store.exists(partition_key(table, {"dt": day}))
+
+
+def _merge_quarantine(lake: Lake, rows: pd.DataFrame, day: date, sources: set[str]) -> str:
+    """Replace the day's quarantine rows of the sources just processed (re-runs do not duplicate)."""
+    existing = lake.read_table(QUARANTINE, where={"dt": day}) if _partition_exists(lake, QUARANTINE, day) else None
+    if existing is not None and not existing.empty:
+        rows = pd.concat([existing[~existing["source"].isin(sources)].drop(columns="dt"), rows], ignore_index=True)
+    return lake.write_partition(QUARANTINE, rows, {"dt": day})
+
+
+def _append_partition(lake: Lake, table: Any, row: pd.DataFrame, day: date) -> str:
+    if _partition_exists(lake, table, day):
+        existing = lake.read_table(table, where={"dt": day}).drop(columns="dt")
+        row = pd.concat([existing, row], ignore_index=True)
+    return lake.write_partition(table, row, {"dt": day})
+
+
+def _write_manifest(
+    lake: Lake,
+    manifest: pd.DataFrame,
+    valid: pd.DataFrame,
+    file_rows: list[tuple[Any, int]],
+    rejected_files: list[tuple[Any, str]],
+    run_id: str,
+    full: bool,
+) -> None:
+    day = valid["timestamp"].dt.tz_localize(None).dt.floor("D") if not valid.empty else pd.Series(dtype="datetime64[ns]")
+    spans = day.groupby(valid["source"]).agg(["min", "max"]) if not valid.empty else pd.DataFrame(columns=["min", "max"])
+    entries = [
+        {
+            "key": info.key,
+            "fingerprint": _fingerprint(info),
+            "first_day": spans["min"].get(info.key, pd.NaT),
+            "last_day": spans["max"].get(info.key, pd.NaT),
+            "rows": rows,
+            "status": "processed",
+            "etl_run_id": run_id,
+        }
+        for info, rows in file_rows
+    ] + [
+        {
+            "key": info.key,
+            "fingerprint": _fingerprint(info),
+            "first_day": pd.NaT,
+            "last_day": pd.NaT,
+            "rows": 0,
+            "status": "rejected",
+            "etl_run_id": run_id,
+        }
+        for info, _ in rejected_files
+    ]
+    if not entries:
+        return
+    fresh = pd.DataFrame(entries)
+    keep = manifest[~manifest["key"].isin(fresh["key"])] if not full else manifest.iloc[0:0]
+    combined = pd.concat([keep, fresh], ignore_index=True) if not keep.empty else fresh
+    lake.write_table(ETL_FILES, combined.sort_values("key", ignore_index=True))
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+def training_hyperparameters(settings: Settings, *, run_date: date, run_id: str, lake_uri: str) -> dict[str, str]:
+    """The training job's hyperparameters, as the strings SageMaker passes."""
+    training = settings.training
+    return {
+        "run_date": run_date.isoformat(),
+        "run_id": run_id,
+        "horizon_days": str(settings.horizon_days),
+        "models": ",".join(training.models),
+        "backtest_origins": str(training.backtest_origins),
+        "score": training.score,
+        "min_history_days": str(training.min_history_days),
+        "n_jobs": str(training.n_jobs or -1),
+        "lake_uri": lake_uri,
+    }
+
+
+def run_train(
+    lake: Lake, settings: Settings, *, run_date: date, hosts: int | None = None, progress: bool = False
+) -> StageResult:
+    """Run the SageMaker training entry point locally, under the container contract, and publish its output."""
+    from capacity_forecaster.forecasting.job import run_local_training
+
+    if not lake.list_partitions(METRICS_DAILY):
+        raise CapacityForecasterError(
+            f"no curated daily metrics in {lake.uri}: run `capacity-forecaster etl` (or `run`) first"
+        )
+    # One run id per run date: re-running the same day replaces the same staging objects and partitions.
+    run_id = f"local-{run_date:%Y%m%d}"
+    params = training_hyperparameters(settings, run_date=run_date, run_id=run_id, lake_uri=lake.uri)
+    result = run_local_training(
+        lake, run_date=run_date, hyperparameters=params, hosts=hosts or settings.training.hosts, progress=progress
+    )
+    counts = {"run_id": run_id, "hosts": hosts or settings.training.hosts}
+    counts.update({k: v for k, v in vars(result).items() if isinstance(v, int | float | str)})
+    written = [w for w in getattr(result, "written", []) if isinstance(w, str)]
+    return StageResult("train", counts, written)
+
+
+# --------------------------------------------------------------------------------------------- risk
+
+
+def run_risk(
+    lake: Lake, settings: Settings, *, run_date: date | None = None, progress: ProgressReporter | None = None
+) -> StageResult:
+    """Build the risk register from a run's forecasts (the latest run when no date is given)."""
+    from capacity_forecaster.risk import build_risk_register
+
+    progress = progress or NullProgress()
+    if run_date is None:
+        latest = lake.latest_partition(FORECASTS)
+        if latest is None:
+            raise CapacityForecasterError(f"no forecasts in {lake.uri}: run `capacity-forecaster train` first")
+        run_date = date.fromisoformat(latest["run_date"])
+    forecasts = lake.read_table(FORECASTS, where={"run_date": run_date})
+    if forecasts.empty:
+        raise CapacityForecasterError(f"no forecasts for run date {run_date} in {lake.uri}")
+    with progress.task("risk register", 1) as advance:
+        daily = lake.read_table(METRICS_DAILY)
+        register = build_risk_register(
+            forecasts,
+            daily,
+            run_date=run_date,
+            thresholds=settings.risk.thresholds,
+            critical_days=settings.risk.critical_days,
+            saturation_days=settings.risk.saturation_days,
+            overprovisioned_ratio=settings.risk.overprovisioned_ratio,
+        )
+        uri = lake.write_partition(RISK_REGISTER, register, {"run_date": run_date})
+        advance(1)
+    by_severity = register["severity"].value_counts().to_dict()
+    return StageResult(
+        "risk",
+        {
+            "run_date": run_date.isoformat(),
+            "series": len(register),
+            **{f"severity_{k}": int(by_severity.get(k, 0)) for k in ("critical", "high", "medium", "low")},
+        },
+        [uri],
+    )

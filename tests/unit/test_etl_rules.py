@@ -1,0 +1,140 @@
+"""ETL rules: parsing, validation with reasons, reconciliation, daily P95 and gap filling."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capacity_forecaster import etl
+from capacity_forecaster.errors import InputError
+
+NOW = pd.Timestamp("2026-03-01T00:00:00Z")
+
+
+def raw(rows: list[tuple[object, object, object, object]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(etl.REQUIRED_COLUMNS))
+    return df.assign(source="upload.csv", row_number=range(len(df)))
+
+
+def test_each_rule_gives_its_reason() -> None:
+    frame = raw(
+        [
+            ("2026-01-01T00:00:00Z", "srv-1", "cpu", "50"),  # valid
+            ("2026-01-01T00:00:00Z", "", "cpu", "50"),
+            ("2026-01-01T00:00:00Z", "srv/1", "cpu", "50"),
+            ("2026-01-01T00:00:00Z", "srv-1", "gpu", "50"),
+            ("yesterday", "srv-1", "mem", "50"),
+            ("2027-01-01T00:00:00Z", "srv-1", "mem", "50"),
+            ("2026-01-01T00:05:00Z", "srv-1", "cpu", "n/a"),
+            ("2026-01-01T00:10:00Z", "srv-1", "cpu", "101"),
+            ("2026-01-01T00:10:00Z", "srv-1", "disk", "-1"),
+            ("2026-01-01T00:00:00Z", "srv-1", "cpu", "50"),  # exact duplicate of row 0
+            ("2026-01-02T00:00:00Z", "srv-2", "net", "10"),  # conflicting pair
+            ("2026-01-02T00:00:00Z", "srv-2", "net", "11"),
+            ("2026-01-02T01:00:00+01:00", "srv-3", "CPU", "12.5"),  # valid: offset and case normalised
+        ]
+    )
+    valid, rejected = etl.validate_samples(frame, now=NOW)
+    assert rejected.set_index("row_number")["reason"].to_dict() == {
+        1: "missing_server_id",
+        2: "invalid_server_id",
+        3: "unknown_metric",
+        4: "unparseable_timestamp",
+        5: "future_timestamp",
+        6: "non_numeric_value",
+        7: "value_out_of_range",
+        8: "value_out_of_range",
+        9: "duplicate",
+        10: "conflicting_duplicate",
+        11: "conflicting_duplicate",
+    }
+    assert valid["row_number"].tolist() == [0, 12]
+    assert valid.loc[1, "metric"] == "cpu"
+    assert valid.loc[1, "timestamp"] == pd.Timestamp("2026-01-02T00:00:00Z")
+    assert rejected.loc[rejected["row_number"] == 6, "value"].item() == "n/a"
+    assert set(rejected["reason"]) <= set(etl.REASONS)
+
+
+def test_context_duplicates_from_earlier_files() -> None:
+    context = pd.DataFrame(
+        {
+            "timestamp": [pd.Timestamp("2026-01-01T00:00:00Z")] * 2,
+            "server_id": ["srv-1", "srv-2"],
+            "metric": ["cpu", "cpu"],
+            "value": [50.0, 60.0],
+        }
+    )
+    frame = raw([("2026-01-01T00:00:00Z", "srv-1", "cpu", "50"), ("2026-01-01T00:00:00Z", "srv-2", "cpu", "61")])
+    valid, rejected = etl.validate_samples(frame, now=NOW, context=context)
+    assert valid.empty
+    assert rejected["reason"].tolist() == ["duplicate", "conflicting_duplicate"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z", "bad", "2030-01-01T00:00:00Z", ""]),
+            st.sampled_from(["srv-1", "srv-2", "", "bad id", None]),
+            st.sampled_from(["cpu", "mem", "MEM", "gpu", None]),
+            st.sampled_from(["0", "50", "100", "100.5", "-3", "x", "", None, "1e2"]),
+        ),
+        max_size=60,
+    )
+)
+def test_reconciliation_holds_for_any_mix(rows: list[tuple[object, object, object, object]]) -> None:
+    frame = raw(rows)
+    valid, rejected = etl.validate_samples(frame, now=NOW)
+    assert len(valid) + len(rejected) == len(frame)
+    assert sorted(valid["row_number"].tolist() + rejected["row_number"].tolist()) == list(range(len(frame)))
+    assert not valid.duplicated(subset=etl.SAMPLE_KEY).any()
+    assert valid["value"].between(0, 100).all()
+
+
+def test_read_raw_object_formats_and_errors() -> None:
+    csv = b"timestamp,server_id,metric,value,extra\n2026-01-01T00:00:00Z,srv-1,cpu,5,x\n"
+    assert etl.read_raw_object("a.csv", csv).columns.tolist() == list(etl.REQUIRED_COLUMNS)
+    assert len(etl.read_raw_object("a.csv.gz", gzip.compress(csv))) == 1
+    cases = {
+        ("a.csv", b""): "the file is empty",
+        ("a.csv", b"timestamp,server_id,metric\n1,2,3\n"): "missing required columns value",
+        ("a.csv", b"timestamp,server_id,metric,value\n"): "header but no rows",
+        ("a.csv", b"\xff\xfe\x00bad"): "not UTF-8",
+        ("a.parquet", b"not parquet at all"): "cannot be read as parquet",
+        ("a.xlsx", b"PK.."): "unsupported file type",
+    }
+    for (name, data), message in cases.items():
+        with pytest.raises(InputError, match=message):
+            etl.read_raw_object(name, data)
+
+
+def test_aggregate_daily_p95_and_counts() -> None:
+    ts = pd.date_range("2026-01-01", periods=288 * 2, freq="5min", tz="UTC")
+    values = np.tile(np.arange(288, dtype=float) / 2.88, 2)
+    samples = pd.DataFrame({"timestamp": ts, "server_id": "srv-1", "metric": "cpu", "value": values})
+    daily = etl.aggregate_daily(samples)
+    assert daily["n_samples"].tolist() == [288, 288]
+    assert daily["p95"].iloc[0] == pytest.approx(np.quantile(values[:288], 0.95))
+    assert daily["dt"].tolist() == [pd.Timestamp("2026-01-01"), pd.Timestamp("2026-01-02")]
+
+
+def test_fill_gaps_seasonal_and_limits() -> None:
+    days = pd.date_range("2026-01-01", periods=40, freq="D")
+    weekly = 40 + 10 * (days.day_of_week < 5)
+    series = pd.DataFrame({"server_id": "s", "metric": "cpu", "dt": days, "p95": weekly.astype(float), "n_samples": 1})
+    gappy = series.drop(index=[10, 20, 21, 22]).reset_index(drop=True)
+    long_gap = series.assign(server_id="t").drop(index=range(5, 30)).reset_index(drop=True)
+    filled = etl.fill_gaps(pd.concat([gappy, long_gap], ignore_index=True), max_gap_days=14)
+    s = filled[filled["server_id"] == "s"].set_index("dt")
+    assert len(s) == 40
+    assert s["imputed"].sum() == 4
+    # Seasonal interpolation recovers a pure weekly pattern exactly.
+    assert s["p95"].tolist() == weekly.astype(float).tolist()
+    assert (s.loc[s["imputed"], "n_samples"] == 0).all()
+    t = filled[filled["server_id"] == "t"]
+    assert len(t) == 15 and not t["imputed"].any()  # a 25-day gap stays missing

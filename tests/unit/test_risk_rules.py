@@ -1,0 +1,129 @@
+"""Risk rules on hand-made forecasts: boundary dates, saturation, severity, findings."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from capacity_forecaster.risk import build_risk_register, severity
+from capacity_forecaster.schema import RISK_REGISTER
+
+RUN = date(2026, 1, 1)
+THRESHOLDS = {"cpu": 80.0, "mem": 80.0, "disk": 80.0, "net": 80.0}
+
+
+def forecast(server: str, metric: str, p50: list[float], spread: float = 5.0) -> pd.DataFrame:
+    ds = pd.date_range(pd.Timestamp(RUN), periods=len(p50), freq="D")
+    mid = np.array(p50)
+    return pd.DataFrame(
+        {
+            "server_id": server,
+            "metric": metric,
+            "model": "linear_trend",
+            "ds": ds,
+            "p10": mid - spread,
+            "p50": mid,
+            "p90": mid + spread,
+            "is_champion": True,
+        }
+    )
+
+
+def history(server: str, metric: str, values: list[float]) -> pd.DataFrame:
+    dt = pd.date_range(end=pd.Timestamp(RUN) - pd.Timedelta(days=1), periods=len(values), freq="D")
+    return pd.DataFrame({"server_id": server, "metric": metric, "dt": dt, "p95": values, "imputed": False})
+
+
+def register(forecasts: list[pd.DataFrame], daily: list[pd.DataFrame], critical_days: int = 30) -> pd.DataFrame:
+    reg = build_risk_register(
+        pd.concat(forecasts, ignore_index=True),
+        pd.concat(daily, ignore_index=True),
+        run_date=RUN,
+        thresholds=THRESHOLDS,
+        critical_days=critical_days,
+        saturation_days=7,
+        overprovisioned_ratio=0.5,
+    )
+    return reg.set_index(["server_id", "metric"])
+
+
+def test_breach_dates_at_the_boundary() -> None:
+    # Day k (k = 0 is the run date) has P50 = 30 + k: exactly 80 on day 50; P90 = P50 + 5 reaches 80 on day 45.
+    p50 = [30.0 + k for k in range(61)]
+    reg = register([forecast("a", "cpu", p50)], [history("a", "cpu", [30.0] * 30)])
+    row = reg.loc[("a", "cpu")]
+    assert row["breach_date_p50"] == pd.Timestamp("2026-02-20")
+    assert row["days_to_breach_p50"] == 50
+    assert row["breach_date_p90"] == pd.Timestamp("2026-02-15")
+    assert row["days_to_breach_p90"] == 45
+    assert row["peak_p50"] == pytest.approx(90.0)
+    assert row["severity"] == "high"
+    assert row["finding"] == "under-provisioned"
+
+
+def test_just_under_threshold_never_breaches() -> None:
+    reg = register([forecast("b", "mem", [79.999] * 30, spread=0.0)], [history("b", "mem", [70.0] * 30)])
+    row = reg.loc[("b", "mem")]
+    assert pd.isna(row["breach_date_p50"]) and pd.isna(row["breach_date_p90"])
+    assert row["severity"] == "low"
+    assert row["finding"] == "optimized"
+
+
+def test_only_p90_breach_is_medium() -> None:
+    reg = register([forecast("c", "disk", [77.0] * 30, spread=4.0)], [history("c", "disk", [70.0] * 30)])
+    row = reg.loc[("c", "disk")]
+    assert pd.isna(row["breach_date_p50"])
+    assert row["days_to_breach_p90"] == 0
+    assert row["severity"] == "medium"
+
+
+def test_saturated_series_is_breaching_now_not_forecast_past_the_cap() -> None:
+    # At 100 for the last 7 days; the champion forecast (wrongly) drops: the series still breaches now.
+    reg = register([forecast("d", "cpu", [60.0] * 30)], [history("d", "cpu", [50.0] * 20 + [100.0] * 7)])
+    row = reg.loc[("d", "cpu")]
+    assert row["already_breaching"]
+    assert row["days_to_breach_p50"] == 0 and row["days_to_breach_p90"] == 0
+    assert row["severity"] == "critical"
+
+
+def test_imputed_days_do_not_count_as_saturation() -> None:
+    daily = history("e", "cpu", [50.0] * 20 + [100.0] * 7)
+    daily.loc[daily.index[-1], "imputed"] = True
+    reg = register([forecast("e", "cpu", [60.0] * 30)], [daily])
+    assert not reg.loc[("e", "cpu"), "already_breaching"]
+
+
+def test_critical_window_and_findings_per_server() -> None:
+    near = [70.0] * 10 + [85.0] * 20  # breach on day 10 -> critical
+    idle = [10.0] * 30
+    reg = register(
+        [forecast("f", "cpu", near), forecast("f", "mem", idle), forecast("g", "cpu", idle), forecast("g", "mem", idle)],
+        [history(s, m, [20.0] * 10) for s in "fg" for m in ("cpu", "mem")],
+    )
+    assert reg.loc[("f", "cpu"), "severity"] == "critical"
+    assert reg.loc[("f", "mem"), "finding"] == "under-provisioned"  # finding is per server
+    assert (reg.loc["g", "finding"] == "over-provisioned").all()
+    assert list(reg.reset_index().columns) == [*RISK_REGISTER.column_names, "run_date"]
+    # Sorted by urgency.
+    assert reg.reset_index()["severity"].iloc[0] == "critical"
+
+
+def test_only_champion_rows_are_used() -> None:
+    champion = forecast("h", "cpu", [50.0] * 30)
+    loser = forecast("h", "cpu", [95.0] * 30).assign(model="seasonal_naive", is_champion=False)
+    reg = register([champion, loser], [history("h", "cpu", [50.0] * 10)])
+    assert reg.loc[("h", "cpu"), "severity"] == "low"
+    assert reg.loc[("h", "cpu"), "model"] == "linear_trend"
+
+
+def test_severity_tiers_boundaries() -> None:
+    tiers = severity(
+        pd.Series([False, False, False, False, True]),
+        pd.Series([30, 31, None, None, None], dtype="Int32"),
+        pd.Series([10, 10, 5, None, None], dtype="Int32"),
+        critical_days=30,
+    )
+    assert tiers.tolist() == ["critical", "high", "medium", "low", "critical"]

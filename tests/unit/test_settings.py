@@ -1,0 +1,73 @@
+"""Settings: defaults, YAML file, environment and flags, in that order, with one-line errors."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from capacity_forecaster.errors import ConfigError
+from capacity_forecaster.settings import Settings, load_settings
+
+
+def test_defaults() -> None:
+    s = load_settings(environ={})
+    assert s == Settings()
+    assert s.lake == "./lake"
+    assert s.horizon_days == 90
+    assert dict(s.risk.thresholds) == {"cpu": 80.0, "mem": 80.0, "disk": 80.0, "net": 80.0}
+    assert s.fleet.resolved_end_date(date(2026, 3, 1)) == date(2026, 2, 28)
+
+
+def test_file_then_env_then_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "cf.yaml"
+    cfg.write_text(
+        "lake: /data/lake\nhorizon_days: 120\nfleet:\n  servers: 10\n  end_date: 2026-01-31\n"
+        "risk:\n  thresholds: {cpu: 70}\ntraining:\n  models: [seasonal_naive]\n"
+    )
+    s = load_settings(cfg, environ={"CF_FLEET_SERVERS": "20"}, overrides={"horizon_days": 30, "lake": None})
+    assert s.lake == "/data/lake"
+    assert s.horizon_days == 30
+    assert s.fleet.servers == 20
+    assert s.fleet.end_date == date(2026, 1, 31)
+    assert s.risk.thresholds["cpu"] == 70.0 and s.risk.thresholds["mem"] == 80.0
+    assert s.training.models == ("seasonal_naive",)
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "cf.yaml"
+    cfg.write_text("horizon_days: 45\n")
+    assert load_settings(environ={"CF_CONFIG": str(cfg)}).horizon_days == 45
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("horizon_days: 0\n", "horizon_days=0 must be between 1 and 730"),
+        ("horizon_days: many\n", "horizon_days='many' is not a valid int"),
+        ("colour: blue\n", "unknown setting 'colour'"),
+        ("fleet:\n  servrs: 3\n", "unknown setting 'fleet.servrs'"),
+        ("risk:\n  thresholds: {gpu: 50}\n", "unknown metric 'gpu'"),
+        ("risk:\n  thresholds: {cpu: 150}\n", "must be a percentage"),
+        ("training:\n  score: accuracy\n", "training.score must be"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("fleet: [1, 2\n", "not valid YAML"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "cf.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        load_settings(cfg, environ={})
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_bad_environment_value() -> None:
+    with pytest.raises(ConfigError, match="fleet.servers='lots'"):
+        load_settings(environ={"CF_FLEET_SERVERS": "lots"})
