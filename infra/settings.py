@@ -1,0 +1,177 @@
+"""Stack settings: read from CDK context (cdk.json or ``cdk synth -c key=value``), validated, frozen.
+
+Every setting has a context key ``capacity-forecaster:<camelCaseName>`` and a default, listed in
+``StackSettings`` below and repeated in cdk.json. Values given on the command line arrive as strings and are
+converted; an unknown key in the project's namespace is an error, so a typo does not pass silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, get_args
+
+import aws_cdk as cdk
+import constructs
+
+from infra.names import CONTEXT_NAMESPACE
+
+RemovalPolicyName = Literal["retain", "destroy"]
+
+_BUCKET_PREFIX_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
+_GLUE_NAME_RE: Final = re.compile(r"^[a-z0-9_]+$")
+_WORKGROUP_RE: Final = re.compile(r"^[a-zA-Z0-9._-]{1,128}$")
+# The bucket name is "<prefix>-logs-<12-digit account>-<region>" (regions are at most 14 characters);
+# S3 allows 63 characters in all.
+MAX_BUCKET_PREFIX: Final = 63 - len("-logs-") - 12 - 1 - 14
+ATHENA_MIN_CUTOFF: Final = 10_000_000
+"""Athena refuses a per-query bytes-scanned cutoff under 10 MB."""
+IA_MIN_DAYS: Final = 30
+"""S3 lifecycle transitions to STANDARD_IA need objects at least 30 days old."""
+
+
+class SettingsError(ValueError):
+    """A context value is missing its mark: wrong type, out of range or unknown key."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackSettings:
+    """The knobs of the stack. Defaults suit a first deployment in a single account."""
+
+    lake_bucket_prefix: str = "capacity-forecaster-lake"
+    """Lake bucket name prefix; the buckets are ``<prefix>-<account>-<region>`` and ``<prefix>-logs-...``."""
+    glue_database_name: str = "capacity_forecaster"
+    """Glue database holding one table per lake table (lowercase, digits, underscores)."""
+    athena_workgroup_name: str = "capacity-forecaster"
+    """Athena workgroup with enforced settings: results location, encryption, scan cutoff."""
+    athena_bytes_scanned_cutoff: int = 10 * 1024**3
+    """Per-query limit on bytes scanned (default 10 GiB; Athena's minimum is 10 MB)."""
+    raw_transition_days: int = 30
+    """Days after which raw/ objects move to S3 Standard-IA (0: never; otherwise at least 30)."""
+    raw_expiration_days: int = 365
+    """Days after which raw/ objects expire (0: never; otherwise later than the transition)."""
+    quarantine_expiration_days: int = 90
+    """Days after which quarantined rows expire (at least 1)."""
+    athena_results_expiration_days: int = 30
+    """Days after which Athena query results expire (at least 1)."""
+    noncurrent_version_expiration_days: int = 30
+    """Days a replaced or deleted object version is kept in the versioned lake bucket (at least 1)."""
+    access_log_expiration_days: int = 365
+    """Days the server access logs are kept (at least 1)."""
+    removal_policy: RemovalPolicyName = "retain"
+    """What happens to the buckets and the key when the stack is deleted: retain, or destroy (a bucket must be
+    empty to be destroyed; the key is scheduled for deletion)."""
+    partition_projection_start: str = "2015-01-01"
+    """First day of the projected date partitions (ISO date; the range runs to NOW)."""
+
+    def __post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise SettingsError("invalid stack settings: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        out: list[str] = []
+        p = self.lake_bucket_prefix
+        if not (3 <= len(p) <= MAX_BUCKET_PREFIX and _BUCKET_PREFIX_RE.match(p)) or "--" in p:
+            out.append(
+                f"lake_bucket_prefix {p!r} must be 3 to {MAX_BUCKET_PREFIX} lowercase letters, digits or "
+                "single hyphens, starting and ending with a letter or digit"
+            )
+        if not (_GLUE_NAME_RE.match(self.glue_database_name) and len(self.glue_database_name) <= 255):
+            out.append(f"glue_database_name {self.glue_database_name!r} must be lowercase letters, digits, _")
+        if not _WORKGROUP_RE.match(self.athena_workgroup_name):
+            out.append(
+                f"athena_workgroup_name {self.athena_workgroup_name!r} must be 1-128 of [a-zA-Z0-9._-]"
+            )
+        if self.athena_bytes_scanned_cutoff < ATHENA_MIN_CUTOFF:
+            out.append(f"athena_bytes_scanned_cutoff must be at least {ATHENA_MIN_CUTOFF} bytes")
+        for name in (
+            "quarantine_expiration_days",
+            "athena_results_expiration_days",
+            "noncurrent_version_expiration_days",
+            "access_log_expiration_days",
+        ):
+            if getattr(self, name) < 1:
+                out.append(f"{name} must be at least 1")
+        transition, expiry = self.raw_transition_days, self.raw_expiration_days
+        if transition < 0 or expiry < 0:
+            out.append("raw_transition_days and raw_expiration_days must be 0 (never) or positive")
+        if 0 < transition < IA_MIN_DAYS:
+            out.append(f"raw_transition_days must be 0 or at least {IA_MIN_DAYS} (S3 Standard-IA minimum)")
+        if transition > 0 and 0 < expiry <= transition:
+            out.append("raw_expiration_days must be later than raw_transition_days")
+        if self.removal_policy not in get_args(RemovalPolicyName):
+            out.append(f"removal_policy {self.removal_policy!r} must be one of {get_args(RemovalPolicyName)}")
+        try:
+            start = dt.date.fromisoformat(self.partition_projection_start)
+        except (TypeError, ValueError):
+            out.append(f"partition_projection_start {self.partition_projection_start!r} must be YYYY-MM-DD")
+        else:
+            if start.isoformat() != self.partition_projection_start:
+                out.append("partition_projection_start must be written YYYY-MM-DD")
+        return out
+
+    @property
+    def cdk_removal_policy(self) -> cdk.RemovalPolicy:
+        """The removal policy for stateful resources (buckets, key)."""
+        return cdk.RemovalPolicy.DESTROY if self.removal_policy == "destroy" else cdk.RemovalPolicy.RETAIN
+
+    @property
+    def projection_range(self) -> str:
+        """The ``projection.<key>.range`` value of date partitions."""
+        return f"{self.partition_projection_start},NOW"
+
+    # ---- context --------------------------------------------------------------------------------------
+
+    @classmethod
+    def context_keys(cls) -> dict[str, str]:
+        """Field name -> context key: ``lake_bucket_prefix`` -> ``capacity-forecaster:lakeBucketPrefix``."""
+        return {f.name: f"{CONTEXT_NAMESPACE}:{_camel(f.name)}" for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def context_defaults(cls) -> dict[str, Any]:
+        """Context key -> default value: what cdk.json lists."""
+        defaults = cls()
+        return {key: getattr(defaults, name) for name, key in cls.context_keys().items()}
+
+    @classmethod
+    def from_mapping(cls, context: Mapping[str, Any]) -> StackSettings:
+        """Settings from a context mapping; keys outside the project's namespace are ignored."""
+        keys = cls.context_keys()
+        unknown = sorted(
+            k for k in context if k.startswith(f"{CONTEXT_NAMESPACE}:") and k not in keys.values()
+        )
+        if unknown:
+            raise SettingsError(f"unknown context key(s) {unknown}; known: {sorted(keys.values())}")
+        is_int = {f.name: isinstance(f.default, int) for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for name, key in keys.items():
+            if key in context and context[key] is not None:
+                values[name] = _coerce(key, context[key], as_int=is_int[name])
+        return cls(**values)
+
+    @classmethod
+    def from_node(cls, node: constructs.Node) -> StackSettings:
+        """Settings from the context visible at a construct (the app's, usually)."""
+        return cls.from_mapping(node.get_all_context())
+
+
+def _camel(snake: str) -> str:
+    first, *rest = snake.split("_")
+    return first + "".join(w.capitalize() for w in rest)
+
+
+def _coerce(key: str, value: Any, *, as_int: bool) -> Any:
+    if not as_int:
+        if not isinstance(value, str):
+            raise SettingsError(f"context {key} must be a string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise SettingsError(f"context {key} must be an integer, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingsError(f"context {key} must be an integer, got {value!r}") from None

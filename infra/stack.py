@@ -1,0 +1,46 @@
+"""The Capacity Forecaster stack: composes the constructs, one per component, and nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from infra.catalog import Catalog
+from infra.names import (
+    OUTPUT_ATHENA_WORKGROUP,
+    OUTPUT_GLUE_DATABASE,
+    OUTPUT_LAKE_BUCKET,
+    OUTPUT_LAKE_KEY_ARN,
+)
+from infra.settings import StackSettings
+from infra.storage import DataLake
+
+
+class CapacityForecasterStack(cdk.Stack):
+    """Data lake, Glue catalog and Athena workgroup (pipeline, training, notifications and dashboards follow).
+
+    ``stack_props`` are passed to ``cdk.Stack`` (``env``, ``description``, ``tags``, ...).
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: StackSettings, **stack_props: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **stack_props)
+        self.settings = settings
+
+        # 1. storage: the lake bucket, its access-log bucket and the KMS key
+        self.lake = DataLake(self, "DataLake", settings=settings)
+        # 2. catalog: one Glue table per lake table, and the Athena workgroup
+        self.catalog = Catalog(self, "Catalog", lake=self.lake, settings=settings)
+
+        # outputs: what the CLI, the runbooks and later stacks need to find the resources
+        outputs = {
+            OUTPUT_LAKE_BUCKET: (self.lake.bucket_name, "Data lake bucket (lake root s3://<name>)."),
+            OUTPUT_LAKE_KEY_ARN: (self.lake.key.key_arn, "KMS key encrypting the lake and query results."),
+            OUTPUT_GLUE_DATABASE: (self.catalog.database_name, "Glue database of the lake tables."),
+            OUTPUT_ATHENA_WORKGROUP: (self.catalog.workgroup_name, "Athena workgroup to query the lake."),
+        }
+        for output_id, (value, description) in outputs.items():
+            cdk.CfnOutput(self, output_id, value=value, description=description)
