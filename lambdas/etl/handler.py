@@ -1,0 +1,62 @@
+"""ETL Lambda: on its daily schedule, or when an object lands under raw/, process the new raw objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from common.runtime import SCHEDULED, as_eventbridge, is_kind, lake_from, publish_counts, reject, settings_from_env
+
+from capacity_forecaster.errors import InputError
+from capacity_forecaster.stages import run_etl
+from capacity_forecaster.storage.errors import InvalidKeyError
+from capacity_forecaster.storage.keys import parse_s3_uri, validate_key
+
+OBJECT_CREATED = ("aws.s3", "Object Created")
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+def check_object_created(detail: dict[str, Any], lake_uri: str) -> str:
+    """The new object's key, checked to be in the lake's bucket and under its raw/ prefix."""
+    bucket = (detail.get("bucket") or {}).get("name")
+    key = (detail.get("object") or {}).get("key")
+    if not bucket or not key:
+        raise InputError("Object Created event without bucket.name and object.key")
+    lake_bucket, prefix = parse_s3_uri(lake_uri)
+    raw_prefix = f"{prefix}/raw/" if prefix else "raw/"
+    try:
+        validate_key(key)
+    except InvalidKeyError as exc:
+        raise InputError(str(exc)) from None
+    if bucket != lake_bucket or not key.startswith(raw_prefix):
+        raise InputError(f"s3://{bucket}/{key} is not under the lake's raw zone s3://{lake_bucket}/{raw_prefix}")
+    return key
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        received = as_eventbridge(event)
+        settings = settings_from_env()
+        if is_kind(received, *OBJECT_CREATED):
+            trigger = check_object_created(received.detail, settings.lake)
+        elif is_kind(received, *SCHEDULED):
+            trigger = "schedule"
+        else:
+            raise InputError(f"expected a Scheduled or Object Created event, got {received.detail_type!r}")
+    except InputError as exc:
+        return reject(logger, metrics, str(exc))
+    result = run_etl(lake_from(settings), settings)
+    publish_counts(
+        metrics,
+        result.counts,
+        {"rows_in": "RowsIn", "rows_written": "RowsWritten", "rows_quarantined": "RowsQuarantined"},
+    )
+    logger.info("etl run", extra={"trigger": trigger, **result.counts})
+    return {"status": "succeeded", "trigger": trigger, **result.counts}

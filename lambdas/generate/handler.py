@@ -1,0 +1,43 @@
+"""Generation Lambda: on its daily schedule, write the synthetic fleet's raw exports up to yesterday."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from common.runtime import (
+    SCHEDULED,
+    as_eventbridge,
+    event_date,
+    is_kind,
+    lake_from,
+    publish_counts,
+    reject,
+    settings_from_env,
+)
+
+from capacity_forecaster.errors import InputError
+from capacity_forecaster.stages import run_generate
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        scheduled = as_eventbridge(event)
+        if not is_kind(scheduled, *SCHEDULED):
+            raise InputError(f"expected a Scheduled Event, got {scheduled.detail_type!r} from {scheduled.source!r}")
+        run_date = event_date(scheduled)
+        settings = settings_from_env()
+    except InputError as exc:
+        return reject(logger, metrics, str(exc))
+    result = run_generate(lake_from(settings), settings, run_date=run_date)
+    publish_counts(metrics, result.counts, {"servers": "GeneratedServers", "raw_rows": "GeneratedRows"})
+    logger.info("generated fleet", extra=result.counts)
+    return {"status": "succeeded", "run_date": run_date.isoformat(), **result.counts}

@@ -1,0 +1,62 @@
+"""Risk Lambda: when a training job completes, publish its staged forecasts and build the risk register."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from common.runtime import as_eventbridge, is_kind, lake_from, publish_counts, reject, settings_from_env
+
+from capacity_forecaster.errors import InputError
+from capacity_forecaster.forecasting.job import publish_training_run
+from capacity_forecaster.stages import run_risk
+
+STATE_CHANGE = ("aws.sagemaker", "SageMaker Training Job State Change")
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+def completed_run(detail: dict[str, Any]) -> tuple[str, date] | None:
+    """(run_id, run_date) of a Completed training job; None for other states."""
+    status = detail.get("TrainingJobStatus")
+    if status != "Completed":
+        return None
+    params = detail.get("HyperParameters") or {}
+    run_id, run_date = params.get("run_id"), params.get("run_date")
+    if not run_id or not run_date:
+        raise InputError(f"training job {detail.get('TrainingJobName')!r} has no run_id/run_date hyperparameters")
+    try:
+        return str(run_id), date.fromisoformat(str(run_date))
+    except ValueError:
+        raise InputError(f"hyperparameter run_date={run_date!r} is not YYYY-MM-DD") from None
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        change = as_eventbridge(event)
+        if not is_kind(change, *STATE_CHANGE):
+            raise InputError(f"expected a SageMaker Training Job State Change, got {change.detail_type!r}")
+        run = completed_run(change.detail)
+        settings = settings_from_env()
+    except InputError as exc:
+        return reject(logger, metrics, str(exc))
+    if run is None:
+        status = change.detail.get("TrainingJobStatus")
+        logger.info("training job not completed; nothing to do", extra={"status": status})
+        metrics.add_metric(name="SkippedEvents", unit=MetricUnit.Count, value=1)
+        return {"status": "skipped", "training_job_status": status}
+    run_id, run_date = run
+    lake = lake_from(settings)
+    published = publish_training_run(lake, run_id=run_id, run_date=run_date)
+    result = run_risk(lake, settings, run_date=run_date)
+    publish_counts(metrics, result.counts, {"severity_critical": "CriticalRisks", "severity_high": "HighRisks"})
+    logger.info("risk register written", extra={"run_id": run_id, **result.counts})
+    return {"status": "succeeded", "run_id": run_id, "series": published.series, **result.counts}

@@ -1,0 +1,195 @@
+"""The data Lambdas invoked with real AWS event payloads against the moto S3 server on loopback."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from capacity_forecaster.forecasting.job import ContractPaths, run_training_job
+from capacity_forecaster.schema import ETL_RUNS, FORECASTS, METRICS_DAILY, QUARANTINE, RISK_REGISTER
+from capacity_forecaster.storage.lake import Lake, open_lake
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "tests" / "events"
+RUN_DATE = date(2026, 11, 23)
+
+
+@dataclass
+class Context:
+    """The LambdaContext fields Powertools reads."""
+
+    function_name: str = "capacity-forecaster-test"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:capacity-forecaster-test"
+    aws_request_id: str = "5b441b59-a550-11c8-6564-f1c833cf438c"
+
+
+def load_event(name: str, **replace: str) -> dict[str, Any]:
+    text = (EVENTS / name).read_text()
+    for placeholder, value in replace.items():
+        text = text.replace(placeholder, value)
+    event: dict[str, Any] = json.loads(text)
+    return event
+
+
+def load_handler(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"cf_lambda_{name}", ROOT / "lambdas" / name / "handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def lambda_env(monkeypatch: pytest.MonkeyPatch, s3_bucket: str, moto_server: str) -> Iterator[str]:
+    lake_uri = f"s3://{s3_bucket}"
+    for key, value in {
+        "CF_LAKE": lake_uri,
+        "CF_S3_ENDPOINT_URL": moto_server,
+        "CF_FLEET_SERVERS": "6",
+        "CF_FLEET_DAYS": "90",
+        "CF_HORIZON_DAYS": "30",
+        "CF_TRAINING_N_JOBS": "1",
+        "POWERTOOLS_SERVICE_NAME": "capacity-forecaster",
+        "POWERTOOLS_METRICS_NAMESPACE": "CapacityForecaster",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    yield lake_uri
+
+
+@pytest.fixture
+def lake(lambda_env: str) -> Lake:
+    from capacity_forecaster.settings import load_settings
+
+    return open_lake(lambda_env, load_settings().s3_config())
+
+
+Invoke = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+@pytest.fixture
+def invoke(lambda_env: str) -> Invoke:
+    modules: dict[str, ModuleType] = {}
+
+    def call(name: str, event: dict[str, Any]) -> dict[str, Any]:
+        module = modules.setdefault(name, load_handler(name))
+        result: dict[str, Any] = module.handler(event, Context())
+        return result
+
+    return call
+
+
+def stage_training_run(lake: Lake, tmp_path: Path, run_id: str) -> None:
+    """What a completed SageMaker job leaves behind: its host's staged parts and manifest (not yet published)."""
+    paths = ContractPaths(tmp_path / "opt-ml")
+    paths.hyperparameters.parent.mkdir(parents=True)
+    paths.hyperparameters.write_text(
+        json.dumps(
+            {
+                "run_date": RUN_DATE.isoformat(),
+                "run_id": run_id,
+                "horizon_days": "30",
+                "n_jobs": "1",
+                "lake_uri": lake.uri,
+            }
+        )
+    )
+    paths.resource_config.write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    for info in lake.store.list(METRICS_DAILY.prefix + "/"):
+        lake.store.download_file(info.key, paths.channel / info.key[len(METRICS_DAILY.prefix) + 1 :])
+    paths.model_dir.mkdir()
+    assert run_training_job(paths.root, lake=lake) == 0
+
+
+def test_scheduled_generate_then_object_created_etl_then_training_completed_risk(
+    invoke: Invoke, lake: Lake, s3_bucket: str, tmp_path: Path
+) -> None:
+    generated = invoke("generate", load_event("scheduled_event.json"))
+    assert generated["status"] == "succeeded" and generated["servers"] == 6
+    assert generated["last_day"] == "2026-11-22"
+    raw_keys = [o.key for o in lake.store.list("raw/raw_samples/")]
+    assert len(raw_keys) == generated["days"]
+
+    created = load_event("s3_object_created.json", BUCKET=s3_bucket, KEY=raw_keys[-1])
+    etl = invoke("etl", created)
+    assert etl["status"] == "succeeded" and etl["trigger"] == raw_keys[-1]
+    assert etl["rows_in"] == etl["rows_written"] + etl["rows_quarantined"] == generated["raw_rows"]
+    assert len(lake.list_partitions(METRICS_DAILY)) == generated["days"]
+    # The same event delivered again (EventBridge is at-least-once) finds nothing new.
+    again = invoke("etl", created)
+    assert again["files_read"] == 0 and again["rows_in"] == 0
+    assert len(lake.read_table(ETL_RUNS)) == 2
+
+    stage_training_run(lake, tmp_path, "capacity-forecaster-20261123")
+    completed = load_event("sagemaker_training_job_state_change.json", RUN_ID="capacity-forecaster-20261123")
+    risk = invoke("risk", completed)
+    assert risk["status"] == "succeeded" and risk["series"] == 24
+    assert lake.list_partitions(FORECASTS) == [{"run_date": "2026-11-23"}]
+    assert len(lake.read_table(RISK_REGISTER)) == 24
+    assert not [o.key for o in lake.store.list("staging/") if not o.key.endswith("published.json")]
+    # A re-delivered Completed event publishes nothing twice and rebuilds the same register.
+    assert invoke("risk", completed)["series"] == 24
+    assert len(lake.read_table(RISK_REGISTER)) == 24
+
+
+def test_etl_quarantines_a_bad_upload_and_reconciles(invoke: Invoke, lake: Lake, s3_bucket: str) -> None:
+    key = "raw/uploads/tenants/acme/2026/11/23/20261123T060000Z_export.csv"
+    lake.store.put_bytes(
+        key,
+        b"timestamp,server_id,metric,value\n"
+        b"2026-11-22T10:00:00Z,srv-1,cpu,40\n"
+        b"2026-11-22T10:05:00Z,srv-1,cpu,140\n"
+        b"2026-11-22T10:10:00Z,,cpu,40\n"
+        b"not-a-time,srv-1,cpu,40\n",
+    )
+    result = invoke("etl", load_event("s3_object_created.json", BUCKET=s3_bucket, KEY=key))
+    assert (result["rows_in"], result["rows_written"], result["rows_quarantined"]) == (4, 1, 3)
+    quarantine = lake.read_table(QUARANTINE)
+    assert sorted(quarantine["reason"]) == ["missing_server_id", "unparseable_timestamp", "value_out_of_range"]
+    assert set(quarantine["source"]) == {key}
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ("not an event", "expected an EventBridge event object"),
+        ({"source": "aws.events"}, "missing detail-type, detail, time"),
+        ({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {}, "time": "x"},
+         "expected a Scheduled Event"),
+    ],
+)
+def test_generate_rejects_bad_payloads_in_one_line(invoke: Invoke, event: Any, reason: str) -> None:
+    result = invoke("generate", event)
+    assert result["status"] == "rejected"
+    assert reason in result["reason"] and "\n" not in result["reason"]
+
+
+def test_etl_rejects_objects_outside_the_raw_zone(invoke: Invoke, s3_bucket: str) -> None:
+    outside = invoke("etl", load_event("s3_object_created.json", BUCKET=s3_bucket, KEY="curated/x.parquet"))
+    assert outside["status"] == "rejected" and "not under the lake's raw zone" in outside["reason"]
+    other = invoke("etl", load_event("s3_object_created.json", BUCKET="someone-else", KEY="raw/a.csv"))
+    assert other["status"] == "rejected"
+    escape = invoke("etl", load_event("s3_object_created.json", BUCKET=s3_bucket, KEY="raw/../curated/a.csv"))
+    assert escape["status"] == "rejected"
+
+
+def test_risk_skips_failed_jobs_and_rejects_missing_hyperparameters(invoke: Invoke) -> None:
+    failed = load_event("sagemaker_training_job_state_change.json", RUN_ID="r1")
+    failed["detail"]["TrainingJobStatus"] = "Failed"
+    assert invoke("risk", failed) == {"status": "skipped", "training_job_status": "Failed"}
+    bare = copy.deepcopy(load_event("sagemaker_training_job_state_change.json", RUN_ID="r1"))
+    del bare["detail"]["HyperParameters"]
+    result = invoke("risk", bare)
+    assert result["status"] == "rejected" and "no run_id/run_date" in result["reason"]
