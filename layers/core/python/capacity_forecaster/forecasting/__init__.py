@@ -1,0 +1,16 @@
+"""Forecasting: per-series models with a common interface, rolling-origin backtest, champion choice.
+
+``baselines`` holds the model protocol and registry; importing this package registers every model, so a
+model name in a hyperparameter or a config resolves wherever the package is imported (worker processes too).
+``engine.forecast_fleet`` runs a fleet; ``job`` is the SageMaker training-container contract.
+"""
+
+from capacity_forecaster.forecasting.baselines import (
+    Model,
+    QuantileForecast,
+    get_model,
+    register_model,
+    registered_models,
+)
+
+__all__ = ["Model", "QuantileForecast", "get_model", "register_model", "registered_models"]

@@ -1,0 +1,730 @@
+"""The SageMaker training container contract, as functions that take the contract's root folder.
+
+In the container the root is ``/opt/ml``::
+
+    input/config/hyperparameters.json   every value a string (see HYPERPARAMETERS)
+    input/config/resourceconfig.json    {"current_host": "algo-1", "hosts": ["algo-1", ...]}
+    input/data/curated/                 metrics_daily as SageMaker copies it: dt=YYYY-MM-DD/data.parquet
+    model/                              model.json: settings and the champion per series (tarred to S3)
+    output/failure                      one line saying why the job failed
+
+Each host forecasts the series whose stable hash falls on its index among the sorted hosts, and stages its
+output in the lake under ``staging/training/run_id=<id>/``; :func:`publish_training_run` then checks every
+host finished and replaces the run's ``forecasts`` and ``model_metrics`` partitions in one object each.
+:func:`run_local_training` plays SageMaker's part locally (local mode): one contract root per simulated host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
+from capacity_forecaster.forecasting.backtest import one_line
+from capacity_forecaster.forecasting.baselines import get_model, registered_models
+from capacity_forecaster.forecasting.engine import forecast_fleet
+from capacity_forecaster.forecasting.metrics import SCORES
+from capacity_forecaster.schema import FORECASTS, METRICS_DAILY, MODEL_METRICS, TableSchema
+from capacity_forecaster.storage.lake import Lake, open_lake, parse_partition_key, read_partitioned_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("/opt/ml")
+CHANNEL = "curated"
+STAGING_PREFIX = "staging/training"
+DEFAULT_MODELS: tuple[str, ...] = ("seasonal_naive", "linear_trend")
+MAX_HORIZON = 730
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_PART = re.compile(r"part-(\d{3})-of-(\d{3})\.json")
+
+HYPERPARAMETERS: dict[str, str] = {
+    "run_date": "required; the as-of day, YYYY-MM-DD (later days in the data are ignored)",
+    "run_id": "required; [A-Za-z0-9_-], up to 128 characters; names the staging folder",
+    "lake_uri": "required; where outputs go: a local folder or s3://bucket/prefix",
+    "horizon_days": f"integer 1..{MAX_HORIZON}; default 90",
+    "models": "comma-separated registered model names; default seasonal_naive,linear_trend",
+    "backtest_origins": "integer 1..52; default 2",
+    "backtest_horizon": "integer 1..horizon_days; default min(horizon_days, 28)",
+    "backtest_step": "integer 1..365 days between origins; default backtest_horizon",
+    "score": f"one of {', '.join(SCORES)}; default mae",
+    "min_history_days": "integer 1..3650; default 56",
+    "n_jobs": "integer >= 1, or -1 (or 0) for all cores; default all cores",
+}
+
+
+# ---------------------------------------------------------------------------------------- hyperparameters
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """The validated hyperparameters of one training job."""
+
+    run_date: date
+    run_id: str
+    lake_uri: str
+    horizon_days: int = 90
+    models: tuple[str, ...] = DEFAULT_MODELS
+    backtest_origins: int = 2
+    backtest_horizon: int | None = None
+    backtest_step: int | None = None
+    score: str = "mae"
+    min_history_days: int = 56
+    n_jobs: int = -1
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["run_date"] = self.run_date.isoformat()
+        out["models"] = list(self.models)
+        return out
+
+
+def _bad(name: str, value: str, expected: str) -> ConfigError:
+    return ConfigError(f"hyperparameter {name}={value!r} is not {expected}")
+
+
+def _optional_int(raw: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """The integer value of ``name`` within ``low..high``, or None when it is not given."""
+    if name not in raw:
+        return None
+    value = raw[name]
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise _bad(name, value, f"an integer between {low} and {high}")
+    return number
+
+
+def _int(raw: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    number = _optional_int(raw, name, low, high)
+    return default if number is None else number
+
+
+def _n_jobs(raw: Mapping[str, str]) -> int:
+    value = raw.get("n_jobs", "-1")
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = None
+    if number is None or number < -1:
+        raise _bad("n_jobs", value, "a positive integer, or -1 (or 0) for all cores")
+    return -1 if number == 0 else number
+
+
+def _required(raw: Mapping[str, str], name: str) -> str:
+    value = raw.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"hyperparameter {name} is required ({HYPERPARAMETERS[name].split('; ', 1)[1]})")
+    return value
+
+
+def normalise_hyperparameters(raw: Mapping[str, object]) -> dict[str, str]:
+    """Values as SageMaker passes them: strings. Numbers are accepted as text; a JSON-quoted string (as some
+    SDKs send) is unquoted; anything else is an error."""
+    out: dict[str, str] = {}
+    for name, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(f"hyperparameter {name} must be a string, got {type(value).__name__}")
+        text = str(value)
+        if len(text) >= 2 and text[0] == text[-1] == '"':
+            try:
+                decoded = json.loads(text)
+            except json.JSONDecodeError:
+                decoded = None
+            if isinstance(decoded, str):
+                text = decoded
+        out[name] = text
+    return out
+
+
+def parse_hyperparameters(raw_values: Mapping[str, object]) -> TrainingParams:
+    """Validate the hyperparameters; raise :class:`ConfigError` with one clear line for the first bad one.
+
+    Keys starting with ``sagemaker_`` or ``_`` (added by SageMaker tooling) are ignored; any other unknown key
+    is an error, so a misspelt setting cannot silently fall back to its default.
+    """
+    raw = normalise_hyperparameters(raw_values)
+    unknown = sorted(k for k in raw if k not in HYPERPARAMETERS and not k.startswith(("sagemaker_", "_")))
+    if unknown:
+        raise ConfigError(
+            f"unknown hyperparameter(s) {', '.join(unknown)}; expected: {', '.join(sorted(HYPERPARAMETERS))}"
+        )
+    run_date_text = _required(raw, "run_date")
+    try:
+        run_date = date.fromisoformat(run_date_text)
+    except ValueError:
+        run_date = None
+    if run_date is None or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_date_text):
+        raise _bad("run_date", raw["run_date"], "a date in the form YYYY-MM-DD")
+    run_id = _required(raw, "run_id")
+    if not _RUN_ID.fullmatch(run_id):
+        raise _bad("run_id", raw["run_id"], "1 to 128 characters from A-Z, a-z, 0-9, '-' and '_'")
+    lake_uri = _required(raw, "lake_uri")
+    if "://" in lake_uri and not lake_uri.startswith("s3://"):
+        raise _bad("lake_uri", raw["lake_uri"], "a local folder or an s3://bucket/prefix URI")
+
+    horizon = _int(raw, "horizon_days", 90, 1, MAX_HORIZON)
+    models = _parse_models(raw.get("models"))
+    score = raw.get("score", "mae").strip().lower()
+    if score not in SCORES:
+        raise _bad("score", raw["score"], f"one of {', '.join(SCORES)}")
+    return TrainingParams(
+        run_date=run_date,
+        run_id=run_id,
+        lake_uri=lake_uri,
+        horizon_days=horizon,
+        models=models,
+        backtest_origins=_int(raw, "backtest_origins", 2, 1, 52),
+        backtest_horizon=_optional_int(raw, "backtest_horizon", 1, horizon),
+        backtest_step=_optional_int(raw, "backtest_step", 1, 365),
+        score=score,
+        min_history_days=_int(raw, "min_history_days", 56, 1, 3650),
+        n_jobs=_n_jobs(raw),
+    )
+
+
+def _parse_models(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_MODELS
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if not names:
+        raise _bad("models", value, "a comma-separated list of model names")
+    unknown = [n for n in names if n not in registered_models()]
+    if unknown:
+        raise _bad(
+            "models",
+            value,
+            f"a list of registered models (unknown: {', '.join(unknown)}; "
+            f"registered: {', '.join(registered_models())})",
+        )
+    return names
+
+
+# ------------------------------------------------------------------------------------------------ contract
+
+
+@dataclass(frozen=True)
+class ContractPaths:
+    """The folders and files of the training container contract under one root."""
+
+    root: Path
+
+    @property
+    def hyperparameters(self) -> Path:
+        return self.root / "input" / "config" / "hyperparameters.json"
+
+    @property
+    def resource_config(self) -> Path:
+        return self.root / "input" / "config" / "resourceconfig.json"
+
+    @property
+    def channel(self) -> Path:
+        return self.root / "input" / "data" / CHANNEL
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def failure(self) -> Path:
+        return self.root / "output" / "failure"
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no {what} at {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} at {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} at {path} must be a JSON object")
+    return data
+
+
+def read_hosts(paths: ContractPaths) -> tuple[int, int, str]:
+    """(index of this host among the sorted hosts, number of hosts, host name); one host by default."""
+    if not paths.resource_config.exists():
+        return 0, 1, "algo-1"
+    config = read_json_object(paths.resource_config, "resource config")
+    hosts, current = config.get("hosts"), config.get("current_host")
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
+        raise ConfigError(f"resource config at {paths.resource_config}: 'hosts' must be a list of host names")
+    if len(set(hosts)) != len(hosts):
+        raise ConfigError(f"resource config at {paths.resource_config}: 'hosts' lists a host twice")
+    if current not in hosts:
+        raise ConfigError(
+            f"resource config at {paths.resource_config}: current_host {current!r} is not in hosts"
+        )
+    ordered = sorted(hosts)
+    return ordered.index(current), len(ordered), str(current)
+
+
+def shard_of(server_id: str, metric: str, n_hosts: int) -> int:
+    """The host index a series belongs to: SHA-256 of ``server_id|metric`` modulo the number of hosts.
+
+    Stable across processes, hosts and Python versions (unlike ``hash``), so the hosts' shards are disjoint
+    and together cover the fleet.
+    """
+    digest = hashlib.sha256(f"{server_id}|{metric}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n_hosts
+
+
+def select_shard(daily: pd.DataFrame, index: int, n_hosts: int) -> pd.DataFrame:
+    """The rows of the series that belong to host ``index`` of ``n_hosts``."""
+    if n_hosts == 1 or daily.empty:
+        return daily
+    pairs = daily[["server_id", "metric"]].drop_duplicates()
+    mine = [shard_of(str(s), str(m), n_hosts) == index for s, m in pairs.itertuples(index=False)]
+    keep = pd.MultiIndex.from_frame(pairs[mine])
+    return daily[pd.MultiIndex.from_frame(daily[["server_id", "metric"]]).isin(keep)]
+
+
+def part_name(index: int, n_hosts: int) -> str:
+    return f"part-{index:03d}-of-{n_hosts:03d}"
+
+
+def staging_prefix(run_id: str) -> str:
+    return f"{STAGING_PREFIX}/run_id={run_id}"
+
+
+def staging_keys(run_id: str, index: int, n_hosts: int) -> dict[str, str]:
+    """The deterministic lake keys one host stages: its two Parquet parts and its manifest."""
+    base, part = staging_prefix(run_id), part_name(index, n_hosts)
+    return {
+        "forecasts": f"{base}/forecasts/{part}.parquet",
+        "model_metrics": f"{base}/model_metrics/{part}.parquet",
+        "manifest": f"{base}/manifests/{part}.json",
+    }
+
+
+def read_channel(paths: ContractPaths) -> pd.DataFrame:
+    """The metrics_daily rows of the ``curated`` data channel."""
+    if not paths.channel.is_dir():
+        raise InputError(f"no data channel {CHANNEL!r} at {paths.channel}")
+    daily = read_partitioned_dir(paths.channel, METRICS_DAILY)
+    if daily.empty:
+        raise InputError(
+            f"data channel {CHANNEL!r} at {paths.channel} holds no metrics_daily rows "
+            "(expected dt=YYYY-MM-DD/data.parquet objects)"
+        )
+    return daily
+
+
+@contextmanager
+def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def run_training_job(root: Path = DEFAULT_ROOT, *, progress: bool = False, lake: Lake | None = None) -> int:
+    """Run the training job under the contract at ``root``; return the process exit code.
+
+    Any failure writes a one-line reason to ``output/failure`` (what SageMaker shows as the job's failure
+    reason) and returns 1. ``lake`` overrides the ``lake_uri`` hyperparameter's lake (the local runner passes
+    its own, already configured, lake).
+    """
+    paths = ContractPaths(Path(root))
+    try:
+        summary = _train(paths, progress=progress, lake=lake)
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) if isinstance(exc, CapacityForecasterError) else one_line(exc)
+        if not isinstance(exc, CapacityForecasterError):
+            traceback.print_exc(file=sys.stderr)
+        paths.failure.parent.mkdir(parents=True, exist_ok=True)
+        paths.failure.write_text(reason + "\n", encoding="utf-8")
+        log.error("training failed: %s", reason)
+        return 1
+    log.info("training host finished: %s", json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def _train(paths: ContractPaths, *, progress: bool, lake: Lake | None) -> dict[str, Any]:
+    started = time.perf_counter()
+    params = parse_hyperparameters(read_json_object(paths.hyperparameters, "hyperparameters file"))
+    index, n_hosts, host = read_hosts(paths)
+    target = lake if lake is not None else open_lake(params.lake_uri)
+    shard = select_shard(read_channel(paths), index, n_hosts)
+    n_series = len(shard[["server_id", "metric"]].drop_duplicates())
+    log.info("host %s (%d of %d): %d series", host, index + 1, n_hosts, n_series)
+
+    with _progress_bar(progress, f"forecasting on {host}", n_series) as advance:
+        forecasts, metrics = forecast_fleet(
+            shard,
+            run_date=params.run_date,
+            horizon_days=params.horizon_days,
+            models=params.models,
+            n_origins=params.backtest_origins,
+            score=params.score,
+            min_history_days=params.min_history_days,
+            n_jobs=params.n_jobs,
+            progress=advance,
+            backtest_horizon=params.backtest_horizon,
+            backtest_step=params.backtest_step,
+        )
+
+    write_model_artifact(paths.model_dir, params, host, metrics)
+    keys = staging_keys(params.run_id, index, n_hosts)
+    target.write_object_table(keys["forecasts"], FORECASTS, forecasts)
+    target.write_object_table(keys["model_metrics"], MODEL_METRICS, metrics)
+    manifest = {
+        "run_id": params.run_id,
+        "run_date": params.run_date.isoformat(),
+        "host": host,
+        "host_index": index,
+        "hosts": n_hosts,
+        "series": int(metrics[["server_id", "metric"]].drop_duplicates().shape[0]),
+        "forecast_rows": len(forecasts),
+        "model_metric_rows": len(metrics),
+        "models": list(params.models),
+        "champions": {
+            str(k): int(v) for k, v in metrics[metrics["is_champion"]]["model"].value_counts().items()
+        },
+        "statuses": {str(k): int(v) for k, v in metrics["status"].value_counts().items()},
+        "seconds": round(time.perf_counter() - started, 3),
+        "forecasts_key": keys["forecasts"],
+        "model_metrics_key": keys["model_metrics"],
+    }
+    # The manifest goes last: its presence means this host's parts are complete.
+    target.store.put_bytes(
+        keys["manifest"], json.dumps(manifest, indent=2).encode(), content_type="application/json"
+    )
+    return manifest
+
+
+def write_model_artifact(model_dir: Path, params: TrainingParams, host: str, metrics: pd.DataFrame) -> Path:
+    """``model.json``: the job's settings, each model's parameters and the champion of every series."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    champions = metrics[metrics["is_champion"]].set_index(["server_id", "metric"])["model"]
+    series = metrics[["server_id", "metric"]].drop_duplicates()
+    artifact = {
+        "run_id": params.run_id,
+        "run_date": params.run_date.isoformat(),
+        "host": host,
+        "settings": params.as_json(),
+        "models": {name: get_model(name).params() for name in params.models},
+        "champions": [
+            {"server_id": s, "metric": m, "model": champions.get((s, m))}
+            for s, m in series.itertuples(index=False)
+        ],
+    }
+    path = model_dir / "model.json"
+    path.write_text(json.dumps(artifact, indent=2, default=str), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- publish
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What publishing a training run wrote."""
+
+    run_id: str
+    run_date: date
+    hosts: int
+    series: int
+    forecast_rows: int
+    model_metric_rows: int
+    written: tuple[str, ...] = field(default=())
+    already_published: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["run_date"] = self.run_date.isoformat()
+        out["written"] = list(self.written)
+        return out
+
+
+def publish_training_run(lake: Lake, *, run_id: str, run_date: date) -> PublishResult:
+    """Check every host's manifest is staged, merge the parts, replace the run's two partitions, clean up.
+
+    Re-publishing is idempotent: once a run is published its staging objects are gone and a small
+    ``published.json`` record stays under the run's staging prefix; publishing again returns that record.
+    """
+    prefix = staging_prefix(run_id)
+    record_key = f"{prefix}/published.json"
+    manifests = _read_manifests(lake, prefix)
+    published = _read_record(lake, record_key, run_date)
+    if published is not None and not _complete(manifests):
+        _clean_staging(lake, prefix)  # leftovers of an interrupted clean-up
+        return published
+    if not manifests:
+        raise CapacityForecasterError(
+            f"training run {run_id} has nothing staged under {lake.store.uri_for(prefix)}: "
+            "no host manifest (did the training job finish?)"
+        )
+    n_hosts = _check_complete(run_id, manifests)
+    for (index, _), manifest in sorted(manifests.items()):
+        if manifest.get("run_date") != run_date.isoformat():
+            raise CapacityForecasterError(
+                f"training run {run_id}: {part_name(index, n_hosts)} was trained for run date "
+                f"{manifest.get('run_date')}, not {run_date}"
+            )
+
+    forecasts = _read_parts(lake, run_id, n_hosts, "forecasts", FORECASTS, manifests)
+    metrics = _read_parts(lake, run_id, n_hosts, "model_metrics", MODEL_METRICS, manifests)
+    _check_disjoint(run_id, metrics)
+    forecasts = forecasts.drop(columns="_part").sort_values(
+        ["server_id", "metric", "model", "ds"], ignore_index=True
+    )
+    metrics = metrics.drop(columns="_part").sort_values(["server_id", "metric", "model"], ignore_index=True)
+
+    partition = {"run_date": run_date}
+    written = (
+        lake.write_partition(FORECASTS, forecasts, partition),
+        lake.write_partition(MODEL_METRICS, metrics, partition),
+    )
+    result = PublishResult(
+        run_id=run_id,
+        run_date=run_date,
+        hosts=n_hosts,
+        series=int(metrics[["server_id", "metric"]].drop_duplicates().shape[0]),
+        forecast_rows=len(forecasts),
+        model_metric_rows=len(metrics),
+        written=written,
+    )
+    lake.store.put_bytes(
+        record_key, json.dumps(result.as_json(), indent=2).encode(), content_type="application/json"
+    )
+    _clean_staging(lake, prefix)
+    return result
+
+
+def _read_manifests(lake: Lake, prefix: str) -> dict[tuple[int, int], dict[str, Any]]:
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    for info in lake.store.list(f"{prefix}/manifests/"):
+        match = _PART.fullmatch(info.key.rsplit("/", 1)[-1])
+        if match:
+            found[(int(match[1]), int(match[2]))] = json.loads(lake.store.get_bytes(info.key))
+    return found
+
+
+def _complete(manifests: Mapping[tuple[int, int], object]) -> bool:
+    counts = {n for _, n in manifests}
+    return len(counts) == 1 and {i for i, _ in manifests} == set(range(next(iter(counts))))
+
+
+def _check_complete(run_id: str, manifests: Mapping[tuple[int, int], object]) -> int:
+    counts = sorted({n for _, n in manifests})
+    if len(counts) > 1:
+        raise CapacityForecasterError(
+            f"training run {run_id} has manifests for different host counts ({', '.join(map(str, counts))}); "
+            "delete its stale staging objects and run it again"
+        )
+    n_hosts = counts[0]
+    missing = [i for i in range(n_hosts) if (i, n_hosts) not in manifests]
+    if missing:
+        names = ", ".join(part_name(i, n_hosts) for i in missing)
+        raise CapacityForecasterError(
+            f"training run {run_id} is incomplete: {n_hosts - len(missing)} of {n_hosts} host manifests "
+            f"present, missing {names}"
+        )
+    return n_hosts
+
+
+def _read_parts(
+    lake: Lake,
+    run_id: str,
+    n_hosts: int,
+    name: str,
+    table: TableSchema,
+    manifests: Mapping[tuple[int, int], Mapping[str, Any]],
+) -> pd.DataFrame:
+    frames = []
+    rows_field = "forecast_rows" if name == "forecasts" else "model_metric_rows"
+    for i in range(n_hosts):
+        key = staging_keys(run_id, i, n_hosts)[name]
+        if not lake.store.exists(key):
+            raise CapacityForecasterError(
+                f"training run {run_id}: {name} part {part_name(i, n_hosts)} is missing"
+            )
+        frame = lake.read_object_table(key, table)
+        if len(frame) != manifests[(i, n_hosts)].get(rows_field):
+            raise CapacityForecasterError(
+                f"training run {run_id}: {name} part {part_name(i, n_hosts)} has {len(frame)} rows, "
+                f"its manifest says {manifests[(i, n_hosts)].get(rows_field)}"
+            )
+        frames.append(frame.assign(_part=i))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _check_disjoint(run_id: str, metrics: pd.DataFrame) -> None:
+    """Every series must come from exactly one host."""
+    owners = metrics[["server_id", "metric", "_part"]].drop_duplicates()
+    twice = owners[owners.duplicated(["server_id", "metric"], keep=False)]
+    if twice.empty:
+        return
+    server, metric = twice.iloc[0]["server_id"], twice.iloc[0]["metric"]
+    parts = sorted(
+        int(p) for p in twice[(twice["server_id"] == server) & (twice["metric"] == metric)]["_part"]
+    )
+    count = len(twice[["server_id", "metric"]].drop_duplicates())
+    raise CapacityForecasterError(
+        f"training run {run_id}: {count} series appear in more than one host's output, "
+        f"e.g. {server}|{metric} in parts {', '.join(f'{p:03d}' for p in parts)}"
+    )
+
+
+def _read_record(lake: Lake, key: str, run_date: date) -> PublishResult | None:
+    if not lake.store.exists(key):
+        return None
+    data = json.loads(lake.store.get_bytes(key))
+    if data.get("run_date") != run_date.isoformat():
+        raise CapacityForecasterError(
+            f"training run {data.get('run_id')} was published for run date {data.get('run_date')}, "
+            f"not {run_date}"
+        )
+    return PublishResult(
+        run_id=str(data["run_id"]),
+        run_date=run_date,
+        hosts=int(data["hosts"]),
+        series=int(data["series"]),
+        forecast_rows=int(data["forecast_rows"]),
+        model_metric_rows=int(data["model_metric_rows"]),
+        written=tuple(data.get("written", ())),
+        already_published=True,
+    )
+
+
+def _clean_staging(lake: Lake, prefix: str) -> None:
+    # Manifests first: a half-cleaned run reads as incomplete, never as complete with missing parts.
+    for folder in ("manifests", "forecasts", "model_metrics"):
+        lake.delete_prefix(f"{prefix}/{folder}")
+
+
+# -------------------------------------------------------------------------------------------- local runner
+
+
+def run_local_training(
+    lake: Lake,
+    *,
+    run_date: date,
+    hyperparameters: Mapping[str, object],
+    hosts: int = 1,
+    progress: bool = False,
+    workdir: Path | None = None,
+) -> PublishResult:
+    """Run the training job as SageMaker local mode would, one simulated host after the other, then publish.
+
+    Each host gets its own contract root (``<workdir>/algo-<k>``) with the hyperparameters as strings, a
+    resource config naming it among ``hosts`` hosts, and the lake's ``curated/metrics_daily`` objects in its
+    ``curated`` channel. Missing ``run_id`` and ``lake_uri`` hyperparameters are filled in; ``run_date`` is
+    this call's. Staged leftovers of an earlier attempt with the same ``run_id`` are removed first.
+    """
+    if hosts < 1:
+        raise ConfigError(f"hosts must be at least 1, got {hosts}")
+    params = _stringify(hyperparameters)
+    if params.get("run_date", run_date.isoformat()) != run_date.isoformat():
+        raise ConfigError(
+            f"hyperparameter run_date={params['run_date']!r} disagrees with run date {run_date}"
+        )
+    params["run_date"] = run_date.isoformat()
+    params.setdefault("lake_uri", lake.uri)
+    params.setdefault("run_id", f"local-{run_date:%Y%m%d}-{uuid.uuid4().hex[:8]}")
+    run_id = params["run_id"]
+    names = [f"algo-{k}" for k in range(1, hosts + 1)]
+    # This call runs every host of the run: leftovers of an earlier, interrupted run with the same id (perhaps
+    # with another host count) are stale.
+    _clean_staging(lake, staging_prefix(run_id))
+
+    with _workspace(workdir) as base:
+        channel = base / "_channel"
+        _download_channel(lake, channel)
+        for name in names:
+            root = base / name
+            _build_contract(root, params, name, names, channel)
+            if run_training_job(root, progress=progress, lake=lake) != 0:
+                reason = ContractPaths(root).failure.read_text(encoding="utf-8").strip()
+                raise CapacityForecasterError(f"training host {name} failed: {reason}")
+    return publish_training_run(lake, run_id=run_id, run_date=run_date)
+
+
+def _stringify(values: Mapping[str, object]) -> dict[str, str]:
+    out = {}
+    for name, value in values.items():
+        if isinstance(value, date):
+            out[name] = value.isoformat()
+        elif isinstance(value, list | tuple):
+            out[name] = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            out[name] = str(value).lower()
+        else:
+            out[name] = str(value)
+    return out
+
+
+@contextmanager
+def _workspace(workdir: Path | None) -> Iterator[Path]:
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
+        return
+    with tempfile.TemporaryDirectory(prefix="cf-training-") as tmp:
+        yield Path(tmp)
+
+
+def _download_channel(lake: Lake, channel: Path) -> int:
+    """Copy the lake's metrics_daily objects to ``channel``, keeping their ``dt=...`` folders (as SageMaker
+    does for an S3 channel pointing at the table's prefix)."""
+    if channel.exists():
+        shutil.rmtree(channel)
+    channel.mkdir(parents=True)
+    count = 0
+    for info in lake.store.list(METRICS_DAILY.prefix + "/"):
+        if parse_partition_key(METRICS_DAILY, info.key) is None:
+            continue
+        lake.store.download_file(info.key, channel / info.key[len(METRICS_DAILY.prefix) + 1 :])
+        count += 1
+    return count
+
+
+def _build_contract(
+    root: Path, params: Mapping[str, str], host: str, hosts: list[str], channel: Path
+) -> None:
+    if root.exists():
+        shutil.rmtree(root)
+    paths = ContractPaths(root)
+    paths.hyperparameters.parent.mkdir(parents=True)
+    paths.hyperparameters.write_text(json.dumps(dict(params), indent=2), encoding="utf-8")
+    paths.resource_config.write_text(
+        json.dumps({"current_host": host, "hosts": hosts, "network_interface_name": "eth0"}), encoding="utf-8"
+    )
+    paths.channel.parent.mkdir(parents=True)
+    shutil.copytree(channel, paths.channel, copy_function=_link_or_copy)
+    paths.model_dir.mkdir()
+    paths.failure.parent.mkdir()
+
+
+def _link_or_copy(src: str, dst: str) -> object:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst

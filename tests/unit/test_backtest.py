@@ -1,0 +1,332 @@
+"""Rolling-origin backtest, champion choice, fallbacks, and the fleet engine built on them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from capacity_forecaster.errors import ConfigError, InputError
+from capacity_forecaster.forecasting.backtest import (
+    BacktestConfig,
+    ModelResult,
+    SeriesResult,
+    evaluate_series,
+    origins_for,
+)
+from capacity_forecaster.forecasting.baselines import (
+    LinearTrend,
+    QuantileForecast,
+    SeasonalNaive,
+    register_model,
+    registered_models,
+)
+from capacity_forecaster.forecasting.engine import SeriesInput, chunked, forecast_fleet
+from capacity_forecaster.schema import FORECASTS, MODEL_METRICS
+
+CONFIG = BacktestConfig(horizon=30)
+
+
+@dataclass(frozen=True)
+class Broken:
+    """Raises on every call."""
+
+    name: str = "broken"
+
+    def params(self) -> dict[str, object]:
+        return {}
+
+    def forecast(self, y: np.ndarray, horizon: int) -> QuantileForecast:
+        raise RuntimeError("boom\nsecond line")
+
+
+@dataclass(frozen=True)
+class ReturnsNaN:
+    name: str = "returns_nan"
+
+    def params(self) -> dict[str, object]:
+        return {}
+
+    def forecast(self, y: np.ndarray, horizon: int) -> QuantileForecast:
+        nan = np.full(horizon, np.nan)
+        return QuantileForecast(nan, nan, nan)
+
+
+@dataclass(frozen=True)
+class FailsOnLongHistory:
+    """Backtests fine (short histories) and fails on the final fit."""
+
+    limit: int
+    name: str = "fails_late"
+
+    def params(self) -> dict[str, object]:
+        return {}
+
+    def forecast(self, y: np.ndarray, horizon: int) -> QuantileForecast:
+        if y.size >= self.limit:
+            raise MemoryError("too much history")
+        return SeasonalNaive().forecast(y, horizon)
+
+
+def weekly(n: int, seed: int = 0, noise: float = 0.5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 40 + 15 * np.sin(2 * np.pi * t / 7) + rng.normal(0, noise, n)
+
+
+def trend(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 10 + 0.3 * np.arange(n) + rng.normal(0, 0.5, n)
+
+
+def by_model(result: SeriesResult) -> dict[str, ModelResult]:
+    return {r.model: r for r in result.results}
+
+
+# ------------------------------------------------------------------------------------------- backtest
+
+
+def test_config_defaults_and_validation() -> None:
+    assert BacktestConfig(horizon=90).eval_horizon == 28
+    assert BacktestConfig(horizon=14).eval_horizon == 14
+    assert BacktestConfig(horizon=90, backtest_horizon=10).origin_step == 10
+    assert BacktestConfig(horizon=90, step=7).origin_step == 7
+    with pytest.raises(ValueError, match="score"):
+        BacktestConfig(score="mape")
+    with pytest.raises(ValueError, match="n_origins"):
+        BacktestConfig(n_origins=0)
+
+
+def test_origins_sit_at_the_end_of_history() -> None:
+    config = BacktestConfig(horizon=90, n_origins=3)
+    assert origins_for(120, config) == [92, 64, 36]
+    assert origins_for(50, config) == [22]  # 22 - 28 < min_train_days
+    assert origins_for(30, config) == []
+    assert origins_for(120, BacktestConfig(horizon=90, n_origins=2, step=7)) == [92, 85]
+
+
+def test_champion_is_seasonal_naive_on_a_weekly_pattern() -> None:
+    result = evaluate_series(weekly(150), [SeasonalNaive(), LinearTrend()], CONFIG)
+    assert result.champion == "seasonal_naive"
+    rows = by_model(result)
+    for r in result.results:
+        assert r.status == "ok" and r.n_origins == 2 and r.forecast is not None
+        assert r.forecast.horizon == 30
+        assert all(math.isfinite(getattr(r, m)) for m in ("mae", "rmse", "smape", "mase", "coverage"))
+    assert [r.model for r in result.results if r.is_champion] == ["seasonal_naive"]
+    assert rows["seasonal_naive"].mae < rows["linear_trend"].mae
+
+
+def test_champion_is_linear_trend_on_a_trend() -> None:
+    result = evaluate_series(trend(150), [SeasonalNaive(), LinearTrend()], CONFIG)
+    assert result.champion == "linear_trend"
+
+
+@pytest.mark.parametrize("score", ["mae", "rmse", "smape", "mase"])
+def test_champion_is_the_best_by_the_chosen_score(score: str) -> None:
+    config = BacktestConfig(horizon=30, score=score)
+    y = weekly(150, noise=4.0) + 0.05 * np.arange(150)
+    result = evaluate_series(y, [SeasonalNaive(), LinearTrend()], config)
+    best = min(result.results, key=lambda r: getattr(r, score))
+    assert result.champion == best.model
+
+
+def test_insufficient_history_falls_back_to_seasonal_naive() -> None:
+    result = evaluate_series(weekly(30), [LinearTrend(), SeasonalNaive()], CONFIG)
+    assert result.champion == "seasonal_naive"
+    rows = by_model(result)
+    naive, line = rows["seasonal_naive"], rows["linear_trend"]
+    assert naive.status == line.status == "insufficient_history"
+    assert naive.forecast is not None and naive.is_champion
+    assert line.forecast is None and not line.is_champion
+    assert "30 days of history, fewer than min_history_days=56" in naive.reason
+    assert naive.n_origins == 0 and math.isnan(naive.mae)
+
+
+def test_insufficient_history_adds_the_fallback_when_not_requested() -> None:
+    result = evaluate_series(weekly(20), [LinearTrend()], CONFIG)
+    assert [r.model for r in result.results] == ["linear_trend", "seasonal_naive"]
+    assert result.champion == "seasonal_naive"
+
+
+def test_history_too_short_for_the_backtest_window() -> None:
+    config = BacktestConfig(horizon=90, backtest_horizon=60, min_history_days=56)
+    result = evaluate_series(weekly(70), [SeasonalNaive()], config)
+    assert result.results[0].status == "insufficient_history"
+    assert "cannot hold a 60-day backtest" in result.results[0].reason
+
+
+def test_a_model_that_raises_is_failed_and_the_next_best_wins() -> None:
+    result = evaluate_series(weekly(150), [Broken(), LinearTrend()], CONFIG)
+    rows = by_model(result)
+    assert rows["broken"].status == "failed"
+    assert rows["broken"].reason == "RuntimeError: boom second line"
+    assert rows["broken"].forecast is None
+    assert result.champion == "linear_trend"
+
+
+def test_a_model_returning_nan_is_failed() -> None:
+    result = evaluate_series(weekly(150), [ReturnsNaN(), SeasonalNaive()], CONFIG)
+    rows = by_model(result)
+    assert rows["returns_nan"].status == "failed"
+    assert "missing or infinite" in rows["returns_nan"].reason
+    assert result.champion == "seasonal_naive"
+
+
+def test_a_model_failing_only_on_the_final_fit_is_failed() -> None:
+    result = evaluate_series(weekly(150), [FailsOnLongHistory(limit=150), LinearTrend()], CONFIG)
+    assert by_model(result)["fails_late"].status == "failed"
+    assert result.champion == "linear_trend"
+
+
+def test_every_requested_model_failing_falls_back_to_seasonal_naive() -> None:
+    result = evaluate_series(weekly(150), [Broken(), ReturnsNaN()], CONFIG)
+    assert result.champion == "seasonal_naive"
+    fallback = by_model(result)["seasonal_naive"]
+    assert fallback.status == "ok" and "fallback" in fallback.reason
+
+
+def test_a_series_no_model_can_handle_never_raises() -> None:
+    y = weekly(150)
+    y[40] = np.nan
+    result = evaluate_series(y, [SeasonalNaive(), LinearTrend()], CONFIG)
+    assert result.champion is None
+    assert {r.status for r in result.results} == {"failed"}
+
+
+# --------------------------------------------------------------------------------------------- engine
+
+
+def daily_frame(servers: int = 4, days: int = 120, start: date = date(2025, 9, 1)) -> pd.DataFrame:
+    frames = []
+    for s in range(servers):
+        for k, metric in enumerate(("cpu", "mem", "disk")):
+            y = weekly(days, seed=s * 10 + k) if metric == "cpu" else trend(days, seed=s * 10 + k) * 0.2 + 20
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "server_id": f"srv-{s:02d}",
+                        "metric": metric,
+                        "dt": pd.date_range(start, periods=days, freq="D"),
+                        "p95": np.clip(y, 0, 100),
+                        "n_samples": 288,
+                        "imputed": False,
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def fleet(daily: pd.DataFrame, **kwargs: object) -> tuple[pd.DataFrame, pd.DataFrame]:
+    args: dict[str, object] = {
+        "run_date": date(2026, 1, 1),
+        "horizon_days": 30,
+        "models": ["seasonal_naive", "linear_trend"],
+        "n_origins": 2,
+        "score": "mae",
+        "min_history_days": 56,
+    }
+    args.update(kwargs)
+    return forecast_fleet(daily, **args)  # type: ignore[arg-type]
+
+
+def test_fleet_outputs_have_the_table_columns_and_order() -> None:
+    daily = daily_frame()
+    forecasts, metrics = fleet(daily)
+    assert list(forecasts.columns) == [*FORECASTS.column_names, "run_date"]
+    assert list(metrics.columns) == [*MODEL_METRICS.column_names, "run_date"]
+    assert len(metrics) == 12 * 2 and len(forecasts) == 12 * 2 * 30
+    keys = ["server_id", "metric", "model", "ds"]
+    assert forecasts[keys].equals(forecasts[keys].sort_values(keys, ignore_index=True))
+    assert (forecasts["run_date"] == pd.Timestamp("2026-01-01")).all()
+    last = daily["dt"].max()
+    first = forecasts.groupby(["server_id", "metric", "model"])["ds"].min()
+    assert (first == last + pd.Timedelta(days=1)).all()
+    assert sorted(forecasts["horizon_step"].unique()) == list(range(1, 31))
+    assert (forecasts["ds"] - last).dt.days.equals(forecasts["horizon_step"].astype("int64"))
+    champions = metrics[metrics["is_champion"]].groupby(["server_id", "metric"]).size()
+    assert (champions == 1).all() and len(champions) == 12
+    champ_rows = forecasts[forecasts["is_champion"]].groupby(["server_id", "metric"])["model"].nunique()
+    assert (champ_rows == 1).all()
+    assert (metrics["status"] == "ok").all() and (metrics["reason"] == "").all()
+
+
+def test_fleet_is_the_same_for_any_n_jobs_and_reports_progress() -> None:
+    daily = daily_frame(servers=6)
+    seen: list[int] = []
+    one = fleet(daily, n_jobs=1, progress=seen.append)
+    two = fleet(daily, n_jobs=2)
+    assert sum(seen) == 18
+    pd.testing.assert_frame_equal(one[0], two[0])
+    pd.testing.assert_frame_equal(one[1], two[1])
+
+
+def test_fleet_origin_is_each_series_last_day_and_future_days_are_ignored() -> None:
+    daily = daily_frame(servers=1)
+    daily = daily[~((daily["metric"] == "mem") & (daily["dt"] > "2025-12-20"))]
+    forecasts, _ = fleet(daily, run_date=date(2025, 12, 25))
+    first = forecasts[forecasts["horizon_step"] == 1].groupby("metric")["ds"].first()
+    assert first["mem"] == pd.Timestamp("2025-12-21")
+    assert first["cpu"] == pd.Timestamp("2025-12-26")
+
+
+def test_fleet_fills_gaps_and_handles_short_series() -> None:
+    daily = daily_frame(servers=2)
+    daily = daily.drop(index=daily.index[10:13])  # a 3-day hole in srv-00 cpu
+    short = daily_frame(servers=1, days=20, start=date(2025, 12, 1)).assign(server_id="srv-new")
+    forecasts, metrics = fleet(pd.concat([daily, short]))
+    new = metrics[metrics["server_id"] == "srv-new"]
+    assert set(new["status"]) == {"insufficient_history"}
+    assert set(new.loc[new["is_champion"], "model"]) == {"seasonal_naive"}
+    assert set(forecasts.loc[forecasts["server_id"] == "srv-new", "model"]) == {"seasonal_naive"}
+    assert (metrics.loc[metrics["server_id"] == "srv-00", "status"] == "ok").all()
+
+
+def test_a_failing_registered_model_never_fails_the_fleet() -> None:
+    if "test_broken" not in registered_models():
+        register_model("test_broken", lambda: Broken(name="test_broken"))
+    forecasts, metrics = fleet(daily_frame(servers=2), models=["test_broken", "linear_trend"])
+    broken = metrics[metrics["model"] == "test_broken"]
+    assert set(broken["status"]) == {"failed"} and not broken["is_champion"].any()
+    assert "test_broken" not in set(forecasts["model"])
+    assert metrics.groupby(["server_id", "metric"])["is_champion"].sum().eq(1).all()
+
+
+def test_fleet_rejects_bad_arguments_clearly() -> None:
+    daily = daily_frame(servers=1)
+    with pytest.raises(ConfigError, match="unknown model"):
+        fleet(daily, models=["prophet-ish"])
+    with pytest.raises(ConfigError, match="score"):
+        fleet(daily, score="mape")
+    with pytest.raises(InputError, match="lack column"):
+        fleet(daily.drop(columns="p95"))
+    with pytest.raises(InputError, match="duplicate"):
+        fleet(pd.concat([daily, daily.head(1)]))
+
+
+def test_series_are_batched_for_the_workers() -> None:
+    series = [SeriesInput("s", "cpu", np.datetime64("2026-01-01"), np.ones(3))] * 1000
+    assert [len(c) for c in chunked(series[:15], 2)] == [15]  # too small to be worth a second process
+    assert {len(c) for c in chunked(series, 2)[:-1]} == {63}  # about 8 batches per worker
+    assert max(len(c) for c in chunked(series, 1)) == 100
+    assert sum(len(c) for c in chunked(series, 16)) == 1000
+
+
+def test_fleet_on_no_data_gives_empty_tables() -> None:
+    forecasts, metrics = fleet(daily_frame(servers=1).head(0))
+    assert forecasts.empty and metrics.empty
+    assert list(forecasts.columns) == [*FORECASTS.column_names, "run_date"]
+    assert list(metrics.columns) == [*MODEL_METRICS.column_names, "run_date"]
+
+
+def test_fleet_dates_are_midnight_datetimes() -> None:
+    daily = daily_frame(servers=1)
+    daily["dt"] = daily["dt"].dt.date  # date objects are accepted too
+    forecasts, _ = fleet(daily)
+    assert forecasts["ds"].dtype == "datetime64[ns]"
+    assert (forecasts["ds"] == forecasts["ds"].dt.normalize()).all()
+    assert forecasts["ds"].min() == pd.Timestamp(date(2025, 9, 1) + timedelta(days=120))
