@@ -21,8 +21,12 @@ TARGET_SECONDS = 180.0
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--servers", type=int, default=None, help="fleet size (default: the settings default)")
-    parser.add_argument("--days", type=int, default=None, help="days of history (default: the settings default)")
+    parser.add_argument(
+        "--servers", type=int, default=None, help="fleet size (default: the settings default)"
+    )
+    parser.add_argument(
+        "--days", type=int, default=None, help="days of history (default: the settings default)"
+    )
     args = parser.parse_args()
     run_date = date(2026, 11, 23)
     with tempfile.TemporaryDirectory(prefix="cf-bench-") as tmp:
@@ -49,7 +53,9 @@ def main() -> None:
     )
     for name, seconds in timings:
         print(f"  {name:<9} {seconds:7.2f} s")
-    print(f"  total     {total:7.2f} s   (reference: target {TARGET_SECONDS:.0f} s; ratio {total / TARGET_SECONDS:.3f})")
+    print(
+        f"  total     {total:7.2f} s   (reference: target {TARGET_SECONDS:.0f} s; ratio {total / TARGET_SECONDS:.3f})"
+    )
     print(f"  peak RSS  {peak_mib:7.0f} MiB")
 
 

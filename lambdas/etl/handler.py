@@ -6,12 +6,20 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from common.runtime import SCHEDULED, as_eventbridge, is_kind, lake_from, publish_counts, reject, settings_from_env
 
 from capacity_forecaster.errors import InputError
 from capacity_forecaster.stages import run_etl
 from capacity_forecaster.storage.errors import InvalidKeyError
 from capacity_forecaster.storage.keys import parse_s3_uri, validate_key
+from common.runtime import (
+    SCHEDULED,
+    as_eventbridge,
+    is_kind,
+    lake_from,
+    publish_counts,
+    reject,
+    settings_from_env,
+)
 
 OBJECT_CREATED = ("aws.s3", "Object Created")
 
@@ -33,7 +41,9 @@ def check_object_created(detail: dict[str, Any], lake_uri: str) -> str:
     except InvalidKeyError as exc:
         raise InputError(str(exc)) from None
     if bucket != lake_bucket or not key.startswith(raw_prefix):
-        raise InputError(f"s3://{bucket}/{key} is not under the lake's raw zone s3://{lake_bucket}/{raw_prefix}")
+        raise InputError(
+            f"s3://{bucket}/{key} is not under the lake's raw zone s3://{lake_bucket}/{raw_prefix}"
+        )
     return key
 
 

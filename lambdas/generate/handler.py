@@ -6,6 +6,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from capacity_forecaster.errors import InputError
+from capacity_forecaster.stages import run_generate
 from common.runtime import (
     SCHEDULED,
     as_eventbridge,
@@ -16,9 +19,6 @@ from common.runtime import (
     reject,
     settings_from_env,
 )
-
-from capacity_forecaster.errors import InputError
-from capacity_forecaster.stages import run_generate
 
 logger = Logger()
 metrics = Metrics()
@@ -32,7 +32,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         scheduled = as_eventbridge(event)
         if not is_kind(scheduled, *SCHEDULED):
-            raise InputError(f"expected a Scheduled Event, got {scheduled.detail_type!r} from {scheduled.source!r}")
+            raise InputError(
+                f"expected a Scheduled Event, got {scheduled.detail_type!r} from {scheduled.source!r}"
+            )
         run_date = event_date(scheduled)
         settings = settings_from_env()
     except InputError as exc:

@@ -8,11 +8,11 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from common.runtime import as_eventbridge, is_kind, lake_from, publish_counts, reject, settings_from_env
 
 from capacity_forecaster.errors import InputError
 from capacity_forecaster.forecasting.job import publish_training_run
 from capacity_forecaster.stages import run_risk
+from common.runtime import as_eventbridge, is_kind, lake_from, publish_counts, reject, settings_from_env
 
 STATE_CHANGE = ("aws.sagemaker", "SageMaker Training Job State Change")
 
@@ -29,7 +29,9 @@ def completed_run(detail: dict[str, Any]) -> tuple[str, date] | None:
     params = detail.get("HyperParameters") or {}
     run_id, run_date = params.get("run_id"), params.get("run_date")
     if not run_id or not run_date:
-        raise InputError(f"training job {detail.get('TrainingJobName')!r} has no run_id/run_date hyperparameters")
+        raise InputError(
+            f"training job {detail.get('TrainingJobName')!r} has no run_id/run_date hyperparameters"
+        )
     try:
         return str(run_id), date.fromisoformat(str(run_date))
     except ValueError:
@@ -57,6 +59,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     lake = lake_from(settings)
     published = publish_training_run(lake, run_id=run_id, run_date=run_date)
     result = run_risk(lake, settings, run_date=run_date)
-    publish_counts(metrics, result.counts, {"severity_critical": "CriticalRisks", "severity_high": "HighRisks"})
+    publish_counts(
+        metrics, result.counts, {"severity_critical": "CriticalRisks", "severity_high": "HighRisks"}
+    )
     logger.info("risk register written", extra={"run_id": run_id, **result.counts})
     return {"status": "succeeded", "run_id": run_id, "series": published.series, **result.counts}

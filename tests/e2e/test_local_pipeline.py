@@ -32,7 +32,13 @@ SERVERS_N, DAYS, HORIZON = 24, 150, 60
 
 
 def small_settings(lake: str, **extra: object) -> object:
-    overrides = {"lake": lake, "fleet.servers": SERVERS_N, "fleet.days": DAYS, "horizon_days": HORIZON, **extra}
+    overrides = {
+        "lake": lake,
+        "fleet.servers": SERVERS_N,
+        "fleet.days": DAYS,
+        "horizon_days": HORIZON,
+        **extra,
+    }
     return load_settings(environ={}, overrides=overrides)
 
 

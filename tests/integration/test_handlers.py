@@ -157,7 +157,11 @@ def test_etl_quarantines_a_bad_upload_and_reconciles(invoke: Invoke, lake: Lake,
     result = invoke("etl", load_event("s3_object_created.json", BUCKET=s3_bucket, KEY=key))
     assert (result["rows_in"], result["rows_written"], result["rows_quarantined"]) == (4, 1, 3)
     quarantine = lake.read_table(QUARANTINE)
-    assert sorted(quarantine["reason"]) == ["missing_server_id", "unparseable_timestamp", "value_out_of_range"]
+    assert sorted(quarantine["reason"]) == [
+        "missing_server_id",
+        "unparseable_timestamp",
+        "value_out_of_range",
+    ]
     assert set(quarantine["source"]) == {key}
 
 
@@ -166,8 +170,15 @@ def test_etl_quarantines_a_bad_upload_and_reconciles(invoke: Invoke, lake: Lake,
     [
         ("not an event", "expected an EventBridge event object"),
         ({"source": "aws.events"}, "missing detail-type, detail, time"),
-        ({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {}, "time": "x"},
-         "expected a Scheduled Event"),
+        (
+            {
+                "source": "aws.ec2",
+                "detail-type": "EC2 Instance State-change Notification",
+                "detail": {},
+                "time": "x",
+            },
+            "expected a Scheduled Event",
+        ),
     ],
 )
 def test_generate_rejects_bad_payloads_in_one_line(invoke: Invoke, event: Any, reason: str) -> None:

@@ -10,13 +10,26 @@ import pytest
 
 from capacity_forecaster.errors import ConfigError, SchemaError
 from capacity_forecaster.schema import FORECASTS, METRICS_DAILY, SERVERS
-from capacity_forecaster.storage.lake import Lake, open_lake, parse_partition_key, partition_key, read_partitioned_dir
+from capacity_forecaster.storage.lake import (
+    Lake,
+    open_lake,
+    parse_partition_key,
+    partition_key,
+    read_partitioned_dir,
+)
 from capacity_forecaster.storage.object_store import LocalObjectStore, ObjectNotFound
 
 
 def daily(days: list[str], servers: tuple[str, ...] = ("srv-1", "srv-2")) -> pd.DataFrame:
     rows = [
-        {"server_id": s, "metric": "cpu", "dt": pd.Timestamp(d), "p95": 50.0 + i, "n_samples": 288, "imputed": False}
+        {
+            "server_id": s,
+            "metric": "cpu",
+            "dt": pd.Timestamp(d),
+            "p95": 50.0 + i,
+            "n_samples": 288,
+            "imputed": False,
+        }
         for i, d in enumerate(days)
         for s in servers
     ]
@@ -71,7 +84,7 @@ def test_partition_filter(lake: Lake) -> None:
 def test_empty_table_reads_with_its_columns(lake: Lake) -> None:
     empty = lake.read_table(FORECASTS)
     assert empty.empty
-    assert set(FORECASTS.column_names + ["run_date"]) == set(empty.columns)
+    assert set([*FORECASTS.column_names, "run_date"]) == set(empty.columns)
     assert lake.latest_partition(FORECASTS) is None
 
 
@@ -88,7 +101,9 @@ def test_schema_violations_are_one_line_errors(lake: Lake) -> None:
     assert lake.read_table(METRICS_DAILY).empty
 
 
-def test_crash_mid_write_leaves_the_old_partition_visible(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_mid_write_leaves_the_old_partition_visible(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lake.write_table(METRICS_DAILY, daily(["2026-01-01"]))
     store = lake.store
     assert isinstance(store, LocalObjectStore)
@@ -110,7 +125,9 @@ def test_temporary_files_are_invisible_to_listings(lake: Lake) -> None:
     lake.write_table(METRICS_DAILY, daily(["2026-01-01"]))
     folder = Path(lake.store.uri_for("curated/metrics_daily/dt=2026-01-01/data.parquet")).parent
     (folder / ".tmp-abc.part").write_bytes(b"half")
-    assert [o.key for o in lake.store.list("curated/")] == ["curated/metrics_daily/dt=2026-01-01/data.parquet"]
+    assert [o.key for o in lake.store.list("curated/")] == [
+        "curated/metrics_daily/dt=2026-01-01/data.parquet"
+    ]
 
 
 def test_missing_object_and_bad_uri(lake: Lake) -> None:

@@ -37,7 +37,9 @@ def history(server: str, metric: str, values: list[float]) -> pd.DataFrame:
     return pd.DataFrame({"server_id": server, "metric": metric, "dt": dt, "p95": values, "imputed": False})
 
 
-def register(forecasts: list[pd.DataFrame], daily: list[pd.DataFrame], critical_days: int = 30) -> pd.DataFrame:
+def register(
+    forecasts: list[pd.DataFrame], daily: list[pd.DataFrame], critical_days: int = 30
+) -> pd.DataFrame:
     reg = build_risk_register(
         pd.concat(forecasts, ignore_index=True),
         pd.concat(daily, ignore_index=True),
@@ -100,7 +102,12 @@ def test_critical_window_and_findings_per_server() -> None:
     near = [70.0] * 10 + [85.0] * 20  # breach on day 10 -> critical
     idle = [10.0] * 30
     reg = register(
-        [forecast("f", "cpu", near), forecast("f", "mem", idle), forecast("g", "cpu", idle), forecast("g", "mem", idle)],
+        [
+            forecast("f", "cpu", near),
+            forecast("f", "mem", idle),
+            forecast("g", "cpu", idle),
+            forecast("g", "mem", idle),
+        ],
         [history(s, m, [20.0] * 10) for s in "fg" for m in ("cpu", "mem")],
     )
     assert reg.loc[("f", "cpu"), "severity"] == "critical"

@@ -69,5 +69,5 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_bad_environment_value() -> None:
-    with pytest.raises(ConfigError, match="fleet.servers='lots'"):
+    with pytest.raises(ConfigError, match=r"fleet\.servers='lots'"):
         load_settings(environ={"CF_FLEET_SERVERS": "lots"})

@@ -38,7 +38,11 @@ def _check_local(root: Path) -> list[Check]:
     except OSError as exc:
         return [
             Check("lake folder", True, f"{root.resolve()} exists"),
-            Check("write access", False, f"cannot write in {root.resolve()}: {exc.strerror}; fix its permissions"),
+            Check(
+                "write access",
+                False,
+                f"cannot write in {root.resolve()}: {exc.strerror}; fix its permissions",
+            ),
         ]
     return [Check("lake folder", True, f"{root.resolve()} exists"), Check("write access", True, "can write")]
 

@@ -35,7 +35,9 @@ def check_header(path: Path) -> None:
             with opener(path, "rt", encoding="utf-8-sig") as fh:
                 columns = [c.strip().lower() for c in fh.readline().split(",")]
     except (OSError, UnicodeDecodeError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cannot be read ({type(exc).__name__}); expected CSV, gzip CSV or Parquet") from None
+        raise InputError(
+            f"{path}: cannot be read ({type(exc).__name__}); expected CSV, gzip CSV or Parquet"
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise InputError(
@@ -43,7 +45,9 @@ def check_header(path: Path) -> None:
         )
 
 
-def ingest_files(lake: Lake, paths: Sequence[Path], *, tenant: str = "default", now: datetime | None = None) -> list[str]:
+def ingest_files(
+    lake: Lake, paths: Sequence[Path], *, tenant: str = "default", now: datetime | None = None
+) -> list[str]:
     """Upload each file to the raw zone with metadata; return the URIs written.
 
     Every file is checked before any is uploaded, so a bad one in the list uploads nothing.
@@ -58,5 +62,7 @@ def ingest_files(lake: Lake, paths: Sequence[Path], *, tenant: str = "default", 
     uris = []
     for path in paths:
         key = upload_key(tenant, path.name, stamp)
-        uris.append(lake.store.upload_file(path, key, metadata={"source": "ingest", "original_filename": path.name}))
+        uris.append(
+            lake.store.upload_file(path, key, metadata={"source": "ingest", "original_filename": path.name})
+        )
     return uris

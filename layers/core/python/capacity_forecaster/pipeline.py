@@ -48,12 +48,12 @@ def run_pipeline(
     show_training_progress: bool = False,
 ) -> PipelineResult:
     """Run every stage for ``run_date`` on ``lake``. Re-running for the same date replaces the same partitions."""
-    progress = progress or NullProgress()
+    reporter: ProgressReporter = progress or NullProgress()
     stages = [
-        run_generate(lake, settings, run_date=run_date, raw_days=raw_days, progress=progress),
-        run_etl(lake, settings, progress=progress),
+        run_generate(lake, settings, run_date=run_date, raw_days=raw_days, progress=reporter),
+        run_etl(lake, settings, progress=reporter),
         run_train(lake, settings, run_date=run_date, progress=show_training_progress),
-        run_risk(lake, settings, run_date=run_date, progress=progress),
+        run_risk(lake, settings, run_date=run_date, progress=reporter),
     ]
     register = lake.read_table(RISK_REGISTER, where={"run_date": run_date})
     top = top_risks(register, lake.read_table(SERVERS), top=settings.risk.top)

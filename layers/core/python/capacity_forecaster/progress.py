@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 Advance = Callable[[int], None]
@@ -12,7 +12,7 @@ Advance = Callable[[int], None]
 class ProgressReporter(Protocol):
     """Something that can show a bar for a unit of work of known size."""
 
-    def task(self, description: str, total: int) -> Iterator[Advance]:
+    def task(self, description: str, total: int) -> AbstractContextManager[Advance]:
         """A context manager yielding ``advance(n)``."""
         ...
 
@@ -22,7 +22,11 @@ class NullProgress:
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Advance]:
-        yield lambda n=1: None
+        yield _ignore
+
+
+def _ignore(n: int = 1) -> None:
+    """Advance nothing."""
 
 
 class RichProgress:
@@ -62,7 +66,11 @@ class RichProgress:
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Advance]:
         task_id = self._progress.add_task(description, total=max(total, 1))
+
+        def advance(n: int = 1) -> None:
+            self._progress.advance(task_id, n)
+
         try:
-            yield lambda n=1: self._progress.advance(task_id, n)
+            yield advance
         finally:
             self._progress.update(task_id, completed=max(total, 1))

@@ -17,7 +17,9 @@ from capacity_forecaster.schema import RISK_REGISTER
 SEVERITY_ORDER: Final[dict[str, int]] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
-def last_actuals(daily: pd.DataFrame, *, saturation_days: int, thresholds: Mapping[str, float]) -> pd.DataFrame:
+def last_actuals(
+    daily: pd.DataFrame, *, saturation_days: int, thresholds: Mapping[str, float]
+) -> pd.DataFrame:
     """Per series: last observed day and P95, and whether each of the last N observed days is at the threshold.
 
     Imputed days do not count as observations. Output columns: server_id, metric, last_actual_date, last_p95,
@@ -98,7 +100,9 @@ def findings(register: pd.DataFrame, *, overprovisioned_ratio: float) -> pd.Seri
     )
     per_server = frame.groupby("server_id").agg(hot=("hot", "any"), cool=("cool", "all"))
     label = np.select(
-        [per_server["hot"], per_server["cool"]], ["under-provisioned", "over-provisioned"], default="optimized"
+        [per_server["hot"], per_server["cool"]],
+        ["under-provisioned", "over-provisioned"],
+        default="optimized",
     )
     mapping = pd.Series(label, index=per_server.index)
     return register["server_id"].map(mapping).astype(str)
@@ -132,7 +136,10 @@ def build_risk_register(
         days = (reg[col] - origin).dt.days
         reg[f"days_to_breach_{q}"] = days.clip(lower=0).astype("Int32").where(reg[col].notna())
     reg["severity"] = severity(
-        reg["already_breaching"], reg["days_to_breach_p50"], reg["days_to_breach_p90"], critical_days=critical_days
+        reg["already_breaching"],
+        reg["days_to_breach_p50"],
+        reg["days_to_breach_p90"],
+        critical_days=critical_days,
     )
     reg["finding"] = findings(reg, overprovisioned_ratio=overprovisioned_ratio)
     reg["run_date"] = origin

@@ -83,7 +83,9 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 _SERVER = _c("server_id", STRING, "Server identifier, unique in the fleet.", nullable=False)
 _METRIC = _c("metric", STRING, "Metric: cpu, mem, disk or net (utilisation in percent).", nullable=False)
 _DT = _c("dt", DATE, "UTC day the row describes (Hive partition dt=YYYY-MM-DD).", nullable=False)
-_RUN_DATE = _c("run_date", DATE, "Day of the pipeline run that wrote the row (Hive partition).", nullable=False)
+_RUN_DATE = _c(
+    "run_date", DATE, "Day of the pipeline run that wrote the row (Hive partition).", nullable=False
+)
 
 RAW_SAMPLES = TableSchema(
     name="raw_samples",
@@ -134,7 +136,12 @@ FORECASTS = TableSchema(
         _METRIC,
         _c("model", STRING, "Model name (seasonal_naive, linear_trend, prophet, random_forest...).", False),
         _c("ds", DATE, "Forecast day.", nullable=False),
-        _c("horizon_step", INT, "Days ahead of the forecast origin (1 = the day after the last actual).", False),
+        _c(
+            "horizon_step",
+            INT,
+            "Days ahead of the forecast origin (1 = the day after the last actual).",
+            False,
+        ),
         _c("p10", FLOAT, "10th percentile forecast, percent.", nullable=False),
         _c("p50", FLOAT, "Median forecast, percent.", nullable=False),
         _c("p90", FLOAT, "90th percentile forecast, percent.", nullable=False),
@@ -173,7 +180,12 @@ RISK_REGISTER = TableSchema(
         _c("threshold", FLOAT, "Utilisation threshold in percent.", nullable=False),
         _c("last_actual_date", DATE, "Last day with an observed value."),
         _c("last_p95", FLOAT, "Most recent observed daily P95."),
-        _c("already_breaching", BOOL, "True when recent actuals are at or over the threshold.", nullable=False),
+        _c(
+            "already_breaching",
+            BOOL,
+            "True when recent actuals are at or over the threshold.",
+            nullable=False,
+        ),
         _c("breach_date_p50", DATE, "First forecast day with P50 at or over the threshold (null: none)."),
         _c("breach_date_p90", DATE, "First forecast day with P90 at or over the threshold (null: none)."),
         _c("days_to_breach_p50", INT, "Days from the run date to breach_date_p50 (0 if breaching now)."),
@@ -260,7 +272,12 @@ ETL_FILES = TableSchema(
     description="Raw objects the ETL has processed, so each is read once and re-runs touch only new files.",
     columns=(
         _c("key", STRING, "Lake key of the raw object.", nullable=False),
-        _c("fingerprint", STRING, "Size and ETag (or modification time) when it was processed.", nullable=False),
+        _c(
+            "fingerprint",
+            STRING,
+            "Size and ETag (or modification time) when it was processed.",
+            nullable=False,
+        ),
         _c("first_day", DATE, "First UTC day of its valid samples (null when none)."),
         _c("last_day", DATE, "Last UTC day of its valid samples (null when none)."),
         _c("rows", BIGINT, "Rows read from it.", nullable=False),

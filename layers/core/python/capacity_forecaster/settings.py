@@ -221,7 +221,9 @@ def _thresholds(value: Any) -> dict[str, float]:
     merged = dict.fromkeys(METRICS, DEFAULT_THRESHOLD)
     for metric, pct in value.items():
         if metric not in METRICS:
-            raise ConfigError(f"risk.thresholds has unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
+            raise ConfigError(
+                f"risk.thresholds has unknown metric {metric!r}; metrics are {', '.join(METRICS)}"
+            )
         merged[metric] = float(pct)
     return merged
 
@@ -236,7 +238,10 @@ def _validate(s: Settings) -> None:
         (s.etl.future_tolerance_minutes >= 0, "etl.future_tolerance_minutes must be 0 or more"),
         (bool(s.training.models), "training.models must name at least one model"),
         (s.training.backtest_origins >= 1, "training.backtest_origins must be at least 1"),
-        (s.training.score in {"mae", "rmse", "smape", "mase"}, "training.score must be mae, rmse, smape or mase"),
+        (
+            s.training.score in {"mae", "rmse", "smape", "mase"},
+            "training.score must be mae, rmse, smape or mase",
+        ),
         (s.training.min_history_days >= 14, "training.min_history_days must be at least 14"),
         (1 <= s.training.hosts <= 64, "training.hosts must be between 1 and 64"),
         (s.training.n_jobs >= 0, "training.n_jobs must be 0 (all cores) or more"),

@@ -72,7 +72,7 @@ def run_generate(
         generate_raw_samples,
     )
 
-    progress = progress or NullProgress()
+    reporter: ProgressReporter = progress or NullProgress()
     fleet_settings = settings.fleet
     spec = FleetSpec(
         servers=fleet_settings.servers,
@@ -83,7 +83,7 @@ def run_generate(
         country=fleet_settings.country,
         thresholds=dict(settings.risk.thresholds),
     )
-    with progress.task("generate fleet", 1) as advance:
+    with reporter.task("generate fleet", 1) as advance:
         fleet = generate_fleet(spec)
         advance(1)
     raw = daily_as_raw_samples(fleet.daily)
@@ -91,9 +91,12 @@ def run_generate(
         wanted = {pd.Timestamp(d) for d in raw_days}
         samples = generate_raw_samples(fleet, list(raw_days), seed=fleet_settings.seed)
         raw = pd.concat([raw[~raw["dt"].isin(wanted)], samples], ignore_index=True)
-    written = [lake.write_table(SERVERS, fleet.servers)[0], lake.write_table(GROUND_TRUTH, fleet.ground_truth)[0]]
+    written = [
+        lake.write_table(SERVERS, fleet.servers)[0],
+        lake.write_table(GROUND_TRUTH, fleet.ground_truth)[0],
+    ]
     n_days = int(raw["dt"].nunique())
-    with progress.task("write raw samples", n_days) as advance:
+    with reporter.task("write raw samples", n_days) as advance:
         written += lake.write_table(RAW_SAMPLES, raw, on_written=advance)
     return StageResult(
         "generate",
@@ -144,7 +147,7 @@ def run_etl(
     Each raw object is processed once (tracked in ``etl_files``); ``full`` reprocesses everything. Counts
     reconcile: rows in = rows written + rows quarantined. Every run appends a row to ``etl_runs``.
     """
-    progress = progress or NullProgress()
+    reporter: ProgressReporter = progress or NullProgress()
     started = now or utc_now()
     run_id = f"etl-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     manifest = _read_manifest(lake)
@@ -155,7 +158,7 @@ def run_etl(
     new = list({o.key: o for o in new}.values())
 
     frames, file_rows, rejected_files = [], [], []
-    with progress.task("etl: read raw files", len(new)) as advance:
+    with reporter.task("etl: read raw files", len(new)) as advance:
         for info in new:
             try:
                 frame = _read_raw(lake, info.key)
@@ -170,12 +173,12 @@ def run_etl(
     new_keys = {o.key for o in new}
     context = _context_samples(lake, manifest, raw_new, new_keys, started, settings)
     limit = pd.Timestamp(started) + pd.Timedelta(minutes=settings.etl.future_tolerance_minutes)
-    with progress.task("etl: validate", 1) as advance:
+    with reporter.task("etl: validate", 1) as advance:
         valid, rejected = etl.validate_samples(raw_new, now=limit, context=context)
         advance(1)
     etl.reconcile(len(raw_new), len(valid), len(rejected))
 
-    daily_written = _write_daily(lake, settings, valid, context, progress)
+    daily_written = _write_daily(lake, settings, valid, context, reporter)
     written = list(daily_written)
     quarantine_rows = _quarantine_frame(rejected, rejected_files, run_id)
     run_day = started.date()
@@ -206,8 +209,8 @@ def run_etl(
         ]
     )
     written.append(_append_partition(lake, ETL_RUNS, run_row, run_day))
-    for info, reason in rejected_files:
-        counts.setdefault("rejected_files", []).append(f"{info.key}: {reason}")
+    if rejected_files:
+        counts["rejected_files"] = [f"{info.key}: {reason}" for info, reason in rejected_files]
     return StageResult("etl", counts, written)
 
 
@@ -221,7 +224,12 @@ def _empty_raw() -> pd.DataFrame:
 
 
 def _context_samples(
-    lake: Lake, manifest: pd.DataFrame, raw_new: pd.DataFrame, new_keys: set[str], now: datetime, settings: Settings
+    lake: Lake,
+    manifest: pd.DataFrame,
+    raw_new: pd.DataFrame,
+    new_keys: set[str],
+    now: datetime,
+    settings: Settings,
 ) -> pd.DataFrame | None:
     """Valid samples of already-processed files that cover the days the new rows fall on."""
     if raw_new.empty or manifest.empty:
@@ -241,7 +249,11 @@ def _context_samples(
 
 
 def _write_daily(
-    lake: Lake, settings: Settings, valid: pd.DataFrame, context: pd.DataFrame | None, progress: ProgressReporter
+    lake: Lake,
+    settings: Settings,
+    valid: pd.DataFrame,
+    context: pd.DataFrame | None,
+    progress: ProgressReporter,
 ) -> list[str]:
     """Aggregate the affected days, fill gaps around them, and rewrite their daily partitions."""
     if valid.empty:
@@ -266,7 +278,9 @@ def _write_daily(
         return lake.write_table(METRICS_DAILY, frame, on_written=advance)
 
 
-def _quarantine_frame(rejected: pd.DataFrame, rejected_files: list[tuple[Any, str]], run_id: str) -> pd.DataFrame:
+def _quarantine_frame(
+    rejected: pd.DataFrame, rejected_files: list[tuple[Any, str]], run_id: str
+) -> pd.DataFrame:
     files = pd.DataFrame(
         {
             "source": [info.key for info, _ in rejected_files],
@@ -288,9 +302,13 @@ def _partition_exists(lake: Lake, table: Any, day: date) -> bool:
 
 def _merge_quarantine(lake: Lake, rows: pd.DataFrame, day: date, sources: set[str]) -> str:
     """Replace the day's quarantine rows of the sources just processed (re-runs do not duplicate)."""
-    existing = lake.read_table(QUARANTINE, where={"dt": day}) if _partition_exists(lake, QUARANTINE, day) else None
+    existing = (
+        lake.read_table(QUARANTINE, where={"dt": day}) if _partition_exists(lake, QUARANTINE, day) else None
+    )
     if existing is not None and not existing.empty:
-        rows = pd.concat([existing[~existing["source"].isin(sources)].drop(columns="dt"), rows], ignore_index=True)
+        rows = pd.concat(
+            [existing[~existing["source"].isin(sources)].drop(columns="dt"), rows], ignore_index=True
+        )
     return lake.write_partition(QUARANTINE, rows, {"dt": day})
 
 
@@ -310,8 +328,16 @@ def _write_manifest(
     run_id: str,
     full: bool,
 ) -> None:
-    day = valid["timestamp"].dt.tz_localize(None).dt.floor("D") if not valid.empty else pd.Series(dtype="datetime64[ns]")
-    spans = day.groupby(valid["source"]).agg(["min", "max"]) if not valid.empty else pd.DataFrame(columns=["min", "max"])
+    day = (
+        valid["timestamp"].dt.tz_localize(None).dt.floor("D")
+        if not valid.empty
+        else pd.Series(dtype="datetime64[ns]")
+    )
+    spans = (
+        day.groupby(valid["source"]).agg(["min", "max"])
+        if not valid.empty
+        else pd.DataFrame(columns=["min", "max"])
+    )
     entries = [
         {
             "key": info.key,
@@ -346,7 +372,9 @@ def _write_manifest(
 # --------------------------------------------------------------------------------------------- train
 
 
-def training_hyperparameters(settings: Settings, *, run_date: date, run_id: str, lake_uri: str) -> dict[str, str]:
+def training_hyperparameters(
+    settings: Settings, *, run_date: date, run_id: str, lake_uri: str
+) -> dict[str, str]:
     """The training job's hyperparameters, as the strings SageMaker passes."""
     training = settings.training
     return {
@@ -376,7 +404,11 @@ def run_train(
     run_id = f"local-{run_date:%Y%m%d}"
     params = training_hyperparameters(settings, run_date=run_date, run_id=run_id, lake_uri=lake.uri)
     result = run_local_training(
-        lake, run_date=run_date, hyperparameters=params, hosts=hosts or settings.training.hosts, progress=progress
+        lake,
+        run_date=run_date,
+        hyperparameters=params,
+        hosts=hosts or settings.training.hosts,
+        progress=progress,
     )
     counts = {"run_id": run_id, "hosts": hosts or settings.training.hosts}
     counts.update({k: v for k, v in vars(result).items() if isinstance(v, int | float | str)})
@@ -393,16 +425,18 @@ def run_risk(
     """Build the risk register from a run's forecasts (the latest run when no date is given)."""
     from capacity_forecaster.risk import build_risk_register
 
-    progress = progress or NullProgress()
+    reporter: ProgressReporter = progress or NullProgress()
     if run_date is None:
         latest = lake.latest_partition(FORECASTS)
         if latest is None:
-            raise CapacityForecasterError(f"no forecasts in {lake.uri}: run `capacity-forecaster train` first")
+            raise CapacityForecasterError(
+                f"no forecasts in {lake.uri}: run `capacity-forecaster train` first"
+            )
         run_date = date.fromisoformat(latest["run_date"])
     forecasts = lake.read_table(FORECASTS, where={"run_date": run_date})
     if forecasts.empty:
         raise CapacityForecasterError(f"no forecasts for run date {run_date} in {lake.uri}")
-    with progress.task("risk register", 1) as advance:
+    with reporter.task("risk register", 1) as advance:
         daily = lake.read_table(METRICS_DAILY)
         register = build_risk_register(
             forecasts,

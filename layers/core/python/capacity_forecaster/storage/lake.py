@@ -142,6 +142,10 @@ def _read_parquet_bytes(table: TableSchema, data: bytes) -> pa.Table:
     return arrow.select(table.column_names).cast(table.arrow_schema())
 
 
+def _partition_value(value: object) -> date | datetime | str:
+    return value if isinstance(value, date | datetime | str) else str(value)
+
+
 def _with_partition_columns(table: TableSchema, data: bytes, values: Mapping[str, str]) -> pa.Table:
     arrow = _read_parquet_bytes(table, data)
     for column in table.partition_keys:
@@ -178,10 +182,14 @@ class Lake:
     def uri(self) -> str:
         return self.store.uri
 
-    def write_partition(self, table: TableSchema, df: pd.DataFrame, partition: PartitionSpec | None = None) -> str:
+    def write_partition(
+        self, table: TableSchema, df: pd.DataFrame, partition: PartitionSpec | None = None
+    ) -> str:
         """Replace one partition of ``table`` with ``df``; return the object's URI."""
         key = partition_key(table, partition)
-        return self.store.put_bytes(key, to_parquet_bytes(table, df), content_type="application/vnd.apache.parquet")
+        return self.store.put_bytes(
+            key, to_parquet_bytes(table, df), content_type="application/vnd.apache.parquet"
+        )
 
     def write_table(
         self, table: TableSchema, df: pd.DataFrame, on_written: Callable[[int], None] | None = None
@@ -198,13 +206,16 @@ class Lake:
             raise SchemaError(f"table {table.name}: missing partition columns {', '.join(missing)}")
         uris = []
         for values, group in df.groupby(names, sort=True):
-            spec = dict(zip(names, values if isinstance(values, tuple) else (values,), strict=True))
+            keys = values if isinstance(values, tuple) else (values,)
+            spec: dict[str, date | datetime | str] = {n: _partition_value(v) for n, v in zip(names, keys, strict=True)}
             uris.append(self.write_partition(table, group, spec))
             if on_written is not None:
                 on_written(1)
         return uris
 
-    def list_partitions(self, table: TableSchema, where: PartitionFilter | None = None) -> list[dict[str, str]]:
+    def list_partitions(
+        self, table: TableSchema, where: PartitionFilter | None = None
+    ) -> list[dict[str, str]]:
         """Partition values of every object of ``table`` (matching ``where``), in key order."""
         found = []
         for info in self.store.list(table.prefix + "/"):

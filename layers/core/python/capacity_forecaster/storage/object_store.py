@@ -43,7 +43,12 @@ class ObjectStore(Protocol):
         ...
 
     def put_bytes(
-        self, key: str, data: bytes, *, content_type: str | None = None, metadata: Mapping[str, str] | None = None
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> str:
         """Write (or replace) one object atomically; return its URI."""
         ...
@@ -92,7 +97,12 @@ class LocalObjectStore:
         return str(self._path(key))
 
     def put_bytes(
-        self, key: str, data: bytes, *, content_type: str | None = None, metadata: Mapping[str, str] | None = None
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
