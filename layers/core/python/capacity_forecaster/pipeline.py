@@ -45,14 +45,13 @@ def run_pipeline(
     run_date: date,
     raw_days: Sequence[date] = (),
     progress: ProgressReporter | None = None,
-    show_training_progress: bool = False,
 ) -> PipelineResult:
     """Run every stage for ``run_date`` on ``lake``. Re-running for the same date replaces the same partitions."""
     reporter: ProgressReporter = progress or NullProgress()
     stages = [
         run_generate(lake, settings, run_date=run_date, raw_days=raw_days, progress=reporter),
         run_etl(lake, settings, progress=reporter),
-        run_train(lake, settings, run_date=run_date, progress=show_training_progress),
+        run_train(lake, settings, run_date=run_date, progress=reporter),
         run_risk(lake, settings, run_date=run_date, progress=reporter),
     ]
     register = lake.read_table(RISK_REGISTER, where={"run_date": run_date})

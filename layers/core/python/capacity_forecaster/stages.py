@@ -391,7 +391,12 @@ def training_hyperparameters(
 
 
 def run_train(
-    lake: Lake, settings: Settings, *, run_date: date, hosts: int | None = None, progress: bool = False
+    lake: Lake,
+    settings: Settings,
+    *,
+    run_date: date,
+    hosts: int | None = None,
+    progress: bool | ProgressReporter = False,
 ) -> StageResult:
     """Run the SageMaker training entry point locally, under the container contract, and publish its output."""
     from capacity_forecaster.forecasting.job import run_local_training

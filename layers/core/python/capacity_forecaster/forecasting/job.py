@@ -41,6 +41,7 @@ from capacity_forecaster.forecasting.backtest import one_line
 from capacity_forecaster.forecasting.baselines import get_model, registered_models
 from capacity_forecaster.forecasting.engine import forecast_fleet
 from capacity_forecaster.forecasting.metrics import SCORES
+from capacity_forecaster.progress import ProgressReporter, RichProgress
 from capacity_forecaster.schema import FORECASTS, METRICS_DAILY, MODEL_METRICS, TableSchema
 from capacity_forecaster.storage.lake import Lake, open_lake, parse_partition_key, read_partitioned_dir
 
@@ -330,20 +331,24 @@ def read_channel(paths: ContractPaths) -> pd.DataFrame:
 
 
 @contextmanager
-def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[int], None] | None]:
-    if not enabled:
+def _progress_bar(
+    progress: bool | ProgressReporter, description: str, total: int
+) -> Iterator[Callable[[int], None] | None]:
+    """A bar over the series: the caller's reporter, a bar of its own (``True``), or none (``False``)."""
+    if progress is False:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    if progress is True:
+        with RichProgress() as own, own.task(description, total) as advance:
+            yield advance
+        return
+    with progress.task(description, total) as advance:
+        yield advance
 
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
 
-
-def run_training_job(root: Path = DEFAULT_ROOT, *, progress: bool = False, lake: Lake | None = None) -> int:
+def run_training_job(
+    root: Path = DEFAULT_ROOT, *, progress: bool | ProgressReporter = False, lake: Lake | None = None
+) -> int:
     """Run the training job under the contract at ``root``; return the process exit code.
 
     Any failure writes a one-line reason to ``output/failure`` (what SageMaker shows as the job's failure
@@ -365,7 +370,7 @@ def run_training_job(root: Path = DEFAULT_ROOT, *, progress: bool = False, lake:
     return 0
 
 
-def _train(paths: ContractPaths, *, progress: bool, lake: Lake | None) -> dict[str, Any]:
+def _train(paths: ContractPaths, *, progress: bool | ProgressReporter, lake: Lake | None) -> dict[str, Any]:
     started = time.perf_counter()
     params = parse_hyperparameters(read_json_object(paths.hyperparameters, "hyperparameters file"))
     index, n_hosts, host = read_hosts(paths)
@@ -628,7 +633,7 @@ def run_local_training(
     run_date: date,
     hyperparameters: Mapping[str, object],
     hosts: int = 1,
-    progress: bool = False,
+    progress: bool | ProgressReporter = False,
     workdir: Path | None = None,
 ) -> PublishResult:
     """Run the training job as SageMaker local mode would, one simulated host after the other, then publish.
