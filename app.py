@@ -37,9 +37,7 @@ def build_app(
     """The app with its one stack, cdk-nag's AwsSolutions pack registered as a validation plugin."""
     app = cdk.App(context=dict(load_cdk_context() if context is None else context), outdir=outdir)
     settings = StackSettings.from_node(app.node)
-    stack = CapacityForecasterStack(
-        app, STACK_ID, settings=settings, description=STACK_DESCRIPTION, tags=dict(TAGS)
-    )
+    stack = CapacityForecasterStack(app, STACK_ID, settings=settings, description=STACK_DESCRIPTION, tags=dict(TAGS))
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack
 

@@ -93,9 +93,7 @@ def bench_raw(servers: int, interval: int, repeat: int, target: float) -> bool:
     rows = len(raw)
     del raw
     peak = _peak_mib(lambda: generate_raw_samples(fleet, [END], interval_minutes=interval))
-    print(
-        f"generate_raw_samples: {servers:,} servers x {len(METRICS)} metrics x 1 day, {interval}-min samples"
-    )
+    print(f"generate_raw_samples: {servers:,} servers x {len(METRICS)} metrics x 1 day, {interval}-min samples")
     print(_runs(times))
     print(f"  rows out: {rows:,}; {rows / best / 1e6:.2f} M rows/s")
     print(f"  peak traced memory: {peak:,.0f} MiB (tracemalloc, separate run)")

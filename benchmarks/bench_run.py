@@ -21,12 +21,8 @@ TARGET_SECONDS = 180.0
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--servers", type=int, default=None, help="fleet size (default: the settings default)"
-    )
-    parser.add_argument(
-        "--days", type=int, default=None, help="days of history (default: the settings default)"
-    )
+    parser.add_argument("--servers", type=int, default=None, help="fleet size (default: the settings default)")
+    parser.add_argument("--days", type=int, default=None, help="days of history (default: the settings default)")
     args = parser.parse_args()
     run_date = date(2026, 11, 23)
     with tempfile.TemporaryDirectory(prefix="cf-bench-") as tmp:

@@ -75,9 +75,7 @@ def glue_column(column: Column) -> glue.CfnTable.ColumnProperty:
     """A Glue column with the schema's description as its comment."""
     if len(column.description) > GLUE_COMMENT_MAX:
         raise ValueError(f"description of column {column.name} exceeds Glue's {GLUE_COMMENT_MAX} characters")
-    return glue.CfnTable.ColumnProperty(
-        name=column.name, type=glue_type(column.type), comment=column.description
-    )
+    return glue.CfnTable.ColumnProperty(name=column.name, type=glue_type(column.type), comment=column.description)
 
 
 def projection_parameters(table: TableSchema, *, location: str, date_range: str) -> dict[str, str]:
@@ -155,9 +153,7 @@ class Catalog(Construct):
                 publish_cloud_watch_metrics_enabled=True,
                 requester_pays_enabled=False,
                 bytes_scanned_cutoff_per_query=settings.athena_bytes_scanned_cutoff,
-                engine_version=athena.CfnWorkGroup.EngineVersionProperty(
-                    selected_engine_version=ATHENA_ENGINE_VERSION
-                ),
+                engine_version=athena.CfnWorkGroup.EngineVersionProperty(selected_engine_version=ATHENA_ENGINE_VERSION),
                 result_configuration=athena.CfnWorkGroup.ResultConfigurationProperty(
                     output_location=lake.uri_for(ATHENA_RESULTS_PREFIX),
                     expected_bucket_owner=cdk.Aws.ACCOUNT_ID,
@@ -200,9 +196,7 @@ class Catalog(Construct):
     # ---- grants ---------------------------------------------------------------------------------------
 
     def database_arn(self) -> str:
-        return cdk.Stack.of(self).format_arn(
-            service="glue", resource="database", resource_name=self.database_name
-        )
+        return cdk.Stack.of(self).format_arn(service="glue", resource="database", resource_name=self.database_name)
 
     def table_arn(self, table: str) -> str:
         return cdk.Stack.of(self).format_arn(
@@ -210,9 +204,7 @@ class Catalog(Construct):
         )
 
     def workgroup_arn(self) -> str:
-        return cdk.Stack.of(self).format_arn(
-            service="athena", resource="workgroup", resource_name=self.workgroup_name
-        )
+        return cdk.Stack.of(self).format_arn(service="athena", resource="workgroup", resource_name=self.workgroup_name)
 
     def grant_query(self, grantee: iam.IGrantable, *tables: str) -> iam.Grant:
         """Let ``grantee`` run Athena SELECTs in the workgroup over the named tables (all when none named).

@@ -83,9 +83,7 @@ class StackSettings:
         if not (_GLUE_NAME_RE.match(self.glue_database_name) and len(self.glue_database_name) <= 255):
             out.append(f"glue_database_name {self.glue_database_name!r} must be lowercase letters, digits, _")
         if not _WORKGROUP_RE.match(self.athena_workgroup_name):
-            out.append(
-                f"athena_workgroup_name {self.athena_workgroup_name!r} must be 1-128 of [a-zA-Z0-9._-]"
-            )
+            out.append(f"athena_workgroup_name {self.athena_workgroup_name!r} must be 1-128 of [a-zA-Z0-9._-]")
         if self.athena_bytes_scanned_cutoff < ATHENA_MIN_CUTOFF:
             out.append(f"athena_bytes_scanned_cutoff must be at least {ATHENA_MIN_CUTOFF} bytes")
         for name in (
@@ -141,9 +139,7 @@ class StackSettings:
     def from_mapping(cls, context: Mapping[str, Any]) -> StackSettings:
         """Settings from a context mapping; keys outside the project's namespace are ignored."""
         keys = cls.context_keys()
-        unknown = sorted(
-            k for k in context if k.startswith(f"{CONTEXT_NAMESPACE}:") and k not in keys.values()
-        )
+        unknown = sorted(k for k in context if k.startswith(f"{CONTEXT_NAMESPACE}:") and k not in keys.values())
         if unknown:
             raise SettingsError(f"unknown context key(s) {unknown}; known: {sorted(keys.values())}")
         is_int = {f.name: isinstance(f.default, int) for f in dataclasses.fields(cls)}

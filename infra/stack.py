@@ -24,9 +24,7 @@ class CapacityForecasterStack(cdk.Stack):
     ``stack_props`` are passed to ``cdk.Stack`` (``env``, ``description``, ``tags``, ...).
     """
 
-    def __init__(
-        self, scope: Construct, construct_id: str, *, settings: StackSettings, **stack_props: Any
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings, **stack_props: Any) -> None:
         super().__init__(scope, construct_id, **stack_props)
         self.settings = settings
 

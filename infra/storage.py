@@ -64,12 +64,8 @@ class DataLake(Construct):
                 s3.LifecycleRule(
                     id="expire-access-logs",
                     expiration=cdk.Duration.days(settings.access_log_expiration_days),
-                    noncurrent_version_expiration=cdk.Duration.days(
-                        settings.noncurrent_version_expiration_days
-                    ),
-                    abort_incomplete_multipart_upload_after=cdk.Duration.days(
-                        ABORT_INCOMPLETE_MULTIPART_DAYS
-                    ),
+                    noncurrent_version_expiration=cdk.Duration.days(settings.noncurrent_version_expiration_days),
+                    abort_incomplete_multipart_upload_after=cdk.Duration.days(ABORT_INCOMPLETE_MULTIPART_DAYS),
                 )
             ],
             removal_policy=removal,
@@ -147,9 +143,7 @@ class DataLake(Construct):
         )
         return grant.combine(self._grant_key(grantee, KMS_ENCRYPT_ACTIONS))
 
-    def grant_read_write(
-        self, grantee: iam.IGrantable, *prefixes: str, allow_delete: bool = False
-    ) -> iam.Grant:
+    def grant_read_write(self, grantee: iam.IGrantable, *prefixes: str, allow_delete: bool = False) -> iam.Grant:
         """``grant_read`` and ``grant_write`` on the same prefixes."""
         return self.grant_read(grantee, *prefixes).combine(
             self.grant_write(grantee, *prefixes, allow_delete=allow_delete)
@@ -216,9 +210,7 @@ def _lake_lifecycle_rules(settings: StackSettings) -> list[s3.LifecycleRule]:
                 ]
                 if settings.raw_transition_days
                 else None,
-                expiration=cdk.Duration.days(settings.raw_expiration_days)
-                if settings.raw_expiration_days
-                else None,
+                expiration=cdk.Duration.days(settings.raw_expiration_days) if settings.raw_expiration_days else None,
             )
         )
     return rules

@@ -41,9 +41,7 @@ def check_object_created(detail: dict[str, Any], lake_uri: str) -> str:
     except InvalidKeyError as exc:
         raise InputError(str(exc)) from None
     if bucket != lake_bucket or not key.startswith(raw_prefix):
-        raise InputError(
-            f"s3://{bucket}/{key} is not under the lake's raw zone s3://{lake_bucket}/{raw_prefix}"
-        )
+        raise InputError(f"s3://{bucket}/{key} is not under the lake's raw zone s3://{lake_bucket}/{raw_prefix}")
     return key
 
 

@@ -32,9 +32,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         scheduled = as_eventbridge(event)
         if not is_kind(scheduled, *SCHEDULED):
-            raise InputError(
-                f"expected a Scheduled Event, got {scheduled.detail_type!r} from {scheduled.source!r}"
-            )
+            raise InputError(f"expected a Scheduled Event, got {scheduled.detail_type!r} from {scheduled.source!r}")
         run_date = event_date(scheduled)
         settings = settings_from_env()
     except InputError as exc:

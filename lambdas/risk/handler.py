@@ -29,9 +29,7 @@ def completed_run(detail: dict[str, Any]) -> tuple[str, date] | None:
     params = detail.get("HyperParameters") or {}
     run_id, run_date = params.get("run_id"), params.get("run_date")
     if not run_id or not run_date:
-        raise InputError(
-            f"training job {detail.get('TrainingJobName')!r} has no run_id/run_date hyperparameters"
-        )
+        raise InputError(f"training job {detail.get('TrainingJobName')!r} has no run_id/run_date hyperparameters")
     try:
         return str(run_id), date.fromisoformat(str(run_date))
     except ValueError:
@@ -59,8 +57,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     lake = lake_from(settings)
     published = publish_training_run(lake, run_id=run_id, run_date=run_date)
     result = run_risk(lake, settings, run_date=run_date)
-    publish_counts(
-        metrics, result.counts, {"severity_critical": "CriticalRisks", "severity_high": "HighRisks"}
-    )
+    publish_counts(metrics, result.counts, {"severity_critical": "CriticalRisks", "severity_high": "HighRisks"})
     logger.info("risk register written", extra={"run_id": run_id, **result.counts})
     return {"status": "succeeded", "run_id": run_id, "series": published.series, **result.counts}

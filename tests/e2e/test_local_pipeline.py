@@ -102,9 +102,7 @@ def test_pipeline_on_a_local_lake_is_complete_and_idempotent(tmp_path: Path) -> 
         )
     # Same objects (the run log gains a row, in the same partition); only the publish record stays in staging.
     assert sorted(o.key for o in lake.store.list("")) == objects
-    assert [k for k in objects if k.startswith("staging/")] == [
-        "staging/training/run_id=local-20261123/published.json"
-    ]
+    assert [k for k in objects if k.startswith("staging/")] == ["staging/training/run_id=local-20261123/published.json"]
     assert len(lake.read_table(ETL_RUNS)) == 2
 
 

@@ -66,9 +66,7 @@ def synth(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
     app, stack = build_app(context=cdk_context, outdir=str(outdir))
     assembly = app.synth()
     # Template.from_stack reuses the assembly just synthesized (Stage.synth caches it): one synth per session.
-    return Synth(
-        app=app, stack=stack, assembly_dir=Path(assembly.directory), template=Template.from_stack(stack)
-    )
+    return Synth(app=app, stack=stack, assembly_dir=Path(assembly.directory), template=Template.from_stack(stack))
 
 
 @pytest.fixture(scope="session")

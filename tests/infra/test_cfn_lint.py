@@ -15,8 +15,6 @@ def test_templates_pass_cfn_lint(assembly_dir: Path) -> None:
     findings = [
         str(match)
         for template in templates
-        for match in lint_file(
-            template, ManualArgs(ignore_checks=IGNORED, regions=["us-east-1", "eu-west-1"])
-        )
+        for match in lint_file(template, ManualArgs(ignore_checks=IGNORED, regions=["us-east-1", "eu-west-1"]))
     ]
     assert findings == [], "\n".join(findings)

@@ -106,9 +106,7 @@ def test_every_bucket_denies_insecure_transport(template: Template, ids: dict[st
                             "Condition": {"Bool": {"aws:SecureTransport": "false"}},
                             "Resource": [arn, {"Fn::Join": ["", [arn, "/*"]]}],
                         },
-                        Match.object_like(
-                            {"Effect": "Deny", "Condition": {"NumericLessThan": {"s3:TlsVersion": 1.2}}}
-                        ),
+                        Match.object_like({"Effect": "Deny", "Condition": {"NumericLessThan": {"s3:TlsVersion": 1.2}}}),
                     ]
                 )
             },
@@ -165,21 +163,16 @@ def test_log_bucket_admits_only_the_lake_buckets_logs(template: Template, ids: d
 
 def test_lake_lifecycle_rules(template_json: dict[str, Any], ids: dict[str, str]) -> None:
     rules = {
-        r["Id"]: r
-        for r in template_json["Resources"][ids["bucket"]]["Properties"]["LifecycleConfiguration"]["Rules"]
+        r["Id"]: r for r in template_json["Resources"][ids["bucket"]]["Properties"]["LifecycleConfiguration"]["Rules"]
     }
     assert all(r["Status"] == "Enabled" for r in rules.values())
     everything = rules["all-objects"]
     assert "Prefix" not in everything
     assert everything["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
-    assert everything["NoncurrentVersionExpiration"] == {
-        "NoncurrentDays": DEFAULTS.noncurrent_version_expiration_days
-    }
+    assert everything["NoncurrentVersionExpiration"] == {"NoncurrentDays": DEFAULTS.noncurrent_version_expiration_days}
     raw = rules["age-raw"]
     assert raw["Prefix"] == f"{TABLES['raw_samples'].zone}/"
-    assert raw["Transitions"] == [
-        {"StorageClass": "STANDARD_IA", "TransitionInDays": DEFAULTS.raw_transition_days}
-    ]
+    assert raw["Transitions"] == [{"StorageClass": "STANDARD_IA", "TransitionInDays": DEFAULTS.raw_transition_days}]
     assert raw["ExpirationInDays"] == DEFAULTS.raw_expiration_days
     quarantine = rules["expire-quarantine"]
     assert quarantine["Prefix"] == f"{TABLES['quarantine'].prefix}/"
@@ -244,9 +237,7 @@ def test_glue_database(template: Template) -> None:
 
 
 @pytest.mark.parametrize("table", TABLES.values(), ids=list(TABLES))
-def test_glue_table_matches_schema(
-    template_json: dict[str, Any], ids: dict[str, str], table: TableSchema
-) -> None:
+def test_glue_table_matches_schema(template_json: dict[str, Any], ids: dict[str, str], table: TableSchema) -> None:
     glue = glue_tables(template_json)[table.name]
     sd = glue["StorageDescriptor"]
 
@@ -262,10 +253,7 @@ def test_glue_table_matches_schema(
     assert sd["Location"] == s3_uri(ids["bucket"], f"{table.prefix}/")
     assert sd["InputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
     assert sd["OutputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
-    assert (
-        sd["SerdeInfo"]["SerializationLibrary"]
-        == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
-    )
+    assert sd["SerdeInfo"]["SerializationLibrary"] == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
     assert glue["Parameters"]["classification"] == "parquet"
 
 

@@ -69,9 +69,7 @@ def test_context_duplicates_from_earlier_files() -> None:
             "value": [50.0, 60.0],
         }
     )
-    frame = raw(
-        [("2026-01-01T00:00:00Z", "srv-1", "cpu", "50"), ("2026-01-01T00:00:00Z", "srv-2", "cpu", "61")]
-    )
+    frame = raw([("2026-01-01T00:00:00Z", "srv-1", "cpu", "50"), ("2026-01-01T00:00:00Z", "srv-2", "cpu", "61")])
     valid, rejected = etl.validate_samples(frame, now=NOW, context=context)
     assert valid.empty
     assert rejected["reason"].tolist() == ["duplicate", "conflicting_duplicate"]
@@ -81,9 +79,7 @@ def test_context_duplicates_from_earlier_files() -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(
-                ["2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z", "bad", "2030-01-01T00:00:00Z", ""]
-            ),
+            st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z", "bad", "2030-01-01T00:00:00Z", ""]),
             st.sampled_from(["srv-1", "srv-2", "", "bad id", None]),
             st.sampled_from(["cpu", "mem", "MEM", "gpu", None]),
             st.sampled_from(["0", "50", "100", "100.5", "-3", "x", "", None, "1e2"]),
@@ -130,9 +126,7 @@ def test_aggregate_daily_p95_and_counts() -> None:
 def test_fill_gaps_seasonal_and_limits() -> None:
     days = pd.date_range("2026-01-01", periods=40, freq="D")
     weekly = 40 + 10 * (days.day_of_week < 5)
-    series = pd.DataFrame(
-        {"server_id": "s", "metric": "cpu", "dt": days, "p95": weekly.astype(float), "n_samples": 1}
-    )
+    series = pd.DataFrame({"server_id": "s", "metric": "cpu", "dt": days, "p95": weekly.astype(float), "n_samples": 1})
     gappy = series.drop(index=[10, 20, 21, 22]).reset_index(drop=True)
     long_gap = series.assign(server_id="t").drop(index=range(5, 30)).reset_index(drop=True)
     filled = etl.fill_gaps(pd.concat([gappy, long_gap], ignore_index=True), max_gap_days=14)

@@ -185,9 +185,9 @@ def test_ground_truth_matches_the_future_by_the_documented_rule(fleet: Fleet) ->
     tail = history_tail.groupby(["server_id", "metric"])["p95"].min().to_dict()
     future = {key: group.sort_values("dt") for key, group in fleet.future.groupby(["server_id", "metric"])}
     already = matched = 0
-    for server, metric, threshold, breach_date in truth[
-        ["server_id", "metric", "threshold", "breach_date"]
-    ].itertuples(index=False):
+    for server, metric, threshold, breach_date in truth[["server_id", "metric", "threshold", "breach_date"]].itertuples(
+        index=False
+    ):
         values = future[(server, metric)]
         start = _first_sustained_breach(values["p95"].to_numpy(), threshold)
         if pd.isna(breach_date):

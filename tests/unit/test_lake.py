@@ -101,9 +101,7 @@ def test_schema_violations_are_one_line_errors(lake: Lake) -> None:
     assert lake.read_table(METRICS_DAILY).empty
 
 
-def test_crash_mid_write_leaves_the_old_partition_visible(
-    lake: Lake, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crash_mid_write_leaves_the_old_partition_visible(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
     lake.write_table(METRICS_DAILY, daily(["2026-01-01"]))
     store = lake.store
     assert isinstance(store, LocalObjectStore)
@@ -125,9 +123,7 @@ def test_temporary_files_are_invisible_to_listings(lake: Lake) -> None:
     lake.write_table(METRICS_DAILY, daily(["2026-01-01"]))
     folder = Path(lake.store.uri_for("curated/metrics_daily/dt=2026-01-01/data.parquet")).parent
     (folder / ".tmp-abc.part").write_bytes(b"half")
-    assert [o.key for o in lake.store.list("curated/")] == [
-        "curated/metrics_daily/dt=2026-01-01/data.parquet"
-    ]
+    assert [o.key for o in lake.store.list("curated/")] == ["curated/metrics_daily/dt=2026-01-01/data.parquet"]
 
 
 def test_missing_object_and_bad_uri(lake: Lake) -> None:

@@ -37,9 +37,7 @@ def history(server: str, metric: str, values: list[float]) -> pd.DataFrame:
     return pd.DataFrame({"server_id": server, "metric": metric, "dt": dt, "p95": values, "imputed": False})
 
 
-def register(
-    forecasts: list[pd.DataFrame], daily: list[pd.DataFrame], critical_days: int = 30
-) -> pd.DataFrame:
+def register(forecasts: list[pd.DataFrame], daily: list[pd.DataFrame], critical_days: int = 30) -> pd.DataFrame:
     reg = build_risk_register(
         pd.concat(forecasts, ignore_index=True),
         pd.concat(daily, ignore_index=True),

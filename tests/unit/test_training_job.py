@@ -217,9 +217,7 @@ def test_missing_channel_and_bad_resource_config_fail_cleanly(lake: Lake, tmp_pa
     assert run_training_job(root) == 1
     assert "no data channel 'curated'" in failure_of(root)
 
-    root = contract_root(
-        tmp_path / "b", lake, hyperparameters(lake), host="algo-9", hosts=["algo-1", "algo-2"]
-    )
+    root = contract_root(tmp_path / "b", lake, hyperparameters(lake), host="algo-9", hosts=["algo-1", "algo-2"])
     assert run_training_job(root) == 1
     assert "current_host 'algo-9' is not in hosts" in failure_of(root)
 
@@ -357,9 +355,7 @@ def test_publish_rejects_a_series_staged_twice(lake: Lake, tmp_path: Path) -> No
 
 def test_local_runner_reports_a_failing_host(lake: Lake) -> None:
     with pytest.raises(CapacityForecasterError) as err:
-        run_local_training(
-            lake, run_date=RUN_DATE, hyperparameters=hyperparameters(lake, horizon_days="abc"), hosts=2
-        )
+        run_local_training(lake, run_date=RUN_DATE, hyperparameters=hyperparameters(lake, horizon_days="abc"), hosts=2)
     assert str(err.value) == (
         "training host algo-1 failed: hyperparameter horizon_days='abc' is not an integer between 1 and 730"
     )
@@ -368,9 +364,7 @@ def test_local_runner_reports_a_failing_host(lake: Lake) -> None:
 def test_local_runner_clears_a_stale_attempt_of_the_same_run(lake: Lake) -> None:
     stale = staging_keys("again", 2, 3)["manifest"]  # an interrupted 3-host attempt
     lake.store.put_bytes(stale, b"{}")
-    result = run_local_training(
-        lake, run_date=RUN_DATE, hyperparameters=hyperparameters(lake, run_id="again")
-    )
+    result = run_local_training(lake, run_date=RUN_DATE, hyperparameters=hyperparameters(lake, run_id="again"))
     assert result.hosts == 1 and not lake.store.exists(stale)
 
 

@@ -53,9 +53,7 @@ def _common() -> argparse.ArgumentParser:
 def _fleet_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--servers", type=_positive, help="servers in the synthetic fleet (default 100)")
     parser.add_argument("--days", type=_positive, help="days of history to generate (default 730)")
-    parser.add_argument(
-        "--seed", type=int, help="random seed; the same seed gives the same fleet (default 42)"
-    )
+    parser.add_argument("--seed", type=int, help="random seed; the same seed gives the same fleet (default 42)")
     parser.add_argument("--end-date", type=_date, help="last generated day (default: the day before the run)")
     parser.add_argument(
         "--raw-day",
@@ -222,8 +220,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     with RichProgress() as progress:
         result = run_pipeline(lake, settings, run_date=run_date, raw_days=args.raw_day, progress=progress)
     lines = [
-        f"{s.stage}: " + ", ".join(f"{k}={v}" for k, v in s.counts.items() if k != "run_id")
-        for s in result.stages
+        f"{s.stage}: " + ", ".join(f"{k}={v}" for k, v in s.counts.items() if k != "run_id") for s in result.stages
     ]
     render_summary(
         console,
@@ -284,9 +281,7 @@ def cmd_risk(args: argparse.Namespace) -> None:
     register = lake.read_table(RISK_REGISTER, where={"run_date": result.counts["run_date"]})
     if args.format == "table":
         _print_counts(result)
-        _print_frame(
-            top_risks(register, lake.read_table(SERVERS), top=settings.risk.top), "table", "Top risks"
-        )
+        _print_frame(top_risks(register, lake.read_table(SERVERS), top=settings.risk.top), "table", "Top risks")
     else:
         _print_frame(register, args.format)
 

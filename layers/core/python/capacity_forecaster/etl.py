@@ -56,15 +56,11 @@ def read_raw_object(name: str, data: bytes) -> pd.DataFrame:
     except UnicodeDecodeError:
         raise InputError(f"{name}: the file is not UTF-8 text") from None
     except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, EOFError) as exc:
-        raise InputError(
-            f"{name}: cannot be read as {lower.rsplit('.', 1)[-1]}: {_first_line(exc)}"
-        ) from None
+        raise InputError(f"{name}: cannot be read as {lower.rsplit('.', 1)[-1]}: {_first_line(exc)}") from None
     df.columns = [str(c).strip().lower() for c in df.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(
-            f"{name}: missing required columns {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})"
-        )
+        raise InputError(f"{name}: missing required columns {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})")
     if df.empty:
         raise InputError(f"{name}: the file has a header but no rows")
     return df[list(REQUIRED_COLUMNS)]
@@ -138,9 +134,7 @@ def _duplicate_reasons(ok: pd.DataFrame, context: pd.DataFrame | None) -> dict[s
     exact = ok.duplicated(subset=[*SAMPLE_KEY, "value"], keep="first") & ~conflicting
     if context is not None and not context.empty:
         seen = ok[[*SAMPLE_KEY, "value"]].merge(
-            context[[*SAMPLE_KEY, "value"]]
-            .drop_duplicates(SAMPLE_KEY)
-            .rename(columns={"value": "seen_value"}),
+            context[[*SAMPLE_KEY, "value"]].drop_duplicates(SAMPLE_KEY).rename(columns={"value": "seen_value"}),
             on=SAMPLE_KEY,
             how="left",
         )
@@ -181,13 +175,9 @@ def aggregate_daily(samples: pd.DataFrame) -> pd.DataFrame:
                 "n_samples": pd.Series(dtype="int32"),
             }
         )
-    day = (
-        samples["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D").astype("datetime64[ns]")
-    )
+    day = samples["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D").astype("datetime64[ns]")
     grouped = samples.assign(dt=day).groupby(["server_id", "metric", "dt"], sort=True)["value"]
-    out = pd.DataFrame(
-        {"p95": grouped.quantile(0.95), "n_samples": grouped.size().astype("int32")}
-    ).reset_index()
+    out = pd.DataFrame({"p95": grouped.quantile(0.95), "n_samples": grouped.size().astype("int32")}).reset_index()
     return out[["server_id", "metric", "dt", "p95", "n_samples"]]
 
 

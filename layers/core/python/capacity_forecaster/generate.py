@@ -283,12 +283,7 @@ class FleetSpec:
 
 
 def _check_int(name: str, value: object, low: int, high: int | None) -> None:
-    ok = (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and value >= low
-        and (high is None or value <= high)
-    )
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
     if not ok:
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{name} must be an integer {bound}, got {value!r}")
@@ -349,9 +344,7 @@ def _calendar(spec: FleetSpec) -> _Calendar:
     quarter_end = np.where(is_quarter_month, np.clip(1.0 - days_left / 7.0, 0.0, None), 0.0)
     doy = (days - days.astype("datetime64[Y]")).astype(np.int64)
     angle = 2.0 * np.pi * doy / 365.25
-    features = np.vstack([offwork, weekend, month_end, quarter_end, np.cos(angle), np.sin(angle)]).astype(
-        float
-    )
+    features = np.vstack([offwork, weekend, month_end, quarter_end, np.cos(angle), np.sin(angle)]).astype(float)
     return _Calendar(days=days, n_hist=spec.days, features=features)
 
 
@@ -498,9 +491,7 @@ def _seasonal(
     month_end = _uniform(rng, profile.month_end, n) * np.where(inv.business, 1.0, 0.3) * damp
     quarter_end = _uniform(rng, profile.quarter_end, n) * np.where(seasonal_peak, 1.0, 0.15) * damp
     yearly = _uniform(rng, profile.yearly, n) * np.where(seasonal_peak, 1.5, 1.0) * damp
-    peak_doy = np.array([list(APPLICATIONS.values())[a].yearly_peak_doy for a in inv.app]) + rng.normal(
-        0, 15, n
-    )
+    peak_doy = np.array([list(APPLICATIONS.values())[a].yearly_peak_doy for a in inv.app]) + rng.normal(0, 15, n)
     peak_angle = 2.0 * np.pi * peak_doy / 365.25
     amplitudes = np.column_stack(
         [
@@ -605,9 +596,7 @@ def _ground_truth(
     thr = np.array([spec.thresholds[m] for m in METRICS])
     index = np.column_stack(
         [
-            breach_index(
-                true[:, m, cal.n_hist - BREACH_RUN_DAYS : cal.n_hist], true[:, m, cal.n_hist :], thr[m]
-            )
+            breach_index(true[:, m, cal.n_hist - BREACH_RUN_DAYS : cal.n_hist], true[:, m, cal.n_hist :], thr[m])
             for m in range(n_m)
         ]
     ).ravel()

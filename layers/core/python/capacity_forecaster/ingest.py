@@ -35,9 +35,7 @@ def check_header(path: Path) -> None:
             with opener(path, "rt", encoding="utf-8-sig") as fh:
                 columns = [c.strip().lower() for c in fh.readline().split(",")]
     except (OSError, UnicodeDecodeError, pa.ArrowException) as exc:
-        raise InputError(
-            f"{path}: cannot be read ({type(exc).__name__}); expected CSV, gzip CSV or Parquet"
-        ) from None
+        raise InputError(f"{path}: cannot be read ({type(exc).__name__}); expected CSV, gzip CSV or Parquet") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise InputError(
@@ -62,7 +60,5 @@ def ingest_files(
     uris = []
     for path in paths:
         key = upload_key(tenant, path.name, stamp)
-        uris.append(
-            lake.store.upload_file(path, key, metadata={"source": "ingest", "original_filename": path.name})
-        )
+        uris.append(lake.store.upload_file(path, key, metadata={"source": "ingest", "original_filename": path.name}))
     return uris

@@ -37,7 +37,7 @@ def run_query(lake: Lake, sql: str) -> pd.DataFrame:
 
     con = connect(lake, _tables_named(sql))
     try:
-        return con.execute(sql).to_arrow_table().to_pandas()
+        return con.sql(sql).to_arrow_table().to_pandas()
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0]
         raise InputError(f"query failed: {first}") from None

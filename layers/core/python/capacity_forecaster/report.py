@@ -32,9 +32,7 @@ def top_risks(register: pd.DataFrame, servers: pd.DataFrame | None, *, top: int)
     else:
         reg["application"] = ""
     reg["_order"] = reg["severity"].map(SEVERITY_ORDER)
-    reg = reg.sort_values(
-        ["_order", "days_to_breach_p50", "days_to_breach_p90", "server_id"], na_position="last"
-    )
+    reg = reg.sort_values(["_order", "days_to_breach_p50", "days_to_breach_p90", "server_id"], na_position="last")
     return reg[TOP_COLUMNS].head(top).reset_index(drop=True)
 
 
@@ -87,9 +85,7 @@ def render_summary(
         values = [(_days if c == "days_to_breach_p50" else _cell)(getattr(row, c)) for c in TOP_COLUMNS]
         table.add_row(*values, style=SEVERITY_STYLE.get(str(row.severity), ""))
     console.print(table)
-    console.print(
-        "Series by severity: " + ", ".join(f"[{SEVERITY_STYLE[k]}]{k} {v}[/]" for k, v in counts.items())
-    )
+    console.print("Series by severity: " + ", ".join(f"[{SEVERITY_STYLE[k]}]{k} {v}[/]" for k, v in counts.items()))
     for line in stage_lines:
         console.print(f"  {line}")
     console.print("Outputs:")

@@ -17,9 +17,7 @@ from capacity_forecaster.schema import RISK_REGISTER
 SEVERITY_ORDER: Final[dict[str, int]] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
-def last_actuals(
-    daily: pd.DataFrame, *, saturation_days: int, thresholds: Mapping[str, float]
-) -> pd.DataFrame:
+def last_actuals(daily: pd.DataFrame, *, saturation_days: int, thresholds: Mapping[str, float]) -> pd.DataFrame:
     """Per series: last observed day and P95, and whether each of the last N observed days is at the threshold.
 
     Imputed days do not count as observations. Output columns: server_id, metric, last_actual_date, last_p95,

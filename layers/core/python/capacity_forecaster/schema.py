@@ -83,9 +83,7 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 _SERVER = _c("server_id", STRING, "Server identifier, unique in the fleet.", nullable=False)
 _METRIC = _c("metric", STRING, "Metric: cpu, mem, disk or net (utilisation in percent).", nullable=False)
 _DT = _c("dt", DATE, "UTC day the row describes (Hive partition dt=YYYY-MM-DD).", nullable=False)
-_RUN_DATE = _c(
-    "run_date", DATE, "Day of the pipeline run that wrote the row (Hive partition).", nullable=False
-)
+_RUN_DATE = _c("run_date", DATE, "Day of the pipeline run that wrote the row (Hive partition).", nullable=False)
 
 RAW_SAMPLES = TableSchema(
     name="raw_samples",

@@ -221,9 +221,7 @@ def _thresholds(value: Any) -> dict[str, float]:
     merged = dict.fromkeys(METRICS, DEFAULT_THRESHOLD)
     for metric, pct in value.items():
         if metric not in METRICS:
-            raise ConfigError(
-                f"risk.thresholds has unknown metric {metric!r}; metrics are {', '.join(METRICS)}"
-            )
+            raise ConfigError(f"risk.thresholds has unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
         merged[metric] = float(pct)
     return merged
 

@@ -278,9 +278,7 @@ def _write_daily(
         return lake.write_table(METRICS_DAILY, frame, on_written=advance)
 
 
-def _quarantine_frame(
-    rejected: pd.DataFrame, rejected_files: list[tuple[Any, str]], run_id: str
-) -> pd.DataFrame:
+def _quarantine_frame(rejected: pd.DataFrame, rejected_files: list[tuple[Any, str]], run_id: str) -> pd.DataFrame:
     files = pd.DataFrame(
         {
             "source": [info.key for info, _ in rejected_files],
@@ -302,13 +300,9 @@ def _partition_exists(lake: Lake, table: Any, day: date) -> bool:
 
 def _merge_quarantine(lake: Lake, rows: pd.DataFrame, day: date, sources: set[str]) -> str:
     """Replace the day's quarantine rows of the sources just processed (re-runs do not duplicate)."""
-    existing = (
-        lake.read_table(QUARANTINE, where={"dt": day}) if _partition_exists(lake, QUARANTINE, day) else None
-    )
+    existing = lake.read_table(QUARANTINE, where={"dt": day}) if _partition_exists(lake, QUARANTINE, day) else None
     if existing is not None and not existing.empty:
-        rows = pd.concat(
-            [existing[~existing["source"].isin(sources)].drop(columns="dt"), rows], ignore_index=True
-        )
+        rows = pd.concat([existing[~existing["source"].isin(sources)].drop(columns="dt"), rows], ignore_index=True)
     return lake.write_partition(QUARANTINE, rows, {"dt": day})
 
 
@@ -329,14 +323,10 @@ def _write_manifest(
     full: bool,
 ) -> None:
     day = (
-        valid["timestamp"].dt.tz_localize(None).dt.floor("D")
-        if not valid.empty
-        else pd.Series(dtype="datetime64[ns]")
+        valid["timestamp"].dt.tz_localize(None).dt.floor("D") if not valid.empty else pd.Series(dtype="datetime64[ns]")
     )
     spans = (
-        day.groupby(valid["source"]).agg(["min", "max"])
-        if not valid.empty
-        else pd.DataFrame(columns=["min", "max"])
+        day.groupby(valid["source"]).agg(["min", "max"]) if not valid.empty else pd.DataFrame(columns=["min", "max"])
     )
     entries = [
         {
@@ -372,9 +362,7 @@ def _write_manifest(
 # --------------------------------------------------------------------------------------------- train
 
 
-def training_hyperparameters(
-    settings: Settings, *, run_date: date, run_id: str, lake_uri: str
-) -> dict[str, str]:
+def training_hyperparameters(settings: Settings, *, run_date: date, run_id: str, lake_uri: str) -> dict[str, str]:
     """The training job's hyperparameters, as the strings SageMaker passes."""
     training = settings.training
     return {
@@ -434,9 +422,7 @@ def run_risk(
     if run_date is None:
         latest = lake.latest_partition(FORECASTS)
         if latest is None:
-            raise CapacityForecasterError(
-                f"no forecasts in {lake.uri}: run `capacity-forecaster train` first"
-            )
+            raise CapacityForecasterError(f"no forecasts in {lake.uri}: run `capacity-forecaster train` first")
         run_date = date.fromisoformat(latest["run_date"])
     forecasts = lake.read_table(FORECASTS, where={"run_date": run_date})
     if forecasts.empty:

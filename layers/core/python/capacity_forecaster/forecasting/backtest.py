@@ -121,9 +121,7 @@ def checked_forecast(model: Model, y: FloatArray, horizon: int) -> QuantileForec
     return fc
 
 
-def score_origins(
-    model: Model, y: FloatArray, origins: Sequence[int], config: BacktestConfig
-) -> dict[str, float]:
+def score_origins(model: Model, y: FloatArray, origins: Sequence[int], config: BacktestConfig) -> dict[str, float]:
     """Fit on ``y[:t]`` for every origin ``t``, score the next ``eval_horizon`` days, average over origins."""
     bh = config.eval_horizon
     per_origin: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
@@ -142,17 +140,13 @@ def _mean_finite(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def evaluate_model(
-    model: Model, y: FloatArray, origins: Sequence[int], config: BacktestConfig
-) -> ModelResult:
+def evaluate_model(model: Model, y: FloatArray, origins: Sequence[int], config: BacktestConfig) -> ModelResult:
     """Backtest one model and make its final forecast; any exception becomes a ``failed`` result."""
     try:
         s = score_origins(model, y, origins, config)
         fc = checked_forecast(model, y, config.horizon)
     except Exception as exc:  # a broken model must not stop the fleet
-        return ModelResult(
-            model=model.name, status=STATUS_FAILED, reason=one_line(exc), n_origins=len(origins)
-        )
+        return ModelResult(model=model.name, status=STATUS_FAILED, reason=one_line(exc), n_origins=len(origins))
     return ModelResult(
         model=model.name,
         status=STATUS_OK,

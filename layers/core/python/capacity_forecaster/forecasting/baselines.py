@@ -260,9 +260,7 @@ def _running_sums(y: FloatArray) -> dict[str, FloatArray]:
     }
 
 
-def _fits(
-    sums: Mapping[str, FloatArray], ends: np.ndarray, window: int
-) -> tuple[FloatArray, FloatArray, FloatArray]:
+def _fits(sums: Mapping[str, FloatArray], ends: np.ndarray, window: int) -> tuple[FloatArray, FloatArray, FloatArray]:
     """OLS lines over ``y[max(0, t - window):t]`` for each end ``t``: (mean of y, slope, mean of x)."""
     starts = np.maximum(ends - window, 0)
     cnt = (ends - starts).astype(np.float64)

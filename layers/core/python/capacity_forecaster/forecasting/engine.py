@@ -99,9 +99,7 @@ def resolve_models(names: Sequence[str]) -> list[Model]:
         raise ConfigError("no models given")
     unknown = [n for n in unique if n not in registered_models()]
     if unknown:
-        raise ConfigError(
-            f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(registered_models())}"
-        )
+        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(registered_models())}")
     return [get_model(n) for n in unique]
 
 
@@ -216,16 +214,10 @@ def _empty(columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
 
 
-def assemble(
-    parts: Sequence[tuple[pd.DataFrame, pd.DataFrame]], run_date: date
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def assemble(parts: Sequence[tuple[pd.DataFrame, pd.DataFrame]], run_date: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Concatenate chunk outputs, add ``run_date``, fix the dtypes and sort."""
-    forecasts = (
-        pd.concat([p[0] for p in parts], ignore_index=True) if parts else _empty(FORECASTS.column_names)
-    )
-    metrics = (
-        pd.concat([p[1] for p in parts], ignore_index=True) if parts else _empty(MODEL_METRICS.column_names)
-    )
+    forecasts = pd.concat([p[0] for p in parts], ignore_index=True) if parts else _empty(FORECASTS.column_names)
+    metrics = pd.concat([p[1] for p in parts], ignore_index=True) if parts else _empty(MODEL_METRICS.column_names)
     stamp = pd.Timestamp(run_date)
     forecasts = forecasts.astype(
         {
@@ -254,8 +246,6 @@ def assemble(
     )
     forecasts["run_date"] = pd.Series(stamp, index=forecasts.index, dtype=DATE_DTYPE)
     metrics["run_date"] = pd.Series(stamp, index=metrics.index, dtype=DATE_DTYPE)
-    forecasts = forecasts.sort_values(
-        ["server_id", "metric", "model", "ds"], kind="stable", ignore_index=True
-    )
+    forecasts = forecasts.sort_values(["server_id", "metric", "model", "ds"], kind="stable", ignore_index=True)
     metrics = metrics.sort_values(["server_id", "metric", "model"], kind="stable", ignore_index=True)
     return forecasts[FORECAST_COLUMNS], metrics[MODEL_METRIC_COLUMNS]

@@ -272,9 +272,7 @@ def read_hosts(paths: ContractPaths) -> tuple[int, int, str]:
     if len(set(hosts)) != len(hosts):
         raise ConfigError(f"resource config at {paths.resource_config}: 'hosts' lists a host twice")
     if current not in hosts:
-        raise ConfigError(
-            f"resource config at {paths.resource_config}: current_host {current!r} is not in hosts"
-        )
+        raise ConfigError(f"resource config at {paths.resource_config}: current_host {current!r} is not in hosts")
     ordered = sorted(hosts)
     return ordered.index(current), len(ordered), str(current)
 
@@ -408,18 +406,14 @@ def _train(paths: ContractPaths, *, progress: bool | ProgressReporter, lake: Lak
         "forecast_rows": len(forecasts),
         "model_metric_rows": len(metrics),
         "models": list(params.models),
-        "champions": {
-            str(k): int(v) for k, v in metrics[metrics["is_champion"]]["model"].value_counts().items()
-        },
+        "champions": {str(k): int(v) for k, v in metrics[metrics["is_champion"]]["model"].value_counts().items()},
         "statuses": {str(k): int(v) for k, v in metrics["status"].value_counts().items()},
         "seconds": round(time.perf_counter() - started, 3),
         "forecasts_key": keys["forecasts"],
         "model_metrics_key": keys["model_metrics"],
     }
     # The manifest goes last: its presence means this host's parts are complete.
-    target.store.put_bytes(
-        keys["manifest"], json.dumps(manifest, indent=2).encode(), content_type="application/json"
-    )
+    target.store.put_bytes(keys["manifest"], json.dumps(manifest, indent=2).encode(), content_type="application/json")
     return manifest
 
 
@@ -435,8 +429,7 @@ def write_model_artifact(model_dir: Path, params: TrainingParams, host: str, met
         "settings": params.as_json(),
         "models": {name: get_model(name).params() for name in params.models},
         "champions": [
-            {"server_id": s, "metric": m, "model": champions.get((s, m))}
-            for s, m in series.itertuples(index=False)
+            {"server_id": s, "metric": m, "model": champions.get((s, m))} for s, m in series.itertuples(index=False)
         ],
     }
     path = model_dir / "model.json"
@@ -496,9 +489,7 @@ def publish_training_run(lake: Lake, *, run_id: str, run_date: date) -> PublishR
     forecasts = _read_parts(lake, run_id, n_hosts, "forecasts", FORECASTS, manifests)
     metrics = _read_parts(lake, run_id, n_hosts, "model_metrics", MODEL_METRICS, manifests)
     _check_disjoint(run_id, metrics)
-    forecasts = forecasts.drop(columns="_part").sort_values(
-        ["server_id", "metric", "model", "ds"], ignore_index=True
-    )
+    forecasts = forecasts.drop(columns="_part").sort_values(["server_id", "metric", "model", "ds"], ignore_index=True)
     metrics = metrics.drop(columns="_part").sort_values(["server_id", "metric", "model"], ignore_index=True)
 
     partition = {"run_date": run_date}
@@ -515,9 +506,7 @@ def publish_training_run(lake: Lake, *, run_id: str, run_date: date) -> PublishR
         model_metric_rows=len(metrics),
         written=written,
     )
-    lake.store.put_bytes(
-        record_key, json.dumps(result.as_json(), indent=2).encode(), content_type="application/json"
-    )
+    lake.store.put_bytes(record_key, json.dumps(result.as_json(), indent=2).encode(), content_type="application/json")
     _clean_staging(lake, prefix)
     return result
 
@@ -567,9 +556,7 @@ def _read_parts(
     for i in range(n_hosts):
         key = staging_keys(run_id, i, n_hosts)[name]
         if not lake.store.exists(key):
-            raise CapacityForecasterError(
-                f"training run {run_id}: {name} part {part_name(i, n_hosts)} is missing"
-            )
+            raise CapacityForecasterError(f"training run {run_id}: {name} part {part_name(i, n_hosts)} is missing")
         frame = lake.read_object_table(key, table)
         if len(frame) != manifests[(i, n_hosts)].get(rows_field):
             raise CapacityForecasterError(
@@ -587,9 +574,7 @@ def _check_disjoint(run_id: str, metrics: pd.DataFrame) -> None:
     if twice.empty:
         return
     server, metric = twice.iloc[0]["server_id"], twice.iloc[0]["metric"]
-    parts = sorted(
-        int(p) for p in twice[(twice["server_id"] == server) & (twice["metric"] == metric)]["_part"]
-    )
+    parts = sorted(int(p) for p in twice[(twice["server_id"] == server) & (twice["metric"] == metric)]["_part"])
     count = len(twice[["server_id", "metric"]].drop_duplicates())
     raise CapacityForecasterError(
         f"training run {run_id}: {count} series appear in more than one host's output, "
@@ -603,8 +588,7 @@ def _read_record(lake: Lake, key: str, run_date: date) -> PublishResult | None:
     data = json.loads(lake.store.get_bytes(key))
     if data.get("run_date") != run_date.isoformat():
         raise CapacityForecasterError(
-            f"training run {data.get('run_id')} was published for run date {data.get('run_date')}, "
-            f"not {run_date}"
+            f"training run {data.get('run_id')} was published for run date {data.get('run_date')}, not {run_date}"
         )
     return PublishResult(
         run_id=str(data["run_id"]),
@@ -647,9 +631,7 @@ def run_local_training(
         raise ConfigError(f"hosts must be at least 1, got {hosts}")
     params = _stringify(hyperparameters)
     if params.get("run_date", run_date.isoformat()) != run_date.isoformat():
-        raise ConfigError(
-            f"hyperparameter run_date={params['run_date']!r} disagrees with run date {run_date}"
-        )
+        raise ConfigError(f"hyperparameter run_date={params['run_date']!r} disagrees with run date {run_date}")
     params["run_date"] = run_date.isoformat()
     params.setdefault("lake_uri", lake.uri)
     params.setdefault("run_id", f"local-{run_date:%Y%m%d}-{uuid.uuid4().hex[:8]}")
@@ -710,9 +692,7 @@ def _download_channel(lake: Lake, channel: Path) -> int:
     return count
 
 
-def _build_contract(
-    root: Path, params: Mapping[str, str], host: str, hosts: list[str], channel: Path
-) -> None:
+def _build_contract(root: Path, params: Mapping[str, str], host: str, hosts: list[str], channel: Path) -> None:
     if root.exists():
         shutil.rmtree(root)
     paths = ContractPaths(root)

@@ -108,9 +108,7 @@ def _to_arrow_column(table_name: str, field: pa.Field, series: pd.Series) -> pa.
             if arr.type != field.type:
                 arr = arr.cast(field.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
-        raise SchemaError(
-            f"table {table_name}: column {field.name} cannot be stored as {field.type}: {exc}"
-        ) from None
+        raise SchemaError(f"table {table_name}: column {field.name} cannot be stored as {field.type}: {exc}") from None
     if not field.nullable and arr.null_count:
         raise SchemaError(f"table {table_name}: column {field.name} has {arr.null_count} empty values")
     return arr
@@ -182,14 +180,10 @@ class Lake:
     def uri(self) -> str:
         return self.store.uri
 
-    def write_partition(
-        self, table: TableSchema, df: pd.DataFrame, partition: PartitionSpec | None = None
-    ) -> str:
+    def write_partition(self, table: TableSchema, df: pd.DataFrame, partition: PartitionSpec | None = None) -> str:
         """Replace one partition of ``table`` with ``df``; return the object's URI."""
         key = partition_key(table, partition)
-        return self.store.put_bytes(
-            key, to_parquet_bytes(table, df), content_type="application/vnd.apache.parquet"
-        )
+        return self.store.put_bytes(key, to_parquet_bytes(table, df), content_type="application/vnd.apache.parquet")
 
     def write_table(
         self, table: TableSchema, df: pd.DataFrame, on_written: Callable[[int], None] | None = None
@@ -213,9 +207,7 @@ class Lake:
                 on_written(1)
         return uris
 
-    def list_partitions(
-        self, table: TableSchema, where: PartitionFilter | None = None
-    ) -> list[dict[str, str]]:
+    def list_partitions(self, table: TableSchema, where: PartitionFilter | None = None) -> list[dict[str, str]]:
         """Partition values of every object of ``table`` (matching ``where``), in key order."""
         found = []
         for info in self.store.list(table.prefix + "/"):
