@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from capacity_forecaster.cli import main
 from capacity_forecaster.errors import InputError
 from capacity_forecaster.ingest import ingest_files, upload_key
-from capacity_forecaster.schema import METRICS_DAILY, QUARANTINE
+from capacity_forecaster.schema import METRICS_DAILY, QUARANTINE, SERVER_ATTRIBUTES
 from capacity_forecaster.settings import load_settings
 from capacity_forecaster.stages import run_etl
 from capacity_forecaster.storage.errors import InvalidKeyError
@@ -67,13 +69,23 @@ def test_ingest_then_etl_on_a_local_lake(tmp_path: Path) -> None:
     # The +02:00 sample is 2026-11-20 22:00 UTC.
     assert daily.loc[daily["server_id"] == "web-2", "dt"].dt.day.tolist() == [20]
     assert lake.read_table(QUARANTINE)["value"].tolist() == ["250"]
+    # The extra hostname column is kept per server in server_attributes (rows of valid samples only).
+    attrs = lake.read_table(SERVER_ATTRIBUTES)
+    assert attrs[["server_id", "attribute", "value"]].values.tolist() == [
+        ["web-1", "hostname", "web-1.example"],
+        ["web-2", "hostname", "web-2.example"],
+    ]
+    assert attrs["last_seen"].tolist() == [
+        pd.Timestamp("2026-11-20T10:05:00Z"),
+        pd.Timestamp("2026-11-20T22:00:00Z"),
+    ]
 
 
 def test_bad_files_are_refused_before_anything_is_uploaded(tmp_path: Path) -> None:
     lake = open_lake(tmp_path / "lake")
     good = write_export(tmp_path)
-    bad = write_export(tmp_path, "bad.csv", "time,host,cpu\n1,2,3\n")
-    with pytest.raises(InputError, match="missing columns timestamp, server_id, metric, value"):
+    bad = write_export(tmp_path, "bad.csv", "when,who,cpu\n1,2,3\n")
+    with pytest.raises(InputError, match="missing required columns timestamp, server_id"):
         ingest_files(lake, [good, bad], now=NOW)
     with pytest.raises(InputError, match="no such file"):
         ingest_files(lake, [tmp_path / "nope.csv"], now=NOW)
@@ -116,3 +128,71 @@ def test_doctor_on_local_and_s3_lakes(
     assert main(["doctor", "--lake", "s3://no-such-bucket-cf-test/capacity"]) == 2
     captured = capsys.readouterr()
     assert "FAIL" in captured.out and captured.err.startswith("error: ")
+
+
+WIDE = (
+    "Timestamp,InstanceId,CPUUtilization,mem_used_percent,GPUBusy,az\n"
+    "1795168800,i-0aaa,40,60,7,eu-west-1a\n"
+    "1795169100000,i-0aaa,50,61,8,eu-west-1a\n"
+)
+CLOUDWATCH = {
+    "MetricDataResults": [
+        {
+            "Id": "cpu_0",
+            "Label": "i-0bbb CPUUtilization",
+            "Timestamps": ["2026-11-20T10:05:00+00:00", "2026-11-20T10:00:00+00:00"],
+            "Values": [12.5, 10.0],
+            "StatusCode": "Complete",
+        },
+        {
+            "Id": "disk_0",
+            "Label": "i-0bbb disk_used_percent",
+            "Timestamps": ["2026-11-20T10:00:00+00:00"],
+            "Values": [81.0],
+            "StatusCode": "Complete",
+        },
+    ],
+    "Messages": [],
+}
+
+
+@pytest.mark.usefixtures("s3_endpoint_env")
+def test_wide_and_cloudwatch_exports_round_trip_on_s3(tmp_path: Path, s3_bucket: str, s3_boto_client: Any) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"lake: s3://{s3_bucket}/capacity\ningest:\n  metric_aliases:\n    GPUBusy: cpu\n")
+    settings = load_settings(config, environ={})
+    lake = open_lake(settings.lake, settings.s3_config())
+    wide = write_export(tmp_path, "wide.csv.gz", WIDE)
+    cw = tmp_path / "cloudwatch.json"
+    cw.write_text(json.dumps(CLOUDWATCH))
+    ingest_files(lake, [wide, cw], tenant="acme", now=NOW, aliases=settings.ingest.aliases())
+    # A file that slipped past ingest (written straight to the raw zone) is moved aside by the ETL.
+    lake.store.put_bytes("raw/uploads/tenants/acme/2026/11/23/broken.csv", b"\xff\xfebroken")
+
+    result = run_etl(lake, settings, now=NOW)
+    counts = result.counts
+    assert counts["rows_in"] == 9 and counts["files_rejected"] == 1
+    assert counts["rows_in"] == counts["rows_written"] + counts["rows_quarantined"]
+    # GPUBusy maps to cpu through the config: same server, metric and time as CPUUtilization, other value.
+    assert counts["quarantine_reasons"] == {"conflicting_duplicate": 4}
+    daily = lake.read_table(METRICS_DAILY).set_index(["server_id", "metric"])
+    assert daily.loc[("i-0aaa", "mem"), "n_samples"] == 2
+    assert daily.loc[("i-0bbb", "cpu"), "n_samples"] == 2
+    assert daily.loc[("i-0bbb", "disk"), "p95"] == 81.0
+    assert set(daily.reset_index()["dt"].dt.date.astype(str)) == {"2026-11-20"}
+    keys = [o.key for o in lake.store.list("")]
+    assert "capacity/raw/uploads/tenants/acme/2026/11/23/broken.csv" not in keys
+    assert any(
+        k.endswith("quarantine/files/dt=2026-11-23/raw/uploads/tenants/acme/2026/11/23/broken.csv") for k in keys
+    )
+
+
+def test_cli_ingest_accepts_wide_and_refuses_unknown_layouts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake = tmp_path / "lake"
+    assert main(["ingest", str(write_export(tmp_path, "wide.csv", WIDE)), "--lake", str(lake)]) == 0
+    assert "raw/uploads/tenants/default/" in capsys.readouterr().out
+    odd = write_export(tmp_path, "odd.csv", "when,who,what\n1,2,3\n")
+    assert main(["ingest", str(odd), "--lake", str(lake)]) == 2
+    assert "missing required columns" in capsys.readouterr().err

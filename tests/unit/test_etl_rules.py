@@ -98,7 +98,7 @@ def test_reconciliation_holds_for_any_mix(rows: list[tuple[object, object, objec
 
 def test_read_raw_object_formats_and_errors() -> None:
     csv = b"timestamp,server_id,metric,value,extra\n2026-01-01T00:00:00Z,srv-1,cpu,5,x\n"
-    assert etl.read_raw_object("a.csv", csv).columns.tolist() == list(etl.REQUIRED_COLUMNS)
+    assert etl.read_raw_object("a.csv", csv).columns.tolist() == [*etl.REQUIRED_COLUMNS, "attributes"]
     assert len(etl.read_raw_object("a.csv.gz", gzip.compress(csv))) == 1
     cases = {
         ("a.csv", b""): "the file is empty",
@@ -106,7 +106,7 @@ def test_read_raw_object_formats_and_errors() -> None:
         ("a.csv", b"timestamp,server_id,metric,value\n"): "header but no rows",
         ("a.csv", b"\xff\xfe\x00bad"): "not UTF-8",
         ("a.parquet", b"not parquet at all"): "cannot be read as parquet",
-        ("a.xlsx", b"PK.."): "unsupported file type",
+        ("a.xlsx", b"PK\x03\x04\x14\x00"): "unsupported file type",
     }
     for (name, data), message in cases.items():
         with pytest.raises(InputError, match=message):

@@ -100,9 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "ingest",
-        "copy monitoring exports (long format) into the raw zone",
-        "Copy CSV, gzip CSV or Parquet files with columns timestamp, server_id, metric, value into "
-        "raw/uploads/tenants/<tenant>/YYYY/MM/DD/ under a UTC timestamped name; the next `etl` picks them up.",
+        "copy monitoring exports (long, wide or CloudWatch JSON) into the raw zone",
+        "Check each file with the ETL's reader (long CSV/Parquet: timestamp, server_id, metric, value; wide: "
+        "timestamp, server_id and one column per metric; CloudWatch GetMetricData JSON; any of them gzipped) and "
+        "copy it into raw/uploads/tenants/<tenant>/YYYY/MM/DD/ under a UTC timestamped name; the next `etl` "
+        "picks them up.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="files to ingest")
     p.add_argument("--tenant", default="default", help="tenant prefix the files go under (default: default)")
@@ -248,7 +250,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     from capacity_forecaster.ingest import ingest_files
 
     settings = _settings(args)
-    for uri in ingest_files(_lake(settings), args.paths, tenant=args.tenant):
+    for uri in ingest_files(_lake(settings), args.paths, tenant=args.tenant, aliases=settings.ingest.aliases()):
         print(uri)
 
 

@@ -6,19 +6,17 @@ Every input row ends up either in the valid set or in the rejected set with one 
 
 from __future__ import annotations
 
-import gzip
-import io
+import json
+from collections.abc import Mapping
 from typing import Final
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from capacity_forecaster.errors import InputError
+from capacity_forecaster import raw_formats
 from capacity_forecaster.schema import METRIC_RANGE, METRICS
 
-REQUIRED_COLUMNS: Final[tuple[str, ...]] = ("timestamp", "server_id", "metric", "value")
+REQUIRED_COLUMNS: Final[tuple[str, ...]] = raw_formats.REQUIRED_COLUMNS
 SAMPLE_KEY: Final[list[str]] = ["server_id", "metric", "timestamp"]
 SERVER_ID_PATTERN: Final[str] = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 
@@ -27,7 +25,7 @@ REASONS: Final[dict[str, str]] = {
     "missing_server_id": "server_id is empty",
     "invalid_server_id": "server_id has characters other than letters, digits and . _ : -",
     "unknown_metric": f"metric is not one of {', '.join(METRICS)}",
-    "unparseable_timestamp": "timestamp is not an ISO 8601 date-time",
+    "unparseable_timestamp": "timestamp is not an ISO 8601 date-time nor epoch seconds or milliseconds",
     "future_timestamp": "timestamp is in the future",
     "non_numeric_value": "value is not a number",
     "value_out_of_range": f"value is outside {METRIC_RANGE[0]:g} to {METRIC_RANGE[1]:g} percent",
@@ -36,34 +34,13 @@ REASONS: Final[dict[str, str]] = {
 }
 
 
-def read_raw_object(name: str, data: bytes) -> pd.DataFrame:
-    """Parse one raw object in the long format (CSV, gzip CSV or Parquet) into the four raw columns.
+def read_raw_object(name: str, data: bytes, aliases: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Parse one raw object (long or wide CSV/Parquet, gzip, CloudWatch JSON) into the raw columns.
 
-    Raises :class:`InputError` with a one-line reason when the file as a whole cannot be used.
+    See :mod:`capacity_forecaster.raw_formats`. Raises :class:`InputError` with a one-line reason when the file
+    as a whole cannot be used.
     """
-    if not data:
-        raise InputError(f"{name}: the file is empty")
-    lower = name.lower()
-    try:
-        if lower.endswith(".parquet"):
-            df = pq.read_table(io.BytesIO(data)).to_pandas()
-        elif lower.endswith((".csv", ".csv.gz", ".gz")):
-            raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-            text = raw.decode("utf-8-sig")
-            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
-        else:
-            raise InputError(f"{name}: unsupported file type (expected .csv, .csv.gz or .parquet)")
-    except UnicodeDecodeError:
-        raise InputError(f"{name}: the file is not UTF-8 text") from None
-    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, EOFError) as exc:
-        raise InputError(f"{name}: cannot be read as {lower.rsplit('.', 1)[-1]}: {_first_line(exc)}") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise InputError(f"{name}: missing required columns {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})")
-    if df.empty:
-        raise InputError(f"{name}: the file has a header but no rows")
-    return df[list(REQUIRED_COLUMNS)]
+    return raw_formats.read_monitoring_export(name, data, aliases)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -71,13 +48,18 @@ def _first_line(exc: BaseException) -> str:
 
 
 def validate_samples(
-    raw: pd.DataFrame, *, now: pd.Timestamp, context: pd.DataFrame | None = None
+    raw: pd.DataFrame,
+    *,
+    now: pd.Timestamp,
+    context: pd.DataFrame | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split raw rows into valid samples and rejected rows.
 
     ``raw`` has the four raw columns plus ``source`` and ``row_number``. ``context`` holds valid samples already
     in the lake for the same days: a new row that repeats one of them is a duplicate, or a conflicting duplicate
-    when its value differs. ``now`` is the latest acceptable timestamp (UTC).
+    when its value differs. ``now`` is the latest acceptable timestamp (UTC). Metric names are mapped to the
+    canonical ones through ``aliases`` (:func:`raw_formats.metric_aliases` when None).
 
     Returns ``(valid, rejected)``: valid has timestamp (UTC), server_id, metric, value (float), source,
     row_number; rejected has source, row_number, the four raw columns as text, and reason.
@@ -90,7 +72,8 @@ def validate_samples(
     server = raw["server_id"].astype("string").str.strip()
     flag(server.isna() | (server == ""), "missing_server_id")
     flag(~server.fillna("").str.match(SERVER_ID_PATTERN), "invalid_server_id")
-    metric = raw["metric"].astype("string").str.strip().str.lower()
+    table = raw_formats.metric_aliases() if aliases is None else aliases
+    metric = raw_formats.canonical_metric(raw["metric"], table)
     flag(~metric.isin(METRICS).fillna(False).astype(bool), "unknown_metric")
     timestamp = _parse_timestamps(raw["timestamp"])
     flag(timestamp.isna(), "unparseable_timestamp")
@@ -119,13 +102,36 @@ def validate_samples(
     return valid, rejected
 
 
+EPOCH_MS_FROM: Final[float] = 1e11
+"""Epoch numbers at or above this are milliseconds (1e11 s is the year 5138); below, seconds."""
+
+
 def _parse_timestamps(col: pd.Series) -> pd.Series:
+    """UTC timestamps from datetimes, ISO 8601 text (no offset means UTC) or epoch seconds/milliseconds."""
     if isinstance(col.dtype, pd.DatetimeTZDtype):
         return col.dt.tz_convert("UTC")
     if pd.api.types.is_datetime64_any_dtype(col.dtype):
         return col.dt.tz_localize("UTC")
+    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        return _from_epoch(col.astype("float64"))
     text = col.astype("string").str.strip()
-    return pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    numeric = pd.to_numeric(text.where(text.str.fullmatch(r"-?\d+(\.\d+)?").fillna(False)), errors="coerce")
+    is_epoch = numeric.notna()
+    if not is_epoch.any():
+        return pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    out = pd.Series(pd.NaT, index=col.index, dtype="datetime64[ns, UTC]")
+    out[is_epoch] = _from_epoch(numeric[is_epoch].astype("float64"))
+    if not is_epoch.all():
+        out[~is_epoch] = pd.to_datetime(text[~is_epoch], utc=True, errors="coerce", format="ISO8601")
+    return out
+
+
+def _from_epoch(seconds_or_ms: pd.Series) -> pd.Series:
+    ms = seconds_or_ms.where(seconds_or_ms.abs() >= EPOCH_MS_FROM, seconds_or_ms * 1000.0)
+    ok = ms.notna() & ms.abs().lt(2**62 / 1e6)
+    out = pd.Series(pd.NaT, index=seconds_or_ms.index, dtype="datetime64[ns, UTC]")
+    out[ok] = pd.to_datetime(ms[ok].round().astype("int64"), unit="ms", utc=True)
+    return out
 
 
 def _duplicate_reasons(ok: pd.DataFrame, context: pd.DataFrame | None) -> dict[str, pd.Series]:
@@ -257,6 +263,29 @@ def _fillable_gaps(missing: np.ndarray, max_gap_days: int) -> np.ndarray:
         else:
             i += 1
     return mask
+
+
+def server_attributes(samples: pd.DataFrame) -> pd.DataFrame:
+    """Latest value of each extra column per server from samples with ``attributes`` (JSON text, "" for none).
+
+    Input columns: server_id, timestamp, source, attributes. Output: server_id, attribute, value, last_seen,
+    source, one row per server and attribute (the value of its latest sample; ties go to the later row).
+    """
+    cols = ["server_id", "attribute", "value", "last_seen", "source"]
+    carrying = samples[samples["attributes"].astype(str) != ""]
+    if carrying.empty:
+        return pd.DataFrame({c: pd.Series(dtype="datetime64[us, UTC]" if c == "last_seen" else str) for c in cols})
+    latest = carrying.sort_values("timestamp", kind="stable").drop_duplicates(["server_id", "attributes"], keep="last")
+    rows = [
+        (server, str(name), str(value), ts, source)
+        for server, ts, source, text in latest[["server_id", "timestamp", "source", "attributes"]].itertuples(
+            index=False
+        )
+        for name, value in json.loads(text).items()
+    ]
+    out = pd.DataFrame(rows, columns=cols)
+    out = out.sort_values("last_seen", kind="stable").drop_duplicates(["server_id", "attribute"], keep="last")
+    return out.sort_values(["server_id", "attribute"], ignore_index=True)
 
 
 def reconcile(rows_in: int, rows_valid: int, rows_rejected: int) -> None:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from capacity_forecaster.errors import InputError
-from capacity_forecaster.etl import REQUIRED_COLUMNS
-from capacity_forecaster.stages import UPLOADS_PREFIX
+from capacity_forecaster.raw_formats import read_monitoring_export
+from capacity_forecaster.stages import RAW_SUFFIXES, UPLOADS_PREFIX
 from capacity_forecaster.storage.keys import TenantPrefix, date_folder, timestamped_name
 from capacity_forecaster.storage.lake import Lake
 
-ACCEPTED_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+ACCEPTED_SUFFIXES = RAW_SUFFIXES
 
 
 def upload_key(tenant: str, filename: str, now: datetime) -> str:
@@ -24,27 +20,26 @@ def upload_key(tenant: str, filename: str, now: datetime) -> str:
     return UPLOADS_PREFIX + TenantPrefix(tenant).key(date_folder(now.date()), timestamped_name(filename, now))
 
 
-def check_header(path: Path) -> None:
-    """Fail fast, before uploading, on a file that lacks the long format's columns."""
-    name = path.name.lower()
+def check_header(path: Path, aliases: Mapping[str, str] | None = None) -> None:
+    """Fail fast, before uploading, on a file the ETL could not read at all (format, encoding, columns, rows).
+
+    The file is parsed with the ETL's own reader (:func:`raw_formats.read_monitoring_export`), so ``ingest``
+    accepts exactly what the ETL accepts; row-level problems are left to the ETL's quarantine.
+    """
     try:
-        if name.endswith(".parquet"):
-            columns = [c.lower() for c in pq.read_schema(path).names]
-        else:
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8-sig") as fh:
-                columns = [c.strip().lower() for c in fh.readline().split(",")]
-    except (OSError, UnicodeDecodeError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cannot be read ({type(exc).__name__}); expected CSV, gzip CSV or Parquet") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise InputError(
-            f"{path}: missing columns {', '.join(missing)}; the long format is {', '.join(REQUIRED_COLUMNS)}"
-        )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({type(exc).__name__})") from None
+    read_monitoring_export(str(path), data, aliases)
 
 
 def ingest_files(
-    lake: Lake, paths: Sequence[Path], *, tenant: str = "default", now: datetime | None = None
+    lake: Lake,
+    paths: Sequence[Path],
+    *,
+    tenant: str = "default",
+    now: datetime | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Upload each file to the raw zone with metadata; return the URIs written.
 
@@ -56,7 +51,7 @@ def ingest_files(
             raise InputError(f"{path}: no such file")
         if not path.name.lower().endswith(ACCEPTED_SUFFIXES):
             raise InputError(f"{path}: unsupported file type; accepted: {', '.join(ACCEPTED_SUFFIXES)}")
-        check_header(path)
+        check_header(path, aliases)
     uris = []
     for path in paths:
         key = upload_key(tenant, path.name, stamp)

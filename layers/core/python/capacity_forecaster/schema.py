@@ -301,6 +301,22 @@ TABLES: Final[dict[str, TableSchema]] = {
     )
 }
 
+SERVER_ATTRIBUTES = TableSchema(
+    name="server_attributes",
+    description=(
+        "Extra columns of users' exports (region, team, ...), the latest value per server and attribute, "
+        "from valid samples."
+    ),
+    columns=(
+        _SERVER,
+        _c("attribute", STRING, "Column name as read (lower case).", nullable=False),
+        _c("value", STRING, "Latest value, as text.", nullable=False),
+        _c("last_seen", TIMESTAMP, "Timestamp of the latest valid sample that carried it.", nullable=False),
+        _c("source", STRING, "Raw object of that sample.", nullable=False),
+    ),
+)
+TABLES[SERVER_ATTRIBUTES.name] = SERVER_ATTRIBUTES
+
 
 def get_table(name: str) -> TableSchema:
     """Look a table up by name, with a clear error for an unknown one."""

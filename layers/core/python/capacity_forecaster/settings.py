@@ -73,6 +73,20 @@ class RiskSettings:
 
 
 @dataclass(frozen=True)
+class IngestSettings:
+    """How users' monitoring exports are read (by ``ingest`` and the ETL)."""
+
+    metric_aliases: Mapping[str, str] = field(default_factory=dict)
+    """Extra metric names mapped to cpu, mem, disk or net, on top of ``raw_formats.DEFAULT_METRIC_ALIASES``."""
+
+    def aliases(self) -> dict[str, str]:
+        """The full alias table: canonical names, built-in aliases, then these."""
+        from capacity_forecaster.raw_formats import metric_aliases
+
+        return metric_aliases(self.metric_aliases)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a pipeline run needs."""
 
@@ -82,6 +96,7 @@ class Settings:
     etl: EtlSettings = field(default_factory=EtlSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     s3: Mapping[str, Any] = field(default_factory=dict)
     """Overrides for :class:`~capacity_forecaster.storage.s3_client.S3Config` (region, endpoint_url, sse...)."""
 
@@ -108,7 +123,8 @@ ENV_VARS: dict[str, tuple[str | None, str]] = {
     "CF_TRAINING_N_JOBS": ("training", "n_jobs"),
 }
 
-_SECTIONS = {"fleet": FleetSettings, "etl": EtlSettings, "training": TrainingSettings, "risk": RiskSettings}
+_SECTIONS: dict[str, type] = {"fleet": FleetSettings, "etl": EtlSettings, "training": TrainingSettings}
+_SECTIONS |= {"risk": RiskSettings, "ingest": IngestSettings}
 
 
 def load_settings(
@@ -199,6 +215,8 @@ def _coerce(dotted: str, value: Any, cls: type) -> Any:
             return value if isinstance(value, date) or value is None else date.fromisoformat(str(value))
         if key == "thresholds":
             return _thresholds(value)
+        if key == "metric_aliases":
+            return _metric_aliases(value)
         if key == "models":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(m).strip() for m in items if str(m).strip())
@@ -224,6 +242,20 @@ def _thresholds(value: Any) -> dict[str, float]:
             raise ConfigError(f"risk.thresholds has unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
         merged[metric] = float(pct)
     return merged
+
+
+def _metric_aliases(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("setting ingest.metric_aliases must map metric names to cpu, mem, disk or net")
+    out = {}
+    for alias, metric in value.items():
+        target = str(metric).strip().lower()
+        if target not in METRICS:
+            raise ConfigError(f"ingest.metric_aliases maps {alias!r} to {metric!r}; targets are {', '.join(METRICS)}")
+        if not str(alias).strip():
+            raise ConfigError("ingest.metric_aliases has an empty name")
+        out[str(alias).strip().lower()] = target
+    return out
 
 
 def _validate(s: Settings) -> None:

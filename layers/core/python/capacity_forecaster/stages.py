@@ -27,13 +27,16 @@ from capacity_forecaster.schema import (
     QUARANTINE,
     RAW_SAMPLES,
     RISK_REGISTER,
+    SERVER_ATTRIBUTES,
     SERVERS,
 )
 from capacity_forecaster.settings import Settings
 from capacity_forecaster.storage.lake import Lake, partition_key
 
 UPLOADS_PREFIX = "raw/uploads/"
-RAW_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+RAW_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".json", ".json.gz")
+QUARANTINED_FILES_PREFIX = "quarantine/files/"
+"""Whole raw files the ETL cannot read are moved under here (``dt=<run day>/<original key>``) with a reason."""
 
 
 @dataclass
@@ -129,8 +132,9 @@ def _read_manifest(lake: Lake) -> pd.DataFrame:
     return lake.read_table(ETL_FILES)
 
 
-def _read_raw(lake: Lake, key: str) -> pd.DataFrame:
-    frame = etl.read_raw_object(key, lake.store.get_bytes(key))
+def _read_raw(lake: Lake, key: str, settings: Settings | None = None) -> pd.DataFrame:
+    aliases = settings.ingest.aliases() if settings is not None else None
+    frame = etl.read_raw_object(key, lake.store.get_bytes(key), aliases)
     return frame.assign(source=key, row_number=range(len(frame)))
 
 
@@ -161,7 +165,7 @@ def run_etl(
     with reporter.task("etl: read raw files", len(new)) as advance:
         for info in new:
             try:
-                frame = _read_raw(lake, info.key)
+                frame = _read_raw(lake, info.key, settings)
             except InputError as exc:
                 rejected_files.append((info, str(exc)))
             else:
@@ -174,7 +178,7 @@ def run_etl(
     context = _context_samples(lake, manifest, raw_new, new_keys, started, settings)
     limit = pd.Timestamp(started) + pd.Timedelta(minutes=settings.etl.future_tolerance_minutes)
     with reporter.task("etl: validate", 1) as advance:
-        valid, rejected = etl.validate_samples(raw_new, now=limit, context=context)
+        valid, rejected = etl.validate_samples(raw_new, now=limit, context=context, aliases=settings.ingest.aliases())
         advance(1)
     etl.reconcile(len(raw_new), len(valid), len(rejected))
 
@@ -185,6 +189,10 @@ def run_etl(
     if not quarantine_rows.empty or _partition_exists(lake, QUARANTINE, run_day):
         written.append(_merge_quarantine(lake, quarantine_rows, run_day, new_keys))
     _write_manifest(lake, manifest, valid, file_rows, rejected_files, run_id, full)
+    moved = [_move_aside(lake, info.key, reason, run_id, run_day) for info, reason in rejected_files]
+    attributes_written = _write_server_attributes(lake, raw_new, valid)
+    if attributes_written:
+        written.append(attributes_written)
 
     reasons = rejected["reason"].value_counts().sort_index().to_dict()
     counts = {
@@ -211,7 +219,43 @@ def run_etl(
     written.append(_append_partition(lake, ETL_RUNS, run_row, run_day))
     if rejected_files:
         counts["rejected_files"] = [f"{info.key}: {reason}" for info, reason in rejected_files]
+        counts["moved_aside"] = moved
     return StageResult("etl", counts, written)
+
+
+def _write_server_attributes(lake: Lake, raw_new: pd.DataFrame, valid: pd.DataFrame) -> str | None:
+    """Merge the extra columns of this run's valid samples into ``server_attributes`` (latest value wins)."""
+    carrying = raw_new.loc[raw_new["attributes"].astype(str) != "", ["source", "row_number", "attributes"]]
+    if carrying.empty or valid.empty:
+        return None
+    samples = valid[["server_id", "timestamp", "source", "row_number"]].merge(carrying, on=["source", "row_number"])
+    fresh = etl.server_attributes(samples)
+    if fresh.empty:
+        return None
+    key = partition_key(SERVER_ATTRIBUTES, None)
+    if lake.store.exists(key):
+        merged = pd.concat([lake.read_table(SERVER_ATTRIBUTES), fresh], ignore_index=True)
+        merged = merged.sort_values("last_seen", kind="stable").drop_duplicates(["server_id", "attribute"], keep="last")
+        fresh = merged.sort_values(["server_id", "attribute"], ignore_index=True)
+    return lake.write_partition(SERVER_ATTRIBUTES, fresh)
+
+
+def quarantined_file_key(key: str, day: date) -> str:
+    """Where an unreadable raw object is moved: ``quarantine/files/dt=YYYY-MM-DD/<original key>``."""
+    return f"{QUARANTINED_FILES_PREFIX}dt={day.isoformat()}/{key}"
+
+
+def _move_aside(lake: Lake, key: str, reason: str, run_id: str, day: date) -> str:
+    """Copy an unreadable raw object under the quarantine prefix with a ``.reason.json`` next to it, then
+    delete it from the raw zone so that no later run picks it up again. Returns the new URI."""
+    target = quarantined_file_key(key, day)
+    uri = lake.store.put_bytes(target, lake.store.get_bytes(key))
+    note = {"source": key, "reason": reason, "etl_run_id": run_id, "moved_at": utc_now().isoformat()}
+    lake.store.put_bytes(
+        target + ".reason.json", json.dumps(note, sort_keys=True).encode(), content_type="application/json"
+    )
+    lake.store.delete(key)
+    return uri
 
 
 def _fingerprint(info: Any) -> str:
@@ -219,7 +263,7 @@ def _fingerprint(info: Any) -> str:
 
 
 def _empty_raw() -> pd.DataFrame:
-    cols = [*etl.REQUIRED_COLUMNS, "source", "row_number"]
+    cols = [*etl.REQUIRED_COLUMNS, "attributes", "source", "row_number"]
     return pd.DataFrame({c: pd.Series(dtype=object) for c in cols}).astype({"row_number": "int64"})
 
 
@@ -242,9 +286,9 @@ def _context_samples(
     overlap = done[(done["first_day"] <= last) & (done["last_day"] >= first)]
     if overlap.empty:
         return None
-    frames = [_read_raw(lake, key) for key in overlap["key"]]
+    frames = [_read_raw(lake, key, settings) for key in overlap["key"]]
     limit = pd.Timestamp(now) + pd.Timedelta(minutes=settings.etl.future_tolerance_minutes)
-    valid, _ = etl.validate_samples(pd.concat(frames, ignore_index=True), now=limit)
+    valid, _ = etl.validate_samples(pd.concat(frames, ignore_index=True), now=limit, aliases=settings.ingest.aliases())
     return valid
 
 

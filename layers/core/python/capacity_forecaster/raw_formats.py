@@ -1,0 +1,254 @@
+"""Reading users' monitoring exports: format detection and normalisation to the long format.
+
+Accepted, detected from the content first (gzip, Parquet and JSON by their first bytes) and the extension second:
+
+- long CSV / Parquet: ``timestamp, server_id, metric, value``; any other column is an attribute;
+- wide CSV / Parquet: ``timestamp, server_id`` and one column per metric (``cpu, mem, ...`` or any alias, e.g.
+  ``CPUUtilization``); columns that are neither keys nor metrics are attributes;
+- the JSON that CloudWatch ``GetMetricData`` returns (one response, or a list of paginated responses): each
+  ``MetricDataResults`` entry's ``Label`` is ``"<server_id> <metric>"`` (the metric may be an alias);
+- any of the text formats gzip-compressed.
+
+Every format comes out as the four raw columns as read plus ``attributes`` (JSON text of the extra columns, empty
+when there are none). Nothing is validated here: row rules (timestamps, metric names, ranges) are the ETL's.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zlib
+from collections.abc import Mapping
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from capacity_forecaster.errors import InputError
+from capacity_forecaster.schema import METRICS
+
+REQUIRED_COLUMNS: Final[tuple[str, ...]] = ("timestamp", "server_id", "metric", "value")
+KEY_COLUMNS: Final[tuple[str, ...]] = ("timestamp", "server_id")
+RAW_FRAME_COLUMNS: Final[tuple[str, ...]] = (*REQUIRED_COLUMNS, "attributes")
+
+DEFAULT_METRIC_ALIASES: Final[dict[str, str]] = {
+    # CloudWatch (EC2 and the CloudWatch agent)
+    "cpuutilization": "cpu",
+    "mem_used_percent": "mem",
+    "memoryutilization": "mem",
+    "disk_used_percent": "disk",
+    "diskspaceutilization": "disk",
+    "networkutilization": "net",
+    # Prometheus / node exporter style and common spellings
+    "cpu_percent": "cpu",
+    "cpu_usage": "cpu",
+    "cpu_util": "cpu",
+    "memory": "mem",
+    "memory_percent": "mem",
+    "mem_percent": "mem",
+    "memory_usage": "mem",
+    "disk_percent": "disk",
+    "disk_usage": "disk",
+    "filesystem_used_percent": "disk",
+    "network": "net",
+    "net_percent": "net",
+    "network_percent": "net",
+}
+"""Metric names (case-insensitive) mapped to the canonical metrics; ``ingest.metric_aliases`` adds to it."""
+
+COLUMN_ALIASES: Final[dict[str, str]] = {
+    "time": "timestamp",
+    "ts": "timestamp",
+    "datetime": "timestamp",
+    "date_time": "timestamp",
+    "server": "server_id",
+    "host": "server_id",
+    "hostname": "server_id",
+    "instance_id": "server_id",
+    "instanceid": "server_id",
+    "metric_name": "metric",
+    "metricname": "metric",
+}
+"""Header spellings accepted for the key columns, used only when the canonical name is absent."""
+
+PARQUET_MAGIC: Final[bytes] = b"PAR1"
+GZIP_MAGIC: Final[bytes] = b"\x1f\x8b"
+ZIP_MAGICS: Final[tuple[bytes, ...]] = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def metric_aliases(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The alias table: canonical names, the defaults, then ``extra`` (keys lower-cased)."""
+    table = {m: m for m in METRICS} | DEFAULT_METRIC_ALIASES
+    table.update({str(k).strip().lower(): str(v).strip().lower() for k, v in (extra or {}).items()})
+    return table
+
+
+def canonical_metric(names: pd.Series, aliases: Mapping[str, str]) -> pd.Series:
+    """Lower-case and map metric names through ``aliases``; unknown names stay as they are (lower-cased)."""
+    lowered = names.astype("string").str.strip().str.lower()
+    return lowered.map(lambda m: aliases.get(m, m) if isinstance(m, str) else m).astype("string")
+
+
+def detect_format(name: str, data: bytes) -> str:
+    """``parquet``, ``json`` or ``csv`` from the (decompressed) content, falling back on the extension."""
+    if data[:4] == PARQUET_MAGIC:
+        return "parquet"
+    head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head[:1] in (b"{", b"["):
+        return "json"
+    lower = name.lower().removesuffix(".gz")
+    if lower.endswith(".parquet"):
+        return "parquet"  # named Parquet but not Parquet: let the reader say why
+    if lower.endswith(".json"):
+        return "json"
+    return "csv"
+
+
+def read_monitoring_export(name: str, data: bytes, aliases: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Parse one export into :data:`RAW_FRAME_COLUMNS` (values as read); :class:`InputError` when unusable."""
+    table = metric_aliases() if aliases is None else dict(aliases)
+    if not data:
+        raise InputError(f"{name}: the file is empty")
+    if data[:2] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{name}: corrupt gzip data: {_first_line(exc)}") from None
+        if not data:
+            raise InputError(f"{name}: the file is empty once decompressed")
+    if data[:4] in ZIP_MAGICS:
+        raise InputError(f"{name}: unsupported file type (a zip archive or Excel workbook); export CSV instead")
+    fmt = detect_format(name, data)
+    try:
+        if fmt == "parquet":
+            frame = pq.read_table(io.BytesIO(data)).to_pandas()
+        elif fmt == "json":
+            return _from_cloudwatch(name, _load_json(name, data), table)
+        else:
+            frame = _read_csv(name, data)
+    except pa.ArrowException as exc:
+        raise InputError(f"{name}: cannot be read as parquet: {_first_line(exc)}") from None
+    return _tabular(name, frame, table)
+
+
+def _read_csv(name: str, data: bytes) -> pd.DataFrame:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: the file is not UTF-8 text") from None
+    if "\x00" in text[:4096]:
+        raise InputError(f"{name}: the file is binary, not CSV text")
+    if not text.strip():
+        raise InputError(f"{name}: the file is empty")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{name}: cannot be read as csv: {_first_line(exc)}") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took the surplus leading fields as an index
+        raise InputError(f"{name}: cannot be read as csv: the rows have more fields than the header")
+    return frame
+
+
+def _tabular(name: str, frame: pd.DataFrame, aliases: Mapping[str, str]) -> pd.DataFrame:
+    """Long or wide table -> the raw frame."""
+    frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    if frame.columns.duplicated().any():
+        dupes = sorted(set(frame.columns[frame.columns.duplicated()]))
+        raise InputError(f"{name}: duplicate column names {', '.join(dupes)}")
+    renames = {c: COLUMN_ALIASES[c] for c in frame.columns if c in COLUMN_ALIASES}
+    renames = {c: t for c, t in renames.items() if t not in frame.columns}
+    if len(set(renames.values())) < len(renames):
+        raise InputError(f"{name}: several columns could be the same key column: {', '.join(sorted(renames))}")
+    frame = frame.rename(columns=renames)
+    if "metric" in frame.columns or "value" in frame.columns:
+        return _long(name, frame)
+    metric_cols = [c for c in frame.columns if c not in KEY_COLUMNS and c in aliases]
+    missing = [c for c in KEY_COLUMNS if c not in frame.columns]
+    if missing or not metric_cols:
+        raise InputError(
+            f"{name}: missing required columns {', '.join(missing or ['metric', 'value'])} "
+            f"(long format: {', '.join(REQUIRED_COLUMNS)}; wide format: timestamp, server_id and metric columns)"
+        )
+    if frame.empty:
+        raise InputError(f"{name}: the file has a header but no rows")
+    extras = [c for c in frame.columns if c not in KEY_COLUMNS and c not in metric_cols]
+    attributes = _attributes(frame, extras)
+    k = len(metric_cols)
+    # Row order: each input line's metrics together, in column order.
+    return pd.DataFrame(
+        {
+            "timestamp": np.repeat(frame["timestamp"].to_numpy(), k),
+            "server_id": np.repeat(frame["server_id"].to_numpy(), k),
+            "metric": np.tile(np.array(metric_cols, dtype=object), len(frame)),
+            "value": frame[metric_cols].to_numpy(dtype=object).ravel(),
+            "attributes": np.repeat(np.asarray(attributes, dtype=object), k) if extras else "",
+        }
+    )
+
+
+def _long(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"{name}: missing required columns {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})")
+    if frame.empty:
+        raise InputError(f"{name}: the file has a header but no rows")
+    extras = [c for c in frame.columns if c not in REQUIRED_COLUMNS]
+    out = frame[list(REQUIRED_COLUMNS)].reset_index(drop=True)
+    return out.assign(attributes=_attributes(frame.reset_index(drop=True), extras))
+
+
+def _attributes(frame: pd.DataFrame, extras: list[str]) -> Any:
+    """JSON text of the extra columns per row (sorted keys, values as text); "" when there are none."""
+    if not extras:
+        return ""
+    text = frame[extras].astype("string").fillna("")
+    return [json.dumps(dict(zip(extras, row, strict=True)), sort_keys=True) for row in text.itertuples(index=False)]
+
+
+def _load_json(name: str, data: bytes) -> Any:
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: the file is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{name}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+
+
+def _from_cloudwatch(name: str, doc: Any, aliases: Mapping[str, str]) -> pd.DataFrame:
+    """GetMetricData response(s) -> raw frame. ``Label`` is ``"<server_id> <metric>"``."""
+    responses = doc if isinstance(doc, list) else [doc]
+    shaped = all(isinstance(r, dict) and isinstance(r.get("MetricDataResults"), list) for r in responses)
+    if not responses or not shaped:
+        raise InputError(f"{name}: JSON is not a CloudWatch GetMetricData response (no MetricDataResults list)")
+    rows: list[tuple[Any, ...]] = []
+    for response in responses:
+        for result in response["MetricDataResults"]:
+            if not isinstance(result, dict):
+                raise InputError(f"{name}: a MetricDataResults entry is not an object")
+            stamps, values = result.get("Timestamps") or [], result.get("Values") or []
+            if not isinstance(stamps, list) or not isinstance(values, list) or len(stamps) != len(values):
+                raise InputError(f"{name}: result {result.get('Id')!r} has Timestamps and Values of different lengths")
+            server, metric = _split_label(str(result.get("Label") or ""))
+            attrs = json.dumps({"cloudwatch_id": str(result.get("Id", ""))}, sort_keys=True)
+            rows.extend((_text(t), server, metric, _text(v), attrs) for t, v in zip(stamps, values, strict=True))
+    if not rows:
+        raise InputError(f"{name}: the CloudWatch response has no data points")
+    return pd.DataFrame(rows, columns=list(RAW_FRAME_COLUMNS))
+
+
+def _split_label(label: str) -> tuple[str, str]:
+    parts = label.split()
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    return "", label  # no server id: the row is quarantined as missing_server_id
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

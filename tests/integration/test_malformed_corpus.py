@@ -1,0 +1,183 @@
+"""A corpus of malformed monitoring exports: each kind lands in quarantine with its reason, nothing is lost.
+
+Row-level cases are files with one good row plus the bad row(s): the bad rows go to the quarantine table with the
+expected reason, the good row reaches metrics_daily. File-level cases cannot be read at all: they are moved aside
+to ``quarantine/files/dt=<run day>/<key>`` with a ``.reason.json``, get one quarantine row, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from capacity_forecaster.schema import ETL_RUNS, METRICS_DAILY, QUARANTINE
+from capacity_forecaster.settings import load_settings
+from capacity_forecaster.stages import quarantined_file_key, run_etl
+from capacity_forecaster.storage.lake import Lake, open_lake
+
+NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+HEADER = "timestamp,server_id,metric,value\n"
+T = "2026-11-20T10:00:00Z"
+
+
+def _cloudwatch(label: str, stamps: list[object], values: list[object]) -> bytes:
+    result = {"Id": "m0", "Label": label, "Timestamps": stamps, "Values": values, "StatusCode": "Complete"}
+    return json.dumps({"MetricDataResults": [result], "Messages": []}).encode()
+
+
+# kind -> (file name, bad rows as CSV lines after the header, expected reasons of the bad rows in order)
+ROW_CASES: dict[str, tuple[str, str, list[str]]] = {
+    "empty_server_id": ("a.csv", f"{T},,cpu,40\n", ["missing_server_id"]),
+    "blank_server_id": ("a.csv", f'{T},"   ",cpu,40\n', ["missing_server_id"]),
+    "slash_in_server_id": ("a.csv", f"{T},web/1,cpu,40\n", ["invalid_server_id"]),
+    "unknown_metric": ("a.csv", f"{T},web-1,gpu,40\n", ["unknown_metric"]),
+    "word_timestamp": ("a.csv", "yesterday,web-1,cpu,40\n", ["unparseable_timestamp"]),
+    "impossible_date": ("a.csv", "2026-02-30T00:00:00Z,web-1,cpu,40\n", ["unparseable_timestamp"]),
+    "future_iso": ("a.csv", "2030-01-01T00:00:00Z,web-1,cpu,40\n", ["future_timestamp"]),
+    "future_epoch_ms": ("a.csv", "1893456000000,web-1,cpu,40\n", ["future_timestamp"]),
+    "text_value": ("a.csv", f"{T},web-1,cpu,n/a\n", ["non_numeric_value"]),
+    "infinite_value": ("a.csv", f"{T},web-1,cpu,inf\n", ["non_numeric_value"]),
+    "empty_value": ("a.csv", f"{T},web-1,cpu,\n", ["non_numeric_value"]),
+    "decimal_comma": ("a.csv", f'{T},web-1,cpu,"40,5"\n', ["non_numeric_value"]),
+    "over_100": ("a.csv", f"{T},web-1,cpu,101\n", ["value_out_of_range"]),
+    "negative": ("a.csv", f"{T},web-1,cpu,-0.5\n", ["value_out_of_range"]),
+    "short_row": ("a.csv", f"{T},web-1\n", ["unknown_metric"]),
+    "exact_duplicate": ("a.csv", f"{T},dup-1,cpu,40\n{T},dup-1,cpu,40\n", ["duplicate"]),
+    "conflicting_duplicate": (
+        "a.csv",
+        f"{T},dup-2,cpu,40\n2026-11-20T11:00:00+01:00,dup-2,cpu,41\n",
+        ["conflicting_duplicate", "conflicting_duplicate"],
+    ),
+}
+
+# kind -> (file name, whole content, substring of the rejection reason)
+FILE_CASES: dict[str, tuple[str, bytes, str]] = {
+    "empty_file": ("a.csv", b"", "the file is empty"),
+    "blank_lines_only": ("a.csv", b"\n\n  \n", "the file is empty"),
+    "header_only": ("a.csv", HEADER.encode(), "header but no rows"),
+    "binary_garbage": ("a.csv", b"\x00\x01\x02\x03garbage", "binary, not CSV"),
+    "latin1_encoding": ("a.csv", (HEADER + f"{T},serveur-é,cpu,4\n").encode("latin-1"), "not UTF-8"),
+    "utf16_encoding": ("a.csv", (HEADER + f"{T},s,cpu,4\n").encode("utf-16"), "not UTF-8"),
+    "missing_columns": ("a.csv", b"timestamp,server_id,metric\n2026-11-20T10:00:00Z,a,cpu\n", "missing required"),
+    "no_metric_columns": ("a.csv", b"timestamp,server_id,colour\n2026-11-20T10:00:00Z,a,red\n", "missing required"),
+    "ragged_rows": ("a.csv", (HEADER + f"{T},a,cpu,1\n{T},b,cpu,1,extra\n").encode(), "cannot be read as csv"),
+    "all_rows_too_long": ("a.csv", (HEADER + f"{T},a,cpu,1,extra,more\n").encode(), "more fields than the header"),
+    "invalid_json": ("a.json", b'{"MetricDataResults": [', "not valid JSON"),
+    "json_not_cloudwatch": ("a.json", b'{"Datapoints": []}', "not a CloudWatch GetMetricData"),
+    "cloudwatch_lengths": ("a.json", _cloudwatch("i-1 cpu", [T, T], [1]), "different lengths"),
+    "cloudwatch_no_points": ("a.json", _cloudwatch("i-1 cpu", [], []), "no data points"),
+    "truncated_gzip": ("a.csv.gz", gzip.compress((HEADER + f"{T},a,cpu,1\n").encode())[:20], "corrupt gzip"),
+    "empty_gzip": ("a.csv.gz", gzip.compress(b""), "empty once decompressed"),
+    "corrupt_parquet": ("a.parquet", b"PAR1 this is not really parquet PAR1", "cannot be read as parquet"),
+    "excel_workbook": ("a.csv", b"PK\x03\x04\x14\x00\x06\x00rest-of-zip", "unsupported file type"),
+}
+
+WIDE_CASES: dict[str, tuple[str, bytes, list[str]]] = {
+    "wide_empty_cell": (
+        "a.csv",
+        f"timestamp,server_id,cpu,mem\n{T},wide-1,5,\n".encode(),
+        ["non_numeric_value"],
+    ),
+    "wide_out_of_range": (
+        "a.csv",
+        f"timestamp,server_id,CPUUtilization,mem_used_percent\n{T},wide-2,5,140\n".encode(),
+        ["value_out_of_range"],
+    ),
+    "cloudwatch_label_without_server": (
+        "a.json",
+        _cloudwatch("CPUUtilization", [T], [3.5]),
+        ["missing_server_id"],
+    ),
+}
+
+
+def _key(kind: str, name: str) -> str:
+    return f"raw/uploads/tenants/corpus/2026/11/23/{kind}_{name}"
+
+
+def _load_corpus(lake: Lake) -> dict[str, int]:
+    """Write every case into the raw zone; return the number of good rows written per case."""
+    good: dict[str, int] = {}
+    for i, (kind, (name, bad, _)) in enumerate(ROW_CASES.items()):
+        text = HEADER + f"{T},ok-{i},cpu,40\n" + bad
+        lake.store.put_bytes(_key(kind, name), text.encode())
+        good[kind] = 1
+    for kind, (name, data, _) in {**FILE_CASES, **WIDE_CASES}.items():
+        lake.store.put_bytes(_key(kind, name), data)
+    return good
+
+
+def test_corpus_has_at_least_twenty_kinds() -> None:
+    assert len(ROW_CASES) + len(FILE_CASES) + len(WIDE_CASES) >= 20
+
+
+def test_every_malformed_kind_is_quarantined_with_its_reason(tmp_path: Path) -> None:
+    lake = open_lake(tmp_path / "lake")
+    _load_corpus(lake)
+    settings = load_settings(environ={}, overrides={"lake": str(tmp_path / "lake")})
+    result = run_etl(lake, settings, now=NOW)
+    counts = result.counts
+
+    # Reconciliation, in the result and in the run log.
+    assert counts["rows_in"] == counts["rows_written"] + counts["rows_quarantined"]
+    runs = lake.read_table(ETL_RUNS)
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert row["rows_in"] == row["rows_written"] + row["rows_quarantined"]
+    assert sum(json.loads(row["quarantine_reasons"]).values()) == row["rows_quarantined"]
+
+    quarantine = lake.read_table(QUARANTINE)
+    by_source = quarantine.groupby("source")["reason"].apply(list).to_dict()
+    for kind, (name, _, reasons) in {**ROW_CASES, **WIDE_CASES}.items():
+        assert by_source.get(_key(kind, name)) == reasons, kind
+    # Each row case kept its one good row; every wide/CloudWatch case kept its valid metric values.
+    daily = lake.read_table(METRICS_DAILY)
+    assert {f"ok-{i}" for i in range(len(ROW_CASES))} <= set(daily["server_id"])
+    assert {"dup-1", "wide-1", "wide-2"} <= set(daily["server_id"])
+    assert "dup-2" not in set(daily["server_id"])
+
+    # Whole files: moved aside with a reason object, one quarantine row each, and the run went on.
+    assert counts["files_rejected"] == len(FILE_CASES)
+    run_day = NOW.date()
+    for kind, (name, data, message) in FILE_CASES.items():
+        key = _key(kind, name)
+        assert not lake.store.exists(key), kind
+        moved = quarantined_file_key(key, run_day)
+        assert lake.store.get_bytes(moved) == data, kind
+        note = json.loads(lake.store.get_bytes(moved + ".reason.json"))
+        assert message in note["reason"] and note["source"] == key, kind
+        (reason,) = by_source[key]
+        assert reason.startswith("unreadable_file: ") and message in reason, kind
+    file_rows = quarantine["row_number"] == -1
+    assert file_rows.sum() == len(FILE_CASES)
+    assert counts["rows_quarantined"] == (~file_rows).sum()
+
+
+def test_rerun_changes_nothing_and_does_not_pick_up_moved_files(tmp_path: Path) -> None:
+    lake = open_lake(tmp_path / "lake")
+    _load_corpus(lake)
+    settings = load_settings(environ={}, overrides={"lake": str(tmp_path / "lake")})
+    run_etl(lake, settings, now=NOW)
+    daily, quarantine = lake.read_table(METRICS_DAILY), lake.read_table(QUARANTINE)
+    second = run_etl(lake, settings, now=NOW)
+    assert second.counts["files_read"] == 0 and second.counts["rows_in"] == 0
+    pd.testing.assert_frame_equal(lake.read_table(METRICS_DAILY), daily)
+    pd.testing.assert_frame_equal(lake.read_table(QUARANTINE), quarantine)
+
+
+@pytest.mark.parametrize("kind", sorted(FILE_CASES))
+def test_ingest_refuses_each_unreadable_file_in_one_line(tmp_path: Path, kind: str) -> None:
+    from capacity_forecaster.errors import InputError
+    from capacity_forecaster.ingest import check_header
+
+    name, data, message = FILE_CASES[kind]
+    path = tmp_path / f"{kind}_{name}"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=message) as info:
+        check_header(path)
+    assert "\n" not in str(info.value)
