@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from capacity_forecaster.cli import main
-from capacity_forecaster.errors import InputError
+from capacity_forecaster.errors import ConfigError, InputError
 from capacity_forecaster.ingest import ingest_files, upload_key
-from capacity_forecaster.schema import METRICS_DAILY, QUARANTINE, SERVER_ATTRIBUTES
+from capacity_forecaster.schema import METRICS_DAILY, METRICS_HOURLY, QUARANTINE, SERVER_ATTRIBUTES
 from capacity_forecaster.settings import load_settings
 from capacity_forecaster.stages import run_etl
 from capacity_forecaster.storage.errors import InvalidKeyError
@@ -196,3 +196,35 @@ def test_cli_ingest_accepts_wide_and_refuses_unknown_layouts(
     odd = write_export(tmp_path, "odd.csv", "when,who,what\n1,2,3\n")
     assert main(["ingest", str(odd), "--lake", str(lake)]) == 2
     assert "missing required columns" in capsys.readouterr().err
+
+
+def test_etl_hourly_grain_writes_metrics_hourly_by_day(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = ["timestamp,server_id,metric,value"]
+    for minute in range(0, 120, 5):  # two full hours on 2026-11-20 ...
+        lines.append(f"2026-11-20T{10 + minute // 60:02d}:{minute % 60:02d}:00Z,web-1,cpu,{minute / 2}")
+    lines.append("2026-11-21T00:30:00Z,web-1,cpu,20")  # ... and one sample in the first hour of the 21st
+    export = write_export(tmp_path, "hourly.csv", "\n".join(lines) + "\n")
+    lake_dir = str(tmp_path / "lake")
+    assert main(["ingest", str(export), "--lake", lake_dir]) == 0
+    assert main(["etl", "--lake", lake_dir, "--grain", "hourly"]) == 0
+    capsys.readouterr()
+    lake = open_lake(lake_dir)
+    keys = sorted(o.key for o in lake.store.list("curated/metrics_hourly/"))
+    assert keys == [
+        "curated/metrics_hourly/day=2026-11-20/data.parquet",
+        "curated/metrics_hourly/day=2026-11-21/data.parquet",
+    ]
+    hourly = lake.read_table(METRICS_HOURLY)
+    assert hourly["n_samples"].tolist() == [12, 12, 1]
+    assert hourly["low_coverage"].tolist() == [False, False, True]
+    assert hourly["expected_samples"].tolist() == [12, 12, 12]
+    # Re-running everything gives the same partitions, no duplicates.
+    assert main(["etl", "--lake", lake_dir, "--grain", "hourly", "--full"]) == 0
+    pd.testing.assert_frame_equal(lake.read_table(METRICS_HOURLY), hourly)
+    with pytest.raises(SystemExit):
+        main(["etl", "--lake", lake_dir, "--grain", "weekly"])
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"etl\.grain='weekly' must be daily or hourly"):
+        load_settings(environ={}, overrides={"etl.grain": "weekly"})
+    with pytest.raises(ConfigError, match=r"etl\.min_coverage"):
+        load_settings(environ={}, overrides={"etl.min_coverage": 1.5})

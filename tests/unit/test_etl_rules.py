@@ -138,3 +138,58 @@ def test_fill_gaps_seasonal_and_limits() -> None:
     assert (s.loc[s["imputed"], "n_samples"] == 0).all()
     t = filled[filled["server_id"] == "t"]
     assert len(t) == 15 and not t["imputed"].any()  # a 25-day gap stays missing
+
+
+def test_aggregate_daily_matches_pandas_linear_quantile_on_uneven_groups() -> None:
+    rng = np.random.default_rng(7)
+    n = 5_000
+    samples = pd.DataFrame(
+        {
+            "timestamp": pd.Timestamp("2026-01-01T00:00:00Z")
+            + pd.to_timedelta(rng.integers(0, 3 * 86_400, n), unit="s"),
+            "server_id": rng.choice(["a", "b", "c-1", "d.2"], n),
+            "metric": rng.choice(["cpu", "mem", "disk", "net"], n),
+            "value": rng.uniform(0, 100, n).round(3),
+        }
+    )
+    lone = pd.DataFrame(
+        {"timestamp": [pd.Timestamp("2026-01-05T23:59:59Z")], "server_id": ["z"], "metric": ["cpu"], "value": [42.0]}
+    )
+    samples = pd.concat([samples, lone], ignore_index=True)
+    ours = etl.aggregate_daily(samples)
+    day = samples["timestamp"].dt.tz_localize(None).dt.floor("D")
+    grouped = samples.assign(dt=day).groupby(["server_id", "metric", "dt"])["value"]
+    expected = pd.DataFrame({"p95": grouped.quantile(0.95), "n_samples": grouped.size()}).reset_index()
+    assert (
+        ours[["server_id", "metric", "dt"]].values.tolist() == expected[["server_id", "metric", "dt"]].values.tolist()
+    )
+    np.testing.assert_allclose(ours["p95"], expected["p95"], rtol=0, atol=1e-12)
+    assert ours["n_samples"].tolist() == expected["n_samples"].tolist()
+    assert ours["dt"].dtype == "datetime64[ns]" and ours["n_samples"].dtype == "int32"
+    assert ours.iloc[-1][["server_id", "p95", "n_samples"]].tolist() == ["z", 42.0, 1]
+
+
+def test_aggregate_hourly_counts_and_coverage_flag() -> None:
+    full = pd.date_range("2026-01-01T00:00:00Z", periods=12, freq="5min")  # a complete hour
+    half = pd.date_range("2026-01-01T01:00:00Z", periods=6, freq="5min")  # half of the next one
+    stamps = full.append(half)
+    values = np.arange(len(stamps), dtype=float)
+    samples = pd.DataFrame({"timestamp": stamps, "server_id": "a", "metric": "cpu", "value": values})
+    lone = pd.DataFrame(
+        {"timestamp": [pd.Timestamp("2026-01-01T03:10:00Z")], "server_id": ["b"], "metric": ["mem"], "value": [7.0]}
+    )
+    out = etl.aggregate_hourly(pd.concat([samples, lone], ignore_index=True), min_coverage=0.8)
+    assert out.columns.tolist() == etl.HOURLY_COLUMNS
+    assert out["dt"].tolist() == [
+        pd.Timestamp("2026-01-01T00:00:00"),
+        pd.Timestamp("2026-01-01T01:00:00"),
+        pd.Timestamp("2026-01-01T03:00:00"),
+    ]
+    assert out["n_samples"].tolist() == [12, 6, 1]
+    assert out["expected_samples"].tolist()[:2] == [12, 12] and pd.isna(out["expected_samples"].iloc[2])
+    assert out["low_coverage"].tolist() == [False, True, False]
+    assert out["p95"].iloc[0] == pytest.approx(np.quantile(values[:12], 0.95))
+    assert etl.aggregate_hourly(samples.iloc[0:0], min_coverage=0.8).columns.tolist() == etl.HOURLY_COLUMNS
+    # Ten-minute samples: six expected an hour, five still enough at 0.8.
+    ten = samples.iloc[::2].iloc[:-1]
+    assert etl.aggregate_hourly(ten, min_coverage=0.8)["expected_samples"].tolist() == [6, 6]

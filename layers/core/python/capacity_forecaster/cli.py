@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fill short gaps, and log the run in etl_runs (rows in = rows written + rows quarantined).",
     )
     p.add_argument("--full", action="store_true", help="reprocess every raw object, not only new ones")
+    p.add_argument(
+        "--grain",
+        choices=["daily", "hourly"],
+        help="hourly: write metrics_hourly (P95, sample count, coverage flag) as well as metrics_daily",
+    )
 
     p = add(
         "train",
@@ -167,6 +172,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "fleet.end_date": getattr(args, "end_date", None),
         "training.hosts": getattr(args, "hosts", None),
         "risk.top": getattr(args, "top", None),
+        "etl.grain": getattr(args, "grain", None),
     }
     return load_settings(args.config, overrides=overrides)
 

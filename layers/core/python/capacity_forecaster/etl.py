@@ -169,8 +169,20 @@ def _rejected_rows(raw: pd.DataFrame, reason: pd.Series) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+AGGREGATE_SQL: Final[str] = """
+SELECT server_id, metric, date_trunc('{grain}', CAST("timestamp" AS TIMESTAMP)) AS dt,
+       quantile_cont(value, 0.95) AS p95, CAST(count(*) AS INTEGER) AS n_samples
+FROM samples GROUP BY ALL ORDER BY server_id, metric, dt
+"""
+
+
 def aggregate_daily(samples: pd.DataFrame) -> pd.DataFrame:
-    """Daily P95 per server and metric from samples of any interval, with the number of samples behind it."""
+    """Daily P95 per server and metric from samples of any interval, with the number of samples behind it.
+
+    The quantile is exact with linear interpolation between the two nearest ranks (numpy's and pandas' default,
+    DuckDB's ``quantile_cont``). DuckDB computes it, on the DataFrame in place: several times faster than a
+    pandas groupby on millions of samples (``benchmarks/bench_etl_aggregate.py``).
+    """
     if samples.empty:
         return pd.DataFrame(
             {
@@ -181,10 +193,71 @@ def aggregate_daily(samples: pd.DataFrame) -> pd.DataFrame:
                 "n_samples": pd.Series(dtype="int32"),
             }
         )
-    day = samples["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D").astype("datetime64[ns]")
-    grouped = samples.assign(dt=day).groupby(["server_id", "metric", "dt"], sort=True)["value"]
-    out = pd.DataFrame({"p95": grouped.quantile(0.95), "n_samples": grouped.size().astype("int32")}).reset_index()
+    return _aggregate(samples, "day")
+
+
+def _aggregate(samples: pd.DataFrame, grain: str) -> pd.DataFrame:
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")  # timestamptz -> timestamp gives UTC wall time
+        con.register("samples", samples)  # read in place; DuckDB scans only the columns the query names
+        table = con.sql(AGGREGATE_SQL.format(grain=grain)).to_arrow_table()
+    finally:
+        con.close()
+    out = table.to_pandas()
+    out["dt"] = out["dt"].astype("datetime64[ns]")
+    out["n_samples"] = out["n_samples"].astype("int32")
+    out["p95"] = out["p95"].astype("float64")
     return out[["server_id", "metric", "dt", "p95", "n_samples"]]
+
+
+HOURLY_COLUMNS: Final[list[str]] = ["server_id", "metric", "dt", "p95", "n_samples", "expected_samples", "low_coverage"]
+MEDIAN_INTERVAL_SQL: Final[str] = """
+WITH gaps AS (
+    SELECT server_id, metric,
+           epoch(CAST("timestamp" AS TIMESTAMP))
+             - lag(epoch(CAST("timestamp" AS TIMESTAMP))) OVER (PARTITION BY server_id, metric ORDER BY "timestamp")
+             AS gap
+    FROM samples
+)
+SELECT server_id, metric, median(gap) AS interval_s FROM gaps WHERE gap > 0 GROUP BY ALL
+"""
+
+
+def aggregate_hourly(samples: pd.DataFrame, *, min_coverage: float) -> pd.DataFrame:
+    """Hourly P95 per server and metric, with the sample count and a coverage flag.
+
+    ``expected_samples`` is 3600 s over the series' median sampling interval in ``samples`` (at least 1; null
+    when the series has a single timestamp); ``low_coverage`` is True when ``n_samples`` falls below
+    ``min_coverage`` x ``expected_samples``. Same exact linear-interpolation quantile as :func:`aggregate_daily`.
+    """
+    if samples.empty:
+        empty = aggregate_daily(samples)
+        return empty.assign(expected_samples=pd.Series(dtype="Int32"), low_coverage=pd.Series(dtype=bool))[
+            HOURLY_COLUMNS
+        ]
+    hourly = _aggregate(samples, "hour")
+    intervals = _median_intervals(samples)
+    out = hourly.merge(intervals, on=["server_id", "metric"], how="left")
+    expected = np.maximum(1, np.round(3600.0 / out["interval_s"].to_numpy(dtype="float64")))
+    out["expected_samples"] = pd.array(np.where(np.isnan(expected), np.nan, expected), dtype="Float64").astype("Int32")
+    low = out["n_samples"] < min_coverage * out["expected_samples"].astype("Float64")
+    out["low_coverage"] = low.fillna(False).astype(bool)
+    return out[HOURLY_COLUMNS]
+
+
+def _median_intervals(samples: pd.DataFrame) -> pd.DataFrame:
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("samples", samples)
+        return con.sql(MEDIAN_INTERVAL_SQL).to_arrow_table().to_pandas()
+    finally:
+        con.close()
 
 
 def fill_gaps(daily: pd.DataFrame, *, max_gap_days: int) -> pd.DataFrame:

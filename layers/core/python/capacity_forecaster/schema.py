@@ -317,6 +317,26 @@ SERVER_ATTRIBUTES = TableSchema(
 )
 TABLES[SERVER_ATTRIBUTES.name] = SERVER_ATTRIBUTES
 
+METRICS_HOURLY = TableSchema(
+    name="metrics_hourly",
+    description="Hourly P95 utilisation per server and metric (ETL with --grain hourly), with sample coverage.",
+    columns=(
+        _SERVER,
+        _METRIC,
+        _c("dt", TIMESTAMP, "Start of the UTC hour the row describes.", nullable=False),
+        _c("p95", FLOAT, "95th percentile of the hour's samples, percent (0 to 100).", nullable=False),
+        _c("n_samples", INT, "Number of raw samples behind the value.", nullable=False),
+        _c(
+            "expected_samples",
+            INT,
+            "Samples an hour holds at the series' median sampling interval (null when it has one sample).",
+        ),
+        _c("low_coverage", BOOL, "True when n_samples < etl.min_coverage x expected_samples.", nullable=False),
+    ),
+    partition_keys=(_c("day", DATE, "UTC day of the hour (Hive partition day=YYYY-MM-DD).", nullable=False),),
+)
+TABLES[METRICS_HOURLY.name] = METRICS_HOURLY
+
 
 def get_table(name: str) -> TableSchema:
     """Look a table up by name, with a clear error for an unknown one."""

@@ -44,6 +44,10 @@ class EtlSettings:
     """Longest run of missing days that is imputed; longer gaps stay missing."""
     future_tolerance_minutes: int = 60
     """Samples more than this far in the future (clock skew allowance) are quarantined."""
+    grain: str = "daily"
+    """``daily``: metrics_daily only; ``hourly``: metrics_hourly as well."""
+    min_coverage: float = 0.8
+    """An hourly value backed by fewer than this share of the expected samples is flagged ``low_coverage``."""
 
 
 @dataclass(frozen=True)
@@ -266,6 +270,8 @@ def _validate(s: Settings) -> None:
         (28 <= s.fleet.days <= 3_650, f"fleet.days={s.fleet.days} must be between 28 and 3650"),
         (s.etl.max_gap_days >= 0, "etl.max_gap_days must be 0 or more"),
         (s.etl.future_tolerance_minutes >= 0, "etl.future_tolerance_minutes must be 0 or more"),
+        (s.etl.grain in {"daily", "hourly"}, f"etl.grain={s.etl.grain!r} must be daily or hourly"),
+        (0 < s.etl.min_coverage <= 1, f"etl.min_coverage={s.etl.min_coverage} must be in (0, 1]"),
         (bool(s.training.models), "training.models must name at least one model"),
         (s.training.backtest_origins >= 1, "training.backtest_origins must be at least 1"),
         (

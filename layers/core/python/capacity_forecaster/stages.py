@@ -24,6 +24,7 @@ from capacity_forecaster.schema import (
     FORECASTS,
     GROUND_TRUTH,
     METRICS_DAILY,
+    METRICS_HOURLY,
     QUARANTINE,
     RAW_SAMPLES,
     RISK_REGISTER,
@@ -184,6 +185,8 @@ def run_etl(
 
     daily_written = _write_daily(lake, settings, valid, context, reporter)
     written = list(daily_written)
+    hourly_written = _write_hourly(lake, settings, valid, context) if settings.etl.grain == "hourly" else []
+    written += hourly_written
     quarantine_rows = _quarantine_frame(rejected, rejected_files, run_id)
     run_day = started.date()
     if not quarantine_rows.empty or _partition_exists(lake, QUARANTINE, run_day):
@@ -217,6 +220,8 @@ def run_etl(
         ]
     )
     written.append(_append_partition(lake, ETL_RUNS, run_row, run_day))
+    if settings.etl.grain == "hourly":
+        counts["hourly_partitions_written"] = len(hourly_written)
     if rejected_files:
         counts["rejected_files"] = [f"{info.key}: {reason}" for info, reason in rejected_files]
         counts["moved_aside"] = moved
@@ -320,6 +325,17 @@ def _write_daily(
         days_to_write = sorted(set(to_write["dt"]))
         frame = filled[filled["dt"].isin(days_to_write)]
         return lake.write_table(METRICS_DAILY, frame, on_written=advance)
+
+
+def _write_hourly(lake: Lake, settings: Settings, valid: pd.DataFrame, context: pd.DataFrame | None) -> list[str]:
+    """Hourly P95 of every day the new samples touch (old samples of those days included), one partition a day."""
+    if valid.empty:
+        return []
+    samples = valid if context is None else pd.concat([context, valid], ignore_index=True)
+    day_of = samples["timestamp"].dt.tz_localize(None).dt.floor("D")
+    affected = set(valid["timestamp"].dt.tz_localize(None).dt.floor("D"))
+    hourly = etl.aggregate_hourly(samples[day_of.isin(affected)], min_coverage=settings.etl.min_coverage)
+    return lake.write_table(METRICS_HOURLY, hourly.assign(day=hourly["dt"].dt.floor("D").dt.date))
 
 
 def _quarantine_frame(rejected: pd.DataFrame, rejected_files: list[tuple[Any, str]], run_id: str) -> pd.DataFrame:
