@@ -10,6 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capacity_forecaster import etl, raw_formats
 from capacity_forecaster.errors import ConfigError, InputError
@@ -199,3 +201,51 @@ def test_server_attributes_latest_value_per_server_and_attribute() -> None:
         ["b", "team", "db", "f1"],
     ]
     assert etl.server_attributes(samples.assign(attributes="")).empty
+
+
+ROW = st.tuples(
+    st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00", "1767225600", "1767225900000", "bad", ""]),
+    st.sampled_from(["srv-1", "srv-2", "", "bad id"]),
+    st.sampled_from(["CPUUtilization", "mem", "gpu", "disk_used_percent"]),
+    st.sampled_from(["0", "50", "100.5", "-3", "x", "", "1e2"]),
+)
+
+
+def _render(fmt: str, rows: list[tuple[str, str, str, str]]) -> tuple[bytes, int]:
+    """One file of ``rows`` in ``fmt``, and the number of samples it holds."""
+    if fmt in ("long", "long_gz"):
+        text = pd.DataFrame(rows, columns=list(etl.REQUIRED_COLUMNS)).to_csv(index=False).encode()
+        return (gzip.compress(text) if fmt == "long_gz" else text), len(rows)
+    if fmt == "wide":
+        wide = pd.DataFrame(
+            [(t, s, v, v[::-1]) for t, s, _, v in rows], columns=["timestamp", "server_id", "CPUUtilization", "mem"]
+        )
+        return wide.to_csv(index=False).encode(), 2 * len(rows)
+    results = [
+        {"Id": f"m{i}", "Label": f"{s} {m}".strip(), "Timestamps": [t], "Values": [float(len(v)) * 30]}
+        for i, (t, s, m, v) in enumerate(rows)
+    ]
+    return json.dumps({"MetricDataResults": results}).encode(), len(rows)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["long", "long_gz", "wide", "cloudwatch"]), st.lists(ROW, max_size=15))))
+def test_reconciliation_holds_for_mixes_of_formats(files: list[tuple[str, list[tuple[str, str, str, str]]]]) -> None:
+    frames, expected = [], 0
+    for i, (fmt, rows) in enumerate(files):
+        data, samples = _render(fmt, rows)
+        try:
+            frame = raw_formats.read_monitoring_export(f"f{i}", data)
+        except InputError:
+            assert samples == 0  # only an empty export is refused as a whole
+            continue
+        assert len(frame) == samples
+        frames.append(frame.assign(source=f"f{i}", row_number=range(len(frame))))
+        expected += samples
+    if not frames:
+        return
+    raw = pd.concat(frames, ignore_index=True)
+    valid, rejected = etl.validate_samples(raw, now=NOW)
+    assert len(valid) + len(rejected) == expected
+    assert set(valid["metric"]) <= {"cpu", "mem", "disk", "net"}
+    assert not valid.duplicated(subset=etl.SAMPLE_KEY).any()

@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add(
+        "profile",
+        "flag outliers and anomalies and profile each daily series (ADF stationarity test)",
+        "Flag each daily P95 by a rolling z-score and IQR fences over the trailing etl.outlier_window days "
+        "(metrics_daily_flags; anomaly = both) and write one row per series to series_profile with the "
+        "augmented Dickey-Fuller test. metrics_daily is not changed.",
+    )
+
+    p = add(
         "train",
         "run the training job (SageMaker container contract) on local cores",
         "Run sagemaker_jobs' entry point under the training container contract with its folders in a "
@@ -260,6 +268,16 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         print(uri)
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    from capacity_forecaster.progress import RichProgress
+    from capacity_forecaster.stages import run_profile
+
+    settings = _settings(args)
+    with RichProgress() as progress:
+        result = run_profile(_lake(settings), settings, progress=progress)
+    _print_counts(result)
+
+
 def cmd_etl(args: argparse.Namespace) -> None:
     from capacity_forecaster.progress import RichProgress
     from capacity_forecaster.stages import run_etl
@@ -327,6 +345,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "generate": cmd_generate,
     "ingest": cmd_ingest,
     "etl": cmd_etl,
+    "profile": cmd_profile,
     "train": cmd_train,
     "risk": cmd_risk,
     "query": cmd_query,

@@ -337,6 +337,45 @@ METRICS_HOURLY = TableSchema(
 )
 TABLES[METRICS_HOURLY.name] = METRICS_HOURLY
 
+METRICS_DAILY_FLAGS = TableSchema(
+    name="metrics_daily_flags",
+    description="Outlier and anomaly flags of each daily P95 value (values are never changed or dropped).",
+    columns=(
+        _SERVER,
+        _METRIC,
+        _c("p95", FLOAT, "The daily P95 as in metrics_daily.", nullable=False),
+        _c("zscore", FLOAT, "Distance to the trailing window's mean in standard deviations (null: no window)."),
+        _c("outlier_z", BOOL, "abs(zscore) > etl.outlier_z.", nullable=False),
+        _c("outlier_iqr", BOOL, "Outside the trailing window's Tukey fences (etl.outlier_iqr_k).", nullable=False),
+        _c("anomaly", BOOL, "Both rules agree.", nullable=False),
+    ),
+    partition_keys=(_DT,),
+)
+TABLES[METRICS_DAILY_FLAGS.name] = METRICS_DAILY_FLAGS
+
+SERIES_PROFILE = TableSchema(
+    name="series_profile",
+    description="One row per series: span, counts, mean, std, ADF stationarity test and outlier counts.",
+    columns=(
+        _SERVER,
+        _METRIC,
+        _c("first_day", DATE, "First observed day.", nullable=False),
+        _c("last_day", DATE, "Last observed day.", nullable=False),
+        _c("n_days", INT, "Days with a value (imputed included).", nullable=False),
+        _c("n_imputed", INT, "Imputed days.", nullable=False),
+        _c("mean", FLOAT, "Mean daily P95."),
+        _c("std", FLOAT, "Standard deviation of the daily P95."),
+        _c("adf_stat", FLOAT, "Augmented Dickey-Fuller statistic (null: too short or constant)."),
+        _c("adf_pvalue", FLOAT, "ADF p-value; small means stationary."),
+        _c("stationary", BOOL, "adf_pvalue < 0.05.", nullable=False),
+        _c("n_outliers_z", INT, "Days flagged by the rolling z-score.", nullable=False),
+        _c("n_outliers_iqr", INT, "Days flagged by the IQR fences.", nullable=False),
+        _c("n_anomalies", INT, "Days flagged by both.", nullable=False),
+        _c("last_anomaly", DATE, "Latest anomalous day (null: none)."),
+    ),
+)
+TABLES[SERIES_PROFILE.name] = SERIES_PROFILE
+
 
 def get_table(name: str) -> TableSchema:
     """Look a table up by name, with a clear error for an unknown one."""

@@ -48,6 +48,12 @@ class EtlSettings:
     """``daily``: metrics_daily only; ``hourly``: metrics_hourly as well."""
     min_coverage: float = 0.8
     """An hourly value backed by fewer than this share of the expected samples is flagged ``low_coverage``."""
+    outlier_window: int = 28
+    """Trailing days the outlier rules compare each daily value with."""
+    outlier_z: float = 3.0
+    """Rolling z-score beyond which a daily value is an outlier."""
+    outlier_iqr_k: float = 1.5
+    """Tukey fence multiplier: outside Q1 - k x IQR .. Q3 + k x IQR of the trailing window is an outlier."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +278,9 @@ def _validate(s: Settings) -> None:
         (s.etl.future_tolerance_minutes >= 0, "etl.future_tolerance_minutes must be 0 or more"),
         (s.etl.grain in {"daily", "hourly"}, f"etl.grain={s.etl.grain!r} must be daily or hourly"),
         (0 < s.etl.min_coverage <= 1, f"etl.min_coverage={s.etl.min_coverage} must be in (0, 1]"),
+        (4 <= s.etl.outlier_window <= 366, "etl.outlier_window must be between 4 and 366 days"),
+        (s.etl.outlier_z > 0, "etl.outlier_z must be more than 0"),
+        (s.etl.outlier_iqr_k > 0, "etl.outlier_iqr_k must be more than 0"),
         (bool(s.training.models), "training.models must name at least one model"),
         (s.training.backtest_origins >= 1, "training.backtest_origins must be at least 1"),
         (

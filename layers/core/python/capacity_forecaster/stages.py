@@ -24,10 +24,12 @@ from capacity_forecaster.schema import (
     FORECASTS,
     GROUND_TRUTH,
     METRICS_DAILY,
+    METRICS_DAILY_FLAGS,
     METRICS_HOURLY,
     QUARANTINE,
     RAW_SAMPLES,
     RISK_REGISTER,
+    SERIES_PROFILE,
     SERVER_ATTRIBUTES,
     SERVERS,
 )
@@ -417,6 +419,40 @@ def _write_manifest(
     keep = manifest[~manifest["key"].isin(fresh["key"])] if not full else manifest.iloc[0:0]
     combined = pd.concat([keep, fresh], ignore_index=True) if not keep.empty else fresh
     lake.write_table(ETL_FILES, combined.sort_values("key", ignore_index=True))
+
+
+# --------------------------------------------------------------------------------------------- profile
+
+
+def run_profile(lake: Lake, settings: Settings, *, progress: ProgressReporter | None = None) -> StageResult:
+    """Flag outliers and anomalies in every daily series and rewrite ``metrics_daily_flags`` and
+    ``series_profile`` (with the ADF test); ``metrics_daily`` itself is never changed."""
+    from capacity_forecaster import quality
+
+    reporter: ProgressReporter = progress or NullProgress()
+    daily = lake.read_table(METRICS_DAILY)
+    if daily.empty:
+        raise InputError(f"no curated daily metrics in {lake.uri}: run `capacity-forecaster etl` (or `run`) first")
+    flags = quality.flag_outliers(
+        daily, window=settings.etl.outlier_window, z_threshold=settings.etl.outlier_z, iqr_k=settings.etl.outlier_iqr_k
+    )
+    with reporter.task("profile: ADF test per series", 1) as advance:
+        profile = quality.profile_series(flags, daily)
+        advance(1)
+    stale = {p["dt"] for p in lake.list_partitions(METRICS_DAILY_FLAGS)} - {str(d.date()) for d in flags["dt"]}
+    for day in sorted(stale):
+        lake.delete_partition(METRICS_DAILY_FLAGS, {"dt": date.fromisoformat(day)})
+    with reporter.task("profile: write flags", int(flags["dt"].nunique())) as advance:
+        written = lake.write_table(METRICS_DAILY_FLAGS, flags, on_written=advance)
+    written.append(lake.write_partition(SERIES_PROFILE, profile))
+    counts = {
+        "series": len(profile),
+        "values_flagged_z": int(flags["outlier_z"].sum()),
+        "values_flagged_iqr": int(flags["outlier_iqr"].sum()),
+        "anomalies": int(flags["anomaly"].sum()),
+        "stationary_series": int(profile["stationary"].sum()),
+    }
+    return StageResult("profile", counts, written)
 
 
 # --------------------------------------------------------------------------------------------- train
