@@ -228,3 +228,20 @@ def test_etl_hourly_grain_writes_metrics_hourly_by_day(tmp_path: Path, capsys: p
         load_settings(environ={}, overrides={"etl.grain": "weekly"})
     with pytest.raises(ConfigError, match=r"etl\.min_coverage"):
         load_settings(environ={}, overrides={"etl.min_coverage": 1.5})
+
+
+def test_etl_knn_imputation_setting(tmp_path: Path) -> None:
+    lines = ["timestamp,server_id,metric,value"]
+    for day in range(1, 11):
+        for server, offset in (("a", 0), ("b", 2), ("c", -2), ("z", 40)):
+            if (server, day) != ("a", 5):
+                lines.append(f"2026-11-{day:02d}T12:00:00Z,{server},cpu,{30 + offset + day}")
+    lake = open_lake(tmp_path / "lake")
+    lake.store.put_bytes("raw/uploads/tenants/t/2026/11/23/knn.csv", ("\n".join(lines) + "\n").encode())
+    overrides = {"lake": str(tmp_path / "lake"), "etl.imputation": "knn", "etl.knn_neighbors": 2}
+    run_etl(lake, load_settings(environ={}, overrides=overrides), now=NOW)
+    daily = lake.read_table(METRICS_DAILY)
+    filled = daily[daily["imputed"]]
+    assert filled[["server_id", "p95", "n_samples"]].values.tolist() == [["a", 35.0, 0]]  # mean of b (37), c (33)
+    with pytest.raises(ConfigError, match="seasonal or knn"):
+        load_settings(environ={}, overrides={"etl.imputation": "mean"})

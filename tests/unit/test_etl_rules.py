@@ -193,3 +193,36 @@ def test_aggregate_hourly_counts_and_coverage_flag() -> None:
     # Ten-minute samples: six expected an hour, five still enough at 0.8.
     ten = samples.iloc[::2].iloc[:-1]
     assert etl.aggregate_hourly(ten, min_coverage=0.8)["expected_samples"].tolist() == [6, 6]
+
+
+def test_fill_gaps_knn_takes_the_day_from_similar_servers() -> None:
+    days = pd.date_range("2026-01-01", periods=20, freq="D")
+    base = 30 + 10 * np.sin(np.arange(20) / 3)
+
+    def series(server: str, values: np.ndarray, metric: str = "cpu") -> pd.DataFrame:
+        return pd.DataFrame({"server_id": server, "metric": metric, "dt": days, "p95": values, "n_samples": 288})
+
+    # "a" follows "b" and "c" closely; "far" is another level altogether; "m" is another metric.
+    frame = pd.concat(
+        [
+            series("a", base).drop(index=[9]),
+            series("b", base + 1),
+            series("c", base - 1),
+            series("far", base + 50),
+            series("m", base + 20, metric="mem"),
+        ],
+        ignore_index=True,
+    )
+    knn = etl.fill_gaps(frame, max_gap_days=14, method="knn", neighbors=2)
+    seasonal = etl.fill_gaps(frame, max_gap_days=14)
+    filled = knn[(knn["server_id"] == "a") & knn["imputed"]]
+    assert filled["dt"].tolist() == [days[9]]
+    assert filled["p95"].item() == pytest.approx(base[9])  # mean of b and c, not far nor the mem series
+    assert seasonal.loc[seasonal["imputed"], "p95"].item() != pytest.approx(base[9])
+    assert len(knn) == len(seasonal) and knn["imputed"].sum() == 1
+    # A day no other series of the metric observed falls back to the seasonal fill.
+    alone = pd.concat([series("a", base).drop(index=[9]), series("b", base + 1).drop(index=[9])], ignore_index=True)
+    fallback = etl.fill_gaps(alone, max_gap_days=14, method="knn")
+    pd.testing.assert_frame_equal(fallback, etl.fill_gaps(alone, max_gap_days=14))
+    with pytest.raises(ValueError, match="unknown imputation"):
+        etl.fill_gaps(frame, max_gap_days=14, method="magic")

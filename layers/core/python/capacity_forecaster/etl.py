@@ -260,13 +260,17 @@ def _median_intervals(samples: pd.DataFrame) -> pd.DataFrame:
         con.close()
 
 
-def fill_gaps(daily: pd.DataFrame, *, max_gap_days: int) -> pd.DataFrame:
+def fill_gaps(daily: pd.DataFrame, *, max_gap_days: int, method: str = "seasonal", neighbors: int = 5) -> pd.DataFrame:
     """Impute missing days inside each series, flagging them ``imputed``.
 
     Seasonal interpolation: a missing day takes the mean of the same weekday one week before and after when
     observed (either one alone otherwise), and a linear interpolation between its neighbours when neither is.
     Runs of more than ``max_gap_days`` missing days, and days before the first or after the last observation,
     are left missing. Input columns: server_id, metric, dt, p95, n_samples.
+
+    ``method="knn"`` fills the same days from similar servers instead: the mean of that day's value in the
+    ``neighbors`` series of the same metric closest to this one over the days both observed (scikit-learn's
+    ``KNNImputer``, NaN-aware Euclidean distance); a day no other series observed falls back to the seasonal rule.
     """
     cols = ["server_id", "metric", "dt", "p95", "n_samples", "imputed"]
     if daily.empty:
@@ -275,6 +279,11 @@ def fill_gaps(daily: pd.DataFrame, *, max_gap_days: int) -> pd.DataFrame:
     wide = wide.reindex(columns=pd.date_range(wide.columns.min(), wide.columns.max(), freq="D"))
     values = wide.to_numpy(dtype="float64")
     filled = _impute_matrix(values, max_gap_days)
+    if method == "knn":
+        metrics = wide.index.get_level_values("metric").to_numpy()
+        filled = _knn_matrix(values, filled, metrics, neighbors)
+    elif method != "seasonal":
+        raise ValueError(f"unknown imputation method {method!r}")
     imputed_mask = np.isnan(values) & ~np.isnan(filled)
     counts = daily.set_index(["server_id", "metric", "dt"])["n_samples"]
 
@@ -314,6 +323,27 @@ def _impute_matrix(values: np.ndarray, max_gap_days: int) -> np.ndarray:
         linear = np.interp(days, days[observed], values[row, observed])
         candidate = np.where(np.isnan(seasonal[row]), linear, seasonal[row])
         out[row, gaps] = candidate[gaps]
+    return out
+
+
+def _knn_matrix(values: np.ndarray, seasonal: np.ndarray, metrics: np.ndarray, neighbors: int) -> np.ndarray:
+    """Replace the seasonal fills by the mean of the nearest series of the same metric, where they have the day."""
+    from sklearn.impute import KNNImputer
+
+    out = seasonal.copy()
+    to_fill = np.isnan(values) & ~np.isnan(seasonal)
+    for metric in np.unique(metrics):
+        rows = np.flatnonzero(metrics == metric)
+        if len(rows) < 2 or not to_fill[rows].any():
+            continue
+        block = values[rows]
+        observed_somewhere = ~np.isnan(block).all(axis=0)
+        imputer = KNNImputer(n_neighbors=min(neighbors, len(rows) - 1), keep_empty_features=True)
+        knn = imputer.fit_transform(block)
+        use = to_fill[rows] & observed_somewhere[None, :]
+        sub = out[rows]
+        sub[use] = knn[use]
+        out[rows] = sub
     return out
 
 

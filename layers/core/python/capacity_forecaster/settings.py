@@ -48,6 +48,10 @@ class EtlSettings:
     """``daily``: metrics_daily only; ``hourly``: metrics_hourly as well."""
     min_coverage: float = 0.8
     """An hourly value backed by fewer than this share of the expected samples is flagged ``low_coverage``."""
+    imputation: str = "seasonal"
+    """How gaps of up to max_gap_days are filled: ``seasonal`` (within the series) or ``knn`` (similar servers)."""
+    knn_neighbors: int = 5
+    """Series of the same metric whose mean fills a day with ``imputation: knn``."""
     outlier_window: int = 28
     """Trailing days the outlier rules compare each daily value with."""
     outlier_z: float = 3.0
@@ -278,6 +282,8 @@ def _validate(s: Settings) -> None:
         (s.etl.future_tolerance_minutes >= 0, "etl.future_tolerance_minutes must be 0 or more"),
         (s.etl.grain in {"daily", "hourly"}, f"etl.grain={s.etl.grain!r} must be daily or hourly"),
         (0 < s.etl.min_coverage <= 1, f"etl.min_coverage={s.etl.min_coverage} must be in (0, 1]"),
+        (s.etl.imputation in {"seasonal", "knn"}, f"etl.imputation={s.etl.imputation!r} must be seasonal or knn"),
+        (1 <= s.etl.knn_neighbors <= 100, "etl.knn_neighbors must be between 1 and 100"),
         (4 <= s.etl.outlier_window <= 366, "etl.outlier_window must be between 4 and 366 days"),
         (s.etl.outlier_z > 0, "etl.outlier_z must be more than 0"),
         (s.etl.outlier_iqr_k > 0, "etl.outlier_iqr_k must be more than 0"),

@@ -320,7 +320,12 @@ def _write_daily(
     if not existing.empty:
         existing = existing[~existing["imputed"] & ~existing["dt"].isin(affected)]
     observed = pd.concat([existing.drop(columns=["imputed"], errors="ignore"), daily_new], ignore_index=True)
-    filled = etl.fill_gaps(observed, max_gap_days=settings.etl.max_gap_days)
+    filled = etl.fill_gaps(
+        observed,
+        max_gap_days=settings.etl.max_gap_days,
+        method=settings.etl.imputation,
+        neighbors=settings.etl.knn_neighbors,
+    )
     to_write = filled[filled["dt"].isin(affected) | filled["imputed"]]
     # Days in the window whose partition must change: affected days and days that gained or lost imputed rows.
     with progress.task("etl: write daily partitions", int(to_write["dt"].nunique())) as advance:
