@@ -218,6 +218,9 @@ def test_etl_hourly_grain_writes_metrics_hourly_by_day(tmp_path: Path, capsys: p
     assert hourly["n_samples"].tolist() == [12, 12, 1]
     assert hourly["low_coverage"].tolist() == [False, False, True]
     assert hourly["expected_samples"].tolist() == [12, 12, 12]
+    # The daily values carry the same coverage: 24 and 1 of the 288 samples a 5-minute day holds.
+    daily = lake.read_table(METRICS_DAILY)
+    assert daily[["n_samples", "expected_samples", "low_coverage"]].values.tolist() == [[24, 288, True], [1, 288, True]]
     # Re-running everything gives the same partitions, no duplicates.
     assert main(["etl", "--lake", lake_dir, "--grain", "hourly", "--full"]) == 0
     pd.testing.assert_frame_equal(lake.read_table(METRICS_HOURLY), hourly)

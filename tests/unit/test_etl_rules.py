@@ -226,3 +226,14 @@ def test_fill_gaps_knn_takes_the_day_from_similar_servers() -> None:
     pd.testing.assert_frame_equal(fallback, etl.fill_gaps(alone, max_gap_days=14))
     with pytest.raises(ValueError, match="unknown imputation"):
         etl.fill_gaps(frame, max_gap_days=14, method="magic")
+
+
+def test_daily_coverage_from_the_median_sampling_interval() -> None:
+    full = pd.date_range("2026-01-01T00:00:00Z", periods=288, freq="5min")
+    partial = pd.date_range("2026-01-02T00:00:00Z", periods=200, freq="5min")
+    samples = pd.DataFrame({"timestamp": full.append(partial), "server_id": "a", "metric": "cpu"}).assign(value=1.0)
+    daily = etl.add_coverage(etl.aggregate_daily(samples), samples, period_seconds=86_400, min_coverage=0.8)
+    assert daily["expected_samples"].tolist() == [288, 288]
+    assert daily["low_coverage"].tolist() == [False, True]  # 200 < 0.8 x 288
+    filled = etl.fill_gaps(daily, max_gap_days=14)
+    assert filled[["expected_samples", "low_coverage"]].values.tolist() == [[288, False], [288, True]]

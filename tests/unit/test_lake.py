@@ -147,3 +147,23 @@ def test_delete_prefix_and_partition(lake: Lake) -> None:
     assert lake.list_partitions(METRICS_DAILY) == [{"dt": "2026-01-02"}]
     assert lake.delete_prefix("curated/metrics_daily") == 1
     assert lake.list_partitions(METRICS_DAILY) == []
+
+
+def test_optional_columns_are_null_when_left_out_or_missing_from_older_objects(tmp_path: Path) -> None:
+    import io as _io
+
+    import pyarrow as _pa
+    import pyarrow.parquet as _pq
+
+    from capacity_forecaster.storage.lake import open_lake, partition_key
+
+    lake = open_lake(tmp_path / "lake")
+    row = {"server_id": "a", "metric": "cpu", "p95": 5.0, "n_samples": 3, "imputed": False}
+    lake.write_partition(METRICS_DAILY, pd.DataFrame([row]), {"dt": date(2026, 1, 1)})
+    old = _pa.table({k: [v] for k, v in row.items()})  # an object written before the columns existed
+    buf = _io.BytesIO()
+    _pq.write_table(old, buf)
+    lake.store.put_bytes(partition_key(METRICS_DAILY, {"dt": date(2026, 1, 2)}), buf.getvalue())
+    back = lake.read_table(METRICS_DAILY)
+    assert len(back) == 2
+    assert back["expected_samples"].isna().all() and back["low_coverage"].isna().all()

@@ -213,6 +213,7 @@ def _aggregate(samples: pd.DataFrame, grain: str) -> pd.DataFrame:
     return out[["server_id", "metric", "dt", "p95", "n_samples"]]
 
 
+COVERAGE_COLUMNS: Final[tuple[str, ...]] = ("expected_samples", "low_coverage")
 HOURLY_COLUMNS: Final[list[str]] = ["server_id", "metric", "dt", "p95", "n_samples", "expected_samples", "low_coverage"]
 MEDIAN_INTERVAL_SQL: Final[str] = """
 WITH gaps AS (
@@ -239,13 +240,22 @@ def aggregate_hourly(samples: pd.DataFrame, *, min_coverage: float) -> pd.DataFr
             HOURLY_COLUMNS
         ]
     hourly = _aggregate(samples, "hour")
-    intervals = _median_intervals(samples)
-    out = hourly.merge(intervals, on=["server_id", "metric"], how="left")
-    expected = np.maximum(1, np.round(3600.0 / out["interval_s"].to_numpy(dtype="float64")))
+    return add_coverage(hourly, samples, period_seconds=3600, min_coverage=min_coverage)[HOURLY_COLUMNS]
+
+
+def add_coverage(
+    aggregated: pd.DataFrame, samples: pd.DataFrame, *, period_seconds: int, min_coverage: float
+) -> pd.DataFrame:
+    """Add ``expected_samples`` (a period over the series' median sampling interval in ``samples``, at least 1;
+    null for a series with a single timestamp) and ``low_coverage`` (n_samples < min_coverage x expected)."""
+    if aggregated.empty:
+        return aggregated.assign(expected_samples=pd.Series(dtype="Int32"), low_coverage=pd.Series(dtype=bool))
+    out = aggregated.merge(_median_intervals(samples), on=["server_id", "metric"], how="left")
+    expected = np.maximum(1, np.round(period_seconds / out["interval_s"].to_numpy(dtype="float64")))
     out["expected_samples"] = pd.array(np.where(np.isnan(expected), np.nan, expected), dtype="Float64").astype("Int32")
     low = out["n_samples"] < min_coverage * out["expected_samples"].astype("Float64")
     out["low_coverage"] = low.fillna(False).astype(bool)
-    return out[HOURLY_COLUMNS]
+    return out.drop(columns="interval_s")
 
 
 def _median_intervals(samples: pd.DataFrame) -> pd.DataFrame:
@@ -272,7 +282,8 @@ def fill_gaps(daily: pd.DataFrame, *, max_gap_days: int, method: str = "seasonal
     ``neighbors`` series of the same metric closest to this one over the days both observed (scikit-learn's
     ``KNNImputer``, NaN-aware Euclidean distance); a day no other series observed falls back to the seasonal rule.
     """
-    cols = ["server_id", "metric", "dt", "p95", "n_samples", "imputed"]
+    carried = [c for c in COVERAGE_COLUMNS if c in daily.columns]
+    cols = ["server_id", "metric", "dt", "p95", "n_samples", "imputed", *carried]
     if daily.empty:
         return daily.assign(imputed=pd.Series(dtype=bool))[cols]
     wide = daily.pivot_table(index=["server_id", "metric"], columns="dt", values="p95", aggfunc="first")
@@ -292,6 +303,9 @@ def fill_gaps(daily: pd.DataFrame, *, max_gap_days: int, method: str = "seasonal
     out = pd.DataFrame({"p95": long, "imputed": flags}).dropna(subset=["p95"])
     out.index = out.index.set_names(["server_id", "metric", "dt"])
     out["n_samples"] = counts.reindex(out.index).fillna(0).astype("int32").to_numpy()
+    keyed = daily.set_index(["server_id", "metric", "dt"])
+    for col in carried:  # imputed days: expected_samples null, low_coverage null (the imputed flag says it all)
+        out[col] = keyed[col].reindex(out.index).to_numpy()
     out = out.reset_index()
     out["dt"] = out["dt"].astype("datetime64[ns]")
     out["imputed"] = out["imputed"].astype(bool)

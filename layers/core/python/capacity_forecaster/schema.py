@@ -38,6 +38,9 @@ class TableSchema:
     columns: tuple[Column, ...]
     partition_keys: tuple[Column, ...] = ()
     zone: str = "curated"
+    optional: tuple[str, ...] = ()
+    """Nullable columns added after the table was first written: writers may leave them out and older objects
+    lack them; either way they read as null."""
 
     @property
     def prefix(self) -> str:
@@ -122,8 +125,15 @@ METRICS_DAILY = TableSchema(
         _c("p95", FLOAT, "95th percentile of the day's samples, percent (0 to 100).", nullable=False),
         _c("n_samples", INT, "Number of raw samples behind the value (0 when imputed).", nullable=False),
         _c("imputed", BOOL, "True when the value was filled in for a missing day.", nullable=False),
+        _c(
+            "expected_samples",
+            INT,
+            "Samples a day holds at the series' median sampling interval (null: imputed, one sample, or older data).",
+        ),
+        _c("low_coverage", BOOL, "True when n_samples < etl.min_coverage x expected_samples (null: imputed)."),
     ),
     partition_keys=(_DT,),
+    optional=("expected_samples", "low_coverage"),
 )
 
 FORECASTS = TableSchema(

@@ -312,7 +312,10 @@ def _write_daily(
     samples = valid if context is None else pd.concat([context, valid], ignore_index=True)
     day_of = samples["timestamp"].dt.tz_localize(None).dt.floor("D")
     affected = set(valid["timestamp"].dt.tz_localize(None).dt.floor("D"))
-    daily_new = etl.aggregate_daily(samples[day_of.isin(affected)])
+    subset = samples[day_of.isin(affected)]
+    daily_new = etl.add_coverage(
+        etl.aggregate_daily(subset), subset, period_seconds=86_400, min_coverage=settings.etl.min_coverage
+    )
     pad = pd.Timedelta(days=max(settings.etl.max_gap_days, 7) + 7)
     lo, hi = min(affected) - pad, max(affected) + pad
     window = [d.date() for d in pd.date_range(lo, hi, freq="D")]

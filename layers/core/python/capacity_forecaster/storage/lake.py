@@ -76,6 +76,9 @@ def parse_partition_key(table: TableSchema, key: str, prefix: str | None = None)
 def to_arrow(table: TableSchema, df: pd.DataFrame, *, with_partitions: bool = False) -> pa.Table:
     """Validate ``df`` against the table's columns and convert it to Arrow with the exact schema."""
     schema = table.arrow_schema(with_partitions=with_partitions)
+    absent = [n for n in table.optional if n not in df.columns]
+    if absent:  # optional columns a writer left out are stored as nulls
+        df = df.assign(**{n: pd.Series(pd.NA, index=df.index, dtype="object") for n in absent})
     missing = [n for n in schema.names if n not in df.columns]
     extra = [c for c in df.columns if c not in schema.names]
     if missing or extra:
@@ -137,6 +140,10 @@ def to_parquet_bytes(table: TableSchema, df: pd.DataFrame) -> bytes:
 
 def _read_parquet_bytes(table: TableSchema, data: bytes) -> pa.Table:
     arrow = pq.read_table(io.BytesIO(data))
+    # An optional column (added to the schema after this object was written) reads as nulls.
+    for column in table.columns:
+        if column.name not in arrow.column_names and column.name in table.optional:
+            arrow = arrow.append_column(column.name, pa.nulls(arrow.num_rows, column.type))
     return arrow.select(table.column_names).cast(table.arrow_schema())
 
 
