@@ -59,6 +59,7 @@ pytest: install-dev
 test: lint typecheck pytest
 
 bench: install-dev
+	$(PY) -m pip install -q --no-deps -r benchmarks/requirements-bench.txt
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 $(NODE_BIN)/cdk:

@@ -71,3 +71,27 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_bad_environment_value() -> None:
     with pytest.raises(ConfigError, match=r"fleet\.servers='lots'"):
         load_settings(environ={"CF_FLEET_SERVERS": "lots"})
+
+
+def test_forecasting_model_settings_reach_the_training_hyperparameters(tmp_path: Path) -> None:
+    from capacity_forecaster.forecasting.job import parse_hyperparameters
+    from capacity_forecaster.stages import training_hyperparameters
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "fleet: {country: GB}\ntraining:\n  models: [seasonal_naive, prophet, random_forest]\n"
+        "  rf_max_rows: 5000\n  seed: 9\n"
+    )
+    s = load_settings(path, environ={})
+    values = training_hyperparameters(s, run_date=date(2026, 1, 10), run_id="r1", lake_uri="lake")
+    assert (values["country"], values["rf_max_rows"], values["seed"]) == ("GB", "5000", "9")
+    params = parse_hyperparameters(values)
+    assert params.models == ("seasonal_naive", "prophet", "random_forest")
+    assert params.model_settings()["random_forest"]["max_rows"] == 5000
+    for text, message in (
+        ("training: {rf_max_rows: 10}\n", "training.rf_max_rows must be between"),
+        ("training: {seed: -1}\n", "training.seed must be between"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_settings(path, environ={})

@@ -177,6 +177,9 @@ def test_good_run_stages_parts_manifest_and_model_artifact(lake: Lake, tmp_path:
         ),
         ({"lake_uri": "ftp://x/y"}, "hyperparameter lake_uri='ftp://x/y' is not a local folder or an s3://"),
         ({"horizon_day": "30"}, "unknown hyperparameter(s) horizon_day; expected: "),
+        ({"country": "Atlantis"}, "hyperparameter country='Atlantis' is not an ISO country code known to"),
+        ({"rf_max_rows": "50"}, "hyperparameter rf_max_rows='50' is not an integer between 100 and 10000000"),
+        ({"seed": "-1"}, "hyperparameter seed='-1' is not an integer between 0 and 2147483647"),
     ],
 )
 def test_bad_hyperparameter_fails_with_one_clear_line(
@@ -207,6 +210,24 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
     )
     assert params.models == ("seasonal_naive", "linear_trend")
     assert params.n_jobs == -1  # all cores
+    assert (params.country, params.rf_max_rows, params.seed) == ("US", 20_000, 0)
+    custom = parse_hyperparameters(
+        {
+            "run_date": "2026-01-10",
+            "run_id": "r1",
+            "lake_uri": "lake",
+            "models": "prophet,random_forest,seasonal_naive",
+            "country": "gb",
+            "rf_max_rows": "5000",
+            "seed": "3",
+            "n_jobs": "2",
+        }
+    )
+    assert custom.models == ("prophet", "random_forest", "seasonal_naive")
+    assert custom.model_settings() == {
+        "prophet": {"country": "GB", "seed": 3},
+        "random_forest": {"country": "GB", "max_rows": 5000, "seed": 3, "n_jobs": 2},
+    }
     with pytest.raises(ConfigError, match="hyperparameter run_id is required"):
         parse_hyperparameters({"run_date": "2026-01-10", "lake_uri": "x"})
 
@@ -378,3 +399,27 @@ def test_local_runner_fills_in_run_id_and_lake_uri(lake: Lake) -> None:
     forecasts = lake.read_table(FORECASTS, {"run_date": RUN_DATE})
     assert set(forecasts["model"]) == {"seasonal_naive"}
     assert forecasts["horizon_step"].max() == 14
+
+
+def test_prophet_and_random_forest_run_under_the_contract(lake: Lake, tmp_path: Path) -> None:
+    root = contract_root(
+        tmp_path,
+        lake,
+        hyperparameters(
+            lake, models="seasonal_naive,prophet,random_forest", country="GB", rf_max_rows="2000", n_jobs="2"
+        ),
+    )
+    assert run_training_job(root) == 0, failure_of(root)
+    keys = staging_keys("test-run", 0, 1)
+    metrics = lake.read_object_table(keys["model_metrics"], MODEL_METRICS)
+    n_series = SERVERS * len(METRICS)
+    assert len(metrics) == n_series * 3
+    assert (metrics["status"] == "ok").all(), metrics[metrics["status"] != "ok"]["reason"].tolist()
+    assert metrics.groupby(["server_id", "metric"])["is_champion"].sum().eq(1).all()
+    forecasts = lake.read_object_table(keys["forecasts"], FORECASTS)
+    assert len(forecasts) == n_series * 3 * 30
+    assert (forecasts["p10"] <= forecasts["p50"]).all() and (forecasts["p50"] <= forecasts["p90"]).all()
+    assert forecasts["p10"].min() >= 0 and forecasts["p90"].max() <= 100
+    artifact = json.loads((ContractPaths(root).model_dir / "model.json").read_text())
+    assert artifact["models"]["prophet"]["country"] == "GB"
+    assert artifact["models"]["random_forest"]["max_rows"] == 2000

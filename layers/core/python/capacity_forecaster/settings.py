@@ -71,6 +71,10 @@ class TrainingSettings:
     hosts: int = 1
     n_jobs: int = 0
     """Worker processes per host; 0 means all cores."""
+    rf_max_rows: int = 20_000
+    """Training rows of one random_forest fit (one per metric and backtest origin)."""
+    seed: int = 0
+    """Seed of the random_forest and of prophet's uncertainty samples."""
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,8 @@ def _validate(s: Settings) -> None:
         (s.training.min_history_days >= 14, "training.min_history_days must be at least 14"),
         (1 <= s.training.hosts <= 64, "training.hosts must be between 1 and 64"),
         (s.training.n_jobs >= 0, "training.n_jobs must be 0 (all cores) or more"),
+        (100 <= s.training.rf_max_rows <= 10_000_000, "training.rf_max_rows must be between 100 and 10000000"),
+        (0 <= s.training.seed < 2**31, "training.seed must be between 0 and 2147483647"),
         (s.risk.critical_days >= 0, "risk.critical_days must be 0 or more"),
         (s.risk.saturation_days >= 1, "risk.saturation_days must be at least 1"),
         (0 < s.risk.overprovisioned_ratio < 1, "risk.overprovisioned_ratio must be between 0 and 1"),

@@ -479,6 +479,9 @@ def training_hyperparameters(settings: Settings, *, run_date: date, run_id: str,
         "min_history_days": str(training.min_history_days),
         "n_jobs": str(training.n_jobs or -1),
         "lake_uri": lake_uri,
+        "country": settings.fleet.country,
+        "rf_max_rows": str(training.rf_max_rows),
+        "seed": str(training.seed),
     }
 
 

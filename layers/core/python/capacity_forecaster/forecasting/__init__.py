@@ -5,6 +5,8 @@ model name in a hyperparameter or a config resolves wherever the package is impo
 ``engine.forecast_fleet`` runs a fleet; ``job`` is the SageMaker training-container contract.
 """
 
+from capacity_forecaster.forecasting import prophet_model as _prophet_model  # noqa: F401  (registers "prophet")
+from capacity_forecaster.forecasting import random_forest as _random_forest  # noqa: F401  (registers it)
 from capacity_forecaster.forecasting.baselines import (
     Model,
     QuantileForecast,

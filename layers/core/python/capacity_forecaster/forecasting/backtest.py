@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast, get_model
+from capacity_forecaster.forecasting.calendar_features import CalendarModel
 from capacity_forecaster.forecasting.metrics import POINT_SCORES, SCORES, coverage, mase
 
 STATUS_OK = "ok"
@@ -108,9 +109,18 @@ def one_line(exc: BaseException) -> str:
     return line if len(line) <= MAX_REASON else line[: MAX_REASON - 3] + "..."
 
 
-def checked_forecast(model: Model, y: FloatArray, horizon: int) -> QuantileForecast:
+def call_model(model: Model, y: FloatArray, horizon: int, last_day: np.datetime64 | None = None) -> QuantileForecast:
+    """The model's forecast; a :class:`CalendarModel` gets the day of ``y[-1]`` when it is known."""
+    if last_day is not None and isinstance(model, CalendarModel):
+        return model.forecast_from(y, horizon, last_day)
+    return model.forecast(y, horizon)
+
+
+def checked_forecast(
+    model: Model, y: FloatArray, horizon: int, last_day: np.datetime64 | None = None
+) -> QuantileForecast:
     """Call the model and insist on a usable answer: the right length, finite, ordered quantiles."""
-    fc = model.forecast(y, horizon)
+    fc = call_model(model, y, horizon, last_day)
     if fc.horizon != horizon:
         raise ValueError(f"returned {fc.horizon} steps, expected {horizon}")
     stacked = np.stack([fc.p10, fc.p50, fc.p90])
@@ -121,13 +131,22 @@ def checked_forecast(model: Model, y: FloatArray, horizon: int) -> QuantileForec
     return fc
 
 
-def score_origins(model: Model, y: FloatArray, origins: Sequence[int], config: BacktestConfig) -> dict[str, float]:
-    """Fit on ``y[:t]`` for every origin ``t``, score the next ``eval_horizon`` days, average over origins."""
+def score_origins(
+    model: Model,
+    y: FloatArray,
+    origins: Sequence[int],
+    config: BacktestConfig,
+    last_day: np.datetime64 | None = None,
+) -> dict[str, float]:
+    """Fit on ``y[:t]`` for every origin ``t``, score the next ``eval_horizon`` days, average over origins.
+
+    ``last_day``: the day of ``y[-1]``, from which each origin's last day follows."""
     bh = config.eval_horizon
     per_origin: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
     for t in origins:
         history, actual = y[:t], y[t : t + bh]
-        fc = checked_forecast(model, history, bh)
+        origin_day = None if last_day is None else _day_before(last_day, y.size - t)
+        fc = checked_forecast(model, history, bh, origin_day)
         for name, fn in POINT_SCORES.items():
             per_origin[name].append(fn(actual, fc.p50))
         per_origin["mase"].append(mase(actual, fc.p50, history, config.season))
@@ -135,16 +154,26 @@ def score_origins(model: Model, y: FloatArray, origins: Sequence[int], config: B
     return {name: _mean_finite(values) for name, values in per_origin.items()}
 
 
+def _day_before(last_day: np.datetime64, days: int) -> np.datetime64:
+    return np.datetime64(last_day, "D") - np.timedelta64(days, "D")
+
+
 def _mean_finite(values: Sequence[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
 
 
-def evaluate_model(model: Model, y: FloatArray, origins: Sequence[int], config: BacktestConfig) -> ModelResult:
+def evaluate_model(
+    model: Model,
+    y: FloatArray,
+    origins: Sequence[int],
+    config: BacktestConfig,
+    last_day: np.datetime64 | None = None,
+) -> ModelResult:
     """Backtest one model and make its final forecast; any exception becomes a ``failed`` result."""
     try:
-        s = score_origins(model, y, origins, config)
-        fc = checked_forecast(model, y, config.horizon)
+        s = score_origins(model, y, origins, config, last_day)
+        fc = checked_forecast(model, y, config.horizon, last_day)
     except Exception as exc:  # a broken model must not stop the fleet
         return ModelResult(model=model.name, status=STATUS_FAILED, reason=one_line(exc), n_origins=len(origins))
     return ModelResult(
@@ -176,17 +205,21 @@ def choose_champion(results: Sequence[ModelResult], score: str) -> int | None:
     return min(ok, key=key) if ok else None
 
 
-def evaluate_series(y: FloatArray, models: Sequence[Model], config: BacktestConfig) -> SeriesResult:
-    """Backtest every model on one series, pick the champion, and keep every model's final forecast."""
+def evaluate_series(
+    y: FloatArray, models: Sequence[Model], config: BacktestConfig, last_day: np.datetime64 | None = None
+) -> SeriesResult:
+    """Backtest every model on one series, pick the champion, and keep every model's final forecast.
+
+    ``last_day`` (the day of ``y[-1]``) is passed on to models that use the calendar."""
     y = np.asarray(y, dtype=np.float64)
     n = int(y.size)
     origins = origins_for(n, config)
     if n < config.min_history_days or not origins:
         return _insufficient(y, models, config, _short_reason(n, config))
 
-    results = [evaluate_model(m, y, origins, config) for m in models]
+    results = [evaluate_model(m, y, origins, config, last_day) for m in models]
     if choose_champion(results, config.score) is None and FALLBACK_MODEL not in {m.name for m in models}:
-        fallback = evaluate_model(get_model(FALLBACK_MODEL), y, origins, config)
+        fallback = evaluate_model(get_model(FALLBACK_MODEL), y, origins, config, last_day)
         results.append(replace(fallback, reason=fallback.reason or "fallback: every requested model failed"))
     best = choose_champion(results, config.score)
     if best is not None:

@@ -7,8 +7,9 @@ series are batched: each series is computed on its own, and the outputs are sort
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -18,8 +19,15 @@ import pandas as pd
 from joblib import Parallel, delayed, effective_n_jobs
 
 from capacity_forecaster.errors import ConfigError, InputError
-from capacity_forecaster.forecasting.backtest import BacktestConfig, SeriesResult, evaluate_series
-from capacity_forecaster.forecasting.baselines import FloatArray, Model, get_model, registered_models
+from capacity_forecaster.forecasting.backtest import (
+    BacktestConfig,
+    SeriesResult,
+    evaluate_series,
+    one_line,
+    origins_for,
+)
+from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast, get_model, registered_models
+from capacity_forecaster.forecasting.global_models import GlobalModel, History, Precomputed
 from capacity_forecaster.schema import FORECASTS, MODEL_METRICS
 
 INPUT_COLUMNS: tuple[str, ...] = ("server_id", "metric", "dt", "p95")
@@ -55,6 +63,7 @@ def forecast_fleet(
     progress: Callable[[int], None] | None = None,
     backtest_horizon: int | None = None,
     backtest_step: int | None = None,
+    model_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Backtest, choose a champion and forecast ``horizon_days`` ahead for every (server_id, metric) series.
 
@@ -62,8 +71,12 @@ def forecast_fleet(
     observable and are dropped; each series' forecast origin is its last remaining day. ``progress`` is called
     with the number of series just finished. Returns (forecasts, model_metrics) with exactly the tables'
     columns plus ``run_date``, sorted by (server_id, metric, model[, ds]).
+
+    ``model_settings`` overrides model fields by model name (``{"prophet": {"country": "GB"}}``). Global models
+    (:class:`GlobalModel`) are fitted here, once per metric and origin, before the series are spread over the
+    workers; their forecasts travel with the series.
     """
-    instances = resolve_models(models)
+    instances = resolve_models(models, model_settings)
     try:
         config = BacktestConfig(
             horizon=horizon_days,
@@ -76,14 +89,15 @@ def forecast_fleet(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     series = prepare_series(daily, run_date=run_date)
+    global_forecasts = precompute_global_models(series, instances, config)
     chunks = chunked(series, effective_n_jobs(n_jobs))
 
     results: list[tuple[pd.DataFrame, pd.DataFrame]] = []
     if effective_n_jobs(n_jobs) == 1 or len(chunks) <= 1:
-        outputs = (run_chunk(chunk, instances, config) for chunk in chunks)
+        outputs = (run_chunk(chunk, instances, config, _for_chunk(global_forecasts, chunk)) for chunk in chunks)
     else:
         outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(run_chunk)(chunk, instances, config) for chunk in chunks
+            delayed(run_chunk)(chunk, instances, config, _for_chunk(global_forecasts, chunk)) for chunk in chunks
         )
     for chunk, output in zip(chunks, outputs, strict=True):
         results.append(output)
@@ -92,15 +106,77 @@ def forecast_fleet(
     return assemble(results, run_date)
 
 
-def resolve_models(names: Sequence[str]) -> list[Model]:
-    """Model instances for the given registry names, in order, without duplicates."""
+def resolve_models(names: Sequence[str], settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[Model]:
+    """Model instances for the given registry names, in order, without duplicates; ``settings`` overrides the
+    fields of the named models (a setting a model does not have is ignored, a bad value is a ConfigError)."""
     unique = list(dict.fromkeys(names))
     if not unique:
         raise ConfigError("no models given")
     unknown = [n for n in unique if n not in registered_models()]
     if unknown:
         raise ConfigError(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(registered_models())}")
-    return [get_model(n) for n in unique]
+    out = []
+    for name in unique:
+        model = get_model(name)
+        overrides = dict((settings or {}).get(name, {}))
+        if overrides and dataclasses.is_dataclass(model):
+            known = {f.name for f in dataclasses.fields(model)}
+            try:
+                model = dataclasses.replace(model, **{k: v for k, v in overrides.items() if k in known})
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"model {name}: {exc}") from None
+        out.append(model)
+    return out
+
+
+GlobalForecasts = dict[tuple[str, str], dict[str, Precomputed]]
+
+
+def precompute_global_models(
+    series: Sequence[SeriesInput], models: Sequence[Model], config: BacktestConfig
+) -> GlobalForecasts:
+    """Fit every global model per metric at every backtest origin and at the end, and forecast each series.
+
+    Origin ``k`` cuts each series where its own backtest does (``origins_for``), so the fit at an origin sees no
+    day after it. A fit that raises becomes the reason of every forecast it owed (the model then fails on those
+    series and the champion comes from the others).
+    """
+    global_models = [m for m in models if isinstance(m, GlobalModel)]
+    out: GlobalForecasts = {(s.server_id, s.metric): {} for s in series}
+    if not global_models:
+        return out
+    eligible = [s for s in series if s.y.size >= config.min_history_days and origins_for(s.y.size, config)]
+    by_metric: dict[str, list[SeriesInput]] = {}
+    for s in eligible:
+        by_metric.setdefault(s.metric, []).append(s)
+    for model in global_models:
+        tables: dict[tuple[str, str], dict[int, QuantileForecast | str]] = {(s.server_id, s.metric): {} for s in series}
+        for group in by_metric.values():
+            cuts = [origins_for(s.y.size, config) for s in group]
+            for k in range(config.n_origins + 1):
+                final = k == config.n_origins
+                members = [
+                    (s, s.y.size if final else c[k]) for s, c in zip(group, cuts, strict=True) if final or k < len(c)
+                ]
+                if not members:
+                    continue
+                histories: list[History] = [
+                    (s.y[:t], s.last_day - np.timedelta64(s.y.size - t, "D")) for s, t in members
+                ]
+                horizon = config.horizon if final else config.eval_horizon
+                try:
+                    answers = model.fit_predict(histories, horizon)
+                except Exception as exc:  # a broken global fit must not stop the fleet
+                    answers = [one_line(exc)] * len(members)
+                for (s, t), answer in zip(members, answers, strict=True):
+                    tables[(s.server_id, s.metric)][t] = answer
+        for key, table in tables.items():
+            out[key][model.name] = Precomputed(model.name, table)
+    return out
+
+
+def _for_chunk(forecasts: GlobalForecasts, chunk: Sequence[SeriesInput]) -> GlobalForecasts:
+    return {(s.server_id, s.metric): forecasts.get((s.server_id, s.metric), {}) for s in chunk}
 
 
 def prepare_series(daily: pd.DataFrame, *, run_date: date | None = None) -> list[SeriesInput]:
@@ -149,14 +225,21 @@ def chunked(series: Sequence[SeriesInput], workers: int) -> list[list[SeriesInpu
 
 
 def run_chunk(
-    chunk: Sequence[SeriesInput], models: Sequence[Model], config: BacktestConfig
+    chunk: Sequence[SeriesInput],
+    models: Sequence[Model],
+    config: BacktestConfig,
+    global_forecasts: GlobalForecasts | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Evaluate a batch of series (in a worker): their forecast rows and model-metric rows."""
+    """Evaluate a batch of series (in a worker): their forecast rows and model-metric rows.
+
+    A global model is replaced, series by series, by its precomputed forecasts (``global_forecasts``)."""
     forecast_parts: list[dict[str, np.ndarray]] = []
     metric_rows: list[dict[str, object]] = []
     steps = np.arange(1, config.horizon + 1)
     for s in chunk:
-        result = evaluate_series(s.y, models, config)
+        own = (global_forecasts or {}).get((s.server_id, s.metric), {})
+        series_models = [own.get(m.name, m) if isinstance(m, GlobalModel) else m for m in models]
+        result = evaluate_series(s.y, series_models, config, s.last_day)
         forecast_parts.extend(_forecast_arrays(s, result, steps))
         metric_rows.extend(_metric_rows(s, result))
     forecasts = (

@@ -38,8 +38,9 @@ import pandas as pd
 
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
 from capacity_forecaster.forecasting.backtest import one_line
-from capacity_forecaster.forecasting.baselines import get_model, registered_models
-from capacity_forecaster.forecasting.engine import forecast_fleet
+from capacity_forecaster.forecasting.baselines import registered_models
+from capacity_forecaster.forecasting.calendar_features import check_country
+from capacity_forecaster.forecasting.engine import forecast_fleet, resolve_models
 from capacity_forecaster.forecasting.metrics import SCORES
 from capacity_forecaster.progress import ProgressReporter, RichProgress
 from capacity_forecaster.schema import FORECASTS, METRICS_DAILY, MODEL_METRICS, TableSchema
@@ -67,6 +68,9 @@ HYPERPARAMETERS: dict[str, str] = {
     "score": f"one of {', '.join(SCORES)}; default mae",
     "min_history_days": "integer 1..3650; default 56",
     "n_jobs": "integer >= 1, or -1 (or 0) for all cores; default all cores",
+    "country": "ISO country code of the bank holidays (prophet, random_forest); default US",
+    "rf_max_rows": "integer 100..10000000, training rows of one random_forest fit; default 20000",
+    "seed": "integer 0..2147483647, seed of the random_forest and of prophet's uncertainty samples; default 0",
 }
 
 
@@ -88,6 +92,21 @@ class TrainingParams:
     score: str = "mae"
     min_history_days: int = 56
     n_jobs: int = -1
+    country: str = "US"
+    rf_max_rows: int = 20_000
+    seed: int = 0
+
+    def model_settings(self) -> dict[str, dict[str, object]]:
+        """Field overrides of the models that take them (see ``engine.resolve_models``)."""
+        return {
+            "prophet": {"country": self.country, "seed": self.seed},
+            "random_forest": {
+                "country": self.country,
+                "max_rows": self.rf_max_rows,
+                "seed": self.seed,
+                "n_jobs": self.n_jobs,
+            },
+        }
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -184,6 +203,11 @@ def parse_hyperparameters(raw_values: Mapping[str, object]) -> TrainingParams:
 
     horizon = _int(raw, "horizon_days", 90, 1, MAX_HORIZON)
     models = _parse_models(raw.get("models"))
+    country = raw.get("country", "US").strip().upper()
+    try:
+        check_country(country)
+    except ValueError:
+        raise _bad("country", raw["country"], "an ISO country code known to the holidays package") from None
     score = raw.get("score", "mae").strip().lower()
     if score not in SCORES:
         raise _bad("score", raw["score"], f"one of {', '.join(SCORES)}")
@@ -199,6 +223,9 @@ def parse_hyperparameters(raw_values: Mapping[str, object]) -> TrainingParams:
         score=score,
         min_history_days=_int(raw, "min_history_days", 56, 1, 3650),
         n_jobs=_n_jobs(raw),
+        country=country,
+        rf_max_rows=_int(raw, "rf_max_rows", 20_000, 100, 10_000_000),
+        seed=_int(raw, "seed", 0, 0, 2**31 - 1),
     )
 
 
@@ -390,6 +417,7 @@ def _train(paths: ContractPaths, *, progress: bool | ProgressReporter, lake: Lak
             progress=advance,
             backtest_horizon=params.backtest_horizon,
             backtest_step=params.backtest_step,
+            model_settings=params.model_settings(),
         )
 
     write_model_artifact(paths.model_dir, params, host, metrics)
@@ -427,7 +455,7 @@ def write_model_artifact(model_dir: Path, params: TrainingParams, host: str, met
         "run_date": params.run_date.isoformat(),
         "host": host,
         "settings": params.as_json(),
-        "models": {name: get_model(name).params() for name in params.models},
+        "models": {m.name: m.params() for m in resolve_models(params.models, params.model_settings())},
         "champions": [
             {"server_id": s, "metric": m, "model": champions.get((s, m))} for s, m in series.itertuples(index=False)
         ],

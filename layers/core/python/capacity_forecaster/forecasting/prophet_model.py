@@ -1,0 +1,125 @@
+"""Prophet on one daily series: weekly and yearly seasonality, bank holidays, month-end and quarter-end effects.
+
+The fit is Prophet's MAP estimate (L-BFGS through cmdstanpy; MCMC costs hundreds of times more and is not for a
+fleet). Only the future is predicted, with ``uncertainty_samples`` simulated paths (100 by default) whose 10th
+and 90th percentiles are P10 and P90: Prophet's band from trend changes plus observation noise. Forecasts and
+bands are clipped to the metric range. Yearly seasonality is switched on only with over two years of history (less
+cannot tell a yearly wave from a trend).
+
+Logs: cmdstanpy prints two INFO lines per fit and resets its logger's level on the first fit, and importing
+prophet without plotly logs an ERROR; :func:`silence_prophet_logs` disables those loggers (which holds) and runs
+before every import of prophet, so it covers joblib worker processes too (they import this module to unpickle
+the model).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from capacity_forecaster.forecasting.baselines import (
+    FloatArray,
+    QuantileForecast,
+    as_series,
+    check_horizon,
+    make_forecast,
+    register_model,
+)
+from capacity_forecaster.forecasting.calendar_features import (
+    check_country,
+    day_range,
+    month_end_flag,
+    quarter_end_flag,
+)
+
+_QUIET_LOGGERS = ("cmdstanpy", "prophet.plot")
+REFERENCE_LAST_DAY = np.datetime64("2026-01-04", "D")
+"""Dates used by :meth:`ProphetModel.forecast` when the caller gives none (a Sunday; only for tests and tools)."""
+
+
+def silence_prophet_logs() -> None:
+    """Disable the cmdstanpy and prophet.plot loggers and keep prophet's own at ERROR (its warnings are advice
+    for a single interactive fit, repeated for every series of a fleet)."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).disabled = True
+    logging.getLogger("prophet").setLevel(logging.ERROR)
+
+
+def _prophet_class() -> Any:
+    silence_prophet_logs()
+    from prophet import Prophet
+
+    silence_prophet_logs()
+    return Prophet
+
+
+@dataclass(frozen=True)
+class ProphetModel:
+    """Prophet with the fleet's calendar. ``country``: ISO code for the bank holidays (holidays package)."""
+
+    country: str = "US"
+    uncertainty_samples: int = 100
+    interval_width: float = 0.8
+    yearly_min_days: int = 730
+    changepoint_prior_scale: float = 0.05
+    seed: int = 0
+    name: str = "prophet"
+
+    def __post_init__(self) -> None:
+        check_country(self.country)
+        if self.uncertainty_samples < 10:
+            raise ValueError(f"uncertainty_samples must be at least 10, got {self.uncertainty_samples}")
+
+    def params(self) -> dict[str, object]:
+        return asdict(self)
+
+    def forecast(self, y: FloatArray, horizon: int) -> QuantileForecast:
+        """Without dates: the history is taken to end on :data:`REFERENCE_LAST_DAY`."""
+        return self.forecast_from(y, horizon, REFERENCE_LAST_DAY)
+
+    def forecast_from(self, y: FloatArray, horizon: int, last_day: np.datetime64) -> QuantileForecast:
+        y = as_series(y)
+        check_horizon(horizon)
+        if y.size < 3:
+            raise ValueError(f"prophet needs at least 3 days of history, got {y.size}")
+        history = _frame(day_range(last_day, y.size))
+        history["y"] = y
+        future = _frame(day_range(last_day, 0, ahead=horizon))
+
+        model = _prophet_class()(
+            growth="linear",
+            weekly_seasonality=True,
+            yearly_seasonality=y.size > self.yearly_min_days,  # Prophet wants a span of yearly_min_days
+            daily_seasonality=False,
+            changepoint_prior_scale=self.changepoint_prior_scale,
+            interval_width=self.interval_width,
+            uncertainty_samples=self.uncertainty_samples,
+        )
+        model.add_country_holidays(country_name=self.country)
+        for column in ("month_end", "quarter_end"):
+            if history[column].nunique() > 1:  # a constant regressor cannot be fitted
+                model.add_regressor(column, standardize=False)
+        state = np.random.get_state()
+        try:
+            np.random.seed(self.seed)  # Prophet draws its uncertainty paths from numpy's global generator
+            model.fit(history, algorithm="LBFGS", seed=self.seed)
+            predicted = model.predict(future)
+        finally:
+            np.random.set_state(state)
+        point = predicted["yhat"].to_numpy(dtype=np.float64)
+        below = np.minimum(predicted["yhat_lower"].to_numpy(dtype=np.float64) - point, 0.0)
+        above = np.maximum(predicted["yhat_upper"].to_numpy(dtype=np.float64) - point, 0.0)
+        return make_forecast(point, below, above)
+
+
+def _frame(days: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"ds": pd.to_datetime(days), "month_end": month_end_flag(days), "quarter_end": quarter_end_flag(days)}
+    )
+
+
+register_model("prophet", ProphetModel)
