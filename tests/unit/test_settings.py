@@ -51,6 +51,9 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("risk:\n  thresholds: {gpu: 50}\n", "unknown metric 'gpu'"),
         ("risk:\n  thresholds: {cpu: 150}\n", "must be a percentage"),
         ("training:\n  score: accuracy\n", "training.score must be"),
+        ("risk:\n  headroom: {cpu: 100}\n", "risk.headroom.cpu=100.0 must be a percentage"),
+        ("risk:\n  headroom: {gpu: 5}\n", "risk.headroom has unknown metric 'gpu'"),
+        ("risk:\n  high_days: 10\n", "risk.high_days must be 0 or at least risk.critical_days"),
         ("- a\n- b\n", "must hold a mapping"),
         ("fleet: [1, 2\n", "not valid YAML"),
     ],
@@ -71,3 +74,11 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_bad_environment_value() -> None:
     with pytest.raises(ConfigError, match=r"fleet\.servers='lots'"):
         load_settings(environ={"CF_FLEET_SERVERS": "lots"})
+
+
+def test_headroom_and_tier_windows_from_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "cf.yaml"
+    cfg.write_text("risk:\n  headroom: {mem: 20}\n  high_days: 60\n  medium_days: 90\n")
+    s = load_settings(cfg, environ={})
+    assert dict(s.risk.headroom) == {"cpu": 10.0, "mem": 20.0, "disk": 10.0, "net": 10.0}
+    assert (s.risk.high_days, s.risk.medium_days) == (60, 90)

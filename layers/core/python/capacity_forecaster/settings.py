@@ -19,6 +19,7 @@ from capacity_forecaster.schema import METRICS
 
 DEFAULT_LAKE = "./lake"
 DEFAULT_THRESHOLD = 80.0
+DEFAULT_HEADROOM = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,12 @@ class RiskSettings:
     overprovisioned_ratio: float = 0.5
     """Peak P90 forecast below threshold x ratio on every metric: over-provisioned."""
     top: int = 15
+    headroom: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(METRICS, DEFAULT_HEADROOM))
+    """Percent added on top of the P90 forecast before it is compared with a sizing limit (findings, rightsizing)."""
+    high_days: int = 0
+    """P50 breach within this many days is high; 0 means anywhere in the horizon."""
+    medium_days: int = 0
+    """P90 breach within this many days is medium; 0 means anywhere in the horizon."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,8 @@ def _coerce(dotted: str, value: Any, cls: type) -> Any:
             return value if isinstance(value, date) or value is None else date.fromisoformat(str(value))
         if key == "thresholds":
             return _thresholds(value)
+        if key == "headroom":
+            return _headroom(value)
         if key == "models":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(m).strip() for m in items if str(m).strip())
@@ -226,6 +235,17 @@ def _thresholds(value: Any) -> dict[str, float]:
     return merged
 
 
+def _headroom(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("setting risk.headroom must map metrics (cpu, mem, disk, net) to percentages")
+    merged = dict.fromkeys(METRICS, DEFAULT_HEADROOM)
+    for metric, pct in value.items():
+        if metric not in METRICS:
+            raise ConfigError(f"risk.headroom has unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
+        merged[metric] = float(pct)
+    return merged
+
+
 def _validate(s: Settings) -> None:
     checks: list[tuple[bool, str]] = [
         (bool(str(s.lake).strip()), "lake must name a folder or s3://bucket/prefix"),
@@ -247,6 +267,12 @@ def _validate(s: Settings) -> None:
         (s.risk.saturation_days >= 1, "risk.saturation_days must be at least 1"),
         (0 < s.risk.overprovisioned_ratio < 1, "risk.overprovisioned_ratio must be between 0 and 1"),
         (s.risk.top >= 1, "risk.top must be at least 1"),
+        (s.risk.high_days >= 0, "risk.high_days must be 0 (the whole horizon) or more"),
+        (s.risk.medium_days >= 0, "risk.medium_days must be 0 (the whole horizon) or more"),
+        (
+            not s.risk.high_days or s.risk.high_days >= s.risk.critical_days,
+            "risk.high_days must be 0 or at least risk.critical_days",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -254,3 +280,6 @@ def _validate(s: Settings) -> None:
     for metric, pct in s.risk.thresholds.items():
         if not 0 < pct <= 100:
             raise ConfigError(f"risk.thresholds.{metric}={pct} must be a percentage in (0, 100]")
+    for metric, pct in s.risk.headroom.items():
+        if not 0 <= pct < 100:
+            raise ConfigError(f"risk.headroom.{metric}={pct} must be a percentage in [0, 100)")

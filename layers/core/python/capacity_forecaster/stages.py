@@ -437,6 +437,9 @@ def run_risk(
             critical_days=settings.risk.critical_days,
             saturation_days=settings.risk.saturation_days,
             overprovisioned_ratio=settings.risk.overprovisioned_ratio,
+            high_days=settings.risk.high_days or None,
+            medium_days=settings.risk.medium_days or None,
+            headroom=settings.risk.headroom,
         )
         uri = lake.write_partition(RISK_REGISTER, register, {"run_date": run_date})
         advance(1)
@@ -447,6 +450,7 @@ def run_risk(
             "run_date": run_date.isoformat(),
             "series": len(register),
             **{f"severity_{k}": int(by_severity.get(k, 0)) for k in ("critical", "high", "medium", "low")},
+            "seasonal_peaks": int(register["seasonal_peak"].sum()),
         },
         [uri],
     )
