@@ -12,6 +12,7 @@ import pytest
 from capacity_forecaster.cli import main
 from capacity_forecaster.pipeline import run_pipeline
 from capacity_forecaster.schema import (
+    CONSOLIDATION,
     ETL_RUNS,
     FORECASTS,
     GROUND_TRUTH,
@@ -43,7 +44,7 @@ def small_settings(lake: str, **extra: object) -> object:
 
 
 def table_snapshot(lake: Lake) -> dict[str, pd.DataFrame]:
-    names = (METRICS_DAILY, FORECASTS, MODEL_METRICS, RISK_REGISTER, SERVERS, GROUND_TRUTH)
+    names = (METRICS_DAILY, FORECASTS, MODEL_METRICS, RISK_REGISTER, SERVERS, GROUND_TRUTH, CONSOLIDATION)
     return {t.name: lake.read_table(t) for t in names}
 
 
@@ -81,6 +82,13 @@ def check_run(lake: Lake) -> None:
     flagged = breaching["breach_date_p90"].notna() | breaching["already_breaching"]
     # Planted breaches are found: the baseline models alone catch 85% on this small, short fleet.
     assert flagged.mean() >= 0.8, breaching.loc[~flagged, ["server_id", "metric"]]
+
+    plan = lake.read_table(CONSOLIDATION)
+    assert sorted(plan["server_id"]) == sorted(servers["server_id"])
+    assert set(plan["action"]) <= {"consolidate", "downsize", "keep"}
+    assert (plan["monthly_savings"] >= 0).all() and (plan.loc[plan["action"] == "keep", "monthly_savings"] == 0).all()
+    moved = plan[plan["action"] == "consolidate"]
+    assert set(moved["target_server_id"]).isdisjoint(moved["server_id"])
 
 
 def test_pipeline_on_a_local_lake_is_complete_and_idempotent(tmp_path: Path) -> None:

@@ -79,6 +79,33 @@ class RiskSettings:
     """P90 breach within this many days is medium; 0 means anywhere in the horizon."""
 
 
+def _default_instance_types() -> dict[str, dict[str, float]]:
+    from capacity_forecaster.generate import HOURS_PER_MONTH, INSTANCE_TYPES
+
+    return {
+        name: {"cores": t.cores, "memory_gib": t.memory_gib, "monthly_cost": round(t.hourly_usd * HOURS_PER_MONTH, 2)}
+        for name, t in INSTANCE_TYPES.items()
+    }
+
+
+@dataclass(frozen=True)
+class RightsizingSettings:
+    """Utilisation profiles, idle detection and the size and cost table of rightsizing."""
+
+    k_min: int = 2
+    k_max: int = 8
+    """K-Means tries k from k_min to k_max and keeps the best silhouette."""
+    profile_days: int = 90
+    """Observed days of history the profile features are computed on."""
+    idle_days: int = 30
+    idle_cpu_p95: float = 15.0
+    idle_mem_p95: float = 35.0
+    """Idle: daily cpu P95 under idle_cpu_p95 and mem P95 under idle_mem_p95 on each of the last idle_days."""
+    seed: int = 0
+    instance_types: Mapping[str, Mapping[str, float]] = field(default_factory=_default_instance_types)
+    """Size and cost table: instance type -> cores, memory_gib, monthly_cost (USD)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a pipeline run needs."""
@@ -89,6 +116,7 @@ class Settings:
     etl: EtlSettings = field(default_factory=EtlSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
+    rightsizing: RightsizingSettings = field(default_factory=RightsizingSettings)
     s3: Mapping[str, Any] = field(default_factory=dict)
     """Overrides for :class:`~capacity_forecaster.storage.s3_client.S3Config` (region, endpoint_url, sse...)."""
 
@@ -115,7 +143,13 @@ ENV_VARS: dict[str, tuple[str | None, str]] = {
     "CF_TRAINING_N_JOBS": ("training", "n_jobs"),
 }
 
-_SECTIONS = {"fleet": FleetSettings, "etl": EtlSettings, "training": TrainingSettings, "risk": RiskSettings}
+_SECTIONS = {
+    "fleet": FleetSettings,
+    "etl": EtlSettings,
+    "training": TrainingSettings,
+    "risk": RiskSettings,
+    "rightsizing": RightsizingSettings,
+}
 
 
 def load_settings(
@@ -208,6 +242,8 @@ def _coerce(dotted: str, value: Any, cls: type) -> Any:
             return _thresholds(value)
         if key == "headroom":
             return _headroom(value)
+        if key == "instance_types":
+            return _instance_types(value)
         if key == "models":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(m).strip() for m in items if str(m).strip())
@@ -246,6 +282,25 @@ def _headroom(value: Any) -> dict[str, float]:
     return merged
 
 
+def _instance_types(value: Any) -> dict[str, dict[str, float]]:
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(
+            "setting rightsizing.instance_types must map instance types to cores, memory_gib, monthly_cost"
+        )
+    table = {}
+    for name, spec in value.items():
+        if not isinstance(spec, Mapping) or set(spec) != {"cores", "memory_gib", "monthly_cost"}:
+            raise ConfigError(f"rightsizing.instance_types.{name} must set exactly cores, memory_gib and monthly_cost")
+        try:
+            entry = {k: float(spec[k]) for k in ("cores", "memory_gib", "monthly_cost")}
+        except (TypeError, ValueError):
+            raise ConfigError(f"rightsizing.instance_types.{name} values must be numbers") from None
+        if entry["cores"] <= 0 or entry["memory_gib"] <= 0 or entry["monthly_cost"] < 0:
+            raise ConfigError(f"rightsizing.instance_types.{name} needs cores and memory_gib > 0, monthly_cost >= 0")
+        table[str(name)] = entry
+    return table
+
+
 def _validate(s: Settings) -> None:
     checks: list[tuple[bool, str]] = [
         (bool(str(s.lake).strip()), "lake must name a folder or s3://bucket/prefix"),
@@ -268,6 +323,14 @@ def _validate(s: Settings) -> None:
         (0 < s.risk.overprovisioned_ratio < 1, "risk.overprovisioned_ratio must be between 0 and 1"),
         (s.risk.top >= 1, "risk.top must be at least 1"),
         (s.risk.high_days >= 0, "risk.high_days must be 0 (the whole horizon) or more"),
+        (2 <= s.rightsizing.k_min <= s.rightsizing.k_max, "rightsizing.k_min must be at least 2 and <= k_max"),
+        (s.rightsizing.k_max <= 20, "rightsizing.k_max must be 20 or less"),
+        (s.rightsizing.profile_days >= 14, "rightsizing.profile_days must be at least 14"),
+        (s.rightsizing.idle_days >= 1, "rightsizing.idle_days must be at least 1"),
+        (
+            0 < s.rightsizing.idle_cpu_p95 <= 100 and 0 < s.rightsizing.idle_mem_p95 <= 100,
+            "rightsizing.idle_cpu_p95 and idle_mem_p95 must be percentages in (0, 100]",
+        ),
         (s.risk.medium_days >= 0, "risk.medium_days must be 0 (the whole horizon) or more"),
         (
             not s.risk.high_days or s.risk.high_days >= s.risk.critical_days,
