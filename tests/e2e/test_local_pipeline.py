@@ -128,9 +128,17 @@ def test_raw_samples_days_are_aggregated_by_the_etl(tmp_path: Path) -> None:
 def test_cli_run_query_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lake = str(tmp_path / "lake")
     args = ["--lake", lake, "--servers", "8", "--days", "90", "--horizon", "30", "--run-date", "2026-11-23"]
-    assert main(["run", *args]) == 0
+    reports = tmp_path / "reports"
+    assert main(["run", *args, "--report-dir", str(reports)]) == 0
     out = capsys.readouterr().out
     assert "Top servers at risk" in out and "risk_register" in out
+    report = reports / "capacity-report-2026-11-23.html"
+    assert out.rstrip().splitlines()[-1] == f"Report: {report}" and report.exists()
+
+    assert main(["report", "--lake", lake, "--output-dir", str(tmp_path / "again")]) == 0
+    listed = capsys.readouterr().out
+    assert "capacity-report-2026-11-23.xlsx" in listed
+    assert (tmp_path / "again" / "capacity-report-2026-11-23.html").read_text() == report.read_text()
 
     assert main(["query", "--lake", lake, "SELECT count(*) AS n FROM risk_register", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"n": 32}]
