@@ -12,6 +12,7 @@ import pytest
 from capacity_forecaster.cli import main
 from capacity_forecaster.pipeline import run_pipeline
 from capacity_forecaster.schema import (
+    CONSOLIDATION,
     ETL_RUNS,
     FORECASTS,
     GROUND_TRUTH,
@@ -43,7 +44,7 @@ def small_settings(lake: str, **extra: object) -> object:
 
 
 def table_snapshot(lake: Lake) -> dict[str, pd.DataFrame]:
-    names = (METRICS_DAILY, FORECASTS, MODEL_METRICS, RISK_REGISTER, SERVERS, GROUND_TRUTH)
+    names = (METRICS_DAILY, FORECASTS, MODEL_METRICS, RISK_REGISTER, SERVERS, GROUND_TRUTH, CONSOLIDATION)
     return {t.name: lake.read_table(t) for t in names}
 
 
@@ -81,6 +82,13 @@ def check_run(lake: Lake) -> None:
     flagged = breaching["breach_date_p90"].notna() | breaching["already_breaching"]
     # Planted breaches are found: the baseline models alone catch 85% on this small, short fleet.
     assert flagged.mean() >= 0.8, breaching.loc[~flagged, ["server_id", "metric"]]
+
+    plan = lake.read_table(CONSOLIDATION)
+    assert sorted(plan["server_id"]) == sorted(servers["server_id"])
+    assert set(plan["action"]) <= {"consolidate", "downsize", "keep"}
+    assert (plan["monthly_savings"] >= 0).all() and (plan.loc[plan["action"] == "keep", "monthly_savings"] == 0).all()
+    moved = plan[plan["action"] == "consolidate"]
+    assert set(moved["target_server_id"]).isdisjoint(moved["server_id"])
 
 
 def test_pipeline_on_a_local_lake_is_complete_and_idempotent(tmp_path: Path) -> None:
@@ -120,9 +128,17 @@ def test_raw_samples_days_are_aggregated_by_the_etl(tmp_path: Path) -> None:
 def test_cli_run_query_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lake = str(tmp_path / "lake")
     args = ["--lake", lake, "--servers", "8", "--days", "90", "--horizon", "30", "--run-date", "2026-11-23"]
-    assert main(["run", *args]) == 0
+    reports = tmp_path / "reports"
+    assert main(["run", *args, "--report-dir", str(reports)]) == 0
     out = capsys.readouterr().out
     assert "Top servers at risk" in out and "risk_register" in out
+    report = reports / "capacity-report-2026-11-23.html"
+    assert out.rstrip().splitlines()[-1] == f"Report: {report}" and report.exists()
+
+    assert main(["report", "--lake", lake, "--output-dir", str(tmp_path / "again")]) == 0
+    listed = capsys.readouterr().out
+    assert "capacity-report-2026-11-23.xlsx" in listed
+    assert (tmp_path / "again" / "capacity-report-2026-11-23.html").read_text() == report.read_text()
 
     assert main(["query", "--lake", lake, "SELECT count(*) AS n FROM risk_register", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"n": 32}]

@@ -132,3 +132,78 @@ def test_severity_tiers_boundaries() -> None:
         critical_days=30,
     )
     assert tiers.tolist() == ["critical", "high", "medium", "low", "critical"]
+
+
+def test_tier_boundaries_from_config() -> None:
+    tiers = severity(
+        pd.Series([False] * 5),
+        pd.Series([30, 31, 60, 61, None], dtype="Int32"),
+        pd.Series([5, 5, 5, 5, 45], dtype="Int32"),
+        critical_days=30,
+        high_days=60,
+        medium_days=40,
+    )
+    # Day 61 is past the high window, but its P90 (day 5) is within the medium window; day 45 is past both.
+    assert tiers.tolist() == ["critical", "high", "high", "medium", "low"]
+
+
+def test_headroom_decides_over_provisioned() -> None:
+    # Peak P90 35 on every metric; over-provisioned needs P90 x (1 + headroom) < 80 x 0.5 = 40.
+    frames = [forecast("k", m, [30.0] * 30) for m in ("cpu", "mem")]
+    daily = [history("k", m, [30.0] * 10) for m in ("cpu", "mem")]
+    fc, hist = pd.concat(frames, ignore_index=True), pd.concat(daily, ignore_index=True)
+
+    def finding(headroom: float) -> str:
+        reg = build_risk_register(
+            fc,
+            hist,
+            run_date=RUN,
+            thresholds=THRESHOLDS,
+            critical_days=30,
+            saturation_days=7,
+            overprovisioned_ratio=0.5,
+            headroom={"cpu": headroom, "mem": headroom},
+        )
+        return str(reg["finding"].iloc[0])
+
+    assert finding(0.0) == "over-provisioned"
+    assert finding(14.0) == "over-provisioned"  # 35 x 1.14 = 39.9
+    assert finding(15.0) == "optimized"  # 35 x 1.15 = 40.25
+
+
+def _with_peaks(base: float, peak_days: list[str], peak: float, days: int = 120) -> list[float]:
+    ds = pd.date_range(pd.Timestamp(RUN), periods=days, freq="D")
+    wanted = {pd.Timestamp(d) for d in peak_days}
+    return [peak if d in wanted else base for d in ds]
+
+
+def test_quarter_end_peak_is_flagged_with_its_dates() -> None:
+    p50 = _with_peaks(60.0, ["2026-03-27", "2026-03-28", "2026-03-29", "2026-03-30", "2026-03-31"], 85.0)
+    p50[88] = 88.0  # 2026-03-30: the highest day of the episode
+    reg = register([forecast("p", "cpu", p50)], [history("p", "cpu", [60.0] * 30)])
+    row = reg.loc[("p", "cpu")]
+    assert row["breach_date_p50"] == pd.Timestamp("2026-03-27")
+    assert row["seasonal_peak"]
+    assert row["seasonal_peak_kind"] == "quarter-end"
+    assert row["seasonal_peak_dates"] == "2026-03-30"
+    assert row["peak_p90"] == pytest.approx(93.0)
+
+
+def test_month_end_peaks_list_every_episode() -> None:
+    p50 = _with_peaks(60.0, ["2026-01-30", "2026-01-31", "2026-02-27", "2026-02-28", "2026-03-01"], 82.0, days=70)
+    reg = register([forecast("q", "mem", p50)], [history("q", "mem", [60.0] * 30)])
+    row = reg.loc[("q", "mem")]
+    assert row["seasonal_peak"] and row["seasonal_peak_kind"] == "month-end"
+    assert row["seasonal_peak_dates"] == "2026-01-30,2026-02-27"
+
+
+def test_trend_breach_and_saturation_are_not_seasonal() -> None:
+    trend = [30.0 + k for k in range(61)]
+    reg = register(
+        [forecast("r", "cpu", trend), forecast("s", "cpu", _with_peaks(60.0, ["2026-01-30"], 90.0, days=40))],
+        [history("r", "cpu", [30.0] * 30), history("s", "cpu", [50.0] * 20 + [100.0] * 7)],
+    )
+    assert not reg.loc[("r", "cpu"), "seasonal_peak"]
+    assert reg.loc[("r", "cpu"), "seasonal_peak_dates"] == ""
+    assert reg.loc[("s", "cpu"), "already_breaching"]
+    assert not reg.loc[("s", "cpu"), "seasonal_peak"]

@@ -51,6 +51,12 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("risk:\n  thresholds: {gpu: 50}\n", "unknown metric 'gpu'"),
         ("risk:\n  thresholds: {cpu: 150}\n", "must be a percentage"),
         ("training:\n  score: accuracy\n", "training.score must be"),
+        ("risk:\n  headroom: {cpu: 100}\n", "risk.headroom.cpu=100.0 must be a percentage"),
+        ("risk:\n  headroom: {gpu: 5}\n", "risk.headroom has unknown metric 'gpu'"),
+        ("risk:\n  high_days: 10\n", "risk.high_days must be 0 or at least risk.critical_days"),
+        ("rightsizing:\n  k_min: 1\n", "rightsizing.k_min must be at least 2"),
+        ("rightsizing:\n  instance_types: {x1: {cores: 2}}\n", "must set exactly cores, memory_gib and monthly_cost"),
+        ("rightsizing:\n  instance_types: {x1: {cores: 0, memory_gib: 1, monthly_cost: 1}}\n", "needs cores"),
         ("- a\n- b\n", "must hold a mapping"),
         ("fleet: [1, 2\n", "not valid YAML"),
     ],
@@ -95,3 +101,23 @@ def test_forecasting_model_settings_reach_the_training_hyperparameters(tmp_path:
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_settings(path, environ={})
+
+
+def test_headroom_and_tier_windows_from_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "cf.yaml"
+    cfg.write_text("risk:\n  headroom: {mem: 20}\n  high_days: 60\n  medium_days: 90\n")
+    s = load_settings(cfg, environ={})
+    assert dict(s.risk.headroom) == {"cpu": 10.0, "mem": 20.0, "disk": 10.0, "net": 10.0}
+    assert (s.risk.high_days, s.risk.medium_days) == (60, 90)
+
+
+def test_rightsizing_size_table_defaults_and_override(tmp_path: Path) -> None:
+    s = load_settings(environ={})
+    assert s.rightsizing.instance_types["m5.large"] == {"cores": 2, "memory_gib": 8.0, "monthly_cost": 70.08}
+    cfg = tmp_path / "cf.yaml"
+    cfg.write_text(
+        "rightsizing:\n  k_max: 5\n  instance_types: {t3.small: {cores: 2, memory_gib: 2, monthly_cost: 15}}\n"
+    )
+    s = load_settings(cfg, environ={})
+    assert s.rightsizing.k_max == 5
+    assert dict(s.rightsizing.instance_types) == {"t3.small": {"cores": 2.0, "memory_gib": 2.0, "monthly_cost": 15.0}}

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "run",
-        "run the whole pipeline: generate -> etl -> train -> risk -> summary",
+        "run the whole pipeline: generate -> etl -> train -> risk -> consolidation -> summary and report",
         "Generate a synthetic fleet, validate and aggregate it, train forecasts through the SageMaker entry "
         "point on local cores, build the risk register and print the servers most at risk.",
     )
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-date", type=_date, help="date of the run (default: today, UTC)")
     p.add_argument("--hosts", type=_positive, help="simulated training hosts, each takes a shard (default 1)")
     p.add_argument("--top", type=_positive, help="rows in the top-risks table (default 15)")
+    p.add_argument(
+        "--report-dir", type=Path, default=Path("reports"), help="where the HTML report and exports go (./reports)"
+    )
 
     p = add(
         "generate",
@@ -158,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("sql", help='SQL statement, e.g. "SELECT * FROM risk_register LIMIT 5"')
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+
+    p = add(
+        "report",
+        "write the HTML capacity report and CSV/Excel exports",
+        "One self-contained HTML file (fleet heatmap, top risks, forecast-versus-actual charts with P10-P90 "
+        "bands, utilisation profiles, consolidation plan and savings), plus CSV and Excel exports of the risk "
+        "register and the consolidation plan.",
+    )
+    p.add_argument("--run-date", type=_date, help="run to report on (default: the latest)")
+    p.add_argument("--output-dir", type=Path, default=Path("reports"), help="folder for the files (./reports)")
+    p.add_argument("--top", type=_positive, help="rows in the top-risks table (default 15)")
 
     add(
         "doctor",
@@ -245,7 +259,12 @@ def cmd_run(args: argparse.Namespace) -> None:
         stage_lines=lines,
         outputs=result.outputs,
     )
+    from capacity_forecaster.html_report import load_report_data, write_report
+
+    data = load_report_data(lake, run_date=run_date, top=settings.risk.top)
+    paths = write_report(data, args.report_dir)
     console.print(f"Finished in {time.perf_counter() - started:.1f} s.")
+    console.print(f"Report: {paths['html']}", soft_wrap=True)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -312,6 +331,15 @@ def cmd_risk(args: argparse.Namespace) -> None:
         _print_frame(register, args.format)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from capacity_forecaster.html_report import load_report_data, write_report
+
+    settings = _settings(args)
+    data = load_report_data(_lake(settings), run_date=args.run_date, top=settings.risk.top)
+    for name, path in write_report(data, args.output_dir).items():
+        print(f"{name:<18} {path}")
+
+
 def cmd_query(args: argparse.Namespace) -> None:
     from capacity_forecaster.query import run_query
 
@@ -349,6 +377,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "train": cmd_train,
     "risk": cmd_risk,
     "query": cmd_query,
+    "report": cmd_report,
     "doctor": cmd_doctor,
 }
 

@@ -1,4 +1,5 @@
-"""The whole pipeline on one lake: generate -> etl -> train -> risk, then the summary of what is at risk."""
+"""The whole pipeline on one lake: generate -> etl -> train -> risk -> consolidation, then the summary of what is
+at risk."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 from capacity_forecaster.progress import NullProgress, ProgressReporter
 from capacity_forecaster.report import top_risks
 from capacity_forecaster.schema import (
+    CONSOLIDATION,
     ETL_RUNS,
     FORECASTS,
     METRICS_DAILY,
@@ -21,10 +23,26 @@ from capacity_forecaster.schema import (
     SERVERS,
 )
 from capacity_forecaster.settings import Settings
-from capacity_forecaster.stages import StageResult, run_etl, run_generate, run_risk, run_train
+from capacity_forecaster.stages import (
+    StageResult,
+    run_consolidation,
+    run_etl,
+    run_generate,
+    run_risk,
+    run_train,
+)
 from capacity_forecaster.storage.lake import Lake
 
-OUTPUT_TABLES = (RAW_SAMPLES, METRICS_DAILY, QUARANTINE, ETL_RUNS, FORECASTS, MODEL_METRICS, RISK_REGISTER)
+OUTPUT_TABLES = (
+    RAW_SAMPLES,
+    METRICS_DAILY,
+    QUARANTINE,
+    ETL_RUNS,
+    FORECASTS,
+    MODEL_METRICS,
+    RISK_REGISTER,
+    CONSOLIDATION,
+)
 
 
 @dataclass
@@ -53,6 +71,7 @@ def run_pipeline(
         run_etl(lake, settings, progress=reporter),
         run_train(lake, settings, run_date=run_date, progress=reporter),
         run_risk(lake, settings, run_date=run_date, progress=reporter),
+        run_consolidation(lake, settings, run_date=run_date, progress=reporter),
     ]
     register = lake.read_table(RISK_REGISTER, where={"run_date": run_date})
     top = top_risks(register, lake.read_table(SERVERS), top=settings.risk.top)

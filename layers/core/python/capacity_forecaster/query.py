@@ -1,13 +1,18 @@
-"""SQL over the lake with DuckDB: every table is a view named as in Athena.
+"""SQL over the lake with DuckDB: every table is a view named as in Athena, plus the planners' views.
 
 Tables are read through the lake adapter as Arrow and handed to DuckDB, so the same code serves a local folder
-and an S3 lake (DuckDB's own S3 extension is not needed).
+and an S3 lake (DuckDB's own S3 extension is not needed). The planners' views (``sql/*.sql``: latest forecasts,
+risk with servers, fleet summary, forecast accuracy) are written once in SQL that Trino (Athena) and DuckDB
+both run.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import pandas as pd
@@ -19,15 +24,36 @@ from capacity_forecaster.storage.lake import Lake
 FORMATS = ("table", "csv", "json")
 
 
+@cache
+def views() -> dict[str, str]:
+    """The planners' views: name -> its ``CREATE OR REPLACE VIEW`` statement, from ``sql/*.sql``."""
+    found = {}
+    for entry in sorted(resources.files("capacity_forecaster").joinpath("sql").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            found[entry.name.removesuffix(".sql")] = entry.read_text(encoding="utf-8")
+    return found
+
+
+def view_tables(sql: str) -> list[str]:
+    """The lake tables a view reads (names after FROM or JOIN)."""
+    named = set(re.findall(r"\b(?:from|join)\s+([a-z_]+)", sql.lower()))
+    return [name for name in TABLES if name in named]
+
+
 def connect(lake: Lake, tables: Iterable[str] | None = None) -> Any:
-    """A DuckDB connection with a view per lake table (empty tables still have their columns)."""
+    """A DuckDB connection with a view per lake table (empty tables still have their columns), and each planners'
+    view whose tables are all loaded."""
     import duckdb
 
     con = duckdb.connect(":memory:")
-    for name in tables or TABLES:
+    loaded = list(tables) if tables is not None else list(TABLES)
+    for name in loaded:
         arrow = lake.read_arrow(TABLES[name])
         con.register(f"_arrow_{name}", arrow)
         con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "_arrow_{name}"')
+    for sql in views().values():
+        if set(view_tables(sql)) <= set(loaded):
+            con.execute(sql)
     return con
 
 
@@ -46,10 +72,14 @@ def run_query(lake: Lake, sql: str) -> pd.DataFrame:
 
 
 def _tables_named(sql: str) -> list[str]:
-    """Only the tables a statement mentions are loaded (a cheap over-approximation by name)."""
+    """Only the tables a statement mentions, and those of the views it mentions, are loaded (a cheap
+    over-approximation by name)."""
     lowered = sql.lower()
-    named = [name for name in TABLES if name in lowered]
-    return named or []
+    named = {name for name in TABLES if name in lowered}
+    for view, text in views().items():
+        if view in lowered:
+            named.update(view_tables(text))
+    return [name for name in TABLES if name in named]
 
 
 def format_result(df: pd.DataFrame, fmt: str) -> str:

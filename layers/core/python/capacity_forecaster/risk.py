@@ -5,7 +5,7 @@ Pure functions over DataFrames: champion forecasts and recent actuals in, the ri
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Final
 
@@ -65,20 +65,81 @@ def breach_dates(forecasts: pd.DataFrame, thresholds: Mapping[str, float]) -> pd
     return out
 
 
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous runs of True as (start, stop) index pairs, stop exclusive."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def peak_kind(days: Sequence[pd.Timestamp]) -> str:
+    """quarter-end when every peak falls in the last 7 days of Mar/Jun/Sep/Dec (or the 2 days after),
+    month-end when every peak falls in the last 3 days of a month (or the 2 days after), recurring otherwise."""
+
+    def near_end(day: pd.Timestamp, window: int, quarter: bool) -> bool:
+        days_left = day.days_in_month - day.day
+        if days_left < window:
+            month = day.month
+        elif day.day <= 2:
+            month = (day - pd.Timedelta(days=day.day)).month
+        else:
+            return False
+        return not quarter or month % 3 == 0
+
+    if days and all(near_end(d, 7, True) for d in days):
+        return "quarter-end"
+    if days and all(near_end(d, 3, False) for d in days):
+        return "month-end"
+    return "recurring"
+
+
+def seasonal_peaks(forecasts: pd.DataFrame, thresholds: Mapping[str, float]) -> pd.DataFrame:
+    """Per series: whether its breach comes from recurring peaks rather than trend, and the peaks' dates.
+
+    A breach is seasonal when the P90 forecast crosses the threshold in episodes that end inside the horizon,
+    is over the threshold on less than half the days from the first crossing on, and the median P90 stays
+    under the threshold. Output: server_id, metric, seasonal_peak, seasonal_peak_kind, seasonal_peak_dates
+    (comma-separated ISO days of each episode's highest P90; empty when not seasonal).
+    """
+    rows = []
+    ordered = forecasts.sort_values(["server_id", "metric", "ds"])
+    for (server, metric), group in ordered.groupby(["server_id", "metric"], sort=True):
+        p90 = group["p90"].to_numpy(dtype=float)
+        threshold = float(thresholds[str(metric)])
+        over = p90 >= threshold
+        seasonal, kind, dates = False, "", ""
+        if over.any():
+            runs = _runs(over)
+            first = runs[0][0]
+            episodic = runs[0][1] < len(p90) and over[first:].mean() < 0.5 and float(np.median(p90)) < threshold
+            if episodic:
+                ds = group["ds"].to_numpy()
+                peaks = [pd.Timestamp(ds[start + int(np.argmax(p90[start:stop]))]) for start, stop in runs]
+                seasonal, kind = True, peak_kind(peaks)
+                dates = ",".join(d.date().isoformat() for d in peaks)
+        rows.append((server, metric, seasonal, kind, dates))
+    return pd.DataFrame(
+        rows, columns=["server_id", "metric", "seasonal_peak", "seasonal_peak_kind", "seasonal_peak_dates"]
+    )
+
+
 def severity(
     already_breaching: pd.Series,
     days_p50: pd.Series,
     days_p90: pd.Series,
     *,
     critical_days: int,
+    high_days: int | None = None,
+    medium_days: int | None = None,
 ) -> pd.Series:
-    """critical: breaching now or P50 within ``critical_days``; high: P50 in the horizon; medium: only P90."""
+    """critical: breaching now or P50 within ``critical_days``; high: P50 within ``high_days``; medium: P90
+    within ``medium_days``; low otherwise. None (or 0) for ``high_days``/``medium_days`` means the whole horizon."""
+    p50 = days_p50.astype("float64").fillna(np.inf).to_numpy()
+    p90 = days_p90.astype("float64").fillna(np.inf).to_numpy()
     tier = np.select(
         [
-            already_breaching.to_numpy(dtype=bool)
-            | (days_p50.astype("float64").fillna(np.inf).to_numpy() <= critical_days),
-            days_p50.notna().to_numpy(),
-            days_p90.notna().to_numpy(),
+            already_breaching.to_numpy(dtype=bool) | (p50 <= critical_days),
+            np.isfinite(p50) & (p50 <= (high_days or np.inf)),
+            np.isfinite(p90) & (p90 <= (medium_days or np.inf)),
         ],
         ["critical", "high", "medium"],
         default="low",
@@ -86,15 +147,20 @@ def severity(
     return pd.Series(tier, index=already_breaching.index, dtype=str)
 
 
-def findings(register: pd.DataFrame, *, overprovisioned_ratio: float) -> pd.Series:
+def findings(
+    register: pd.DataFrame, *, overprovisioned_ratio: float, headroom: Mapping[str, float] | None = None
+) -> pd.Series:
     """Per server, as Compute Optimizer reports it: under-provisioned when any metric is critical or high,
-    over-provisioned when every metric's peak P90 stays under ratio x threshold, optimized otherwise.
+    over-provisioned when every metric's peak P90 plus its headroom stays under ratio x threshold, optimized
+    otherwise.
 
-    ``register`` needs server_id, severity, threshold and peak_p90.
+    ``register`` needs server_id, metric, severity, threshold and peak_p90; ``headroom`` maps a metric to the
+    percentage added on top of the forecast before comparing (Compute Optimizer's headroom; none by default).
     """
+    margin = 1.0 + register["metric"].map(headroom or {}).fillna(0.0).astype("float64") / 100.0
     frame = register.assign(
         hot=register["severity"].isin(["critical", "high"]),
-        cool=register["peak_p90"] < register["threshold"] * overprovisioned_ratio,
+        cool=register["peak_p90"] * margin < register["threshold"] * overprovisioned_ratio,
     )
     per_server = frame.groupby("server_id").agg(hot=("hot", "any"), cool=("cool", "all"))
     label = np.select(
@@ -115,12 +181,18 @@ def build_risk_register(
     critical_days: int,
     saturation_days: int,
     overprovisioned_ratio: float,
+    high_days: int | None = None,
+    medium_days: int | None = None,
+    headroom: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """The risk register for one run: champion forecasts plus recent actuals -> one row per series.
 
     ``forecasts`` holds the run's forecasts (only champion rows are used); ``daily`` the curated daily P95.
     Saturated series (at the threshold on each of the last ``saturation_days`` observed days) are reported as
-    breaching now, with days to breach 0, rather than scored on forecasts past the cap.
+    breaching now, with days to breach 0, rather than scored on forecasts past the cap. ``high_days`` and
+    ``medium_days`` bound the high and medium tiers (None: the whole horizon); ``headroom`` is the per-metric
+    margin (percent) the over-provisioned finding adds to the forecast. Breaches that come from recurring
+    month-end or quarter-end peaks rather than trend are flagged with the peaks' dates.
     """
     champions = forecasts[forecasts["is_champion"]]
     dates = breach_dates(champions, thresholds)
@@ -138,8 +210,16 @@ def build_risk_register(
         reg["days_to_breach_p50"],
         reg["days_to_breach_p90"],
         critical_days=critical_days,
+        high_days=high_days,
+        medium_days=medium_days,
     )
-    reg["finding"] = findings(reg, overprovisioned_ratio=overprovisioned_ratio)
+    reg["finding"] = findings(reg, overprovisioned_ratio=overprovisioned_ratio, headroom=headroom)
+    reg = reg.merge(seasonal_peaks(champions, thresholds), on=["server_id", "metric"], how="left")
+    # A saturated series is breaching now: its breach is not a recurring peak.
+    saturated = reg["already_breaching"]
+    reg["seasonal_peak"] = reg["seasonal_peak"].astype(bool) & ~saturated
+    for col in ("seasonal_peak_kind", "seasonal_peak_dates"):
+        reg[col] = reg[col].where(~saturated, "")
     reg["run_date"] = origin
     order = reg["severity"].map(SEVERITY_ORDER)
     reg = reg.assign(_order=order).sort_values(

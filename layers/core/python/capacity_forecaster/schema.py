@@ -202,6 +202,15 @@ RISK_REGISTER = TableSchema(
         _c("peak_date", DATE, "Day of peak_p50."),
         _c("severity", STRING, "critical, high, medium or low.", nullable=False),
         _c("finding", STRING, "under-provisioned, over-provisioned or optimized.", nullable=False),
+        _c("peak_p90", FLOAT, "Highest P90 forecast in the horizon."),
+        _c(
+            "seasonal_peak",
+            BOOL,
+            "True when the breach comes from recurring peaks (month or quarter end) rather than trend.",
+            nullable=False,
+        ),
+        _c("seasonal_peak_kind", STRING, "quarter-end, month-end or recurring; empty when not seasonal."),
+        _c("seasonal_peak_dates", STRING, "Comma-separated days of the forecast peaks over the threshold."),
     ),
     partition_keys=(_RUN_DATE,),
 )

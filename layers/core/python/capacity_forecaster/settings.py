@@ -19,6 +19,7 @@ from capacity_forecaster.schema import METRICS
 
 DEFAULT_LAKE = "./lake"
 DEFAULT_THRESHOLD = 80.0
+DEFAULT_HEADROOM = 10.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,39 @@ class RiskSettings:
     overprovisioned_ratio: float = 0.5
     """Peak P90 forecast below threshold x ratio on every metric: over-provisioned."""
     top: int = 15
+    headroom: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(METRICS, DEFAULT_HEADROOM))
+    """Percent added on top of the P90 forecast before it is compared with a sizing limit (findings, rightsizing)."""
+    high_days: int = 0
+    """P50 breach within this many days is high; 0 means anywhere in the horizon."""
+    medium_days: int = 0
+    """P90 breach within this many days is medium; 0 means anywhere in the horizon."""
+
+
+def _default_instance_types() -> dict[str, dict[str, float]]:
+    from capacity_forecaster.generate import HOURS_PER_MONTH, INSTANCE_TYPES
+
+    return {
+        name: {"cores": t.cores, "memory_gib": t.memory_gib, "monthly_cost": round(t.hourly_usd * HOURS_PER_MONTH, 2)}
+        for name, t in INSTANCE_TYPES.items()
+    }
+
+
+@dataclass(frozen=True)
+class RightsizingSettings:
+    """Utilisation profiles, idle detection and the size and cost table of rightsizing."""
+
+    k_min: int = 2
+    k_max: int = 8
+    """K-Means tries k from k_min to k_max and keeps the best silhouette."""
+    profile_days: int = 90
+    """Observed days of history the profile features are computed on."""
+    idle_days: int = 30
+    idle_cpu_p95: float = 15.0
+    idle_mem_p95: float = 35.0
+    """Idle: daily cpu P95 under idle_cpu_p95 and mem P95 under idle_mem_p95 on each of the last idle_days."""
+    seed: int = 0
+    instance_types: Mapping[str, Mapping[str, float]] = field(default_factory=_default_instance_types)
+    """Size and cost table: instance type -> cores, memory_gib, monthly_cost (USD)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +149,7 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    rightsizing: RightsizingSettings = field(default_factory=RightsizingSettings)
     s3: Mapping[str, Any] = field(default_factory=dict)
     """Overrides for :class:`~capacity_forecaster.storage.s3_client.S3Config` (region, endpoint_url, sse...)."""
 
@@ -141,8 +176,14 @@ ENV_VARS: dict[str, tuple[str | None, str]] = {
     "CF_TRAINING_N_JOBS": ("training", "n_jobs"),
 }
 
-_SECTIONS: dict[str, type] = {"fleet": FleetSettings, "etl": EtlSettings, "training": TrainingSettings}
-_SECTIONS |= {"risk": RiskSettings, "ingest": IngestSettings}
+_SECTIONS = {
+    "fleet": FleetSettings,
+    "etl": EtlSettings,
+    "training": TrainingSettings,
+    "risk": RiskSettings,
+    "rightsizing": RightsizingSettings,
+    "ingest": IngestSettings,
+}
 
 
 def load_settings(
@@ -235,6 +276,10 @@ def _coerce(dotted: str, value: Any, cls: type) -> Any:
             return _thresholds(value)
         if key == "metric_aliases":
             return _metric_aliases(value)
+        if key == "headroom":
+            return _headroom(value)
+        if key == "instance_types":
+            return _instance_types(value)
         if key == "models":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(m).strip() for m in items if str(m).strip())
@@ -276,6 +321,36 @@ def _metric_aliases(value: Any) -> dict[str, str]:
     return out
 
 
+def _headroom(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("setting risk.headroom must map metrics (cpu, mem, disk, net) to percentages")
+    merged = dict.fromkeys(METRICS, DEFAULT_HEADROOM)
+    for metric, pct in value.items():
+        if metric not in METRICS:
+            raise ConfigError(f"risk.headroom has unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
+        merged[metric] = float(pct)
+    return merged
+
+
+def _instance_types(value: Any) -> dict[str, dict[str, float]]:
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(
+            "setting rightsizing.instance_types must map instance types to cores, memory_gib, monthly_cost"
+        )
+    table = {}
+    for name, spec in value.items():
+        if not isinstance(spec, Mapping) or set(spec) != {"cores", "memory_gib", "monthly_cost"}:
+            raise ConfigError(f"rightsizing.instance_types.{name} must set exactly cores, memory_gib and monthly_cost")
+        try:
+            entry = {k: float(spec[k]) for k in ("cores", "memory_gib", "monthly_cost")}
+        except (TypeError, ValueError):
+            raise ConfigError(f"rightsizing.instance_types.{name} values must be numbers") from None
+        if entry["cores"] <= 0 or entry["memory_gib"] <= 0 or entry["monthly_cost"] < 0:
+            raise ConfigError(f"rightsizing.instance_types.{name} needs cores and memory_gib > 0, monthly_cost >= 0")
+        table[str(name)] = entry
+    return table
+
+
 def _validate(s: Settings) -> None:
     checks: list[tuple[bool, str]] = [
         (bool(str(s.lake).strip()), "lake must name a folder or s3://bucket/prefix"),
@@ -306,6 +381,20 @@ def _validate(s: Settings) -> None:
         (s.risk.saturation_days >= 1, "risk.saturation_days must be at least 1"),
         (0 < s.risk.overprovisioned_ratio < 1, "risk.overprovisioned_ratio must be between 0 and 1"),
         (s.risk.top >= 1, "risk.top must be at least 1"),
+        (s.risk.high_days >= 0, "risk.high_days must be 0 (the whole horizon) or more"),
+        (2 <= s.rightsizing.k_min <= s.rightsizing.k_max, "rightsizing.k_min must be at least 2 and <= k_max"),
+        (s.rightsizing.k_max <= 20, "rightsizing.k_max must be 20 or less"),
+        (s.rightsizing.profile_days >= 14, "rightsizing.profile_days must be at least 14"),
+        (s.rightsizing.idle_days >= 1, "rightsizing.idle_days must be at least 1"),
+        (
+            0 < s.rightsizing.idle_cpu_p95 <= 100 and 0 < s.rightsizing.idle_mem_p95 <= 100,
+            "rightsizing.idle_cpu_p95 and idle_mem_p95 must be percentages in (0, 100]",
+        ),
+        (s.risk.medium_days >= 0, "risk.medium_days must be 0 (the whole horizon) or more"),
+        (
+            not s.risk.high_days or s.risk.high_days >= s.risk.critical_days,
+            "risk.high_days must be 0 or at least risk.critical_days",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -313,3 +402,6 @@ def _validate(s: Settings) -> None:
     for metric, pct in s.risk.thresholds.items():
         if not 0 < pct <= 100:
             raise ConfigError(f"risk.thresholds.{metric}={pct} must be a percentage in (0, 100]")
+    for metric, pct in s.risk.headroom.items():
+        if not 0 <= pct < 100:
+            raise ConfigError(f"risk.headroom.{metric}={pct} must be a percentage in [0, 100)")

@@ -19,6 +19,7 @@ from capacity_forecaster import etl
 from capacity_forecaster.errors import CapacityForecasterError, InputError
 from capacity_forecaster.progress import NullProgress, ProgressReporter
 from capacity_forecaster.schema import (
+    CONSOLIDATION,
     ETL_FILES,
     ETL_RUNS,
     FORECASTS,
@@ -544,6 +545,9 @@ def run_risk(
             critical_days=settings.risk.critical_days,
             saturation_days=settings.risk.saturation_days,
             overprovisioned_ratio=settings.risk.overprovisioned_ratio,
+            high_days=settings.risk.high_days or None,
+            medium_days=settings.risk.medium_days or None,
+            headroom=settings.risk.headroom,
         )
         uri = lake.write_partition(RISK_REGISTER, register, {"run_date": run_date})
         advance(1)
@@ -554,6 +558,61 @@ def run_risk(
             "run_date": run_date.isoformat(),
             "series": len(register),
             **{f"severity_{k}": int(by_severity.get(k, 0)) for k in ("critical", "high", "medium", "low")},
+            "seasonal_peaks": int(register["seasonal_peak"].sum()),
+        },
+        [uri],
+    )
+
+
+# --------------------------------------------------------------------------------------------- consolidation
+
+
+def run_consolidation(
+    lake: Lake, settings: Settings, *, run_date: date | None = None, progress: ProgressReporter | None = None
+) -> StageResult:
+    """Profile the fleet, recommend consolidate / downsize / keep per server, and write the plan with savings."""
+    from capacity_forecaster import rightsizing
+
+    reporter: ProgressReporter = progress or NullProgress()
+    if run_date is None:
+        latest = lake.latest_partition(RISK_REGISTER)
+        if latest is None:
+            raise CapacityForecasterError(f"no risk register in {lake.uri}: run `capacity-forecaster risk` first")
+        run_date = date.fromisoformat(latest["run_date"])
+    register = lake.read_table(RISK_REGISTER, where={"run_date": run_date})
+    if register.empty:
+        raise CapacityForecasterError(f"no risk register for run date {run_date} in {lake.uri}")
+    cfg = settings.rightsizing
+    with reporter.task("consolidation plan", 1) as advance:
+        daily = lake.read_table(METRICS_DAILY)
+        servers = lake.read_table(SERVERS)
+        features = rightsizing.server_features(daily, days=cfg.profile_days)
+        labels, k, silhouette = rightsizing.cluster_profiles(features, k_min=cfg.k_min, k_max=cfg.k_max, seed=cfg.seed)
+        profiles = rightsizing.name_profiles(features, labels)
+        idle = rightsizing.idle_servers(daily, days=cfg.idle_days, cpu_p95=cfg.idle_cpu_p95, mem_p95=cfg.idle_mem_p95)
+        sizes = {
+            name: rightsizing.Size(int(v["cores"]), float(v["memory_gib"]), float(v["monthly_cost"]))
+            for name, v in cfg.instance_types.items()
+        }
+        plan = rightsizing.plan_consolidation(
+            servers,
+            register,
+            profiles,
+            idle,
+            sizes=sizes,
+            thresholds=settings.risk.thresholds,
+            headroom=settings.risk.headroom,
+        )
+        uri = lake.write_partition(CONSOLIDATION, plan, {"run_date": run_date})
+        advance(1)
+    return StageResult(
+        "consolidation",
+        {
+            "run_date": run_date.isoformat(),
+            "servers": len(plan),
+            "profiles": k,
+            "silhouette": round(silhouette, 3) if silhouette == silhouette else None,
+            **rightsizing.savings_summary(plan),
         },
         [uri],
     )
