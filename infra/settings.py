@@ -31,6 +31,9 @@ ATHENA_MIN_CUTOFF: Final = 10_000_000
 """Athena refuses a per-query bytes-scanned cutoff under 10 MB."""
 IA_MIN_DAYS: Final = 30
 """S3 lifecycle transitions to STANDARD_IA need objects at least 30 days old."""
+_SCHEDULE_RE: Final = re.compile(r"^(cron\([^()]+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\))$")
+LOG_RETENTION_DAYS: Final = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653)
+"""The retention periods CloudWatch Logs accepts."""
 
 
 class SettingsError(ValueError):
@@ -66,6 +69,22 @@ class StackSettings:
     empty to be destroyed; the key is scheduled for deletion)."""
     partition_projection_start: str = "2015-01-01"
     """First day of the projected date partitions (ISO date; the range runs to NOW)."""
+    generate_schedule: str = "cron(0 1 * * ? *)"
+    """When the generator Lambda writes the synthetic fleet's raw exports (EventBridge expression, UTC; daily)."""
+    etl_schedule: str = "cron(0 3 * * ? *)"
+    """When the ETL Lambda processes new raw objects (EventBridge expression, UTC; daily, after generation)."""
+    fleet_servers: int = 100
+    """Servers in the synthetic fleet the generator writes (CF_FLEET_SERVERS; 1 to 100000)."""
+    fleet_days: int = 730
+    """Days of history the generator writes (CF_FLEET_DAYS; 1 to 3650)."""
+    horizon_days: int = 90
+    """Forecast horizon in days (CF_HORIZON_DAYS; 1 to 730)."""
+    lambda_memory_mb: int = 3008
+    """Memory of the container-image Lambdas (128 to 10240 MB; CPU grows with it)."""
+    lambda_timeout_seconds: int = 900
+    """Timeout of the container-image Lambdas (1 to 900 seconds)."""
+    log_retention_days: int = 90
+    """Days the Lambdas' CloudWatch logs are kept (a value CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, ...)."""
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -110,6 +129,26 @@ class StackSettings:
         else:
             if start.isoformat() != self.partition_projection_start:
                 out.append("partition_projection_start must be written YYYY-MM-DD")
+        out += self._pipeline_problems()
+        return out
+
+    def _pipeline_problems(self) -> list[str]:
+        out: list[str] = []
+        for name in ("generate_schedule", "etl_schedule"):
+            if not _SCHEDULE_RE.match(getattr(self, name)):
+                out.append(f"{name} {getattr(self, name)!r} must be an EventBridge cron(...) or rate(...) expression")
+        ranges = {
+            "fleet_servers": (1, 100_000),
+            "fleet_days": (1, 3650),
+            "horizon_days": (1, 730),
+            "lambda_memory_mb": (128, 10_240),
+            "lambda_timeout_seconds": (1, 900),
+        }
+        for name, (low, high) in ranges.items():
+            if not low <= getattr(self, name) <= high:
+                out.append(f"{name} must be between {low} and {high}")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            out.append(f"log_retention_days must be one of {LOG_RETENTION_DAYS}")
         return out
 
     @property

@@ -14,6 +14,7 @@ from infra.names import (
     OUTPUT_LAKE_BUCKET,
     OUTPUT_LAKE_KEY_ARN,
 )
+from infra.pipeline import Pipeline
 from infra.settings import StackSettings
 from infra.storage import DataLake
 
@@ -32,6 +33,8 @@ class CapacityForecasterStack(cdk.Stack):
         self.lake = DataLake(self, "DataLake", settings=settings)
         # 2. catalog: one Glue table per lake table, and the Athena workgroup
         self.catalog = Catalog(self, "Catalog", lake=self.lake, settings=settings)
+        # 3. pipeline: the generate, etl and risk Lambdas, their schedules and event rules
+        self.pipeline = Pipeline(self, "Pipeline", lake=self.lake, settings=settings)
 
         # outputs: what the CLI, the runbooks and later stacks need to find the resources
         outputs = {
