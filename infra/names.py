@@ -75,3 +75,25 @@ LAMBDA_MAX_EVENT_AGE_HOURS: Final = 6
 DLQ_RETENTION_DAYS: Final = 14
 ALARM_PERIOD_MINUTES: Final = 5
 OPS_KEY_ALIAS: Final = f"alias/{PROJECT}/ops"
+
+# --- training (SageMaker jobs and their launcher) -----------------------------------------------------------
+TRAINING_DOCKERFILE: Final = "sagemaker_jobs/Dockerfile"
+LAUNCHER_CODE: Final = "lambdas/launch_training"
+LAYER_ROOT: Final = "layers/core"
+"""The domain layer's folder (Lambda layer layout: python/capacity_forecaster/...)."""
+LAYER_MODULES: Final = (
+    "__init__.py",
+    "py.typed",
+    "errors.py",
+    "storage/__init__.py",
+    "storage/keys.py",
+    "storage/errors.py",
+    "storage/object_store.py",
+)
+"""The domain package's modules in the zip launcher's layer: standard library, boto3 and botocore only (the
+Lambda runtime's own), so the layer stays a few kilobytes and nothing pulls in pandas."""
+TRAINING_METRICS_PREFIX: Final = "curated/metrics_daily/"
+"""The training channel: every metrics_daily partition, FullyReplicated to each host."""
+TRAINING_OUTPUT_PREFIX: Final = "training/output/"
+TRAINING_CHECKPOINT_PREFIX: Final = "training/checkpoints/"
+SAGEMAKER_LOG_GROUP: Final = "/aws/sagemaker/TrainingJobs"

@@ -17,6 +17,7 @@ from infra.names import (
 from infra.pipeline import Pipeline
 from infra.settings import StackSettings
 from infra.storage import DataLake
+from infra.training import Training
 
 
 class CapacityForecasterStack(cdk.Stack):
@@ -35,6 +36,10 @@ class CapacityForecasterStack(cdk.Stack):
         self.catalog = Catalog(self, "Catalog", lake=self.lake, settings=settings)
         # 3. pipeline: the generate, etl and risk Lambdas, their schedules and event rules
         self.pipeline = Pipeline(self, "Pipeline", lake=self.lake, settings=settings)
+        # 4. training: the SageMaker image and role, and the weekly launcher
+        self.training = Training(
+            self, "Training", lake=self.lake, settings=settings, dead_letters=self.pipeline.dead_letters
+        )
 
         # outputs: what the CLI, the runbooks and later stacks need to find the resources
         outputs = {

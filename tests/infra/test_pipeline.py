@@ -7,40 +7,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match, Template
-from constructs import Construct
 
 from infra import names
 from infra.pipeline import ACCESS, SERIALISED
 from infra.settings import SettingsError, StackSettings
 from infra.stack import CapacityForecasterStack
 from infra.storage import normalize_prefix
+from tests.infra.template_tools import logical_id, render, s3_object_access, statements
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = StackSettings()
 FUNCTIONS = tuple(names.HANDLER_COMMANDS)
-
-
-def logical_id(stack: cdk.Stack, construct: Construct) -> str:
-    element = construct.node.default_child or construct
-    assert isinstance(element, cdk.CfnElement)
-    return str(stack.resolve(element.logical_id))
-
-
-def render(value: Any) -> str:
-    """A template value as text: ``{"Fn::GetAtt": [id, "Arn"]}`` -> ``<id.Arn>``, ``{"Ref": id}`` -> ``<id>``."""
-    if isinstance(value, str):
-        return value
-    if "Fn::Join" in value:
-        separator, parts = value["Fn::Join"]
-        return str(separator).join(render(p) for p in parts)
-    if "Fn::GetAtt" in value:
-        return "<{}.{}>".format(*value["Fn::GetAtt"])
-    if "Ref" in value:
-        return f"<{value['Ref']}>"
-    raise AssertionError(f"unexpected template value {value!r}")
 
 
 @pytest.fixture(scope="module")
@@ -57,29 +36,6 @@ def ids(stack: CapacityForecasterStack) -> dict[str, str]:
         "queue-key": logical_id(stack, pipeline.key),
     }
     return found
-
-
-def statements(template_json: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
-    """Every statement of the inline policies attached to the role."""
-    found = []
-    for resource in template_json["Resources"].values():
-        if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in resource["Properties"]["Roles"]:
-            found += resource["Properties"]["PolicyDocument"]["Statement"]
-    return found
-
-
-def s3_object_access(template_json: dict[str, Any], role_id: str, bucket_id: str) -> dict[str, set[str]]:
-    """Object action -> the lake prefixes it is allowed on (``raw/`` for ``<bucket>/raw/*``)."""
-    access: dict[str, set[str]] = {}
-    for statement in statements(template_json, role_id):
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        for resource in map(render, resources):
-            match = re.fullmatch(rf"<{bucket_id}\.Arn>/(.+)\*", resource)
-            if match:
-                for action in actions:
-                    access.setdefault(action, set()).add(match[1])
-    return access
 
 
 # ---- functions ----------------------------------------------------------------------------------------
@@ -123,7 +79,7 @@ def test_every_image_command_names_a_handler_the_image_copies() -> None:
 
 def test_staged_build_context_holds_only_what_the_images_copy(assembly_dir: Path) -> None:
     manifest = json.loads(next(assembly_dir.glob("*.assets.json")).read_text())
-    images = list(manifest["dockerImages"].values())
+    images = [i for i in manifest["dockerImages"].values() if i["source"]["dockerFile"] == names.LAMBDA_DOCKERFILE]
     assert len(images) == 1
     source = images[0]["source"]
     assert source["dockerFile"] == names.LAMBDA_DOCKERFILE and source["platform"] == "linux/amd64"

@@ -319,9 +319,9 @@ def test_outputs(template: Template, ids: dict[str, str]) -> None:
     template.has_output(names.OUTPUT_ATHENA_WORKGROUP, {"Value": DEFAULTS.athena_workgroup_name})
 
 
-def test_iam_only_for_the_pipeline_functions(template: Template) -> None:
-    """Grants arrive with the functions that need them: one role each, no users."""
-    template.resource_count_is("AWS::IAM::Role", len(names.HANDLER_COMMANDS))
+def test_iam_only_for_the_functions_and_the_training_job(template: Template) -> None:
+    """Grants arrive with the functions that need them: one role each (and the training job's), no users."""
+    template.resource_count_is("AWS::IAM::Role", len(names.HANDLER_COMMANDS) + 2)
     template.resource_count_is("AWS::IAM::User", 0)
 
 
