@@ -97,3 +97,9 @@ TRAINING_METRICS_PREFIX: Final = "curated/metrics_daily/"
 TRAINING_OUTPUT_PREFIX: Final = "training/output/"
 TRAINING_CHECKPOINT_PREFIX: Final = "training/checkpoints/"
 SAGEMAKER_LOG_GROUP: Final = "/aws/sagemaker/TrainingJobs"
+
+# --- notifications ------------------------------------------------------------------------------------------
+ALERTS_KEY_ALIAS: Final = f"alias/{PROJECT}/alerts"
+NOTIFY_TOPIC_ENV: Final = "CF_NOTIFY_TOPIC_ARN"
+"""The risk Lambda publishes new critical risks to the topic named in this variable (lambdas/risk/handler.py)."""
+OUTPUT_ALERTS_TOPIC: Final = "AlertsTopicArn"

@@ -79,14 +79,14 @@ ACCESS: dict[str, LakeAccess] = {
         write=(METRICS_DAILY.prefix, QUARANTINE.prefix, ETL_RUNS.prefix, ETL_FILES.prefix),
     ),
     "risk": LakeAccess(
-        read=(STAGING_TRAINING_PREFIX, FORECASTS.prefix, METRICS_DAILY.prefix),
+        read=(STAGING_TRAINING_PREFIX, FORECASTS.prefix, METRICS_DAILY.prefix, RISK_REGISTER.prefix),
         write=(STAGING_TRAINING_PREFIX, FORECASTS.prefix, MODEL_METRICS.prefix, RISK_REGISTER.prefix),
         delete=(STAGING_TRAINING_PREFIX,),
     ),
 }
 """What each stage touches: generate writes the raw zone and the fleet's reference tables; the ETL reads raw
 objects and its own state; risk publishes a training run's staged parts (and deletes them) and reads the
-forecasts with the daily history."""
+forecasts with the daily history, and the previous risk register to tell which critical risks are new."""
 
 SERIALISED = frozenset({"etl", "risk"})
 """Functions that must not overlap (reserved concurrency 1)."""
@@ -252,7 +252,7 @@ class Pipeline(Construct):
             "AwsSolutions-IAM5[Resource::*]": "X-Ray's PutTraceSegments and PutTelemetryRecords (active tracing) "
             "support no resource-level permissions; they can only write traces.",
             "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Sending to the KMS-encrypted dead-letter queue "
-            "needs data keys of that one key (the resource is the queue's key, not every key).",
+            "(and, for risk, the alerts topic) needs data keys of those keys only, named as the resources.",
             "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "CDK's grant for sending to the encrypted dead-letter "
             "queue; it is limited to the queue's own key.",
         }

@@ -33,6 +33,7 @@ IA_MIN_DAYS: Final = 30
 """S3 lifecycle transitions to STANDARD_IA need objects at least 30 days old."""
 _SCHEDULE_RE: Final = re.compile(r"^(cron\([^()]+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\))$")
 _INSTANCE_TYPE_RE: Final = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_EMAIL_RE: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 LOG_RETENTION_DAYS: Final = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653)
 """The retention periods CloudWatch Logs accepts."""
 
@@ -99,6 +100,8 @@ class StackSettings:
     """The job is stopped after this much training time (60 to 432000 seconds)."""
     training_max_wait_seconds: int = 7200
     """With spot, the job is stopped after this much time waiting plus training (at least the max runtime)."""
+    alert_email: str = ""
+    """An e-mail address subscribed to the notifications topic (empty: none; the address must confirm)."""
     """Days the Lambdas' CloudWatch logs are kept (a value CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, ...)."""
 
     def __post_init__(self) -> None:
@@ -178,6 +181,8 @@ class StackSettings:
                 out.append(f"{name} must be between {low} and {high}")
         if self.training_spot == "true" and self.training_max_wait_seconds < self.training_max_runtime_seconds:
             out.append("training_max_wait_seconds must be at least training_max_runtime_seconds")
+        if self.alert_email and not _EMAIL_RE.match(self.alert_email):
+            out.append(f"alert_email {self.alert_email!r} must be an e-mail address (or empty for none)")
         if self.log_retention_days not in LOG_RETENTION_DAYS:
             out.append(f"log_retention_days must be one of {LOG_RETENTION_DAYS}")
         return out

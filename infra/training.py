@@ -223,7 +223,7 @@ class Training(Construct):
             "AwsSolutions-IAM5[Resource::*]": "X-Ray's PutTraceSegments and PutTelemetryRecords (active tracing) "
             "support no resource-level permissions; they can only write traces.",
             "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Sending to the KMS-encrypted dead-letter queue "
-            "needs data keys of that one key (the resource is the queue's key, not every key).",
+            "(and, for risk, the alerts topic) needs data keys of those keys only, named as the resources.",
             "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "CDK's grant for sending to the encrypted dead-letter "
             "queue; it is limited to the queue's own key.",
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"

@@ -54,7 +54,7 @@ def ids(stack: CapacityForecasterStack) -> dict[str, str]:
 
 def test_keys_rotate_and_are_retained(template_json: dict[str, Any]) -> None:
     keys = resources(template_json, "AWS::KMS::Key")
-    assert len(keys) == 2  # the lake's, and the pipeline's (dead-letter queue)
+    assert len(keys) == 3  # the lake's, the pipeline's (dead-letter queue) and the alerts topic's
     for key in keys.values():
         assert key["Properties"]["EnableKeyRotation"] is True
         assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
