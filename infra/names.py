@@ -49,3 +49,57 @@ OUTPUT_LAKE_BUCKET: Final = "LakeBucketName"
 OUTPUT_LAKE_KEY_ARN: Final = "LakeKeyArn"
 OUTPUT_GLUE_DATABASE: Final = "GlueDatabaseName"
 OUTPUT_ATHENA_WORKGROUP: Final = "AthenaWorkgroupName"
+
+# --- pipeline (container-image Lambdas, schedules, rules) --------------------------------------------------
+POWERTOOLS_NAMESPACE: Final = "CapacityForecaster"
+"""CloudWatch metrics namespace of every Lambda (Powertools ``POWERTOOLS_METRICS_NAMESPACE``)."""
+LAMBDA_DOCKERFILE: Final = "lambdas/Dockerfile"
+"""The one image of the data Lambdas, built from the repository root; each function overrides the command."""
+HANDLER_COMMANDS: Final[dict[str, str]] = {
+    "generate": "generate.handler.handler",
+    "etl": "etl.handler.handler",
+    "risk": "risk.handler.handler",
+}
+"""Function -> the image command naming its handler (``<package>.handler.handler`` under LAMBDA_TASK_ROOT)."""
+ETL_TRIGGER_PREFIX: Final = f"{RAW_PREFIX}uploads/"
+"""Objects created under this prefix start the ETL at once. The generator's own raw exports (one object per
+day of history) are left to the daily ETL schedule, so a generation run does not start hundreds of ETL runs."""
+TRAINING_JOB_PREFIX: Final = f"{PROJECT}-"
+"""Training jobs of this stack are named ``capacity-forecaster-<run date>...``; the state-change rule matches it."""
+STAGING_TRAINING_PREFIX: Final = "staging/training/"
+"""Where training jobs stage their parts until the risk Lambda publishes them (forecasting.job.STAGING_PREFIX)."""
+LAMBDA_RETRY_ATTEMPTS: Final = 2
+"""Asynchronous retries of a failed invocation before it goes to the dead-letter queue."""
+LAMBDA_MAX_EVENT_AGE_HOURS: Final = 6
+"""An event older than this (throttled by reserved concurrency, say) goes to the dead-letter queue."""
+DLQ_RETENTION_DAYS: Final = 14
+ALARM_PERIOD_MINUTES: Final = 5
+OPS_KEY_ALIAS: Final = f"alias/{PROJECT}/ops"
+
+# --- training (SageMaker jobs and their launcher) -----------------------------------------------------------
+TRAINING_DOCKERFILE: Final = "sagemaker_jobs/Dockerfile"
+LAUNCHER_CODE: Final = "lambdas/launch_training"
+LAYER_ROOT: Final = "layers/core"
+"""The domain layer's folder (Lambda layer layout: python/capacity_forecaster/...)."""
+LAYER_MODULES: Final = (
+    "__init__.py",
+    "py.typed",
+    "errors.py",
+    "storage/__init__.py",
+    "storage/keys.py",
+    "storage/errors.py",
+    "storage/object_store.py",
+)
+"""The domain package's modules in the zip launcher's layer: standard library, boto3 and botocore only (the
+Lambda runtime's own), so the layer stays a few kilobytes and nothing pulls in pandas."""
+TRAINING_METRICS_PREFIX: Final = "curated/metrics_daily/"
+"""The training channel: every metrics_daily partition, FullyReplicated to each host."""
+TRAINING_OUTPUT_PREFIX: Final = "training/output/"
+TRAINING_CHECKPOINT_PREFIX: Final = "training/checkpoints/"
+SAGEMAKER_LOG_GROUP: Final = "/aws/sagemaker/TrainingJobs"
+
+# --- notifications ------------------------------------------------------------------------------------------
+ALERTS_KEY_ALIAS: Final = f"alias/{PROJECT}/alerts"
+NOTIFY_TOPIC_ENV: Final = "CF_NOTIFY_TOPIC_ARN"
+"""The risk Lambda publishes new critical risks to the topic named in this variable (lambdas/risk/handler.py)."""
+OUTPUT_ALERTS_TOPIC: Final = "AlertsTopicArn"

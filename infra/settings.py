@@ -31,6 +31,11 @@ ATHENA_MIN_CUTOFF: Final = 10_000_000
 """Athena refuses a per-query bytes-scanned cutoff under 10 MB."""
 IA_MIN_DAYS: Final = 30
 """S3 lifecycle transitions to STANDARD_IA need objects at least 30 days old."""
+_SCHEDULE_RE: Final = re.compile(r"^(cron\([^()]+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\))$")
+_INSTANCE_TYPE_RE: Final = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_EMAIL_RE: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+LOG_RETENTION_DAYS: Final = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653)
+"""The retention periods CloudWatch Logs accepts."""
 
 
 class SettingsError(ValueError):
@@ -66,6 +71,38 @@ class StackSettings:
     empty to be destroyed; the key is scheduled for deletion)."""
     partition_projection_start: str = "2015-01-01"
     """First day of the projected date partitions (ISO date; the range runs to NOW)."""
+    generate_schedule: str = "cron(0 1 * * ? *)"
+    """When the generator Lambda writes the synthetic fleet's raw exports (EventBridge expression, UTC; daily)."""
+    etl_schedule: str = "cron(0 3 * * ? *)"
+    """When the ETL Lambda processes new raw objects (EventBridge expression, UTC; daily, after generation)."""
+    fleet_servers: int = 100
+    """Servers in the synthetic fleet the generator writes (CF_FLEET_SERVERS; 1 to 100000)."""
+    fleet_days: int = 730
+    """Days of history the generator writes (CF_FLEET_DAYS; 1 to 3650)."""
+    horizon_days: int = 90
+    """Forecast horizon in days (CF_HORIZON_DAYS; 1 to 730)."""
+    lambda_memory_mb: int = 3008
+    """Memory of the container-image Lambdas (128 to 10240 MB; CPU grows with it)."""
+    lambda_timeout_seconds: int = 900
+    """Timeout of the container-image Lambdas (1 to 900 seconds)."""
+    log_retention_days: int = 90
+    training_schedule: str = "cron(0 5 ? * MON *)"
+    """When the launcher starts a SageMaker training job (EventBridge expression, UTC; weekly, Monday 05:00)."""
+    training_instance_type: str = "ml.m5.xlarge"
+    """Instance type of the training job (an ``ml.*`` type)."""
+    training_instance_count: int = 1
+    """Training hosts; the series are sharded across them (1 to 20)."""
+    training_volume_gb: int = 30
+    """EBS volume per training host (1 to 16384 GB)."""
+    training_spot: str = "true"
+    """Managed spot training, "true" or "false" (spot costs up to 90% less; a job may wait for capacity)."""
+    training_max_runtime_seconds: int = 3600
+    """The job is stopped after this much training time (60 to 432000 seconds)."""
+    training_max_wait_seconds: int = 7200
+    """With spot, the job is stopped after this much time waiting plus training (at least the max runtime)."""
+    alert_email: str = ""
+    """An e-mail address subscribed to the notifications topic (empty: none; the address must confirm)."""
+    """Days the Lambdas' CloudWatch logs are kept (a value CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, ...)."""
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -110,6 +147,44 @@ class StackSettings:
         else:
             if start.isoformat() != self.partition_projection_start:
                 out.append("partition_projection_start must be written YYYY-MM-DD")
+        out += self._pipeline_problems()
+        return out
+
+    def _pipeline_problems(self) -> list[str]:
+        out: list[str] = []
+        for name in ("generate_schedule", "etl_schedule"):
+            if not _SCHEDULE_RE.match(getattr(self, name)):
+                out.append(f"{name} {getattr(self, name)!r} must be an EventBridge cron(...) or rate(...) expression")
+        ranges = {
+            "fleet_servers": (1, 100_000),
+            "fleet_days": (1, 3650),
+            "horizon_days": (1, 730),
+            "lambda_memory_mb": (128, 10_240),
+            "lambda_timeout_seconds": (1, 900),
+        }
+        for name, (low, high) in ranges.items():
+            if not low <= getattr(self, name) <= high:
+                out.append(f"{name} must be between {low} and {high}")
+        if not _SCHEDULE_RE.match(self.training_schedule):
+            out.append(f"training_schedule {self.training_schedule!r} must be a cron(...) or rate(...) expression")
+        if not _INSTANCE_TYPE_RE.match(self.training_instance_type):
+            out.append(f"training_instance_type {self.training_instance_type!r} must be an ml.* instance type")
+        if self.training_spot not in ("true", "false"):
+            out.append(f"training_spot {self.training_spot!r} must be 'true' or 'false'")
+        for name, (low, high) in {
+            "training_instance_count": (1, 20),
+            "training_volume_gb": (1, 16_384),
+            "training_max_runtime_seconds": (60, 432_000),
+            "training_max_wait_seconds": (60, 432_000),
+        }.items():
+            if not low <= getattr(self, name) <= high:
+                out.append(f"{name} must be between {low} and {high}")
+        if self.training_spot == "true" and self.training_max_wait_seconds < self.training_max_runtime_seconds:
+            out.append("training_max_wait_seconds must be at least training_max_runtime_seconds")
+        if self.alert_email and not _EMAIL_RE.match(self.alert_email):
+            out.append(f"alert_email {self.alert_email!r} must be an e-mail address (or empty for none)")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            out.append(f"log_retention_days must be one of {LOG_RETENTION_DAYS}")
         return out
 
     @property

@@ -9,13 +9,17 @@ from constructs import Construct
 
 from infra.catalog import Catalog
 from infra.names import (
+    OUTPUT_ALERTS_TOPIC,
     OUTPUT_ATHENA_WORKGROUP,
     OUTPUT_GLUE_DATABASE,
     OUTPUT_LAKE_BUCKET,
     OUTPUT_LAKE_KEY_ARN,
 )
+from infra.notifications import Notifications
+from infra.pipeline import Pipeline
 from infra.settings import StackSettings
 from infra.storage import DataLake
+from infra.training import Training
 
 
 class CapacityForecasterStack(cdk.Stack):
@@ -32,6 +36,16 @@ class CapacityForecasterStack(cdk.Stack):
         self.lake = DataLake(self, "DataLake", settings=settings)
         # 2. catalog: one Glue table per lake table, and the Athena workgroup
         self.catalog = Catalog(self, "Catalog", lake=self.lake, settings=settings)
+        # 3. pipeline: the generate, etl and risk Lambdas, their schedules and event rules
+        self.pipeline = Pipeline(self, "Pipeline", lake=self.lake, settings=settings)
+        # 4. training: the SageMaker image and role, and the weekly launcher
+        self.training = Training(
+            self, "Training", lake=self.lake, settings=settings, dead_letters=self.pipeline.dead_letters
+        )
+        # 5. notifications: the alerts topic (new critical risks, failed runs, alarms)
+        self.notifications = Notifications(
+            self, "Notifications", settings=settings, pipeline=self.pipeline, training=self.training
+        )
 
         # outputs: what the CLI, the runbooks and later stacks need to find the resources
         outputs = {
@@ -39,6 +53,7 @@ class CapacityForecasterStack(cdk.Stack):
             OUTPUT_LAKE_KEY_ARN: (self.lake.key.key_arn, "KMS key encrypting the lake and query results."),
             OUTPUT_GLUE_DATABASE: (self.catalog.database_name, "Glue database of the lake tables."),
             OUTPUT_ATHENA_WORKGROUP: (self.catalog.workgroup_name, "Athena workgroup to query the lake."),
+            OUTPUT_ALERTS_TOPIC: (self.notifications.topic.topic_arn, "SNS topic of new critical risks and failures."),
         }
         for output_id, (value, description) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, description=description)

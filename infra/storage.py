@@ -104,6 +104,24 @@ class DataLake(Construct):
         """``s3://<bucket>/<prefix>/`` for a key prefix such as ``curated/metrics_daily``."""
         return f"{self.uri}/{normalize_prefix(prefix)}"
 
+    def enable_event_bridge(self) -> None:
+        """Send the lake bucket's object events (Object Created, ...) to the account's default event bus.
+
+        Set on the bucket resource itself, so no notifications custom resource (and its Lambda) is needed.
+        """
+        bucket = self.bucket.node.default_child
+        assert isinstance(bucket, s3.CfnBucket)
+        bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(event_bridge_enabled=True)
+        )
+
+    def grant_abort_uploads(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` list in-progress multipart uploads, which the S3 client does to abort its own after a
+        failed upload (aborting itself is part of ``grant_write``, scoped to the prefixes)."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=["s3:ListBucketMultipartUploads"], resource_arns=[self.bucket.bucket_arn]
+        )
+
     def grant_read(self, grantee: iam.IGrantable, *prefixes: str) -> iam.Grant:
         """Let ``grantee`` list and read objects under the prefixes, and decrypt them through S3.
 

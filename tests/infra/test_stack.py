@@ -52,10 +52,12 @@ def ids(stack: CapacityForecasterStack) -> dict[str, str]:
 # ---- storage ------------------------------------------------------------------------------------------
 
 
-def test_one_key_with_rotation(template: Template) -> None:
-    template.resource_count_is("AWS::KMS::Key", 1)
-    template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
-    template.has_resource("AWS::KMS::Key", {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"})
+def test_keys_rotate_and_are_retained(template_json: dict[str, Any]) -> None:
+    keys = resources(template_json, "AWS::KMS::Key")
+    assert len(keys) == 3  # the lake's, the pipeline's (dead-letter queue) and the alerts topic's
+    for key in keys.values():
+        assert key["Properties"]["EnableKeyRotation"] is True
+        assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
 
 
 def test_lake_bucket_versioned_and_encrypted_with_the_lake_key(
@@ -317,10 +319,10 @@ def test_outputs(template: Template, ids: dict[str, str]) -> None:
     template.has_output(names.OUTPUT_ATHENA_WORKGROUP, {"Value": DEFAULTS.athena_workgroup_name})
 
 
-def test_no_iam_in_this_slice(template: Template) -> None:
-    """Nothing is granted yet: the grants arrive with the functions that need them."""
-    for cfn_type in ("AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::User"):
-        template.resource_count_is(cfn_type, 0)
+def test_iam_only_for_the_functions_and_the_training_job(template: Template) -> None:
+    """Grants arrive with the functions that need them: one role each (and the training job's), no users."""
+    template.resource_count_is("AWS::IAM::Role", len(names.HANDLER_COMMANDS) + 2)
+    template.resource_count_is("AWS::IAM::User", 0)
 
 
 # ---- settings -----------------------------------------------------------------------------------------

@@ -204,3 +204,55 @@ def test_risk_skips_failed_jobs_and_rejects_missing_hyperparameters(invoke: Invo
     del bare["detail"]["HyperParameters"]
     result = invoke("risk", bare)
     assert result["status"] == "rejected" and "no run_id/run_date" in result["reason"]
+
+
+def test_risk_publishes_new_critical_risks_to_the_topic(
+    invoke: Invoke, lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_server: str
+) -> None:
+    import uuid
+
+    import boto3
+
+    sns, sqs = boto3.client("sns", endpoint_url=moto_server), boto3.client("sqs", endpoint_url=moto_server)
+    topic = sns.create_topic(Name=f"alerts-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    inbox = sqs.create_queue(QueueName=f"inbox-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
+    monkeypatch.setenv("CF_NOTIFY_TOPIC_ARN", topic)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", moto_server)
+
+    assert invoke("generate", load_event("scheduled_event.json"))["status"] == "succeeded"
+    assert invoke("etl", load_event("scheduled_event.json"))["trigger"] == "schedule"
+    stage_training_run(lake, tmp_path, "run-notify")
+    risk = invoke("risk", load_event("sagemaker_training_job_state_change.json", RUN_ID="run-notify"))
+
+    register = lake.read_table(RISK_REGISTER)
+    critical = register[register["severity"] == "critical"]
+    assert risk["notified"] == risk["severity_critical"] == len(critical) > 0  # no earlier run: all are new
+    [message] = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10)["Messages"]
+    notification = json.loads(message["Body"])
+    assert notification["Subject"] == f"Capacity Forecaster 2026-11-23: {len(critical)} new critical risk(s)"
+    body = notification["Message"]
+    assert body.startswith(f"Run run-notify (2026-11-23): {len(critical)} critical series, {len(critical)} new")
+    listed = [line for line in body.splitlines() if line.startswith("- ")]
+    assert len(listed) == min(len(critical), 10)
+    listed_series = {tuple(line[2:].split(":")[0].split(" ")) for line in listed}
+    assert listed_series <= set(zip(critical["server_id"], critical["metric"], strict=True))
+
+
+def test_only_series_newly_critical_since_the_previous_run_are_new() -> None:
+    import pandas as pd
+
+    risk = load_handler("risk")
+    now = pd.DataFrame(
+        {
+            "server_id": ["a", "a", "b", "c"],
+            "metric": ["cpu", "mem", "cpu", "disk"],
+            "severity": ["critical", "critical", "high", "critical"],
+            "days_to_breach_p50": [12, 0, 40, 3],
+        }
+    )
+    before = pd.DataFrame({"server_id": ["a", "c"], "metric": ["cpu", "disk"], "severity": ["critical", "high"]})
+    new = risk.new_critical(now, before)
+    assert list(zip(new["server_id"], new["metric"], strict=True)) == [("a", "mem"), ("c", "disk")]
+    assert len(risk.new_critical(now, None)) == 3

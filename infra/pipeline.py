@@ -1,0 +1,319 @@
+"""The pipeline: the data Lambdas (one container image, a command each), their schedules and event rules.
+
+generate (daily schedule) -> raw/ -> etl (daily schedule, and objects created under raw/uploads/) -> curated/
+SageMaker training job Completed -> risk (publishes the staged forecasts, builds the risk register).
+
+Each function gets Powertools settings, the domain package's ``CF_*`` settings, grants on exactly the lake
+prefixes it reads and writes, asynchronous retries with a KMS-encrypted dead-letter queue as its on-failure
+destination, and an alarm on errors. ETL and risk run one at a time (reserved concurrency 1): two ETL runs
+at once would both process the same new raw objects, two risk runs could publish the same run twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from capacity_forecaster.schema import (
+    ETL_FILES,
+    ETL_RUNS,
+    FORECASTS,
+    GROUND_TRUTH,
+    METRICS_DAILY,
+    MODEL_METRICS,
+    QUARANTINE,
+    RAW_SAMPLES,
+    RISK_REGISTER,
+    SERVERS,
+)
+from infra.names import (
+    ALARM_PERIOD_MINUTES,
+    DLQ_RETENTION_DAYS,
+    ETL_TRIGGER_PREFIX,
+    HANDLER_COMMANDS,
+    LAMBDA_DOCKERFILE,
+    LAMBDA_MAX_EVENT_AGE_HOURS,
+    LAMBDA_RETRY_ATTEMPTS,
+    OPS_KEY_ALIAS,
+    POWERTOOLS_NAMESPACE,
+    PROJECT,
+    RAW_PREFIX,
+    STAGING_TRAINING_PREFIX,
+    TRAINING_JOB_PREFIX,
+)
+from infra.settings import LOG_RETENTION_DAYS, StackSettings
+from infra.storage import DataLake
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root: the build context of the image (see .dockerignore for what it holds)."""
+
+SAGEMAKER_STATE_CHANGE = ("aws.sagemaker", "SageMaker Training Job State Change")
+OBJECT_CREATED = ("aws.s3", "Object Created")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LakeAccess:
+    """The lake prefixes a function reads, writes and deletes under."""
+
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+
+
+ACCESS: dict[str, LakeAccess] = {
+    "generate": LakeAccess(write=(RAW_SAMPLES.prefix, SERVERS.prefix, GROUND_TRUTH.prefix)),
+    "etl": LakeAccess(
+        read=(RAW_PREFIX, METRICS_DAILY.prefix, QUARANTINE.prefix, ETL_RUNS.prefix, ETL_FILES.prefix),
+        write=(METRICS_DAILY.prefix, QUARANTINE.prefix, ETL_RUNS.prefix, ETL_FILES.prefix),
+    ),
+    "risk": LakeAccess(
+        read=(STAGING_TRAINING_PREFIX, FORECASTS.prefix, METRICS_DAILY.prefix, RISK_REGISTER.prefix),
+        write=(STAGING_TRAINING_PREFIX, FORECASTS.prefix, MODEL_METRICS.prefix, RISK_REGISTER.prefix),
+        delete=(STAGING_TRAINING_PREFIX,),
+    ),
+}
+"""What each stage touches: generate writes the raw zone and the fleet's reference tables; the ETL reads raw
+objects and its own state; risk publishes a training run's staged parts (and deletes them) and reads the
+forecasts with the daily history, and the previous risk register to tell which critical risks are new."""
+
+SERIALISED = frozenset({"etl", "risk"})
+"""Functions that must not overlap (reserved concurrency 1)."""
+
+
+class Pipeline(Construct):
+    """The generate, etl and risk Lambdas with their triggers, dead-letter queue and alarms."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, lake: DataLake, settings: StackSettings) -> None:
+        super().__init__(scope, construct_id)
+        self._lake = lake
+        self._settings = settings
+
+        self.key = kms.Key(
+            self,
+            "Key",
+            alias=OPS_KEY_ALIAS,
+            description="Encrypts the Capacity Forecaster dead-letter queue.",
+            enable_key_rotation=True,
+            removal_policy=settings.cdk_removal_policy,
+        )
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            retention_period=cdk.Duration.days(DLQ_RETENTION_DAYS),
+        )
+        cdk.Validations.of(self.dead_letters).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-SQS3",
+                reason="This queue is itself the dead-letter queue: it holds the failed Lambda invocations.",
+            )
+        )
+        self.dead_letters_alarm = cloudwatch.Alarm(
+            self,
+            "DeadLettersAlarm",
+            alarm_description="A pipeline Lambda gave up on an event: it is in the dead-letter queue.",
+            metric=self.dead_letters.metric_approximate_number_of_messages_visible(
+                period=cdk.Duration.minutes(ALARM_PERIOD_MINUTES), statistic="Maximum"
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+        self.code_directory = str(ROOT)
+        self.functions: dict[str, lambda_.DockerImageFunction] = {}
+        self.alarms: dict[str, cloudwatch.Alarm] = {}
+        for name in HANDLER_COMMANDS:
+            self.functions[name] = self._function(name)
+            self.alarms[name] = self._errors_alarm(name)
+
+        lake.enable_event_bridge()
+        self.rules = {
+            "generate-schedule": self._rule(
+                "GenerateSchedule",
+                "generate",
+                description="Writes the synthetic fleet's raw exports daily.",
+                schedule=events.Schedule.expression(settings.generate_schedule),
+            ),
+            "etl-schedule": self._rule(
+                "EtlSchedule",
+                "etl",
+                description="Processes the new raw objects daily.",
+                schedule=events.Schedule.expression(settings.etl_schedule),
+            ),
+            "raw-object-created": self._rule(
+                "RawObjectCreated",
+                "etl",
+                description=f"Starts the ETL when an object is created under {ETL_TRIGGER_PREFIX} in the lake.",
+                event_pattern=events.EventPattern(
+                    source=[OBJECT_CREATED[0]],
+                    detail_type=[OBJECT_CREATED[1]],
+                    detail={
+                        "bucket": {"name": [lake.bucket_name]},
+                        "object": {"key": events.Match.prefix(ETL_TRIGGER_PREFIX)},
+                    },
+                ),
+            ),
+            "training-completed": self._rule(
+                "TrainingCompleted",
+                "risk",
+                description="Publishes a completed training run and builds the risk register.",
+                event_pattern=events.EventPattern(
+                    source=[SAGEMAKER_STATE_CHANGE[0]],
+                    detail_type=[SAGEMAKER_STATE_CHANGE[1]],
+                    detail={
+                        "TrainingJobStatus": ["Completed"],
+                        "TrainingJobName": events.Match.prefix(TRAINING_JOB_PREFIX),
+                    },
+                ),
+            ),
+        }
+
+    def environment(self, name: str) -> dict[str, str]:
+        """The function's environment: Powertools and the domain package's ``CF_*`` settings."""
+        settings = self._settings
+        return {
+            "POWERTOOLS_SERVICE_NAME": f"{PROJECT}-{name}",
+            "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_NAMESPACE,
+            "CF_LAKE": self._lake.uri,
+            "CF_S3_SSE": "aws:kms",
+            "CF_S3_KMS_KEY_ID": self._lake.key.key_arn,
+            "CF_FLEET_SERVERS": str(settings.fleet_servers),
+            "CF_FLEET_DAYS": str(settings.fleet_days),
+            "CF_HORIZON_DAYS": str(settings.horizon_days),
+        }
+
+    def _function(self, name: str) -> lambda_.DockerImageFunction:
+        title = name.capitalize()
+        settings = self._settings
+        fn = lambda_.DockerImageFunction(
+            self,
+            f"{title}Function",
+            description=f"Capacity Forecaster {name} stage ({HANDLER_COMMANDS[name]}).",
+            code=lambda_.DockerImageCode.from_image_asset(
+                self.code_directory,
+                file=LAMBDA_DOCKERFILE,
+                cmd=[HANDLER_COMMANDS[name]],
+                platform=ecr_assets.Platform.LINUX_AMD64,
+            ),
+            architecture=lambda_.Architecture.X86_64,
+            memory_size=settings.lambda_memory_mb,
+            timeout=cdk.Duration.seconds(settings.lambda_timeout_seconds),
+            environment=self.environment(name),
+            tracing=lambda_.Tracing.ACTIVE,
+            reserved_concurrent_executions=1 if name in SERIALISED else None,
+            on_failure=destinations.SqsDestination(self.dead_letters),
+            retry_attempts=LAMBDA_RETRY_ATTEMPTS,
+            max_event_age=cdk.Duration.hours(LAMBDA_MAX_EVENT_AGE_HOURS),
+            log_group=logs.LogGroup(
+                self,
+                f"{title}Logs",
+                retention=RETENTION[settings.log_retention_days],
+                removal_policy=cdk.RemovalPolicy.DESTROY,
+            ),
+        )
+        access = ACCESS[name]
+        if access.read:
+            self._lake.grant_read(fn, *access.read)
+        if access.write:
+            self._lake.grant_write(fn, *(p for p in access.write if p not in access.delete))
+            self._lake.grant_abort_uploads(fn)
+        if access.delete:
+            self._lake.grant_write(fn, *access.delete, allow_delete=True)
+        self._acknowledge(fn, access)
+        return fn
+
+    def _acknowledge(self, fn: lambda_.DockerImageFunction, access: LakeAccess) -> None:
+        """cdk-nag findings on the function's role that are by design, each with its reason."""
+        assert fn.role is not None
+        stack = cdk.Stack.of(self)
+        bucket = self._lake.bucket.node.default_child
+        assert isinstance(bucket, cdk.CfnElement)
+        bucket_id = stack.resolve(bucket.logical_id)
+        reasons = {
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSLambdaBasicExecutionRole]": "The AWS managed basic execution policy only lets the function "
+            "create its log streams and write its own logs; it grants no data access.",
+            "AwsSolutions-IAM5[Resource::*]": "X-Ray's PutTraceSegments and PutTelemetryRecords (active tracing) "
+            "support no resource-level permissions; they can only write traces.",
+            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Sending to the KMS-encrypted dead-letter queue "
+            "(and, for risk, the alerts topic) needs data keys of those keys only, named as the resources.",
+            "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "CDK's grant for sending to the encrypted dead-letter "
+            "queue; it is limited to the queue's own key.",
+        }
+        for prefix in sorted({*access.read, *access.write, *access.delete}):
+            reasons[f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix.rstrip('/')}/*]"] = (
+                f"Objects under the lake prefix {prefix.rstrip('/')}/ that this stage reads or writes: "
+                "the narrowest scope for a stage writing one object per partition."
+            )
+        for rule_id, reason in reasons.items():
+            cdk.Validations.of(fn.role).acknowledge(cdk.Acknowledgment(id=rule_id, reason=reason))
+
+    def _errors_alarm(self, name: str) -> cloudwatch.Alarm:
+        return cloudwatch.Alarm(
+            self,
+            f"{name.capitalize()}Errors",
+            alarm_description=f"The {name} Lambda failed (see its logs; the event is retried, then dead-lettered).",
+            metric=self.functions[name].metric_errors(
+                period=cdk.Duration.minutes(ALARM_PERIOD_MINUTES), statistic="Sum"
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _rule(
+        self,
+        construct_id: str,
+        function: str,
+        *,
+        description: str,
+        schedule: events.Schedule | None = None,
+        event_pattern: events.EventPattern | None = None,
+    ) -> events.Rule:
+        return events.Rule(
+            self,
+            construct_id,
+            description=description,
+            schedule=schedule,
+            event_pattern=event_pattern,
+            targets=[
+                targets.LambdaFunction(
+                    self.functions[function],
+                    retry_attempts=LAMBDA_RETRY_ATTEMPTS,
+                    max_event_age=cdk.Duration.hours(LAMBDA_MAX_EVENT_AGE_HOURS),
+                )
+            ],
+        )
+
+
+RETENTION: dict[int, logs.RetentionDays] = dict(
+    zip(
+        LOG_RETENTION_DAYS,
+        [
+            *(logs.RetentionDays[n] for n in ("ONE_DAY", "THREE_DAYS", "FIVE_DAYS", "ONE_WEEK", "TWO_WEEKS")),
+            *(logs.RetentionDays[n] for n in ("ONE_MONTH", "TWO_MONTHS", "THREE_MONTHS", "FOUR_MONTHS")),
+            *(logs.RetentionDays[n] for n in ("FIVE_MONTHS", "SIX_MONTHS", "ONE_YEAR", "THIRTEEN_MONTHS")),
+            *(logs.RetentionDays[n] for n in ("EIGHTEEN_MONTHS", "TWO_YEARS", "THREE_YEARS", "FIVE_YEARS")),
+            logs.RetentionDays.TEN_YEARS,
+        ],
+        strict=True,
+    )
+)
+"""Days (as StackSettings.log_retention_days accepts them) -> CloudWatch Logs retention."""

@@ -1,0 +1,223 @@
+"""Training launcher Lambda: on its weekly schedule, start the SageMaker training job of the day.
+
+A zip function on the light domain layer (``layers/core``, stdlib-only modules): it needs boto3, which the
+Lambda runtime has, and nothing that imports pandas. The job follows the contract of
+``capacity_forecaster.forecasting.job``: string hyperparameters, one ``curated`` channel holding every
+``curated/metrics_daily/`` partition on every host (FullyReplicated: each host picks its own series), outputs
+staged in the lake for the risk Lambda to publish when the job completes.
+
+Launching is idempotent: the job name is derived from the event (its day and id), so a re-delivered event
+finds its job already there and starts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
+from capacity_forecaster.storage.errors import InvalidKeyError
+from capacity_forecaster.storage.keys import parse_s3_uri
+
+CHANNEL = "curated"
+"""The data channel the training container reads (forecasting.job.CHANNEL)."""
+METRICS_DAILY_PREFIX = "curated/metrics_daily/"
+OUTPUT_PREFIX = "training/output/"
+"""Where SageMaker puts each job's model.tar.gz (the forecasts themselves go to staging/, then curated/)."""
+CHECKPOINT_PREFIX = "training/checkpoints/"
+SCHEDULED = ("aws.events", "Scheduled Event")
+JOB_PREFIX = "capacity-forecaster-"
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_MODELS = re.compile(r"^[a-z0-9_]+(,[a-z0-9_]+)*$")
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+
+def _log(message: str, **fields: Any) -> None:
+    """One JSON line per event, as CloudWatch Logs Insights reads it."""
+    logger.info(json.dumps({"message": message, "service": "capacity-forecaster-launch-training", **fields}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchConfig:
+    """What the stack tells the launcher through its environment."""
+
+    image_uri: str
+    role_arn: str
+    lake_uri: str
+    kms_key_arn: str
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = 1
+    volume_gb: int = 30
+    spot: bool = True
+    max_runtime_seconds: int = 3600
+    max_wait_seconds: int = 7200
+    horizon_days: int = 90
+    models: str = "seasonal_naive,linear_trend"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LaunchConfig:
+        """From ``CF_TRAINING_*``, ``CF_LAKE``, ``CF_S3_KMS_KEY_ID`` and ``CF_HORIZON_DAYS``; ConfigError if wrong."""
+        required = {
+            "image_uri": "CF_TRAINING_IMAGE_URI",
+            "role_arn": "CF_TRAINING_ROLE_ARN",
+            "lake_uri": "CF_LAKE",
+            "kms_key_arn": "CF_S3_KMS_KEY_ID",
+        }
+        missing = [var for var in required.values() if not env.get(var)]
+        if missing:
+            raise ConfigError(f"the launcher needs {', '.join(missing)} in its environment")
+        values: dict[str, Any] = {name: env[var] for name, var in required.items()}
+        integers = {
+            "instance_count": ("CF_TRAINING_INSTANCE_COUNT", 1, 20),
+            "volume_gb": ("CF_TRAINING_VOLUME_GB", 1, 16384),
+            "max_runtime_seconds": ("CF_TRAINING_MAX_RUNTIME_SECONDS", 60, 432000),
+            "max_wait_seconds": ("CF_TRAINING_MAX_WAIT_SECONDS", 60, 432000),
+            "horizon_days": ("CF_HORIZON_DAYS", 1, 730),
+        }
+        for name, (var, low, high) in integers.items():
+            if var in env:
+                text = env[var].strip()
+                if not text.isdigit() or not low <= int(text) <= high:
+                    raise ConfigError(f"{var}={env[var]!r} must be an integer between {low} and {high}")
+                values[name] = int(text)
+        if "CF_TRAINING_INSTANCE_TYPE" in env:
+            values["instance_type"] = env["CF_TRAINING_INSTANCE_TYPE"]
+        if "CF_TRAINING_SPOT" in env:
+            spot = env["CF_TRAINING_SPOT"].strip().lower()
+            if spot not in ("true", "false"):
+                raise ConfigError(f"CF_TRAINING_SPOT={env['CF_TRAINING_SPOT']!r} must be true or false")
+            values["spot"] = spot == "true"
+        if "CF_TRAINING_MODELS" in env:
+            values["models"] = env["CF_TRAINING_MODELS"]
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        try:
+            bucket, prefix = parse_s3_uri(self.lake_uri)
+        except InvalidKeyError as exc:
+            raise ConfigError(f"CF_LAKE: {exc}") from None
+        if prefix:
+            raise ConfigError(f"CF_LAKE must be the lake bucket's root (s3://{bucket}), not {self.lake_uri!r}")
+        if not _INSTANCE_TYPE.match(self.instance_type):
+            raise ConfigError(f"CF_TRAINING_INSTANCE_TYPE={self.instance_type!r} is not an ml.* instance type")
+        if not _MODELS.match(self.models):
+            raise ConfigError(f"CF_TRAINING_MODELS={self.models!r} must be comma-separated model names")
+        if self.spot and self.max_wait_seconds < self.max_runtime_seconds:
+            raise ConfigError("CF_TRAINING_MAX_WAIT_SECONDS must be at least CF_TRAINING_MAX_RUNTIME_SECONDS")
+
+    @property
+    def bucket(self) -> str:
+        return parse_s3_uri(self.lake_uri)[0]
+
+
+def job_name(run_date: date, event_id: str) -> str:
+    """``capacity-forecaster-YYYYMMDD-<first 8 characters of the event id>``: one job per event."""
+    suffix = re.sub(r"[^a-zA-Z0-9]", "", event_id)[:8]
+    if not suffix:
+        raise InputError(f"event id {event_id!r} has no letters or digits to name the training job by")
+    name = f"{JOB_PREFIX}{run_date:%Y%m%d}-{suffix}"
+    if not _JOB_NAME.match(name):
+        raise InputError(f"training job name {name!r} is not valid for SageMaker")
+    return name
+
+
+def training_request(config: LaunchConfig, *, name: str, run_date: date) -> dict[str, Any]:
+    """The ``create_training_job`` request for one run (the run id is the job name)."""
+    lake = f"s3://{config.bucket}"
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": config.max_runtime_seconds}
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "HyperParameters": {
+            "run_date": run_date.isoformat(),
+            "run_id": name,
+            "lake_uri": lake,
+            "horizon_days": str(config.horizon_days),
+            "models": config.models,
+        },
+        "AlgorithmSpecification": {"TrainingImage": config.image_uri, "TrainingInputMode": "File"},
+        "RoleArn": config.role_arn,
+        "InputDataConfig": [
+            {
+                "ChannelName": CHANNEL,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"{lake}/{METRICS_DAILY_PREFIX}",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "ContentType": "application/vnd.apache.parquet",
+                "InputMode": "File",
+            }
+        ],
+        "OutputDataConfig": {"S3OutputPath": f"{lake}/{OUTPUT_PREFIX}", "KmsKeyId": config.kms_key_arn},
+        "ResourceConfig": {
+            "InstanceType": config.instance_type,
+            "InstanceCount": config.instance_count,
+            "VolumeSizeInGB": config.volume_gb,
+        },
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": config.spot,
+        "Tags": [{"Key": "project", "Value": "capacity-forecaster"}, {"Key": "run_date", "Value": str(run_date)}],
+    }
+    if config.spot:
+        stopping["MaxWaitTimeInSeconds"] = config.max_wait_seconds
+        request["CheckpointConfig"] = {"S3Uri": f"{lake}/{CHECKPOINT_PREFIX}{name}/"}
+    return request
+
+
+def scheduled_run_date(event: Any) -> tuple[date, str]:
+    """(UTC day, event id) of a Scheduled Event; InputError for anything else."""
+    if not isinstance(event, dict):
+        raise InputError(f"expected an EventBridge event object, got {type(event).__name__}")
+    if (event.get("source"), event.get("detail-type")) != SCHEDULED:
+        raise InputError(f"expected a Scheduled Event, got {event.get('detail-type')!r} from {event.get('source')!r}")
+    try:
+        when = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        raise InputError(f"event time {event.get('time')!r} is not an ISO 8601 date-time") from None
+    return when.date(), str(event.get("id", ""))
+
+
+def _exists(client: Any, name: str) -> bool:
+    try:
+        client.describe_training_job(TrainingJobName=name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationException":  # SageMaker's "not found"
+            return False
+        raise
+    return True
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        run_date, event_id = scheduled_run_date(event)
+        name = job_name(run_date, event_id)
+        config = LaunchConfig.from_env(os.environ)
+    except CapacityForecasterError as exc:
+        _log("event rejected", reason=str(exc))
+        return {"status": "rejected", "reason": str(exc)}
+    client = boto3.client("sagemaker")
+    if _exists(client, name):
+        _log("training job already launched", training_job_name=name)
+        return {"status": "already-launched", "training_job_name": name}
+    response = client.create_training_job(**training_request(config, name=name, run_date=run_date))
+    _log("training job launched", training_job_name=name, run_date=str(run_date), hosts=config.instance_count)
+    return {
+        "status": "launched",
+        "training_job_name": name,
+        "training_job_arn": response["TrainingJobArn"],
+        "run_date": run_date.isoformat(),
+    }

@@ -1,0 +1,306 @@
+"""CDK assertions on the pipeline: container-image Lambdas, grants per prefix, dead letters, alarms, rules."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from infra import names
+from infra.pipeline import ACCESS, SERIALISED
+from infra.settings import SettingsError, StackSettings
+from infra.stack import CapacityForecasterStack
+from infra.storage import normalize_prefix
+from tests.infra.template_tools import logical_id, render, s3_object_access, statements
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULTS = StackSettings()
+FUNCTIONS = tuple(names.HANDLER_COMMANDS)
+
+
+@pytest.fixture(scope="module")
+def ids(stack: CapacityForecasterStack) -> dict[str, str]:
+    pipeline = stack.pipeline
+    found = {name: logical_id(stack, fn) for name, fn in pipeline.functions.items()}
+    for name, fn in pipeline.functions.items():
+        assert fn.role is not None
+        found[f"{name}-role"] = logical_id(stack, fn.role)
+    found |= {
+        "bucket": logical_id(stack, stack.lake.bucket),
+        "lake-key": logical_id(stack, stack.lake.key),
+        "queue": logical_id(stack, pipeline.dead_letters),
+        "queue-key": logical_id(stack, pipeline.key),
+    }
+    return found
+
+
+# ---- functions ----------------------------------------------------------------------------------------
+
+
+def test_three_container_image_functions_from_one_image(template_json: dict[str, Any], ids: dict[str, str]) -> None:
+    functions = {name: template_json["Resources"][ids[name]]["Properties"] for name in FUNCTIONS}
+    assert {f["PackageType"] for f in functions.values()} == {"Image"}
+    assert len({json.dumps(f["Code"], sort_keys=True) for f in functions.values()}) == 1
+    for name, props in functions.items():
+        assert props["ImageConfig"] == {"Command": [names.HANDLER_COMMANDS[name]]}
+        assert props["Architectures"] == ["x86_64"]
+        assert props["MemorySize"] == DEFAULTS.lambda_memory_mb
+        assert props["Timeout"] == DEFAULTS.lambda_timeout_seconds
+        assert props["TracingConfig"] == {"Mode": "Active"}
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_environment_has_powertools_and_lake_settings(
+    template_json: dict[str, Any], ids: dict[str, str], name: str
+) -> None:
+    env = template_json["Resources"][ids[name]]["Properties"]["Environment"]["Variables"]
+    assert env["POWERTOOLS_SERVICE_NAME"] == f"capacity-forecaster-{name}"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == names.POWERTOOLS_NAMESPACE
+    assert render(env["CF_LAKE"]) == f"s3://<{ids['bucket']}>"
+    assert env["CF_S3_SSE"] == "aws:kms"
+    assert env["CF_S3_KMS_KEY_ID"] == {"Fn::GetAtt": [ids["lake-key"], "Arn"]}
+    assert (env["CF_FLEET_SERVERS"], env["CF_FLEET_DAYS"], env["CF_HORIZON_DAYS"]) == ("100", "730", "90")
+
+
+def test_every_image_command_names_a_handler_the_image_copies() -> None:
+    dockerfile = (ROOT / names.LAMBDA_DOCKERFILE).read_text()
+    assert re.search(r"^FROM amazon/aws-lambda-python:3\.13$", dockerfile, re.M)
+    for command in names.HANDLER_COMMANDS.values():
+        package, module, function = command.split(".")
+        source = ROOT / "lambdas" / package / f"{module}.py"
+        assert re.search(rf"^def {function}\(", source.read_text(), re.M), f"{command}: no such handler"
+        assert f"COPY lambdas/{package} ${{LAMBDA_TASK_ROOT}}/{package}" in dockerfile
+    assert "COPY lambdas/common ${LAMBDA_TASK_ROOT}/common" in dockerfile
+
+
+def test_staged_build_context_holds_only_what_the_images_copy(assembly_dir: Path) -> None:
+    manifest = json.loads(next(assembly_dir.glob("*.assets.json")).read_text())
+    images = [i for i in manifest["dockerImages"].values() if i["source"]["dockerFile"] == names.LAMBDA_DOCKERFILE]
+    assert len(images) == 1
+    source = images[0]["source"]
+    assert source["dockerFile"] == names.LAMBDA_DOCKERFILE and source["platform"] == "linux/amd64"
+    context = assembly_dir / source["directory"]
+    assert sorted(p.name for p in context.iterdir()) == [".dockerignore", "lambdas", "layers", "sagemaker_jobs"]
+    assert (context / "layers/core/python/capacity_forecaster/stages.py").is_file()
+    assert not list(context.rglob("__pycache__"))
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_reserved_concurrency_only_where_overlap_is_unsafe(
+    template_json: dict[str, Any], ids: dict[str, str], name: str
+) -> None:
+    props = template_json["Resources"][ids[name]]["Properties"]
+    assert props.get("ReservedConcurrentExecutions") == (1 if name in {"etl", "risk"} else None)
+    assert name in SERIALISED or name == "generate"
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_failed_events_are_retried_then_dead_lettered(template: Template, ids: dict[str, str], name: str) -> None:
+    template.has_resource_properties(
+        "AWS::Lambda::EventInvokeConfig",
+        {
+            "FunctionName": {"Ref": ids[name]},
+            "MaximumRetryAttempts": names.LAMBDA_RETRY_ATTEMPTS,
+            "MaximumEventAgeInSeconds": names.LAMBDA_MAX_EVENT_AGE_HOURS * 3600,
+            "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": [ids["queue"], "Arn"]}}},
+        },
+    )
+
+
+def test_dead_letter_queue_is_kms_encrypted_and_tls_only(template: Template, ids: dict[str, str]) -> None:
+    template.has_resource_properties(
+        "AWS::SQS::Queue",
+        {
+            "KmsMasterKeyId": {"Fn::GetAtt": [ids["queue-key"], "Arn"]},
+            "MessageRetentionPeriod": names.DLQ_RETENTION_DAYS * 86400,
+        },
+    )
+    template.has_resource_properties(
+        "AWS::SQS::QueuePolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                )
+            }
+        },
+    )
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_an_alarm_on_errors_per_function(template: Template, ids: dict[str, str], name: str) -> None:
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "AWS/Lambda",
+            "MetricName": "Errors",
+            "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": ids[name]}}],
+            "Statistic": "Sum",
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+        },
+    )
+
+
+def test_an_alarm_on_the_dead_letter_queue(template: Template, ids: dict[str, str]) -> None:
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [ids["queue"], "QueueName"]}}],
+            "Threshold": 1,
+        },
+    )
+
+
+# ---- grants -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_grants_are_exactly_the_prefixes_each_stage_touches(
+    template_json: dict[str, Any], ids: dict[str, str], name: str
+) -> None:
+    access = s3_object_access(template_json, ids[f"{name}-role"], ids["bucket"])
+    spec = ACCESS[name]
+    assert access.get("s3:GetObject", set()) == {normalize_prefix(p) for p in spec.read}
+    assert access["s3:PutObject"] == {normalize_prefix(p) for p in spec.write}
+    assert access.get("s3:DeleteObject", set()) == {normalize_prefix(p) for p in spec.delete}
+
+
+def test_only_risk_deletes_and_only_its_staging_prefix(template_json: dict[str, Any], ids: dict[str, str]) -> None:
+    deleting = {
+        name: access["s3:DeleteObject"]
+        for name in FUNCTIONS
+        if "s3:DeleteObject" in (access := s3_object_access(template_json, ids[f"{name}-role"], ids["bucket"]))
+    }
+    assert deleting == {"risk": {names.STAGING_TRAINING_PREFIX}}
+
+
+def test_generator_cannot_read_and_etl_cannot_write_raw(template_json: dict[str, Any], ids: dict[str, str]) -> None:
+    generate = s3_object_access(template_json, ids["generate-role"], ids["bucket"])
+    etl = s3_object_access(template_json, ids["etl-role"], ids["bucket"])
+    assert "s3:GetObject" not in generate
+    assert not any(p.startswith(names.RAW_PREFIX) for p in etl["s3:PutObject"])
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_no_wildcard_s3_actions_and_lake_key_only_through_s3(
+    template_json: dict[str, Any], ids: dict[str, str], name: str
+) -> None:
+    for statement in statements(template_json, ids[f"{name}-role"]):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert not any(a.startswith("s3:") and "*" in a for a in actions), statement
+        if statement["Resource"] == {"Fn::GetAtt": [ids["lake-key"], "Arn"]}:
+            assert "kms:ViaService" in json.dumps(statement["Condition"])
+        if "s3:ListBucket" in actions:
+            assert "s3:prefix" in statement["Condition"]["StringLike"]
+
+
+# ---- triggers -----------------------------------------------------------------------------------------
+
+
+def rule_targets(template_json: dict[str, Any], function_id: str) -> list[dict[str, Any]]:
+    return [
+        r["Properties"]
+        for r in template_json["Resources"].values()
+        if r["Type"] == "AWS::Events::Rule"
+        and any(t["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]} for t in r["Properties"]["Targets"])
+    ]
+
+
+def test_schedules_from_settings(template_json: dict[str, Any], ids: dict[str, str]) -> None:
+    generate = rule_targets(template_json, ids["generate"])
+    assert [r.get("ScheduleExpression") for r in generate] == [DEFAULTS.generate_schedule]
+    etl = [r["ScheduleExpression"] for r in rule_targets(template_json, ids["etl"]) if "ScheduleExpression" in r]
+    assert etl == [DEFAULTS.etl_schedule]
+    for rule in generate:
+        assert rule["Targets"][0]["RetryPolicy"]["MaximumRetryAttempts"] == names.LAMBDA_RETRY_ATTEMPTS
+
+
+def test_objects_created_under_raw_uploads_start_the_etl(template_json: dict[str, Any], ids: dict[str, str]) -> None:
+    patterns = [r["EventPattern"] for r in rule_targets(template_json, ids["etl"]) if "EventPattern" in r]
+    assert patterns == [
+        {
+            "source": ["aws.s3"],
+            "detail-type": ["Object Created"],
+            "detail": {
+                "bucket": {"name": [{"Ref": ids["bucket"]}]},
+                "object": {"key": [{"prefix": names.ETL_TRIGGER_PREFIX}]},
+            },
+        }
+    ]
+    assert names.ETL_TRIGGER_PREFIX.startswith(names.RAW_PREFIX)
+
+
+def test_lake_bucket_sends_events_to_eventbridge_without_a_custom_resource(
+    template_json: dict[str, Any], ids: dict[str, str]
+) -> None:
+    bucket = template_json["Resources"][ids["bucket"]]["Properties"]
+    assert bucket["NotificationConfiguration"] == {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+    assert not [r for r in template_json["Resources"].values() if r["Type"] == "Custom::S3BucketNotifications"]
+
+
+def test_completed_training_jobs_of_this_stack_start_risk(template_json: dict[str, Any], ids: dict[str, str]) -> None:
+    [rule] = rule_targets(template_json, ids["risk"])
+    assert rule["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Training Job State Change"],
+        "detail": {
+            "TrainingJobStatus": ["Completed"],
+            "TrainingJobName": [{"prefix": names.TRAINING_JOB_PREFIX}],
+        },
+    }
+
+
+def test_event_pattern_matches_the_recorded_event() -> None:
+    """The rule's pattern fields exist in the real payload the risk handler is tested with."""
+    event = json.loads((ROOT / "tests/events/sagemaker_training_job_state_change.json").read_text())
+    assert event["source"] == "aws.sagemaker"
+    assert event["detail-type"] == "SageMaker Training Job State Change"
+    assert event["detail"]["TrainingJobStatus"] == "Completed"
+    assert event["detail"]["TrainingJobName"].startswith(names.TRAINING_JOB_PREFIX)
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_eventbridge_may_invoke_each_function(template: Template, ids: dict[str, str], name: str) -> None:
+    template.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": {"Fn::GetAtt": [ids[name], "Arn"]},
+            "Principal": "events.amazonaws.com",
+        },
+    )
+
+
+# ---- settings -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("generate_schedule", "every day", "cron(...) or rate(...)"),
+        ("etl_schedule", "rate(1 fortnight)", "cron(...) or rate(...)"),
+        ("fleet_servers", 0, "fleet_servers must be between"),
+        ("horizon_days", 731, "horizon_days must be between"),
+        ("lambda_memory_mb", 64, "lambda_memory_mb must be between"),
+        ("lambda_timeout_seconds", 901, "lambda_timeout_seconds must be between"),
+        ("log_retention_days", 10, "log_retention_days must be one of"),
+    ],
+)
+def test_pipeline_settings_are_validated(field: str, value: Any, message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        StackSettings(**{field: value})
+
+
+def test_pipeline_settings_from_context_strings() -> None:
+    settings = StackSettings.from_mapping(
+        {"capacity-forecaster:fleetServers": "500", "capacity-forecaster:etlSchedule": "rate(6 hours)"}
+    )
+    assert (settings.fleet_servers, settings.etl_schedule) == (500, "rate(6 hours)")

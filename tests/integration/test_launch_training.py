@@ -1,0 +1,228 @@
+"""The training launcher invoked with a real Scheduled Event against the moto server on loopback.
+
+moto records the ``create_training_job`` request (botocore has checked its shape on the way out), and
+``describe_training_job`` returns what it recorded: the test compares that with the request the contract in
+``capacity_forecaster.forecasting.job`` expects.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from capacity_forecaster.forecasting import job
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENT = json.loads((ROOT / "tests" / "events" / "scheduled_event.json").read_text())
+JOB_NAME = "capacity-forecaster-20261123-53dc4d37"  # the event's day and the start of its id
+IMAGE = "capacity-forecaster-training:test"
+ROLE = "arn:aws:iam::123456789012:role/capacity-forecaster-training"
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def load_launcher() -> ModuleType:
+    path = ROOT / "lambdas" / "launch_training" / "handler.py"
+    spec = importlib.util.spec_from_file_location("cf_lambda_launch_training", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def launcher_env(monkeypatch: pytest.MonkeyPatch, moto_server: str) -> Iterator[dict[str, str]]:
+    env = {
+        "AWS_ENDPOINT_URL_SAGEMAKER": moto_server,
+        "CF_LAKE": "s3://capacity-forecaster-lake-123456789012-us-east-1",
+        "CF_S3_KMS_KEY_ID": KEY,
+        "CF_TRAINING_IMAGE_URI": IMAGE,
+        "CF_TRAINING_ROLE_ARN": ROLE,
+        "CF_TRAINING_INSTANCE_TYPE": "ml.m5.xlarge",
+        "CF_TRAINING_INSTANCE_COUNT": "2",
+        "CF_TRAINING_VOLUME_GB": "30",
+        "CF_TRAINING_SPOT": "true",
+        "CF_TRAINING_MAX_RUNTIME_SECONDS": "3600",
+        "CF_TRAINING_MAX_WAIT_SECONDS": "7200",
+        "CF_HORIZON_DAYS": "90",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield env
+
+
+@pytest.fixture
+def sagemaker(launcher_env: dict[str, str]) -> Any:
+    import boto3
+
+    return boto3.client("sagemaker")
+
+
+def test_scheduled_event_launches_the_contracted_training_job(sagemaker: Any) -> None:
+    launcher = load_launcher()
+    result = launcher.handler(EVENT, None)
+    assert result["status"] == "launched" and result["training_job_name"] == JOB_NAME
+
+    recorded = sagemaker.describe_training_job(TrainingJobName=JOB_NAME)
+    lake = "s3://capacity-forecaster-lake-123456789012-us-east-1"
+    assert recorded["TrainingJobArn"] == result["training_job_arn"]
+    assert recorded["HyperParameters"] == {
+        "run_date": "2026-11-23",
+        "run_id": JOB_NAME,
+        "lake_uri": lake,
+        "horizon_days": "90",
+        "models": "seasonal_naive,linear_trend",
+    }
+    # moto adds a canned MetricDefinitions list to the algorithm specification it returns; the request's own
+    # fields are compared.
+    algorithm = recorded["AlgorithmSpecification"]
+    assert {k: algorithm[k] for k in ("TrainingImage", "TrainingInputMode")} == {
+        "TrainingImage": IMAGE,
+        "TrainingInputMode": "File",
+    }
+    assert set(algorithm) <= {"TrainingImage", "TrainingInputMode", "MetricDefinitions"}
+    assert recorded["RoleArn"] == ROLE
+    assert recorded["InputDataConfig"] == [
+        {
+            "ChannelName": "curated",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": f"{lake}/curated/metrics_daily/",
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+            "ContentType": "application/vnd.apache.parquet",
+            "InputMode": "File",
+        }
+    ]
+    assert recorded["OutputDataConfig"] == {"S3OutputPath": f"{lake}/training/output/", "KmsKeyId": KEY}
+    assert recorded["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30}
+    assert recorded["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert recorded["EnableManagedSpotTraining"] is True
+    assert recorded["CheckpointConfig"] == {"S3Uri": f"{lake}/training/checkpoints/{JOB_NAME}/"}
+
+
+def test_the_request_honours_the_training_container_contract(launcher_env: dict[str, str]) -> None:
+    launcher = load_launcher()
+    config = launcher.LaunchConfig.from_env(os.environ)
+    request = launcher.training_request(config, name=JOB_NAME, run_date=date(2026, 11, 23))
+    params = job.parse_hyperparameters(request["HyperParameters"])  # the container's own validation
+    assert (params.run_id, params.run_date, params.horizon_days) == (JOB_NAME, date(2026, 11, 23), 90)
+    assert params.models == ("seasonal_naive", "linear_trend")
+    assert all(isinstance(v, str) for v in request["HyperParameters"].values())
+    [channel] = request["InputDataConfig"]
+    assert channel["ChannelName"] == job.CHANNEL
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith(f"/{job.METRICS_DAILY.prefix}/")
+    assert request["TrainingJobName"].startswith(launcher.JOB_PREFIX)
+
+
+def test_a_redelivered_event_launches_nothing_more(sagemaker: Any) -> None:
+    # moto keeps jobs for the session: this test's event has its own id, so its own job name.
+    event = {**EVENT, "id": "7f0e2c9a-0b1d-4c8e-9f2a-3d4b5c6d7e8f", "time": "2026-11-30T05:00:00Z"}
+    name = "capacity-forecaster-20261130-7f0e2c9a"
+    launcher = load_launcher()
+    assert launcher.handler(event, None)["status"] == "launched"
+    assert launcher.handler(event, None) == {"status": "already-launched", "training_job_name": name}
+    names = [j["TrainingJobName"] for j in sagemaker.list_training_jobs()["TrainingJobSummaries"]]
+    assert names.count(name) == 1
+
+
+def test_on_demand_jobs_have_no_spot_settings(launcher_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CF_TRAINING_SPOT", "false")
+    launcher = load_launcher()
+    request = launcher.training_request(
+        launcher.LaunchConfig.from_env(os.environ), name=JOB_NAME, run_date=date(2026, 11, 23)
+    )
+    assert request["EnableManagedSpotTraining"] is False
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+    assert "CheckpointConfig" not in request
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("CF_TRAINING_ROLE_ARN", "", "needs CF_TRAINING_ROLE_ARN"),
+        ("CF_TRAINING_INSTANCE_COUNT", "0", "CF_TRAINING_INSTANCE_COUNT='0' must be an integer between 1 and 20"),
+        ("CF_TRAINING_SPOT", "yes", "must be true or false"),
+        ("CF_TRAINING_MAX_WAIT_SECONDS", "600", "must be at least CF_TRAINING_MAX_RUNTIME_SECONDS"),
+        ("CF_LAKE", "s3://bucket/capacity", "must be the lake bucket's root"),
+        ("CF_LAKE", "/tmp/lake", "CF_LAKE"),
+        ("CF_TRAINING_INSTANCE_TYPE", "m5.xlarge", "is not an ml.* instance type"),
+    ],
+)
+def test_bad_settings_are_rejected_in_one_line(
+    launcher_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    result = load_launcher().handler(EVENT, None)
+    assert result["status"] == "rejected"
+    assert reason in result["reason"] and "\n" not in result["reason"]
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ("not an event", "expected an EventBridge event object"),
+        ({**EVENT, "detail-type": "Object Created", "source": "aws.s3"}, "expected a Scheduled Event"),
+        ({**EVENT, "time": "yesterday"}, "is not an ISO 8601 date-time"),
+        ({**EVENT, "id": "--"}, "has no letters or digits"),
+    ],
+)
+def test_foreign_events_are_rejected(launcher_env: dict[str, str], event: Any, reason: str) -> None:
+    result = load_launcher().handler(event, None)
+    assert result["status"] == "rejected" and reason in result["reason"]
+
+
+def test_launcher_imports_no_pandas_and_only_the_light_domain_modules(tmp_path: Path) -> None:
+    """Imported the way Lambda does: the function folder and the layer's python/ folder, boto3 from the runtime."""
+    from infra.names import LAYER_MODULES
+
+    layer = tmp_path / "layer" / "python" / "capacity_forecaster"
+    for module in LAYER_MODULES:
+        target = layer / module
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((ROOT / "layers" / "core" / "python" / "capacity_forecaster" / module).read_bytes())
+    import boto3
+
+    runtime = str(Path(boto3.__file__).parents[1])  # site-packages: boto3 and botocore, as in the runtime
+    script = (
+        "import sys, json\n"
+        "import handler\n"
+        "heavy = sorted(m for m in ('pandas', 'numpy', 'pyarrow', 'duckdb', 'yaml') if m in sys.modules)\n"
+        "ours = sorted(m for m in sys.modules if m.startswith('capacity_forecaster'))\n"
+        "print(json.dumps({'heavy': heavy, 'ours': ours,"
+        " 'from': sys.modules['capacity_forecaster'].__file__}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "lambdas" / "launch_training"), str(tmp_path / "layer" / "python")])
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", f"import sys; sys.path.append({runtime!r})\n{script}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    found = json.loads(out.stdout)
+    assert found["heavy"] == []
+    assert found["from"].startswith(str(tmp_path))
+    assert set(found["ours"]) <= {"capacity_forecaster", *(f"capacity_forecaster.{m}" for m in _dotted())}
+
+
+def _dotted() -> list[str]:
+    from infra.names import LAYER_MODULES
+
+    return [
+        m.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for m in LAYER_MODULES if m.endswith("py")
+    ]
