@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=Path("reports"), help="folder for the files (./reports)")
     p.add_argument("--top", type=_positive, help="rows in the top-risks table (default 15)")
 
+    p = add(
+        "pull-cloudwatch",
+        "fetch EC2 CloudWatch metrics of tagged instances into the raw zone",
+        "Find the running and stopped EC2 instances carrying the tag(s), fetch CPUUtilization and, where the "
+        "CloudWatch agent publishes them, mem_used_percent and disk_used_percent (the fullest filesystem) for "
+        "the last N complete UTC days with GetMetricData (5-minute averages up to 63 days, hourly up to 455), "
+        "and write the responses as CloudWatch JSON into raw/uploads/tenants/<tenant>/YYYY/MM/DD/; the next "
+        "`etl` picks them up. Needs ec2:DescribeInstances, cloudwatch:ListMetrics and cloudwatch:GetMetricData.",
+    )
+    p.add_argument("--tag", action="append", required=True, metavar="KEY=VALUE", help="instance tag (repeatable)")
+    p.add_argument(  # not `days`: that name sets fleet.days
+        "--days",
+        dest="pull_days",
+        metavar="N",
+        type=_positive,
+        required=True,
+        help="complete UTC days to fetch, up to today",
+    )
+    p.add_argument("--tenant", default="default", help="tenant prefix the files go under (default: default)")
+    p.add_argument("--region", help="region of the instances (default: the S3 settings' region)")
+
     add(
         "doctor",
         "check that the lake is reachable and writable",
@@ -287,6 +308,26 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         print(uri)
 
 
+def cmd_pull_cloudwatch(args: argparse.Namespace) -> None:
+    from capacity_forecaster.cloudwatch_pull import AwsClients, TagFilter, pull_cloudwatch
+
+    settings = _settings(args)
+    tags = [TagFilter.parse(text) for text in args.tag]
+    lake = _lake(settings)
+    clients = AwsClients.create(settings.s3_config(), args.region)
+    result = pull_cloudwatch(lake, clients, tags=tags, days=args.pull_days, tenant=args.tenant)
+    series = ", ".join(f"{name}={n}" for name, n in result.series.items())
+    print(
+        f"pull-cloudwatch: instances={len(result.instances)}, {series}, period={result.period}s, "
+        f"window={result.start:%Y-%m-%d}..{result.end - timedelta(days=1):%Y-%m-%d}, calls={result.calls}, "
+        f"points={result.points}"
+    )
+    for uri in result.written:
+        print(f"  wrote {uri}")
+    if not result.written:
+        print("  no data points in the window: nothing written")
+
+
 def cmd_profile(args: argparse.Namespace) -> None:
     from capacity_forecaster.progress import RichProgress
     from capacity_forecaster.stages import run_profile
@@ -379,6 +420,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "query": cmd_query,
     "report": cmd_report,
     "doctor": cmd_doctor,
+    "pull-cloudwatch": cmd_pull_cloudwatch,
 }
 
 
