@@ -175,6 +175,7 @@ def test_pull_user_errors_are_one_line(aws_env: str, tmp_path: Path, capsys: pyt
         (["--tag", "Team", "--days", "3"], "is not Key=Value"),
         (["--tag", "Team=web", "--days", "456"], "ask for at most 455"),
         (["--tag", "Team=web", "--days", "3", "--tenant", "../other"], "invalid tenant id"),
+        (["--tag", "Team=web", "--days", "3", "--region", "mars-1"], "--region 'mars-1' is not an AWS region"),
     ]
     for args, message in cases:
         assert main(["pull-cloudwatch", *args, "--lake", lake]) == 2

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from capacity_forecaster.errors import CapacityForecasterError, InputError
+from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
 
 EC2_NAMESPACE: Final = "AWS/EC2"
 CPU_METRIC: Final = "CPUUtilization"
@@ -245,8 +245,13 @@ class AwsClients:
         from botocore.config import Config as BotoConfig
         from botocore.exceptions import ProfileNotFound
 
+        if region is not None:
+            try:
+                s3_config = s3_config.with_overrides(region=region)
+            except ConfigError:
+                raise InputError(f"--region {region!r} is not an AWS region such as 'eu-west-1'") from None
         try:
-            session = boto3.Session(profile_name=s3_config.profile, region_name=region or s3_config.region)
+            session = boto3.Session(profile_name=s3_config.profile, region_name=s3_config.region)
         except ProfileNotFound:
             raise CloudWatchPullError(
                 f"AWS profile {s3_config.profile!r} not found: check AWS_PROFILE and ~/.aws/config"
