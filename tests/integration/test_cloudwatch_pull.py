@@ -173,7 +173,7 @@ def test_pull_user_errors_are_one_line(aws_env: str, tmp_path: Path, capsys: pyt
     cases = [
         (["--tag", f"Team=nobody-{uuid.uuid4().hex}", "--days", "3"], "no running or stopped EC2 instance"),
         (["--tag", "Team", "--days", "3"], "is not Key=Value"),
-        (["--tag", "Team=web", "--days", "456"], "ask for at most 455"),
+        (["--tag", "Team=web", "--days", "455"], "ask for at most 454"),
         (["--tag", "Team=web", "--days", "3", "--tenant", "../other"], "invalid tenant id"),
         (["--tag", "Team=web", "--days", "3", "--region", "mars-1"], "--region 'mars-1' is not an AWS region"),
     ]

@@ -51,9 +51,10 @@ def test_tag_filter_refuses_bad_syntax_in_one_line(text: str) -> None:
 
 
 def test_period_follows_cloudwatch_retention() -> None:
-    assert [choose_period(d) for d in (1, 14, 63, 64, 455)] == [300, 300, 300, 3600, 3600]
-    with pytest.raises(InputError, match="at most 455"):
-        choose_period(456)
+    # A window starts up to days + 1 days ago: 5-minute points are kept 63 days, hourly ones 455.
+    assert [choose_period(d) for d in (1, 14, 62, 63, 454)] == [300, 300, 300, 3600, 3600]
+    with pytest.raises(InputError, match="ask for at most 454"):
+        choose_period(455)
     with pytest.raises(InputError, match="at least 1"):
         choose_period(0)
 
@@ -115,8 +116,8 @@ def test_batches_respect_the_query_limit_and_keep_expressions_with_their_inputs(
 
 def test_batches_hold_what_one_response_can_carry() -> None:
     series = [MetricSeries.cpu(f"i-{n}") for n in range(30)]
-    # 63 days of 5-minute points are 18,144 a series: 5 series fill the 100,800 points of a response.
-    assert [len(b) for b in build_queries(series, period=300, days=63)] == [5] * 6
+    # 62 days of 5-minute points are 17,856 a series: 5 series fill the 100,800 points of a response.
+    assert [len(b) for b in build_queries(series, period=300, days=62)] == [5] * 6
     assert [len(b) for b in build_queries(series, period=300, days=1)] == [30]
 
 

@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch EC2 CloudWatch metrics of tagged instances into the raw zone",
         "Find the running and stopped EC2 instances carrying the tag(s), fetch CPUUtilization and, where the "
         "CloudWatch agent publishes them, mem_used_percent and disk_used_percent (the fullest filesystem) for "
-        "the last N complete UTC days with GetMetricData (5-minute averages up to 63 days, hourly up to 455), "
+        "the last N complete UTC days with GetMetricData (5-minute averages up to 62 days, hourly up to 454), "
         "and write the responses as CloudWatch JSON into raw/uploads/tenants/<tenant>/YYYY/MM/DD/; the next "
         "`etl` picks them up. Needs ec2:DescribeInstances, cloudwatch:ListMetrics and cloudwatch:GetMetricData.",
     )

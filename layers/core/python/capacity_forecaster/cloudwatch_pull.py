@@ -33,9 +33,10 @@ MAX_POINTS_PER_CALL: Final = 100_800  # data points one GetMetricData response r
 STAT: Final = "Average"
 # Instances that are gone or going have nothing left to plan for.
 LIVE_STATES: Final[tuple[str, ...]] = ("pending", "running", "stopping", "stopped")
-# CloudWatch keeps 5-minute data points 63 days and hourly ones 455 days (15 months).
-PERIODS: Final[tuple[tuple[int, int], ...]] = ((63, 300), (455, 3600))
-MAX_DAYS: Final = PERIODS[-1][0]
+# CloudWatch keeps 5-minute data points 63 days and hourly ones 455 days (15 months); a window ends at today's
+# midnight, so it reaches back up to one day more than it covers.
+RETENTION: Final[tuple[tuple[int, int], ...]] = ((63, 300), (455, 3600))
+MAX_DAYS: Final = RETENTION[-1][0] - 1
 IAM_ACTIONS: Final = "ec2:DescribeInstances, cloudwatch:ListMetrics and cloudwatch:GetMetricData"
 
 _TAG_KEY = re.compile(r"[^=\s][^=]{0,127}")
@@ -108,15 +109,18 @@ class MetricSeries:
 
 
 def choose_period(days: int) -> int:
-    """The GetMetricData period for a window of ``days``: 5 minutes up to 63 days, an hour up to 455."""
+    """The GetMetricData period for a window of ``days``: 5 minutes up to 62 days, an hour up to 454.
+
+    The window starts at most ``days + 1`` days ago, which must be within CloudWatch's retention of that period.
+    """
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise InputError(f"--days must be a whole number of at least 1, got {days!r}")
-    for limit, period in PERIODS:
-        if days <= limit:
+    for kept, period in RETENTION:
+        if days + 1 <= kept:
             return period
     raise InputError(
-        f"--days {days} is more than CloudWatch keeps: it keeps 5-minute data {PERIODS[0][0]} days and hourly "
-        f"data {MAX_DAYS} days; ask for at most {MAX_DAYS}"
+        f"--days {days} reaches back further than CloudWatch keeps data ({RETENTION[0][0]} days of 5-minute and "
+        f"{RETENTION[-1][0]} days of hourly points); ask for at most {MAX_DAYS}"
     )
 
 
