@@ -64,8 +64,8 @@ def _put(cw: Any, namespace: str, name: str, dims: dict[str, str], day: datetime
 
 @pytest.fixture
 def fleet(aws_env: str) -> Fleet:
-    """Tagged instances A (cpu, agent mem and disk), B (cpu only) and a stopped D (cpu); an untagged C and a
-    terminated tagged E with cpu data. Two days of 5-minute points, 2 and 3 days ago."""
+    """Tagged instances A (cpu, agent mem and disk, and a squashfs disk at 100%), B (cpu only) and a stopped D
+    (cpu); an untagged C and a terminated tagged E with cpu data. Two days of 5-minute points, 2 and 3 days ago."""
     ec2, cw = boto3.client("ec2"), boto3.client("cloudwatch")
     value = f"capacity-{uuid.uuid4().hex[:8]}"
     a, b, d, e = _instances(ec2, 4, {"Team": value, "Env": "prod"})
@@ -85,10 +85,13 @@ def fleet(aws_env: str) -> Fleet:
             (a, "CWAgent", "mem_used_percent", "mem", {"InstanceId": a, "ImageId": "ami-12c6146b"}),
             (a, "CWAgent", "disk_used_percent", "disk", {"InstanceId": a, "path": "/", "fstype": "xfs"}),
             (c, "CWAgent", "mem_used_percent", "mem", {"InstanceId": c}),
+            # A snap package's read-only filesystem, always full: left out.
+            (a, "CWAgent", "disk_used_percent", "", {"InstanceId": a, "path": "/snap/core/1", "fstype": "squashfs"}),
         ]:
-            values = [round(float(v), 2) for v in rng.uniform(5, 95, size=36)]
+            values = [round(float(v), 2) for v in rng.uniform(5, 95, size=36)] if metric else [100.0] * 36
             _put(cw, namespace, name, dims, day, values)
-            expected[(instance, metric, day.date().isoformat())] = float(np.percentile(values, 95))
+            if metric:
+                expected[(instance, metric, day.date().isoformat())] = float(np.percentile(values, 95))
     tagged = {k: v for k, v in expected.items() if k[0] in (a, b, d)}
     return Fleet(value, {"a": a, "b": b, "c": c, "d": d, "e": e}, tagged)
 

@@ -140,6 +140,19 @@ def test_agent_series_keeps_the_wanted_instances() -> None:
     ]
 
 
+def test_agent_series_leaves_out_read_only_and_memory_filesystems() -> None:
+    def entry(path: str, fstype: str) -> dict[str, object]:
+        dims = {"InstanceId": "i-1", "path": path, "fstype": fstype}
+        return {
+            "Namespace": "CWAgent",
+            "MetricName": "disk_used_percent",
+            "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
+        }
+
+    listed = [entry("/", "xfs"), entry("/snap/core/1", "squashfs"), entry("/dev/shm", "tmpfs"), entry("/data", "ext4")]
+    assert [dict(s.dimensions)["path"] for s in agent_series(listed, ["i-1"])] == ["/", "/data"]
+
+
 def test_responses_json_is_what_the_etl_reader_reads() -> None:
     tz = timezone(timedelta(hours=1))
     pages = [

@@ -28,6 +28,9 @@ CPU_METRIC: Final = "CPUUtilization"
 AGENT_NAMESPACE: Final = "CWAgent"
 AGENT_METRICS: Final[tuple[str, ...]] = ("mem_used_percent", "disk_used_percent")
 """The CloudWatch agent's memory and disk metrics, fetched for the instances that publish them."""
+IGNORED_FSTYPES: Final = frozenset({"squashfs", "iso9660", "udf", "tmpfs", "devtmpfs", "ramfs"})
+"""Disk series left out: read-only images (snap packages are squashfs, always 100% used) and memory-backed
+filesystems, which would hide the real disks' usage in the fullest-filesystem maximum."""
 MAX_QUERIES_PER_CALL: Final = 500  # GetMetricData's limit on MetricDataQueries
 MAX_POINTS_PER_CALL: Final = 100_800  # data points one GetMetricData response returns at most
 STAT: Final = "Average"
@@ -195,12 +198,15 @@ def _group_queries(
 
 
 def agent_series(metrics: Sequence[Mapping[str, Any]], instance_ids: Sequence[str]) -> list[MetricSeries]:
-    """The ListMetrics entries (``{"Namespace", "MetricName", "Dimensions"}``) that belong to ``instance_ids``."""
+    """The ListMetrics entries (``{"Namespace", "MetricName", "Dimensions"}``) that belong to ``instance_ids``,
+    without the filesystems of :data:`IGNORED_FSTYPES`."""
     wanted = set(instance_ids)
     found = []
     for entry in metrics:
         dims = tuple((str(d["Name"]), str(d["Value"])) for d in entry.get("Dimensions") or [])
         instance = dict(dims).get("InstanceId")
+        if dict(dims).get("fstype") in IGNORED_FSTYPES:
+            continue
         if instance in wanted:
             found.append(MetricSeries(instance, str(entry["Namespace"]), str(entry["MetricName"]), dims))
     return found
