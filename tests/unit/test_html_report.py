@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from datetime import date
 from html.parser import HTMLParser
@@ -189,3 +192,60 @@ def test_few_charts(charts: int) -> None:
     data.charts = charts
     text = render_html(data)
     assert text.count('class="band"') == charts
+
+
+# ------------------------------------------------------------------------------ in a real browser (Chromium)
+
+CHROMIUM = os.environ.get("CF_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on PATH (apt-get install chromium, or set CF_CHROMIUM to its path)"
+)
+
+
+def open_in_chromium(page: Path, profile: Path) -> tuple[str, list[str]]:
+    """The DOM once the page's scripts have run, and every console message the page produced (console.log,
+    console.error and uncaught exceptions alike), from headless Chromium with the network switched off."""
+    assert CHROMIUM is not None
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout, [line for line in done.stderr.splitlines() if re.search(r":CONSOLE[:(]", line)]
+
+
+@needs_chromium
+def test_chromium_reports_console_errors_of_a_broken_page(tmp_path: Path) -> None:
+    page = tmp_path / "broken.html"
+    page.write_text('<!doctype html><p>x</p><script>console.error("planted error"); null.boom();</script>')
+    _, console = open_in_chromium(page, tmp_path / "profile")
+    assert any("planted error" in line for line in console)
+    assert any("Uncaught TypeError" in line for line in console)
+
+
+@needs_chromium
+def test_report_opens_in_chromium_without_console_messages_and_sorts(tmp_path: Path) -> None:
+    text = render_html(report_data())
+    # After the report's own script: click the first header of the top risks table, as a user would.
+    probe = "<script>document.querySelector('#top-risks table.sortable th').click();</script>"
+    page = tmp_path / "report.html"
+    page.write_text(text.replace("</body>", probe + "</body>"), encoding="utf-8")
+    dom, console = open_in_chromium(page, tmp_path / "profile")
+    assert console == []
+    assert all(f'id="{sid}"' in dom for sid, _ in SECTIONS)
+    assert dom.count("<svg") == text.count("<svg") > 0
+    assert 'data-dir="asc"' in dom  # the sorter ran on the click

@@ -207,3 +207,64 @@ def test_trend_breach_and_saturation_are_not_seasonal() -> None:
     assert reg.loc[("r", "cpu"), "seasonal_peak_dates"] == ""
     assert reg.loc[("s", "cpu"), "already_breaching"]
     assert not reg.loc[("s", "cpu"), "seasonal_peak"]
+
+
+def test_breach_days_needs_that_many_consecutive_days_over() -> None:
+    # P50: a 2-day excursion over 80 (days 5-6), then 80+ from day 20 for good; P90 = P50 + 5.
+    p50 = [70.0] * 5 + [81.0, 82.0] + [70.0] * 13 + [85.0] * 20
+    kwargs = {
+        "run_date": RUN,
+        "thresholds": THRESHOLDS,
+        "critical_days": 30,
+        "saturation_days": 7,
+        "overprovisioned_ratio": 0.5,
+    }
+    daily = history("b", "cpu", [60.0] * 30)
+    single = build_risk_register(forecast("b", "cpu", p50), daily, **kwargs).iloc[0]
+    sustained = build_risk_register(forecast("b", "cpu", p50), daily, breach_days=3, **kwargs).iloc[0]
+    assert single["breach_date_p50"] == pd.Timestamp("2026-01-06")
+    assert sustained["breach_date_p50"] == pd.Timestamp("2026-01-21")
+    assert sustained["days_to_breach_p50"] == 20
+    # P90 = 75 outside the excursions: still only the sustained run counts.
+    assert sustained["breach_date_p90"] == pd.Timestamp("2026-01-21")
+
+
+def test_breach_days_run_must_end_inside_the_horizon_and_short_horizons_need_every_day() -> None:
+    kwargs = {
+        "run_date": RUN,
+        "thresholds": THRESHOLDS,
+        "critical_days": 30,
+        "saturation_days": 7,
+        "overprovisioned_ratio": 0.5,
+        "breach_days": 3,
+    }
+    daily = pd.concat([history(s, "cpu", [60.0] * 30) for s in ("e", "f", "g")], ignore_index=True)
+    forecasts = pd.concat(
+        [
+            forecast("e", "cpu", [70.0] * 8 + [85.0, 85.0], spread=0.0),  # the run is cut by the horizon's end
+            forecast("f", "cpu", [85.0, 85.0], spread=0.0),  # a 2-day horizon: both days over is a breach
+            forecast("g", "cpu", [85.0, 70.0], spread=0.0),
+        ],
+        ignore_index=True,
+    )
+    reg = build_risk_register(forecasts, daily, **kwargs).set_index("server_id")
+    assert pd.isna(reg.loc["e", "breach_date_p50"]) and reg.loc["e", "severity"] == "low"
+    assert reg.loc["f", "breach_date_p50"] == pd.Timestamp(RUN)
+    assert pd.isna(reg.loc["g", "breach_date_p50"])
+
+
+def test_breach_days_drops_one_day_peaks_from_the_seasonal_flag() -> None:
+    p50 = _with_peaks(60.0, ["2026-01-31", "2026-02-28", "2026-03-31"], 82.0)  # one day each month end
+    daily = history("m", "cpu", [60.0] * 30)
+    kwargs = {
+        "run_date": RUN,
+        "thresholds": THRESHOLDS,
+        "critical_days": 30,
+        "saturation_days": 7,
+        "overprovisioned_ratio": 0.5,
+    }
+    one_day = build_risk_register(forecast("m", "cpu", p50, spread=0.0), daily, **kwargs).iloc[0]
+    three = build_risk_register(forecast("m", "cpu", p50, spread=0.0), daily, breach_days=3, **kwargs).iloc[0]
+    assert one_day["seasonal_peak"] and one_day["seasonal_peak_kind"] == "month-end"
+    assert not three["seasonal_peak"] and three["seasonal_peak_dates"] == ""
+    assert pd.isna(three["breach_date_p50"]) and three["severity"] == "low"

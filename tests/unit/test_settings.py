@@ -54,6 +54,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("risk:\n  headroom: {cpu: 100}\n", "risk.headroom.cpu=100.0 must be a percentage"),
         ("risk:\n  headroom: {gpu: 5}\n", "risk.headroom has unknown metric 'gpu'"),
         ("risk:\n  high_days: 10\n", "risk.high_days must be 0 or at least risk.critical_days"),
+        ("risk:\n  breach_days: 0\n", "risk.breach_days must be between 1 and 30"),
         ("rightsizing:\n  k_min: 1\n", "rightsizing.k_min must be at least 2"),
         ("rightsizing:\n  instance_types: {x1: {cores: 2}}\n", "must set exactly cores, memory_gib and monthly_cost"),
         ("rightsizing:\n  instance_types: {x1: {cores: 0, memory_gib: 1, monthly_cost: 1}}\n", "needs cores"),
@@ -109,6 +110,9 @@ def test_headroom_and_tier_windows_from_the_config_file(tmp_path: Path) -> None:
     s = load_settings(cfg, environ={})
     assert dict(s.risk.headroom) == {"cpu": 10.0, "mem": 20.0, "disk": 10.0, "net": 10.0}
     assert (s.risk.high_days, s.risk.medium_days) == (60, 90)
+    assert s.risk.breach_days == 1
+    cfg.write_text("risk:\n  breach_days: 3\n")
+    assert load_settings(cfg, environ={}).risk.breach_days == 3
 
 
 def test_rightsizing_size_table_defaults_and_override(tmp_path: Path) -> None:

@@ -39,16 +39,34 @@ def last_actuals(daily: pd.DataFrame, *, saturation_days: int, thresholds: Mappi
     return out
 
 
-def breach_dates(forecasts: pd.DataFrame, thresholds: Mapping[str, float]) -> pd.DataFrame:
+def sustained(over: pd.Series, keys: pd.DataFrame, days: int) -> pd.Series:
+    """Days that belong to a run of at least ``days`` consecutive True values within each series.
+
+    ``over`` is a bool per forecast day, ordered by series and day; ``keys`` holds the series columns (same
+    index). A series shorter than ``days`` needs all of its days over. ``days`` 1 returns ``over`` itself.
+    """
+    if days <= 1:
+        return over
+    series = keys.ne(keys.shift()).any(axis=1).cumsum()
+    run = (over.ne(over.shift()) | series.ne(series.shift())).cumsum()
+    run_length = over.groupby(run).transform("size")
+    needed = np.minimum(days, series.groupby(series).transform("size"))
+    return over & (run_length >= needed)
+
+
+def breach_dates(forecasts: pd.DataFrame, thresholds: Mapping[str, float], *, breach_days: int = 1) -> pd.DataFrame:
     """First day P50 and P90 reach the threshold, and the P50 peak, per series of champion forecasts.
 
+    With ``breach_days`` N above 1, a breach is the first day of N consecutive forecast days at or over the
+    threshold (a shorter excursion does not count; the run must end inside the horizon).
     Input columns: server_id, metric, model, ds, p50, p90. Output: server_id, metric, model, threshold,
     breach_date_p50, breach_date_p90, peak_p50, peak_date, peak_p90.
     """
-    fc = forecasts.sort_values(["server_id", "metric", "ds"]).copy()
+    fc = forecasts.sort_values(["server_id", "metric", "ds"]).reset_index(drop=True)
     fc["threshold"] = fc["metric"].map(thresholds).astype("float64")
-    fc["ds50"] = fc["ds"].where(fc["p50"] >= fc["threshold"])
-    fc["ds90"] = fc["ds"].where(fc["p90"] >= fc["threshold"])
+    keys = fc[["server_id", "metric"]]
+    fc["ds50"] = fc["ds"].where(sustained(fc["p50"] >= fc["threshold"], keys, breach_days))
+    fc["ds90"] = fc["ds"].where(sustained(fc["p90"] >= fc["threshold"], keys, breach_days))
     grouped = fc.groupby(["server_id", "metric"], sort=True)
     peak_idx = grouped["p50"].idxmax()
     out = pd.DataFrame(
@@ -92,13 +110,14 @@ def peak_kind(days: Sequence[pd.Timestamp]) -> str:
     return "recurring"
 
 
-def seasonal_peaks(forecasts: pd.DataFrame, thresholds: Mapping[str, float]) -> pd.DataFrame:
+def seasonal_peaks(forecasts: pd.DataFrame, thresholds: Mapping[str, float], *, breach_days: int = 1) -> pd.DataFrame:
     """Per series: whether its breach comes from recurring peaks rather than trend, and the peaks' dates.
 
     A breach is seasonal when the P90 forecast crosses the threshold in episodes that end inside the horizon,
     is over the threshold on less than half the days from the first crossing on, and the median P90 stays
-    under the threshold. Output: server_id, metric, seasonal_peak, seasonal_peak_kind, seasonal_peak_dates
-    (comma-separated ISO days of each episode's highest P90; empty when not seasonal).
+    under the threshold. With ``breach_days`` above 1, only runs of that many days over the threshold count as
+    episodes (as in ``breach_dates``). Output: server_id, metric, seasonal_peak, seasonal_peak_kind,
+    seasonal_peak_dates (comma-separated ISO days of each episode's highest P90; empty when not seasonal).
     """
     rows = []
     ordered = forecasts.sort_values(["server_id", "metric", "ds"])
@@ -106,6 +125,11 @@ def seasonal_peaks(forecasts: pd.DataFrame, thresholds: Mapping[str, float]) -> 
         p90 = group["p90"].to_numpy(dtype=float)
         threshold = float(thresholds[str(metric)])
         over = p90 >= threshold
+        if breach_days > 1:
+            needed = min(breach_days, len(p90))
+            over = np.zeros_like(over)
+            for start, stop in _runs(p90 >= threshold):
+                over[start:stop] = stop - start >= needed
         seasonal, kind, dates = False, "", ""
         if over.any():
             runs = _runs(over)
@@ -184,6 +208,7 @@ def build_risk_register(
     high_days: int | None = None,
     medium_days: int | None = None,
     headroom: Mapping[str, float] | None = None,
+    breach_days: int = 1,
 ) -> pd.DataFrame:
     """The risk register for one run: champion forecasts plus recent actuals -> one row per series.
 
@@ -192,10 +217,11 @@ def build_risk_register(
     breaching now, with days to breach 0, rather than scored on forecasts past the cap. ``high_days`` and
     ``medium_days`` bound the high and medium tiers (None: the whole horizon); ``headroom`` is the per-metric
     margin (percent) the over-provisioned finding adds to the forecast. Breaches that come from recurring
-    month-end or quarter-end peaks rather than trend are flagged with the peaks' dates.
+    month-end or quarter-end peaks rather than trend are flagged with the peaks' dates. ``breach_days`` is the
+    number of consecutive forecast days at or over the threshold that make a breach (1: any day).
     """
     champions = forecasts[forecasts["is_champion"]]
-    dates = breach_dates(champions, thresholds)
+    dates = breach_dates(champions, thresholds, breach_days=breach_days)
     actuals = last_actuals(daily, saturation_days=saturation_days, thresholds=thresholds)
     reg = dates.merge(actuals, on=["server_id", "metric"], how="left")
     reg["already_breaching"] = reg["already_breaching"].fillna(False).astype(bool)
@@ -214,7 +240,9 @@ def build_risk_register(
         medium_days=medium_days,
     )
     reg["finding"] = findings(reg, overprovisioned_ratio=overprovisioned_ratio, headroom=headroom)
-    reg = reg.merge(seasonal_peaks(champions, thresholds), on=["server_id", "metric"], how="left")
+    reg = reg.merge(
+        seasonal_peaks(champions, thresholds, breach_days=breach_days), on=["server_id", "metric"], how="left"
+    )
     # A saturated series is breaching now: its breach is not a recurring peak.
     saturated = reg["already_breaching"]
     reg["seasonal_peak"] = reg["seasonal_peak"].astype(bool) & ~saturated

@@ -95,6 +95,8 @@ class RiskSettings:
     """P50 breach within this many days is high; 0 means anywhere in the horizon."""
     medium_days: int = 0
     """P90 breach within this many days is medium; 0 means anywhere in the horizon."""
+    breach_days: int = 1
+    """Consecutive forecast days at or over the threshold that make a breach; 1 means the first day over."""
 
 
 def _default_instance_types() -> dict[str, dict[str, float]]:
@@ -391,6 +393,7 @@ def _validate(s: Settings) -> None:
             "rightsizing.idle_cpu_p95 and idle_mem_p95 must be percentages in (0, 100]",
         ),
         (s.risk.medium_days >= 0, "risk.medium_days must be 0 (the whole horizon) or more"),
+        (1 <= s.risk.breach_days <= 30, "risk.breach_days must be between 1 and 30"),
         (
             not s.risk.high_days or s.risk.high_days >= s.risk.critical_days,
             "risk.high_days must be 0 or at least risk.critical_days",

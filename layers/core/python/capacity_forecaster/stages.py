@@ -548,6 +548,7 @@ def run_risk(
             high_days=settings.risk.high_days or None,
             medium_days=settings.risk.medium_days or None,
             headroom=settings.risk.headroom,
+            breach_days=settings.risk.breach_days,
         )
         uri = lake.write_partition(RISK_REGISTER, register, {"run_date": run_date})
         advance(1)

@@ -1,0 +1,51 @@
+"""The risk benchmark's scoring on a hand-made register and ground truth (what counts as flagged, hit, dated)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from benchmarks.bench_risk import AT_RISK, P50_ONLY, score
+
+
+def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    day = pd.Timestamp
+    truth = pd.DataFrame(
+        {
+            "server_id": ["a", "b", "c", "d", "e"],
+            "metric": "cpu",
+            "pattern": ["saturating", "sawtooth", "growing", "steady", "seasonal_peak"],
+            "will_breach": [True, True, False, False, True],
+            "breach_date": [day("2027-01-10"), day("2027-01-20"), pd.NaT, pd.NaT, day("2027-01-01")],
+            "is_idle": False,
+        }
+    )
+    register = pd.DataFrame(
+        {
+            "server_id": ["a", "b", "c", "d", "e"],
+            "metric": "cpu",
+            "severity": ["critical", "low", "medium", "low", "medium"],
+            "breach_date_p50": [day("2027-01-12"), pd.NaT, pd.NaT, pd.NaT, pd.NaT],
+            "breach_date_p90": [day("2027-01-05"), pd.NaT, day("2027-01-03"), pd.NaT, day("2026-12-25")],
+        }
+    )
+    return register, truth
+
+
+def test_flagged_means_critical_high_or_medium_and_dates_prefer_p50() -> None:
+    register, truth = frames()
+    result = score(register, truth, tiers=AT_RISK)
+    assert result.flagged == 3  # a, c, e
+    assert result.recall == pytest.approx(2 / 3)  # a and e of a, b, e
+    assert result.precision == pytest.approx(2 / 3)  # c is a false alarm
+    # a: P50 Jan 12 vs Jan 10 -> 2 days; e: no P50, P90 Dec 25 vs Jan 1 -> 7 days.
+    assert result.median_date_error == pytest.approx(4.5)
+    assert result.misses == {"sawtooth": 1}
+    assert result.false_alarms == {"growing": 1}
+
+
+def test_p50_only_reading() -> None:
+    register, truth = frames()
+    result = score(register, truth, tiers=P50_ONLY)
+    assert (result.flagged, result.recall, result.precision, result.median_date_error) == (1, 1 / 3, 1.0, 2.0)
+    assert result.misses == {"sawtooth": 1, "seasonal_peak": 1} and result.false_alarms == {}
