@@ -16,7 +16,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from capacity_forecaster.report import top_risks
+from capacity_forecaster.report import TOP_HEADERS, top_risks
 from capacity_forecaster.risk import SEVERITY_ORDER
 from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, METRICS, METRICS_DAILY, RISK_REGISTER, SERVERS
 from capacity_forecaster.storage.lake import Lake
@@ -295,18 +295,6 @@ def render_html(data: ReportData) -> str:
         f'<div class="card">monthly savings<b>${savings:,.0f}</b></div>'
     )
     top = top_risks(reg, data.servers, top=data.top)
-    top_headers = {
-        "server_id": "server",
-        "application": "application",
-        "metric": "metric",
-        "severity": "severity",
-        "last_p95": "last P95 %",
-        "breach_date_p50": "breach P50",
-        "days_to_breach_p50": "days",
-        "breach_date_p90": "breach P90",
-        "peak_p50": "peak P50 %",
-        "model": "model",
-    }
     charts = []
     leaders = top_risks(reg, data.servers, top=data.charts)
     thresholds = {
@@ -342,7 +330,7 @@ def render_html(data: ReportData) -> str:
     bodies = {
         "heatmap": "<p>Peak P90 forecast per server and metric against its threshold (green: low, red: at or over"
         " the threshold); hover for details.</p>" + heatmap_svg(reg),
-        "top-risks": _table(top, top_headers, table_id="top-risks-table", row_class="severity"),
+        "top-risks": _table(top, TOP_HEADERS, table_id="top-risks-table", row_class="severity"),
         "forecasts": chart_html,
         "profiles": profile_scatter_svg(data.features, plan),
         "consolidation": f"<p>{freed} servers freed, {downsized} downsized: <b>${savings:,.2f}</b> per month.</p>"

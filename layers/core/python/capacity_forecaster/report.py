@@ -9,18 +9,20 @@ import pandas as pd
 
 from capacity_forecaster.risk import SEVERITY_ORDER
 
-TOP_COLUMNS = [
-    "server_id",
-    "application",
-    "metric",
-    "severity",
-    "last_p95",
-    "breach_date_p50",
-    "days_to_breach_p50",
-    "breach_date_p90",
-    "peak_p50",
-    "model",
-]
+TOP_HEADERS = {
+    "server_id": "server",
+    "application": "application",
+    "metric": "metric",
+    "severity": "severity",
+    "last_p95": "last P95 %",
+    "breach_date_p50": "breach P50",
+    "days_to_breach_p50": "days",
+    "breach_date_p90": "breach P90",
+    "peak_p50": "peak P50 %",
+    "model": "model",
+}
+"""The top risks' columns, in order, with the headings the terminal table and the HTML report give them."""
+TOP_COLUMNS = list(TOP_HEADERS)
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "green"}
 
 
@@ -67,18 +69,7 @@ def render_summary(
     from rich.table import Table
 
     table = Table(title="Top servers at risk", header_style="bold")
-    headers = {
-        "server_id": "server",
-        "application": "application",
-        "metric": "metric",
-        "severity": "severity",
-        "last_p95": "last P95 %",
-        "breach_date_p50": "breach P50",
-        "days_to_breach_p50": "days",
-        "breach_date_p90": "breach P90",
-        "peak_p50": "peak P50 %",
-        "model": "model",
-    }
+    headers = TOP_HEADERS
     for column in TOP_COLUMNS:
         table.add_column(headers[column], justify="right" if column in {"last_p95", "peak_p50"} else "left")
     for row in top.itertuples(index=False):
