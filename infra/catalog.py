@@ -146,6 +146,7 @@ class Catalog(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._lake = lake
+        self.lake = lake
         self.database_name = settings.glue_database_name
         self.workgroup_name = settings.athena_workgroup_name
 
@@ -202,8 +203,8 @@ class Catalog(Construct):
                 query_string=sql.strip(),
             )
             # The workgroup and the database are named, not referenced: wait for both explicitly.
-            query.add_dependency(self.workgroup)
-            query.add_dependency(self.database)
+            query.add_resource_dependency(self.workgroup)
+            query.add_resource_dependency(self.database)
             self.named_queries[name] = query
 
     def _glue_table(self, table: TableSchema, *, date_range: str) -> glue.CfnTable:

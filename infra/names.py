@@ -103,3 +103,6 @@ ALERTS_KEY_ALIAS: Final = f"alias/{PROJECT}/alerts"
 NOTIFY_TOPIC_ENV: Final = "CF_NOTIFY_TOPIC_ARN"
 """The risk Lambda publishes new critical risks to the topic named in this variable (lambdas/risk/handler.py)."""
 OUTPUT_ALERTS_TOPIC: Final = "AlertsTopicArn"
+
+# --- dashboards ---------------------------------------------------------------------------------------------
+OUTPUT_DASHBOARD_ID: Final = "QuickSightDashboardId"

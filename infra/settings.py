@@ -34,6 +34,10 @@ IA_MIN_DAYS: Final = 30
 _SCHEDULE_RE: Final = re.compile(r"^(cron\([^()]+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\))$")
 _INSTANCE_TYPE_RE: Final = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _EMAIL_RE: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_QUICKSIGHT_PRINCIPAL_RE: Final = re.compile(
+    r"^arn:aws(-[a-z]+)*:quicksight:[a-z0-9-]+:\d{12}:(user|group)/[A-Za-z0-9._-]+/[^/\s]+$"
+)
+_ROLE_NAME_RE: Final = re.compile(r"^[\w+=,.@-]{1,64}$")
 LOG_RETENTION_DAYS: Final = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653)
 """The retention periods CloudWatch Logs accepts."""
 
@@ -86,6 +90,7 @@ class StackSettings:
     lambda_timeout_seconds: int = 900
     """Timeout of the container-image Lambdas (1 to 900 seconds)."""
     log_retention_days: int = 90
+    """Days the Lambdas' CloudWatch logs are kept (a value CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, ...)."""
     training_schedule: str = "cron(0 5 ? * MON *)"
     """When the launcher starts a SageMaker training job (EventBridge expression, UTC; weekly, Monday 05:00)."""
     training_instance_type: str = "ml.m5.xlarge"
@@ -102,7 +107,12 @@ class StackSettings:
     """With spot, the job is stopped after this much time waiting plus training (at least the max runtime)."""
     alert_email: str = ""
     """An e-mail address subscribed to the notifications topic (empty: none; the address must confirm)."""
-    """Days the Lambdas' CloudWatch logs are kept (a value CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, ...)."""
+    quicksight_principal_arn: str = ""
+    """The QuickSight user or group (``arn:aws:quicksight:<region>:<account>:user/<namespace>/<name>`` or
+    ``...:group/...``) that owns the dashboard, its data sets and data source; empty: no dashboards."""
+    quicksight_service_role_name: str = "aws-quicksight-service-role-v0"
+    """The IAM role QuickSight uses to run Athena queries: with dashboards, a policy on it grants the workgroup,
+    the views' Glue tables and lake prefixes and the lake key (empty: attach nothing; grant it yourself)."""
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -148,6 +158,18 @@ class StackSettings:
             if start.isoformat() != self.partition_projection_start:
                 out.append("partition_projection_start must be written YYYY-MM-DD")
         out += self._pipeline_problems()
+        out += self._dashboard_problems()
+        return out
+
+    def _dashboard_problems(self) -> list[str]:
+        out: list[str] = []
+        if self.quicksight_principal_arn and not _QUICKSIGHT_PRINCIPAL_RE.match(self.quicksight_principal_arn):
+            out.append(
+                f"quicksight_principal_arn {self.quicksight_principal_arn!r} must be a QuickSight user or group ARN "
+                "(arn:aws:quicksight:<region>:<account>:user/<namespace>/<name>), or empty for no dashboards"
+            )
+        if self.quicksight_service_role_name and not _ROLE_NAME_RE.match(self.quicksight_service_role_name):
+            out.append(f"quicksight_service_role_name {self.quicksight_service_role_name!r} must be an IAM role name")
         return out
 
     def _pipeline_problems(self) -> list[str]:

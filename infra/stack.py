@@ -8,9 +8,11 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from infra.catalog import Catalog
+from infra.dashboards import Dashboards
 from infra.names import (
     OUTPUT_ALERTS_TOPIC,
     OUTPUT_ATHENA_WORKGROUP,
+    OUTPUT_DASHBOARD_ID,
     OUTPUT_GLUE_DATABASE,
     OUTPUT_LAKE_BUCKET,
     OUTPUT_LAKE_KEY_ARN,
@@ -47,6 +49,11 @@ class CapacityForecasterStack(cdk.Stack):
             self, "Notifications", settings=settings, pipeline=self.pipeline, training=self.training
         )
 
+        # 6. dashboards (optional): QuickSight data source, data sets over the views, and the dashboard
+        self.dashboards: Dashboards | None = None
+        if settings.quicksight_principal_arn:
+            self.dashboards = Dashboards(self, "Dashboards", catalog=self.catalog, settings=settings)
+
         # outputs: what the CLI, the runbooks and later stacks need to find the resources
         outputs = {
             OUTPUT_LAKE_BUCKET: (self.lake.bucket_name, "Data lake bucket (lake root s3://<name>)."),
@@ -55,5 +62,7 @@ class CapacityForecasterStack(cdk.Stack):
             OUTPUT_ATHENA_WORKGROUP: (self.catalog.workgroup_name, "Athena workgroup to query the lake."),
             OUTPUT_ALERTS_TOPIC: (self.notifications.topic.topic_arn, "SNS topic of new critical risks and failures."),
         }
+        if self.dashboards is not None:
+            outputs[OUTPUT_DASHBOARD_ID] = (self.dashboards.dashboard.dashboard_id, "QuickSight dashboard id.")
         for output_id, (value, description) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, description=description)
