@@ -92,6 +92,8 @@ LAYER_MODULES: Final = (
 )
 """The domain package's modules in the zip launcher's layer: standard library, boto3 and botocore only (the
 Lambda runtime's own), so the layer stays a few kilobytes and nothing pulls in pandas."""
+TRAINING_MODEL_NAMES: Final = ("seasonal_naive", "linear_trend", "prophet", "random_forest")
+"""The forecasting models the training image registers (capacity_forecaster.forecasting.baselines)."""
 TRAINING_METRICS_PREFIX: Final = "curated/metrics_daily/"
 """The training channel: every metrics_daily partition, FullyReplicated to each host."""
 TRAINING_OUTPUT_PREFIX: Final = "training/output/"

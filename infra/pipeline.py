@@ -196,6 +196,8 @@ class Pipeline(Construct):
             "CF_FLEET_SERVERS": str(settings.fleet_servers),
             "CF_FLEET_DAYS": str(settings.fleet_days),
             "CF_HORIZON_DAYS": str(settings.horizon_days),
+            "CF_RISK_THRESHOLDS": settings.risk_thresholds,
+            "CF_RISK_CRITICAL_DAYS": str(settings.risk_critical_days),
         }
 
     def _function(self, name: str) -> lambda_.DockerImageFunction:

@@ -17,7 +17,7 @@ from typing import Any, Final, Literal, get_args
 import aws_cdk as cdk
 import constructs
 
-from infra.names import CONTEXT_NAMESPACE
+from infra.names import CONTEXT_NAMESPACE, TRAINING_MODEL_NAMES
 
 RemovalPolicyName = Literal["retain", "destroy"]
 
@@ -107,6 +107,14 @@ class StackSettings:
     """With spot, the job is stopped after this much time waiting plus training (at least the max runtime)."""
     alert_email: str = ""
     """An e-mail address subscribed to the notifications topic (empty: none; the address must confirm)."""
+    risk_thresholds: str = "cpu=80,mem=80,disk=80,net=80"
+    """Utilisation thresholds of the risk register, ``metric=percentage`` pairs (CF_RISK_THRESHOLDS; a metric
+    left out keeps 80)."""
+    risk_critical_days: int = 30
+    """A series whose P50 crosses its threshold within this many days is critical (CF_RISK_CRITICAL_DAYS)."""
+    training_models: str = "seasonal_naive,linear_trend"
+    """Models the weekly training job backtests and picks a champion from (comma-separated; add prophet and
+    random_forest for accuracy at a higher training cost)."""
     quicksight_principal_arn: str = ""
     """The QuickSight user or group (``arn:aws:quicksight:<region>:<account>:user/<namespace>/<name>`` or
     ``...:group/...``) that owns the dashboard, its data sets and data source; empty: no dashboards."""
@@ -159,6 +167,30 @@ class StackSettings:
                 out.append("partition_projection_start must be written YYYY-MM-DD")
         out += self._pipeline_problems()
         out += self._dashboard_problems()
+        out += self._forecast_problems()
+        return out
+
+    def _forecast_problems(self) -> list[str]:
+        from capacity_forecaster.errors import ConfigError
+        from capacity_forecaster.settings import load_settings
+
+        out: list[str] = []
+        try:  # the Lambdas parse these variables with the domain package's own rules: validate with them here
+            load_settings(
+                environ={
+                    "CF_RISK_THRESHOLDS": self.risk_thresholds,
+                    "CF_RISK_CRITICAL_DAYS": str(self.risk_critical_days),
+                }
+            )
+        except ConfigError as exc:
+            out.append(f"risk_thresholds/risk_critical_days: {exc}")
+        models = self.training_models.split(",")
+        unknown = [m for m in models if m not in TRAINING_MODEL_NAMES]
+        if not self.training_models or unknown or len(set(models)) != len(models):
+            out.append(
+                f"training_models {self.training_models!r} must name distinct models of {TRAINING_MODEL_NAMES}, "
+                "comma-separated without spaces"
+            )
         return out
 
     def _dashboard_problems(self) -> list[str]:

@@ -190,6 +190,7 @@ class Training(Construct):
             "CF_TRAINING_MAX_RUNTIME_SECONDS": str(settings.training_max_runtime_seconds),
             "CF_TRAINING_MAX_WAIT_SECONDS": str(settings.training_max_wait_seconds),
             "CF_HORIZON_DAYS": str(settings.horizon_days),
+            "CF_TRAINING_MODELS": settings.training_models,
         }
 
     def _acknowledge(self, lake: DataLake) -> None:

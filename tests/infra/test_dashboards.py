@@ -4,8 +4,6 @@ data set per view, the dashboard and the service role's access, clean under cdk-
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -17,7 +15,7 @@ from aws_cdk.assertions import Template
 from cfnlint.api import ManualArgs, lint_file
 from sqlglot import exp
 
-from app import build_app, load_cdk_context
+from app import load_cdk_context
 from capacity_forecaster.query import view_tables, views
 from capacity_forecaster.schema import TABLES
 from capacity_forecaster.view_schemas import view_schemas
@@ -37,32 +35,22 @@ from infra.dashboards import (
 from infra.settings import SettingsError, StackSettings
 from infra.stack import CapacityForecasterStack
 from infra.storage import DataLake
+from tests.infra.options import QUICKSIGHT_PRINCIPAL, OptionsSynth
 from tests.infra.template_tools import logical_id, render
 from tests.infra.test_nag import MIN_REASON, acknowledgments
 
-PRINCIPAL = "arn:aws:quicksight:us-east-1:123456789012:user/default/planner"
+PRINCIPAL = QUICKSIGHT_PRINCIPAL
 DEFAULTS = StackSettings()
-# The second synthesis runs beside the default one (its own xdist group), not after it.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cdk-synth-dashboards")]
+# The options synthesis (tests/infra/conftest.py) runs beside the default one (its own xdist group), not after it.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cdk-synth-options")]
 
 
-@dataclass(frozen=True)
-class DashboardSynth:
-    stack: CapacityForecasterStack
-    assembly_dir: Path
-    template_json: dict[str, Any]
+DashboardSynth = OptionsSynth
 
 
 @pytest.fixture(scope="module")
-def dash(tmp_path_factory: pytest.TempPathFactory) -> DashboardSynth:
-    context = {
-        **load_cdk_context(),
-        "@aws-cdk/core:failSynthOnValidationErrors": False,
-        f"{names.CONTEXT_NAMESPACE}:quicksightPrincipalArn": PRINCIPAL,
-    }
-    app, stack = build_app(context=context, outdir=str(tmp_path_factory.mktemp("cdk.out.dashboards")))
-    assembly = app.synth()
-    return DashboardSynth(stack, Path(assembly.directory), dict(Template.from_stack(stack).to_json()))
+def dash(options_synth: OptionsSynth) -> OptionsSynth:
+    return options_synth
 
 
 def of_type(template_json: dict[str, Any], cfn_type: str) -> dict[str, dict[str, Any]]:
