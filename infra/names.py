@@ -108,3 +108,12 @@ OUTPUT_ALERTS_TOPIC: Final = "AlertsTopicArn"
 
 # --- dashboards ---------------------------------------------------------------------------------------------
 OUTPUT_DASHBOARD_ID: Final = "QuickSightDashboardId"
+
+# --- running the pipeline by hand (stack outputs) -------------------------------------------------------------
+OUTPUT_FUNCTION_NAMES: Final[dict[str, str]] = {
+    "generate": "GenerateFunctionName",
+    "etl": "EtlFunctionName",
+    "risk": "RiskFunctionName",
+    "launch_training": "LaunchTrainingFunctionName",
+}
+"""Function -> the stack output naming it, for ``aws lambda invoke`` (README, Deploy to AWS)."""

@@ -13,6 +13,7 @@ from infra.names import (
     OUTPUT_ALERTS_TOPIC,
     OUTPUT_ATHENA_WORKGROUP,
     OUTPUT_DASHBOARD_ID,
+    OUTPUT_FUNCTION_NAMES,
     OUTPUT_GLUE_DATABASE,
     OUTPUT_LAKE_BUCKET,
     OUTPUT_LAKE_KEY_ARN,
@@ -64,5 +65,8 @@ class CapacityForecasterStack(cdk.Stack):
         }
         if self.dashboards is not None:
             outputs[OUTPUT_DASHBOARD_ID] = (self.dashboards.dashboard.dashboard_id, "QuickSight dashboard id.")
+        functions = {**self.pipeline.functions, "launch_training": self.training.launcher}
+        for name, output_id in OUTPUT_FUNCTION_NAMES.items():
+            outputs[output_id] = (functions[name].function_name, f"The {name} Lambda, to invoke by hand.")
         for output_id, (value, description) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, description=description)

@@ -34,11 +34,15 @@ HERE = Path(__file__).resolve().parent
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that need the synthesized app are ``slow`` and share one xdist worker (``--dist loadgroup``),
-    so the app is synthesized once per run, not once per worker."""
+    so the app is synthesized once per run, not once per worker; those of the options synthesis share another."""
     for item in items:
         if HERE in item.path.parents and "synth" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.xdist_group("cdk-synth"))
+        # the options synthesis (every optional part on) runs on its own worker, beside the default one
+        elif HERE in item.path.parents and "options_synth" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("cdk-synth-options"))
 
 
 @dataclass(frozen=True)

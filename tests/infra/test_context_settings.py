@@ -15,7 +15,6 @@ from infra.stack import CapacityForecasterStack
 from tests.infra.options import OPTIONS, OptionsSynth
 from tests.infra.template_tools import logical_id
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cdk-synth-options")]
 DEFAULTS = StackSettings()
 
 
@@ -135,3 +134,9 @@ def test_settings_are_refused_in_one_line(context: dict[str, Any], message: str)
     with pytest.raises(SettingsError, match=message) as raised:
         StackSettings.from_mapping({f"{names.CONTEXT_NAMESPACE}:{k}": v for k, v in context.items()})
     assert "\n" not in str(raised.value)
+
+
+def test_outputs_name_the_functions_to_invoke_by_hand(template_json: dict[str, Any], stack: Any) -> None:
+    functions = {**stack.pipeline.functions, "launch_training": stack.training.launcher}
+    for name, output_id in names.OUTPUT_FUNCTION_NAMES.items():
+        assert template_json["Outputs"][output_id]["Value"] == {"Ref": logical_id(stack, functions[name])}

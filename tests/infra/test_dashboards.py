@@ -41,8 +41,6 @@ from tests.infra.test_nag import MIN_REASON, acknowledgments
 
 PRINCIPAL = QUICKSIGHT_PRINCIPAL
 DEFAULTS = StackSettings()
-# The options synthesis (tests/infra/conftest.py) runs beside the default one (its own xdist group), not after it.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cdk-synth-options")]
 
 
 DashboardSynth = OptionsSynth
