@@ -92,6 +92,9 @@ LAYER_MODULES: Final = (
 )
 """The domain package's modules in the zip launcher's layer: standard library, boto3 and botocore only (the
 Lambda runtime's own), so the layer stays a few kilobytes and nothing pulls in pandas."""
+POWERTOOLS_LAYER_PARAMETER: Final = "/aws/service/powertools/python/x86_64/python3.13/{version}"
+"""AWS's public SSM parameter holding the ARN of its Powertools for AWS Lambda (Python) layer of a version (with
+the tracer's X-Ray SDK); the launcher uses the version pinned in lambdas/requirements.txt, like the images."""
 TRAINING_MODEL_NAMES: Final = ("seasonal_naive", "linear_trend", "prophet", "random_forest")
 """The forecasting models the training image registers (capacity_forecaster.forecasting.baselines)."""
 TRAINING_METRICS_PREFIX: Final = "curated/metrics_daily/"
