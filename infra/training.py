@@ -196,6 +196,7 @@ class Training(Construct):
                     self.launcher,
                     retry_attempts=LAMBDA_RETRY_ATTEMPTS,
                     max_event_age=cdk.Duration.hours(LAMBDA_MAX_EVENT_AGE_HOURS),
+                    dead_letter_queue=dead_letters,
                 )
             ],
         )
