@@ -12,7 +12,10 @@ from capacity_forecaster.schema import QUARANTINE, RAW_SAMPLES
 
 PROJECT: Final = "capacity-forecaster"
 STACK_ID: Final = "CapacityForecaster"
-STACK_DESCRIPTION: Final = "AWS Capacity Forecaster: data lake, Glue catalog and Athena workgroup."
+STACK_DESCRIPTION: Final = (
+    "AWS Capacity Forecaster: data lake, Glue catalog and Athena, scheduled pipeline Lambdas, SageMaker training, "
+    "alerts and optional QuickSight dashboards."
+)
 TAGS: Final[dict[str, str]] = {"project": PROJECT}
 
 # Context keys of the project itself (cdk.json "context", or `cdk synth -c key=value`).

@@ -26,7 +26,7 @@ from infra.training import Training
 
 
 class CapacityForecasterStack(cdk.Stack):
-    """Data lake, Glue catalog and Athena workgroup (pipeline, training, notifications and dashboards follow).
+    """Data lake, Glue catalog and Athena workgroup, pipeline, training, notifications and (optional) dashboards.
 
     ``stack_props`` are passed to ``cdk.Stack`` (``env``, ``description``, ``tags``, ...).
     """
