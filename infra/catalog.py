@@ -252,7 +252,8 @@ class Catalog(Construct):
     def grant_query(self, grantee: iam.IGrantable, *tables: str) -> iam.Grant:
         """Let ``grantee`` run Athena SELECTs in the workgroup over the named tables (all when none named).
 
-        Covers Glue metadata reads, reading the tables' prefixes, and writing results to ``athena-results/``.
+        Covers Glue metadata reads, reading the tables' prefixes, and writing results to ``athena-results/``
+        (multipart uploads included).
         CTAS and UNLOAD (awswrangler's ``ctas_approach``/``unload_approach``) need more and are not covered.
         """
         names = list(tables) or list(self.tables)
@@ -275,4 +276,14 @@ class Catalog(Construct):
             )
         )
         grant = grant.combine(self._lake.grant_read(grantee, *(self.table_schemas[n].prefix for n in names)))
-        return grant.combine(self._lake.grant_read_write(grantee, ATHENA_RESULTS_PREFIX))
+        grant = grant.combine(self._lake.grant_read_write(grantee, ATHENA_RESULTS_PREFIX))
+        # Athena writes large results in multipart uploads on the caller's behalf (its documented result-location
+        # permissions): list the uploads of the bucket and the parts of those under the results prefix.
+        grant = grant.combine(self._lake.grant_abort_uploads(grantee))
+        return grant.combine(
+            iam.Grant.add_to_principal(
+                grantee=grantee,
+                actions=["s3:ListMultipartUploadParts"],
+                resource_arns=[self._lake.bucket.arn_for_objects(f"{ATHENA_RESULTS_PREFIX}*")],
+            )
+        )

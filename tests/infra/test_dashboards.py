@@ -220,6 +220,10 @@ def test_service_role_may_query_the_views_tables(dash: DashboardSynth) -> None:
     assert objects == {f"{TABLES[t].prefix}/*" for t in read_tables} | {f"{names.ATHENA_RESULTS_PREFIX}*"}
     assert {r.removeprefix(f"<{bucket}.Arn>/") for r in allowed["s3:PutObject"]} == {f"{names.ATHENA_RESULTS_PREFIX}*"}
     assert "s3:DeleteObject" not in allowed
+    assert {r.removeprefix(f"<{bucket}.Arn>/") for r in allowed["s3:ListMultipartUploadParts"]} == {
+        f"{names.ATHENA_RESULTS_PREFIX}*"
+    }
+    assert allowed["s3:ListBucketMultipartUploads"] == {f"<{bucket}.Arn>"}
     assert allowed["kms:Decrypt"] == {f"<{logical_id(dash.stack, dash.stack.lake.key)}.Arn>"}
 
 
