@@ -103,6 +103,15 @@ def quicksight_type(arrow_type: pa.DataType) -> str:
     raise TypeError(f"no QuickSight column type for Arrow type {t}; extend infra.dashboards.quicksight_type")
 
 
+def quicksight_sub_type(arrow_type: pa.DataType) -> str | None:
+    """FLOAT for floating-point columns (QuickSight would otherwise treat them as fixed-point), FIXED for decimals."""
+    if pa.types.is_floating(arrow_type):
+        return "FLOAT"
+    if pa.types.is_decimal(arrow_type):
+        return "FIXED"
+    return None
+
+
 def view_select(sql: str, *, database: str) -> str:
     """The SELECT of a ``CREATE OR REPLACE VIEW`` statement in Trino SQL, its tables qualified by ``database``
     (QuickSight's custom SQL has no default database); the view's own CTEs stay unqualified."""
@@ -352,7 +361,9 @@ class Dashboards(Construct):
                         name=view,
                         sql_query=view_select(sql, database=catalog.database_name),
                         columns=[
-                            quicksight.CfnDataSet.InputColumnProperty(name=f.name, type=quicksight_type(f.type))
+                            quicksight.CfnDataSet.InputColumnProperty(
+                                name=f.name, type=quicksight_type(f.type), sub_type=quicksight_sub_type(f.type)
+                            )
                             for f in schema
                         ],
                     )

@@ -29,6 +29,7 @@ from infra.dashboards import (
     RISK_TABLE_COLUMNS,
     Dashboards,
     dashboard_definition,
+    quicksight_sub_type,
     quicksight_type,
     view_select,
 )
@@ -100,7 +101,12 @@ def test_one_direct_query_data_set_per_view(dash: DashboardSynth) -> None:
         custom = props["PhysicalTableMap"][view.replace("_", "-")]["CustomSql"]
         assert custom["DataSourceArn"] == {"Fn::GetAtt": [source_id, "Arn"]}
         schema = view_schemas()[view]
-        assert custom["Columns"] == [{"Name": f.name, "Type": quicksight_type(f.type)} for f in schema]
+        assert custom["Columns"] == [
+            {"Name": f.name, "Type": quicksight_type(f.type)}
+            | ({"SubType": "FLOAT"} if pa.types.is_floating(f.type) else {})
+            for f in schema
+        ]
+        assert any(c.get("SubType") == "FLOAT" for c in custom["Columns"])
 
 
 @pytest.mark.parametrize("view", sorted(views()))
@@ -311,6 +317,14 @@ def test_quicksight_users_and_groups_are_accepted(principal: str) -> None:
 )
 def test_quicksight_type(arrow: pa.DataType, quicksight: str) -> None:
     assert quicksight_type(arrow) == quicksight
+
+
+@pytest.mark.parametrize(
+    ("arrow", "sub_type"),
+    [(pa.float64(), "FLOAT"), (pa.float32(), "FLOAT"), (pa.decimal128(10, 2), "FIXED"), (pa.int64(), None)],
+)
+def test_quicksight_sub_type(arrow: pa.DataType, sub_type: str | None) -> None:
+    assert quicksight_sub_type(arrow) == sub_type
 
 
 def test_quicksight_type_refuses_what_it_cannot_map() -> None:
