@@ -7,7 +7,8 @@ projection on the Hive-style date partitions, so no crawler and no partition reg
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Final
 
 import aws_cdk as cdk
 import pyarrow as pa
@@ -16,6 +17,7 @@ from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from capacity_forecaster.query import views as planner_views
 from capacity_forecaster.schema import TABLES, Column, TableSchema
 from infra.names import (
     ATHENA_ENGINE_VERSION,
@@ -102,12 +104,34 @@ def projection_parameters(table: TableSchema, *, location: str, date_range: str)
     return params
 
 
+NAMED_QUERY_DESCRIPTION_MAX: Final = 1024
+"""Athena's limit on a named query's description."""
+
+
+def view_description(sql: str) -> str:
+    """The leading ``--`` comment of a view's SQL file, as one line: what the view answers."""
+    lines = []
+    for line in sql.strip().splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line.removeprefix("--").strip())
+    text = " ".join(lines)
+    if not text:
+        raise ValueError("a view's SQL must start with a -- comment saying what it answers")
+    if len(text) > NAMED_QUERY_DESCRIPTION_MAX:
+        raise ValueError(f"a view's description exceeds Athena's {NAMED_QUERY_DESCRIPTION_MAX} characters: {text!r}")
+    return text
+
+
 class Catalog(Construct):
-    """A Glue database with one table per lake table, and an Athena workgroup with enforced settings.
+    """A Glue database with one table per lake table, an Athena workgroup with enforced settings, and the
+    planners' views as named queries in that workgroup.
 
     ``tables`` defaults to every table of ``capacity_forecaster.schema.TABLES``. The workgroup writes results
     to ``athena-results/`` in the lake bucket, encrypted with the lake key, and cancels any query that scans
-    more than the configured cutoff.
+    more than the configured cutoff. ``views`` (name -> ``CREATE OR REPLACE VIEW`` statement) defaults to the
+    domain package's ``sql/*.sql``, the statements ``capacity-forecaster query`` runs on DuckDB: each becomes
+    one Athena named query that creates or refreshes the view when run.
     """
 
     def __init__(
@@ -118,9 +142,11 @@ class Catalog(Construct):
         lake: DataLake,
         settings: StackSettings,
         tables: Iterable[TableSchema] | None = None,
+        views: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._lake = lake
+        self.lake = lake
         self.database_name = settings.glue_database_name
         self.workgroup_name = settings.athena_workgroup_name
 
@@ -163,6 +189,23 @@ class Catalog(Construct):
                 ),
             ),
         )
+
+        self.views: dict[str, str] = dict(planner_views() if views is None else views)
+        self.named_queries: dict[str, athena.CfnNamedQuery] = {}
+        for name, sql in sorted(self.views.items()):
+            query = athena.CfnNamedQuery(
+                self,
+                f"View-{name}",
+                name=name,
+                description=view_description(sql),
+                database=self.database_name,
+                work_group=self.workgroup_name,
+                query_string=sql.strip(),
+            )
+            # The workgroup and the database are named, not referenced: wait for both explicitly.
+            query.add_resource_dependency(self.workgroup)
+            query.add_resource_dependency(self.database)
+            self.named_queries[name] = query
 
     def _glue_table(self, table: TableSchema, *, date_range: str) -> glue.CfnTable:
         location = self._lake.uri_for(table.prefix)
@@ -209,7 +252,8 @@ class Catalog(Construct):
     def grant_query(self, grantee: iam.IGrantable, *tables: str) -> iam.Grant:
         """Let ``grantee`` run Athena SELECTs in the workgroup over the named tables (all when none named).
 
-        Covers Glue metadata reads, reading the tables' prefixes, and writing results to ``athena-results/``.
+        Covers Glue metadata reads, reading the tables' prefixes, and writing results to ``athena-results/``
+        (multipart uploads included).
         CTAS and UNLOAD (awswrangler's ``ctas_approach``/``unload_approach``) need more and are not covered.
         """
         names = list(tables) or list(self.tables)
@@ -232,4 +276,14 @@ class Catalog(Construct):
             )
         )
         grant = grant.combine(self._lake.grant_read(grantee, *(self.table_schemas[n].prefix for n in names)))
-        return grant.combine(self._lake.grant_read_write(grantee, ATHENA_RESULTS_PREFIX))
+        grant = grant.combine(self._lake.grant_read_write(grantee, ATHENA_RESULTS_PREFIX))
+        # Athena writes large results in multipart uploads on the caller's behalf (its documented result-location
+        # permissions): list the uploads of the bucket and the parts of those under the results prefix.
+        grant = grant.combine(self._lake.grant_abort_uploads(grantee))
+        return grant.combine(
+            iam.Grant.add_to_principal(
+                grantee=grantee,
+                actions=["s3:ListMultipartUploadParts"],
+                resource_arns=[self._lake.bucket.arn_for_objects(f"{ATHENA_RESULTS_PREFIX}*")],
+            )
+        )

@@ -12,7 +12,10 @@ from capacity_forecaster.schema import QUARANTINE, RAW_SAMPLES
 
 PROJECT: Final = "capacity-forecaster"
 STACK_ID: Final = "CapacityForecaster"
-STACK_DESCRIPTION: Final = "AWS Capacity Forecaster: data lake, Glue catalog and Athena workgroup."
+STACK_DESCRIPTION: Final = (
+    "AWS Capacity Forecaster: data lake, Glue catalog and Athena, scheduled pipeline Lambdas, SageMaker training, "
+    "alerts and optional QuickSight dashboards."
+)
 TAGS: Final[dict[str, str]] = {"project": PROJECT}
 
 # Context keys of the project itself (cdk.json "context", or `cdk synth -c key=value`).
@@ -92,6 +95,11 @@ LAYER_MODULES: Final = (
 )
 """The domain package's modules in the zip launcher's layer: standard library, boto3 and botocore only (the
 Lambda runtime's own), so the layer stays a few kilobytes and nothing pulls in pandas."""
+POWERTOOLS_LAYER_PARAMETER: Final = "/aws/service/powertools/python/x86_64/python3.13/{version}"
+"""AWS's public SSM parameter holding the ARN of its Powertools for AWS Lambda (Python) layer of a version (with
+the tracer's X-Ray SDK); the launcher uses the version pinned in lambdas/requirements.txt, like the images."""
+TRAINING_MODEL_NAMES: Final = ("seasonal_naive", "linear_trend", "prophet", "random_forest")
+"""The forecasting models the training image registers (capacity_forecaster.forecasting.baselines)."""
 TRAINING_METRICS_PREFIX: Final = "curated/metrics_daily/"
 """The training channel: every metrics_daily partition, FullyReplicated to each host."""
 TRAINING_OUTPUT_PREFIX: Final = "training/output/"
@@ -103,3 +111,15 @@ ALERTS_KEY_ALIAS: Final = f"alias/{PROJECT}/alerts"
 NOTIFY_TOPIC_ENV: Final = "CF_NOTIFY_TOPIC_ARN"
 """The risk Lambda publishes new critical risks to the topic named in this variable (lambdas/risk/handler.py)."""
 OUTPUT_ALERTS_TOPIC: Final = "AlertsTopicArn"
+
+# --- dashboards ---------------------------------------------------------------------------------------------
+OUTPUT_DASHBOARD_ID: Final = "QuickSightDashboardId"
+
+# --- running the pipeline by hand (stack outputs) -------------------------------------------------------------
+OUTPUT_FUNCTION_NAMES: Final[dict[str, str]] = {
+    "generate": "GenerateFunctionName",
+    "etl": "EtlFunctionName",
+    "risk": "RiskFunctionName",
+    "launch_training": "LaunchTrainingFunctionName",
+}
+"""Function -> the stack output naming it, for ``aws lambda invoke`` (README, Deploy to AWS)."""

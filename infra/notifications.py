@@ -89,6 +89,7 @@ class Notifications(Construct):
                         f"failed: {events.EventField.from_path('$.detail.FailureReason')}. The forecasts and the "
                         "risk register keep the previous run until the next job completes."
                     ),
+                    dead_letter_queue=pipeline.dead_letters,
                 )
             ],
         )

@@ -19,6 +19,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
@@ -116,6 +117,16 @@ class Pipeline(Construct):
             enforce_ssl=True,
             retention_period=cdk.Duration.days(DLQ_RETENTION_DAYS),
         )
+        # EventBridge dead-letters the events it cannot deliver to a target into the same encrypted queue.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowEventBridgeDeadLettersOfThisAccount",
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions={"StringEquals": {"aws:SourceAccount": cdk.Aws.ACCOUNT_ID}},
+            )
+        )
         cdk.Validations.of(self.dead_letters).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-SQS3",
@@ -196,6 +207,8 @@ class Pipeline(Construct):
             "CF_FLEET_SERVERS": str(settings.fleet_servers),
             "CF_FLEET_DAYS": str(settings.fleet_days),
             "CF_HORIZON_DAYS": str(settings.horizon_days),
+            "CF_RISK_THRESHOLDS": settings.risk_thresholds,
+            "CF_RISK_CRITICAL_DAYS": str(settings.risk_critical_days),
         }
 
     def _function(self, name: str) -> lambda_.DockerImageFunction:
@@ -298,6 +311,7 @@ class Pipeline(Construct):
                     self.functions[function],
                     retry_attempts=LAMBDA_RETRY_ATTEMPTS,
                     max_event_age=cdk.Duration.hours(LAMBDA_MAX_EVENT_AGE_HOURS),
+                    dead_letter_queue=self.dead_letters,
                 )
             ],
         )

@@ -17,7 +17,7 @@ from typing import Any, Final, Literal, get_args
 import aws_cdk as cdk
 import constructs
 
-from infra.names import CONTEXT_NAMESPACE
+from infra.names import CONTEXT_NAMESPACE, TRAINING_MODEL_NAMES
 
 RemovalPolicyName = Literal["retain", "destroy"]
 
@@ -34,6 +34,10 @@ IA_MIN_DAYS: Final = 30
 _SCHEDULE_RE: Final = re.compile(r"^(cron\([^()]+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\))$")
 _INSTANCE_TYPE_RE: Final = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _EMAIL_RE: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_QUICKSIGHT_PRINCIPAL_RE: Final = re.compile(
+    r"^arn:aws(-[a-z]+)*:quicksight:[a-z0-9-]+:\d{12}:(user|group)/[A-Za-z0-9._-]+/[^/\s]+$"
+)
+_ROLE_NAME_RE: Final = re.compile(r"^[\w+=,.@-]{1,64}$")
 LOG_RETENTION_DAYS: Final = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653)
 """The retention periods CloudWatch Logs accepts."""
 
@@ -86,6 +90,7 @@ class StackSettings:
     lambda_timeout_seconds: int = 900
     """Timeout of the container-image Lambdas (1 to 900 seconds)."""
     log_retention_days: int = 90
+    """Days the Lambdas' CloudWatch logs are kept (a value CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, ...)."""
     training_schedule: str = "cron(0 5 ? * MON *)"
     """When the launcher starts a SageMaker training job (EventBridge expression, UTC; weekly, Monday 05:00)."""
     training_instance_type: str = "ml.m5.xlarge"
@@ -102,7 +107,20 @@ class StackSettings:
     """With spot, the job is stopped after this much time waiting plus training (at least the max runtime)."""
     alert_email: str = ""
     """An e-mail address subscribed to the notifications topic (empty: none; the address must confirm)."""
-    """Days the Lambdas' CloudWatch logs are kept (a value CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, ...)."""
+    risk_thresholds: str = "cpu=80,mem=80,disk=80,net=80"
+    """Utilisation thresholds of the risk register, ``metric=percentage`` pairs (CF_RISK_THRESHOLDS; a metric
+    left out keeps 80)."""
+    risk_critical_days: int = 30
+    """A series whose P50 crosses its threshold within this many days is critical (CF_RISK_CRITICAL_DAYS)."""
+    training_models: str = "seasonal_naive,linear_trend"
+    """Models the weekly training job backtests and picks a champion from (comma-separated; add prophet and
+    random_forest for accuracy at a higher training cost)."""
+    quicksight_principal_arn: str = ""
+    """The QuickSight user or group (``arn:aws:quicksight:<region>:<account>:user/<namespace>/<name>`` or
+    ``...:group/...``) that owns the dashboard, its data sets and data source; empty: no dashboards."""
+    quicksight_service_role_name: str = "aws-quicksight-service-role-v0"
+    """The IAM role QuickSight uses to run Athena queries: with dashboards, a policy on it grants the workgroup,
+    the views' Glue tables and lake prefixes and the lake key (empty: attach nothing; grant it yourself)."""
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -148,6 +166,42 @@ class StackSettings:
             if start.isoformat() != self.partition_projection_start:
                 out.append("partition_projection_start must be written YYYY-MM-DD")
         out += self._pipeline_problems()
+        out += self._dashboard_problems()
+        out += self._forecast_problems()
+        return out
+
+    def _forecast_problems(self) -> list[str]:
+        from capacity_forecaster.errors import ConfigError
+        from capacity_forecaster.settings import load_settings
+
+        out: list[str] = []
+        try:  # the Lambdas parse these variables with the domain package's own rules: validate with them here
+            load_settings(
+                environ={
+                    "CF_RISK_THRESHOLDS": self.risk_thresholds,
+                    "CF_RISK_CRITICAL_DAYS": str(self.risk_critical_days),
+                }
+            )
+        except ConfigError as exc:
+            out.append(f"risk_thresholds/risk_critical_days: {exc}")
+        models = self.training_models.split(",")
+        unknown = [m for m in models if m not in TRAINING_MODEL_NAMES]
+        if not self.training_models or unknown or len(set(models)) != len(models):
+            out.append(
+                f"training_models {self.training_models!r} must name distinct models of {TRAINING_MODEL_NAMES}, "
+                "comma-separated without spaces"
+            )
+        return out
+
+    def _dashboard_problems(self) -> list[str]:
+        out: list[str] = []
+        if self.quicksight_principal_arn and not _QUICKSIGHT_PRINCIPAL_RE.match(self.quicksight_principal_arn):
+            out.append(
+                f"quicksight_principal_arn {self.quicksight_principal_arn!r} must be a QuickSight user or group ARN "
+                "(arn:aws:quicksight:<region>:<account>:user/<namespace>/<name>), or empty for no dashboards"
+            )
+        if self.quicksight_service_role_name and not _ROLE_NAME_RE.match(self.quicksight_service_role_name):
+            out.append(f"quicksight_service_role_name {self.quicksight_service_role_name!r} must be an IAM role name")
         return out
 
     def _pipeline_problems(self) -> list[str]:

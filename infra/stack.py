@@ -8,9 +8,12 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from infra.catalog import Catalog
+from infra.dashboards import Dashboards
 from infra.names import (
     OUTPUT_ALERTS_TOPIC,
     OUTPUT_ATHENA_WORKGROUP,
+    OUTPUT_DASHBOARD_ID,
+    OUTPUT_FUNCTION_NAMES,
     OUTPUT_GLUE_DATABASE,
     OUTPUT_LAKE_BUCKET,
     OUTPUT_LAKE_KEY_ARN,
@@ -23,7 +26,7 @@ from infra.training import Training
 
 
 class CapacityForecasterStack(cdk.Stack):
-    """Data lake, Glue catalog and Athena workgroup (pipeline, training, notifications and dashboards follow).
+    """Data lake, Glue catalog and Athena workgroup, pipeline, training, notifications and (optional) dashboards.
 
     ``stack_props`` are passed to ``cdk.Stack`` (``env``, ``description``, ``tags``, ...).
     """
@@ -47,6 +50,11 @@ class CapacityForecasterStack(cdk.Stack):
             self, "Notifications", settings=settings, pipeline=self.pipeline, training=self.training
         )
 
+        # 6. dashboards (optional): QuickSight data source, data sets over the views, and the dashboard
+        self.dashboards: Dashboards | None = None
+        if settings.quicksight_principal_arn:
+            self.dashboards = Dashboards(self, "Dashboards", catalog=self.catalog, settings=settings)
+
         # outputs: what the CLI, the runbooks and later stacks need to find the resources
         outputs = {
             OUTPUT_LAKE_BUCKET: (self.lake.bucket_name, "Data lake bucket (lake root s3://<name>)."),
@@ -55,5 +63,10 @@ class CapacityForecasterStack(cdk.Stack):
             OUTPUT_ATHENA_WORKGROUP: (self.catalog.workgroup_name, "Athena workgroup to query the lake."),
             OUTPUT_ALERTS_TOPIC: (self.notifications.topic.topic_arn, "SNS topic of new critical risks and failures."),
         }
+        if self.dashboards is not None:
+            outputs[OUTPUT_DASHBOARD_ID] = (self.dashboards.dashboard.dashboard_id, "QuickSight dashboard id.")
+        functions = {**self.pipeline.functions, "launch_training": self.training.launcher}
+        for name, output_id in OUTPUT_FUNCTION_NAMES.items():
+            outputs[output_id] = (functions[name].function_name, f"The {name} Lambda, to invoke by hand.")
         for output_id, (value, description) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, description=description)

@@ -8,6 +8,8 @@ the pipeline's risk Lambda publishes them when SageMaker reports the job Complet
 
 from __future__ import annotations
 
+import re
+
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -27,6 +29,9 @@ from infra.names import (
     LAUNCHER_CODE,
     LAYER_MODULES,
     LAYER_ROOT,
+    POWERTOOLS_LAYER_PARAMETER,
+    POWERTOOLS_NAMESPACE,
+    PROJECT,
     SAGEMAKER_LOG_GROUP,
     STAGING_TRAINING_PREFIX,
     TRAINING_CHECKPOINT_PREFIX,
@@ -41,6 +46,16 @@ from infra.storage import DataLake
 
 LAUNCHER_MEMORY_MB = 256
 LAUNCHER_TIMEOUT_SECONDS = 60
+LAMBDA_REQUIREMENTS = ROOT / "lambdas" / "requirements.txt"
+
+
+def powertools_version(requirements: str | None = None) -> str:
+    """The Powertools version pinned for the Lambdas (``aws-lambda-powertools[tracer]==X.Y.Z``)."""
+    text = LAMBDA_REQUIREMENTS.read_text(encoding="utf-8") if requirements is None else requirements
+    found = re.findall(r"^aws-lambda-powertools(?:\[[a-z,]+\])?==([0-9]+\.[0-9]+\.[0-9]+)\s*$", text, re.M)
+    if len(found) != 1:
+        raise ValueError("lambdas/requirements.txt must pin aws-lambda-powertools exactly once (==X.Y.Z)")
+    return str(found[0])
 
 
 def layer_excludes() -> list[str]:
@@ -112,6 +127,15 @@ class Training(Construct):
             compatible_architectures=[lambda_.Architecture.X86_64],
             description="capacity_forecaster's light modules (errors, S3 keys): standard library and boto3 only.",
         )
+        # AWS's own Powertools layer, the version the images pin, its ARN resolved from AWS's public parameter
+        self.powertools_layer = lambda_.LayerVersion.from_layer_version_arn(
+            self,
+            "PowertoolsLayer",
+            cdk.CfnDynamicReference(
+                cdk.CfnDynamicReferenceService.SSM,
+                POWERTOOLS_LAYER_PARAMETER.format(version=powertools_version()),
+            ).to_string(),
+        )
         self.launcher = lambda_.Function(
             self,
             "LauncherFunction",
@@ -120,7 +144,7 @@ class Training(Construct):
             architecture=lambda_.Architecture.X86_64,
             handler="handler.handler",
             code=lambda_.Code.from_asset(str(ROOT / LAUNCHER_CODE), exclude=["__pycache__", "*.pyc"]),
-            layers=[self.layer],
+            layers=[self.layer, self.powertools_layer],
             memory_size=LAUNCHER_MEMORY_MB,
             timeout=cdk.Duration.seconds(LAUNCHER_TIMEOUT_SECONDS),
             environment=self._environment(lake, settings),
@@ -172,6 +196,7 @@ class Training(Construct):
                     self.launcher,
                     retry_attempts=LAMBDA_RETRY_ATTEMPTS,
                     max_event_age=cdk.Duration.hours(LAMBDA_MAX_EVENT_AGE_HOURS),
+                    dead_letter_queue=dead_letters,
                 )
             ],
         )
@@ -179,6 +204,8 @@ class Training(Construct):
 
     def _environment(self, lake: DataLake, settings: StackSettings) -> dict[str, str]:
         return {
+            "POWERTOOLS_SERVICE_NAME": f"{PROJECT}-launch-training",
+            "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_NAMESPACE,
             "CF_LAKE": lake.uri,
             "CF_S3_KMS_KEY_ID": lake.key.key_arn,
             "CF_TRAINING_IMAGE_URI": self.image.image_uri,
@@ -190,6 +217,7 @@ class Training(Construct):
             "CF_TRAINING_MAX_RUNTIME_SECONDS": str(settings.training_max_runtime_seconds),
             "CF_TRAINING_MAX_WAIT_SECONDS": str(settings.training_max_wait_seconds),
             "CF_HORIZON_DAYS": str(settings.horizon_days),
+            "CF_TRAINING_MODELS": settings.training_models,
         }
 
     def _acknowledge(self, lake: DataLake) -> None:

@@ -1,10 +1,10 @@
 """Training launcher Lambda: on its weekly schedule, start the SageMaker training job of the day.
 
-A zip function on the light domain layer (``layers/core``, stdlib-only modules): it needs boto3, which the
-Lambda runtime has, and nothing that imports pandas. The job follows the contract of
-``capacity_forecaster.forecasting.job``: string hyperparameters, one ``curated`` channel holding every
-``curated/metrics_daily/`` partition on every host (FullyReplicated: each host picks its own series), outputs
-staged in the lake for the risk Lambda to publish when the job completes.
+A zip function on the light domain layer (``layers/core``, stdlib-only modules) and AWS's Powertools layer
+(logger, metrics, tracer): it needs boto3, which the Lambda runtime has, and nothing that imports pandas. The
+job follows the contract of ``capacity_forecaster.forecasting.job``: string hyperparameters, one ``curated``
+channel holding every ``curated/metrics_daily/`` partition on every host (FullyReplicated: each host picks its
+own series), outputs staged in the lake for the risk Lambda to publish when the job completes.
 
 Launching is idempotent: the job name is derived from the event (its day and id), so a re-delivered event
 finds its job already there and starts nothing.
@@ -12,8 +12,6 @@ finds its job already there and starts nothing.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -22,6 +20,9 @@ from datetime import date, datetime
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
@@ -40,13 +41,9 @@ _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _MODELS = re.compile(r"^[a-z0-9_]+(,[a-z0-9_]+)*$")
 
-logger = logging.getLogger()
-logger.setLevel(logging.INFO)
-
-
-def _log(message: str, **fields: Any) -> None:
-    """One JSON line per event, as CloudWatch Logs Insights reads it."""
-    logger.info(json.dumps({"message": message, "service": "capacity-forecaster-launch-training", **fields}))
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,20 +198,29 @@ def _exists(client: Any, name: str) -> bool:
     return True
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         run_date, event_id = scheduled_run_date(event)
         name = job_name(run_date, event_id)
         config = LaunchConfig.from_env(os.environ)
     except CapacityForecasterError as exc:
-        _log("event rejected", reason=str(exc))
+        logger.warning("event rejected", extra={"reason": str(exc)})
+        metrics.add_metric(name="RejectedEvents", unit=MetricUnit.Count, value=1)
         return {"status": "rejected", "reason": str(exc)}
     client = boto3.client("sagemaker")
     if _exists(client, name):
-        _log("training job already launched", training_job_name=name)
+        logger.info("training job already launched", extra={"training_job_name": name})
+        metrics.add_metric(name="TrainingJobsAlreadyLaunched", unit=MetricUnit.Count, value=1)
         return {"status": "already-launched", "training_job_name": name}
     response = client.create_training_job(**training_request(config, name=name, run_date=run_date))
-    _log("training job launched", training_job_name=name, run_date=str(run_date), hosts=config.instance_count)
+    logger.info(
+        "training job launched",
+        extra={"training_job_name": name, "run_date": str(run_date), "hosts": config.instance_count},
+    )
+    metrics.add_metric(name="TrainingJobsLaunched", unit=MetricUnit.Count, value=1)
     return {
         "status": "launched",
         "training_job_name": name,

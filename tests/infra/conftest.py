@@ -27,17 +27,22 @@ from aws_cdk.assertions import Template  # noqa: E402
 
 from app import build_app, load_cdk_context  # noqa: E402
 from infra.stack import CapacityForecasterStack  # noqa: E402
+from tests.infra.options import OPTIONS, OptionsSynth  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that need the synthesized app are ``slow`` and share one xdist worker (``--dist loadgroup``),
-    so the app is synthesized once per run, not once per worker."""
+    so the app is synthesized once per run, not once per worker; those of the options synthesis share another."""
     for item in items:
         if HERE in item.path.parents and "synth" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.xdist_group("cdk-synth"))
+        # the options synthesis (every optional part on) runs on its own worker, beside the default one
+        elif HERE in item.path.parents and "options_synth" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("cdk-synth-options"))
 
 
 @dataclass(frozen=True)
@@ -101,3 +106,15 @@ def validation_report(assembly_dir: Path) -> dict[str, Any]:
     assert path.exists(), f"no validation report in {assembly_dir}: did the validation plugins run?"
     report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return report
+
+
+@pytest.fixture(scope="session")
+def options_synth(tmp_path_factory: pytest.TempPathFactory) -> OptionsSynth:
+    context = {
+        **load_cdk_context(),
+        "@aws-cdk/core:failSynthOnValidationErrors": False,
+        **{f"capacity-forecaster:{k}": v for k, v in OPTIONS.items()},
+    }
+    app, stack = build_app(context=context, outdir=str(tmp_path_factory.mktemp("cdk.out.options")))
+    assembly = app.synth()
+    return OptionsSynth(stack, Path(assembly.directory), dict(Template.from_stack(stack).to_json()))

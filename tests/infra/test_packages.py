@@ -7,6 +7,9 @@ from typing import Any
 
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 """A function's code and all its layers, unzipped."""
+POWERTOOLS_LAYER_BUDGET = 60 * 1024 * 1024
+"""Room kept for AWS's Powertools layer, which is not staged here and so not measured: Powertools itself takes
+about 7 MB installed for the Lambda platform (OFFLINE-AWS.md); AWS's layer adds its extras' dependencies."""
 
 
 def staged_size(assembly_dir: Path, s3_key: str) -> int:
@@ -31,9 +34,14 @@ def test_zip_functions_and_their_layers_fit_the_unzipped_limit(
         if r["Type"] != "AWS::Lambda::Function" or props.get("PackageType") == "Image":
             continue
         size = staged_size(assembly_dir, props["Code"]["S3Key"])
-        size += sum(layers[layer["Ref"]] for layer in props.get("Layers", []))
+        ours = [layer for layer in props.get("Layers", []) if isinstance(layer, dict)]
+        size += sum(layers[layer["Ref"]] for layer in ours)
+        # the only other layer is AWS's Powertools layer (resolved at deploy time), budgeted, not measured
+        external = [layer for layer in props.get("Layers", []) if not isinstance(layer, dict)]
+        assert all("/aws/service/powertools/python/" in layer for layer in external), external
+        size += len(external) * POWERTOOLS_LAYER_BUDGET
         measured[logical_id] = size
         assert size <= LAMBDA_UNZIPPED_LIMIT, f"{logical_id}: {size / 2**20:.1f} MiB unzipped with its layers"
     assert measured, "no zip function in the stack"
-    # The launcher's layer holds only the light modules: kilobytes, not the scientific stack.
-    assert max(measured.values()) < 1024 * 1024
+    # The launcher's own layer holds only the light modules: kilobytes, not the scientific stack.
+    assert max(measured.values()) < POWERTOOLS_LAYER_BUDGET + 1024 * 1024

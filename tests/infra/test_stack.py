@@ -430,6 +430,7 @@ def test_query_grant_covers_workgroup_tables_and_results(grant_policies: dict[st
     assert ":table/capacity_forecaster/risk_register" in text
     assert ":table/capacity_forecaster/forecasts" not in text
     assert "/curated/risk_register/*" in text and "/athena-results/*" in text
+    assert "s3:ListBucketMultipartUploads" in text and "s3:ListMultipartUploadParts" in text
 
 
 @pytest.mark.parametrize("bad", ["", "/", "/raw", "raw/*", "*"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from infra import names
 from infra.settings import StackSettings
 from infra.stack import CapacityForecasterStack
 from infra.storage import normalize_prefix
+from infra.training import ROOT, powertools_version
 from tests.infra.template_tools import logical_id, render, s3_object_access, statements
 
 DEFAULTS = StackSettings()
@@ -75,7 +77,7 @@ def test_training_image_is_built_from_its_dockerfile(assembly_dir: Path) -> None
 def test_launcher_is_a_zip_function_on_the_light_layer(template_json: dict[str, Any], ids: dict[str, str]) -> None:
     props = template_json["Resources"][ids["launcher"]]["Properties"]
     assert (props["Runtime"], props["Handler"], props["Architectures"]) == ("python3.13", "handler.handler", ["x86_64"])
-    assert props["Layers"] == [{"Ref": ids["layer"]}]
+    assert props["Layers"] == [{"Ref": ids["layer"]}, POWERTOOLS_LAYER]
     assert props["ReservedConcurrentExecutions"] == 1
     assert props["TracingConfig"] == {"Mode": "Active"}
     env = props["Environment"]["Variables"]
@@ -84,6 +86,22 @@ def test_launcher_is_a_zip_function_on_the_light_layer(template_json: dict[str, 
     assert render(env["CF_LAKE"]) == f"s3://<{ids['bucket']}>"
     assert (env["CF_TRAINING_INSTANCE_TYPE"], env["CF_TRAINING_INSTANCE_COUNT"]) == ("ml.m5.xlarge", "1")
     assert (env["CF_TRAINING_SPOT"], env["CF_TRAINING_MAX_WAIT_SECONDS"]) == ("true", "7200")
+    assert env["POWERTOOLS_SERVICE_NAME"] == "capacity-forecaster-launch-training"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == names.POWERTOOLS_NAMESPACE
+
+
+POWERTOOLS_LAYER = "{{resolve:ssm:/aws/service/powertools/python/x86_64/python3.13/3.37.0}}"
+"""AWS's Powertools layer, resolved at deploy time from AWS's public parameter for the pinned version."""
+
+
+def test_powertools_layer_is_the_version_the_images_pin() -> None:
+    pinned = re.search(
+        r"^aws-lambda-powertools\[tracer\]==(\S+)$", (ROOT / "lambdas" / "requirements.txt").read_text(), re.M
+    )
+    assert pinned is not None and powertools_version() == pinned[1] == "3.37.0"
+    assert powertools_version("boto3==1\naws-lambda-powertools==3.1.0\n") == "3.1.0"
+    with pytest.raises(ValueError, match="exactly once"):
+        powertools_version("aws-lambda-powertools>=3\n")
 
 
 def test_layer_holds_only_the_light_modules(

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +29,19 @@ JOB_NAME = "capacity-forecaster-20261123-53dc4d37"  # the event's day and the st
 IMAGE = "capacity-forecaster-training:test"
 ROLE = "arn:aws:iam::123456789012:role/capacity-forecaster-training"
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@dataclass
+class Context:
+    """The LambdaContext fields Powertools reads."""
+
+    function_name: str = "capacity-forecaster-launch-training"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:capacity-forecaster-launch-training"
+    aws_request_id: str = "0f2b3c4d-5e6f-4a1b-8c9d-0e1f2a3b4c5d"
+
+
+CONTEXT = Context()
 
 
 def load_launcher() -> ModuleType:
@@ -55,6 +69,9 @@ def launcher_env(monkeypatch: pytest.MonkeyPatch, moto_server: str) -> Iterator[
         "CF_TRAINING_MAX_RUNTIME_SECONDS": "3600",
         "CF_TRAINING_MAX_WAIT_SECONDS": "7200",
         "CF_HORIZON_DAYS": "90",
+        "POWERTOOLS_SERVICE_NAME": "capacity-forecaster-launch-training",
+        "POWERTOOLS_METRICS_NAMESPACE": "CapacityForecaster",
+        "POWERTOOLS_TRACE_DISABLED": "true",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -70,7 +87,7 @@ def sagemaker(launcher_env: dict[str, str]) -> Any:
 
 def test_scheduled_event_launches_the_contracted_training_job(sagemaker: Any) -> None:
     launcher = load_launcher()
-    result = launcher.handler(EVENT, None)
+    result = launcher.handler(EVENT, CONTEXT)
     assert result["status"] == "launched" and result["training_job_name"] == JOB_NAME
 
     recorded = sagemaker.describe_training_job(TrainingJobName=JOB_NAME)
@@ -132,8 +149,8 @@ def test_a_redelivered_event_launches_nothing_more(sagemaker: Any) -> None:
     event = {**EVENT, "id": "7f0e2c9a-0b1d-4c8e-9f2a-3d4b5c6d7e8f", "time": "2026-11-30T05:00:00Z"}
     name = "capacity-forecaster-20261130-7f0e2c9a"
     launcher = load_launcher()
-    assert launcher.handler(event, None)["status"] == "launched"
-    assert launcher.handler(event, None) == {"status": "already-launched", "training_job_name": name}
+    assert launcher.handler(event, CONTEXT)["status"] == "launched"
+    assert launcher.handler(event, CONTEXT) == {"status": "already-launched", "training_job_name": name}
     names = [j["TrainingJobName"] for j in sagemaker.list_training_jobs()["TrainingJobSummaries"]]
     assert names.count(name) == 1
 
@@ -165,7 +182,7 @@ def test_bad_settings_are_rejected_in_one_line(
     launcher_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    result = load_launcher().handler(EVENT, None)
+    result = load_launcher().handler(EVENT, CONTEXT)
     assert result["status"] == "rejected"
     assert reason in result["reason"] and "\n" not in result["reason"]
 
@@ -180,12 +197,35 @@ def test_bad_settings_are_rejected_in_one_line(
     ],
 )
 def test_foreign_events_are_rejected(launcher_env: dict[str, str], event: Any, reason: str) -> None:
-    result = load_launcher().handler(event, None)
+    result = load_launcher().handler(event, CONTEXT)
     assert result["status"] == "rejected" and reason in result["reason"]
 
 
+def test_launcher_logs_and_emits_metrics_with_powertools(
+    sagemaker: Any, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Powertools' structured log lines (with the Lambda context) and its CloudWatch embedded metrics."""
+    launcher = load_launcher()
+    event = {**EVENT, "id": "9c0ffee1-0000-4000-8000-000000000001"}  # a job of its own on the shared server
+    name = launcher.job_name(date(2026, 11, 23), event["id"])
+    with caplog.at_level("INFO"):
+        assert launcher.handler(event, CONTEXT)["status"] == "launched"
+        assert launcher.handler(event, CONTEXT)["status"] == "already-launched"
+    formatter = launcher.logger.registered_formatter
+    logs = [json.loads(formatter.format(r)) for r in caplog.records if r.name == launcher.logger.name]
+    launched = next(line for line in logs if line["message"] == "training job launched")
+    assert launched["service"] == "capacity-forecaster-launch-training"
+    assert launched["function_request_id"] == CONTEXT.aws_request_id
+    assert (launched["training_job_name"], launched["hosts"]) == (name, 2)
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    names = [m["Name"] for line in emitted for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]]
+    assert names == ["TrainingJobsLaunched", "TrainingJobsAlreadyLaunched"]
+    assert {d["Namespace"] for line in emitted for d in line["_aws"]["CloudWatchMetrics"]} == {"CapacityForecaster"}
+
+
 def test_launcher_imports_no_pandas_and_only_the_light_domain_modules(tmp_path: Path) -> None:
-    """Imported the way Lambda does: the function folder and the layer's python/ folder, boto3 from the runtime."""
+    """Imported the way Lambda does: the function folder and the layer's python/ folder, boto3 from the runtime
+    (and Powertools, AWS's layer there, from the same site-packages)."""
     from infra.names import LAYER_MODULES
 
     layer = tmp_path / "layer" / "python" / "capacity_forecaster"

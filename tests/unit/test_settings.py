@@ -125,3 +125,25 @@ def test_rightsizing_size_table_defaults_and_override(tmp_path: Path) -> None:
     s = load_settings(cfg, environ={})
     assert s.rightsizing.k_max == 5
     assert dict(s.rightsizing.instance_types) == {"t3.small": {"cores": 2.0, "memory_gib": 2.0, "monthly_cost": 15.0}}
+
+
+def test_risk_thresholds_and_critical_days_from_the_environment() -> None:
+    """The cloud stack hands its thresholds to the Lambdas as CF_RISK_THRESHOLDS (metric=percentage pairs)."""
+    s = load_settings(environ={"CF_RISK_THRESHOLDS": " cpu=70, disk=90.5 ", "CF_RISK_CRITICAL_DAYS": "14"})
+    assert dict(s.risk.thresholds) == {"cpu": 70.0, "mem": 80.0, "disk": 90.5, "net": 80.0}
+    assert s.risk.critical_days == 14
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("cpu80", "must be written metric=percentage"),
+        ("cpu=", "must be written metric=percentage"),
+        ("gpu=80", "unknown metric 'gpu'"),
+        ("cpu=lots", r"risk\.thresholds='cpu=lots' is not a valid"),
+        ("cpu=120", r"risk\.thresholds\.cpu=120\.0 must be a percentage"),
+    ],
+)
+def test_bad_thresholds_in_the_environment(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={"CF_RISK_THRESHOLDS": value})

@@ -176,6 +176,8 @@ ENV_VARS: dict[str, tuple[str | None, str]] = {
     "CF_FLEET_END_DATE": ("fleet", "end_date"),
     "CF_TRAINING_HOSTS": ("training", "hosts"),
     "CF_TRAINING_N_JOBS": ("training", "n_jobs"),
+    "CF_RISK_THRESHOLDS": ("risk", "thresholds"),
+    "CF_RISK_CRITICAL_DAYS": ("risk", "critical_days"),
 }
 
 _SECTIONS = {
@@ -299,6 +301,8 @@ def _coerce(dotted: str, value: Any, cls: type) -> Any:
 
 
 def _thresholds(value: Any) -> dict[str, float]:
+    if isinstance(value, str):  # CF_RISK_THRESHOLDS: "cpu=80,mem=85" (metrics not named keep the default)
+        value = _key_values(value, "risk.thresholds")
     if not isinstance(value, Mapping):
         raise ConfigError("setting risk.thresholds must map metrics (cpu, mem, disk, net) to percentages")
     merged = dict.fromkeys(METRICS, DEFAULT_THRESHOLD)
@@ -307,6 +311,17 @@ def _thresholds(value: Any) -> dict[str, float]:
             raise ConfigError(f"risk.thresholds has unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
         merged[metric] = float(pct)
     return merged
+
+
+def _key_values(text: str, dotted: str) -> dict[str, str]:
+    """``"a=1, b=2"`` as ``{"a": "1", "b": "2"}``; ConfigError for an item without ``=``."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"setting {dotted}: {item!r} must be written metric=percentage (e.g. cpu=80,mem=85)")
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
 def _metric_aliases(value: Any) -> dict[str, str]:

@@ -1,0 +1,375 @@
+"""Dashboards (optional): a QuickSight Athena data source, a data set per planners' view, and a dashboard.
+
+Created only when the ``quicksightPrincipalArn`` context value names a QuickSight user or group, which then
+owns every QuickSight resource here. Each data set is a direct query (no SPICE import, always the newest run)
+of its view's SELECT, with the tables qualified by the Glue database, so the data sets do not depend on the
+named queries having been run. The dashboard has a sheet with the risk register (a table, most urgent first)
+and a line chart of the latest forecasts (P10, P50, P90 by day, one small multiple per metric, with a server
+picker).
+
+QuickSight runs the Athena queries as its service role: a policy on that role (``quicksightServiceRoleName``)
+grants the workgroup, the Glue tables the views read, those lake prefixes, the query results prefix and the
+lake key through S3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import aws_cdk as cdk
+import pyarrow as pa
+import sqlglot
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_quicksight as quicksight
+from constructs import Construct
+from sqlglot import exp
+
+from capacity_forecaster.query import view_tables
+from capacity_forecaster.view_schemas import view_schemas
+from infra.catalog import Catalog
+from infra.names import ATHENA_RESULTS_PREFIX, PROJECT
+from infra.settings import StackSettings
+
+DATA_SOURCE_ACTIONS: Final = (
+    "quicksight:DescribeDataSource",
+    "quicksight:DescribeDataSourcePermissions",
+    "quicksight:PassDataSource",
+    "quicksight:UpdateDataSource",
+    "quicksight:DeleteDataSource",
+    "quicksight:UpdateDataSourcePermissions",
+)
+DATA_SET_ACTIONS: Final = (
+    "quicksight:DescribeDataSet",
+    "quicksight:DescribeDataSetPermissions",
+    "quicksight:PassDataSet",
+    "quicksight:DescribeIngestion",
+    "quicksight:ListIngestions",
+    "quicksight:UpdateDataSet",
+    "quicksight:DeleteDataSet",
+    "quicksight:CreateIngestion",
+    "quicksight:CancelIngestion",
+    "quicksight:UpdateDataSetPermissions",
+)
+DASHBOARD_ACTIONS: Final = (
+    "quicksight:DescribeDashboard",
+    "quicksight:ListDashboardVersions",
+    "quicksight:UpdateDashboardPermissions",
+    "quicksight:QueryDashboard",
+    "quicksight:UpdateDashboard",
+    "quicksight:DeleteDashboard",
+    "quicksight:DescribeDashboardPermissions",
+    "quicksight:UpdateDashboardPublishedVersion",
+)
+"""What an owner may do with each kind of QuickSight resource (QuickSight's own owner sets)."""
+
+QUICKSIGHT_ATHENA_EXTRA_ACTIONS: Final = ("athena:GetQueryResultsStream",)
+"""QuickSight reads Athena results through the streaming API, beyond what Catalog.grant_query covers."""
+
+DASHBOARD_VIEWS: Final = ("risk_servers", "latest_forecasts")
+"""The views the dashboard's visuals read; every view gets a data set for analyses of your own."""
+
+RISK_TABLE_COLUMNS: Final = (
+    "server_id",
+    "application",
+    "environment",
+    "datacenter",
+    "metric",
+    "severity",
+    "finding",
+    "last_p95",
+    "breach_date_p50",
+    "days_to_breach_p50",
+    "breach_date_p90",
+    "peak_p90",
+    "seasonal_peak",
+)
+"""The risk register table's columns, in order; rows sorted by severity, then days to the P50 breach."""
+
+
+def quicksight_type(arrow_type: pa.DataType) -> str:
+    """The QuickSight input column type of a view column of ``arrow_type``."""
+    t = arrow_type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "STRING"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_integer(t):
+        return "INTEGER"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "DECIMAL"
+    if pa.types.is_date(t) or pa.types.is_timestamp(t):
+        return "DATETIME"
+    raise TypeError(f"no QuickSight column type for Arrow type {t}; extend infra.dashboards.quicksight_type")
+
+
+def quicksight_sub_type(arrow_type: pa.DataType) -> str | None:
+    """FLOAT for floating-point columns (QuickSight would otherwise treat them as fixed-point), FIXED for decimals."""
+    if pa.types.is_floating(arrow_type):
+        return "FLOAT"
+    if pa.types.is_decimal(arrow_type):
+        return "FIXED"
+    return None
+
+
+def view_select(sql: str, *, database: str) -> str:
+    """The SELECT of a ``CREATE OR REPLACE VIEW`` statement in Trino SQL, its tables qualified by ``database``
+    (QuickSight's custom SQL has no default database); the view's own CTEs stay unqualified."""
+    tree = sqlglot.parse_one(sql, read="trino")
+    if not isinstance(tree, exp.Create) or tree.args.get("kind") != "VIEW":
+        raise ValueError("expected a CREATE VIEW statement")
+    select = tree.expression.copy()
+    ctes = {cte.alias for cte in select.find_all(exp.CTE)}
+    for table in select.find_all(exp.Table):
+        if not table.args.get("db") and table.name not in ctes:
+            table.set("db", exp.to_identifier(database))
+    return select.sql(dialect="trino", pretty=True)
+
+
+def _column(data_set: str, name: str) -> dict[str, str]:
+    return {"DataSetIdentifier": data_set, "ColumnName": name}
+
+
+def dashboard_definition(data_set_arns: Mapping[str, str], columns: Mapping[str, pa.Schema]) -> dict[str, Any]:
+    """The dashboard's Definition (CloudFormation JSON): the risk register table and the forecast line chart.
+
+    ``data_set_arns`` and ``columns`` are keyed by view name and must hold ``DASHBOARD_VIEWS``.
+    """
+    for view in DASHBOARD_VIEWS:
+        if view not in data_set_arns or view not in columns:
+            raise ValueError(f"the dashboard needs a data set over the {view} view")
+    needed = {
+        "risk_servers": (*RISK_TABLE_COLUMNS, "severity_rank"),
+        "latest_forecasts": ("ds", "p10", "p50", "p90", "metric", "server_id"),
+    }
+    missing = [f"{view}.{c}" for view, names in needed.items() for c in names if c not in columns[view].names]
+    if missing:
+        raise ValueError(f"columns the dashboard shows are missing from the views: {missing}")
+
+    risk, forecasts = "risk_servers", "latest_forecasts"
+    table = {
+        "TableVisual": {
+            "VisualId": "risk-register",
+            "Title": {"Visibility": "VISIBLE", "FormatText": {"PlainText": "Risk register: most urgent first"}},
+            "ChartConfiguration": {
+                "FieldWells": {
+                    "TableUnaggregatedFieldWells": {
+                        "Values": [
+                            {"FieldId": f"risk.{name}", "Column": _column(risk, name)} for name in RISK_TABLE_COLUMNS
+                        ]
+                    }
+                },
+                "SortConfiguration": {
+                    "RowSort": [
+                        {"ColumnSort": {"SortBy": _column(risk, "severity_rank"), "Direction": "ASC"}},
+                        {"FieldSort": {"FieldId": "risk.days_to_breach_p50", "Direction": "ASC"}},
+                    ]
+                },
+            },
+        }
+    }
+    line = {
+        "LineChartVisual": {
+            "VisualId": "forecasts",
+            "Title": {
+                "Visibility": "VISIBLE",
+                "FormatText": {"PlainText": "Latest forecasts: P10, P50 and P90 per day (pick a server)"},
+            },
+            "ChartConfiguration": {
+                "FieldWells": {
+                    "LineChartAggregatedFieldWells": {
+                        "Category": [
+                            {
+                                "DateDimensionField": {
+                                    "FieldId": "forecast.ds",
+                                    "Column": _column(forecasts, "ds"),
+                                    "DateGranularity": "DAY",
+                                }
+                            }
+                        ],
+                        "Values": [
+                            {
+                                "NumericalMeasureField": {
+                                    "FieldId": f"forecast.{band}",
+                                    "Column": _column(forecasts, band),
+                                    "AggregationFunction": {"SimpleNumericalAggregation": "AVERAGE"},
+                                }
+                            }
+                            for band in ("p10", "p50", "p90")
+                        ],
+                        "SmallMultiples": [
+                            {
+                                "CategoricalDimensionField": {
+                                    "FieldId": "forecast.metric",
+                                    "Column": _column(forecasts, "metric"),
+                                }
+                            }
+                        ],
+                    }
+                },
+            },
+        }
+    }
+    server_filter = {
+        "FilterGroupId": "forecast-server",
+        "CrossDataset": "SINGLE_DATASET",
+        "Status": "ENABLED",
+        "Filters": [
+            {
+                "CategoryFilter": {
+                    "FilterId": "forecast-server-filter",
+                    "Column": _column(forecasts, "server_id"),
+                    "Configuration": {
+                        "FilterListConfiguration": {
+                            "MatchOperator": "CONTAINS",
+                            "SelectAllOptions": "FILTER_ALL_VALUES",
+                        }
+                    },
+                }
+            }
+        ],
+        "ScopeConfiguration": {
+            "SelectedSheets": {
+                "SheetVisualScopingConfigurations": [
+                    {"SheetId": "capacity", "Scope": "SELECTED_VISUALS", "VisualIds": ["forecasts"]}
+                ]
+            }
+        },
+    }
+    return {
+        "DataSetIdentifierDeclarations": [
+            {"Identifier": view, "DataSetArn": data_set_arns[view]} for view in DASHBOARD_VIEWS
+        ],
+        "Sheets": [
+            {
+                "SheetId": "capacity",
+                "Name": "Capacity risks",
+                "Visuals": [table, line],
+                "FilterControls": [
+                    {
+                        "Dropdown": {
+                            "FilterControlId": "forecast-server-control",
+                            "Title": "Server",
+                            "SourceFilterId": "forecast-server-filter",
+                            "Type": "SINGLE_SELECT",
+                        }
+                    }
+                ],
+            }
+        ],
+        "FilterGroups": [server_filter],
+    }
+
+
+class Dashboards(Construct):
+    """The QuickSight data source over the workgroup, a data set per view, the dashboard, and the service role's
+    access to the lake."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, catalog: Catalog, settings: StackSettings) -> None:
+        super().__init__(scope, construct_id)
+        principal = settings.quicksight_principal_arn
+        if not principal:
+            raise ValueError("Dashboards need settings.quicksight_principal_arn (a QuickSight user or group ARN)")
+        account = cdk.Aws.ACCOUNT_ID
+
+        self.data_source = quicksight.CfnDataSource(
+            self,
+            "DataSource",
+            aws_account_id=account,
+            data_source_id=f"{PROJECT}-athena",
+            name="Capacity Forecaster (Athena)",
+            type="ATHENA",
+            data_source_parameters=quicksight.CfnDataSource.DataSourceParametersProperty(
+                athena_parameters=quicksight.CfnDataSource.AthenaParametersProperty(work_group=catalog.workgroup_name)
+            ),
+            ssl_properties=quicksight.CfnDataSource.SslPropertiesProperty(disable_ssl=False),
+            permissions=[
+                quicksight.CfnDataSource.ResourcePermissionProperty(
+                    principal=principal, actions=list(DATA_SOURCE_ACTIONS)
+                )
+            ],
+        )
+        self.data_source.add_resource_dependency(catalog.workgroup)
+
+        schemas = view_schemas()
+        self.data_sets: dict[str, quicksight.CfnDataSet] = {}
+        for view, sql in sorted(catalog.views.items()):
+            self.data_sets[view] = self._data_set(view, sql, schemas[view], catalog=catalog, principal=principal)
+
+        self.dashboard = quicksight.CfnDashboard(
+            self,
+            "Dashboard",
+            aws_account_id=account,
+            dashboard_id=PROJECT,
+            name="Capacity Forecaster",
+            permissions=[
+                quicksight.CfnDashboard.ResourcePermissionProperty(principal=principal, actions=list(DASHBOARD_ACTIONS))
+            ],
+        )
+        # The Definition is CloudFormation JSON built by a pure function (tested on its own, linted by cfn-lint).
+        self.dashboard.add_property_override(
+            "Definition",
+            dashboard_definition({v: self.data_sets[v].attr_arn for v in DASHBOARD_VIEWS}, schemas),
+        )
+
+        self.service_role: iam.IRole | None = None
+        if settings.quicksight_service_role_name:
+            self.service_role = iam.Role.from_role_name(
+                self, "QuickSightServiceRole", settings.quicksight_service_role_name
+            )
+            tables = sorted({t for sql in catalog.views.values() for t in view_tables(sql)})
+            catalog.grant_query(self.service_role, *tables)
+            iam.Grant.add_to_principal(
+                grantee=self.service_role,
+                actions=list(QUICKSIGHT_ATHENA_EXTRA_ACTIONS),
+                resource_arns=[catalog.workgroup_arn()],
+            )
+            self._acknowledge(self.service_role, catalog=catalog, tables=tables)
+
+    def _acknowledge(self, role: iam.IRole, *, catalog: Catalog, tables: list[str]) -> None:
+        """cdk-nag findings on the service role's policy that are by design, each with its reason."""
+        stack = cdk.Stack.of(self)
+        bucket = catalog.lake.bucket.node.default_child
+        assert isinstance(bucket, cdk.CfnElement)
+        bucket_id = stack.resolve(bucket.logical_id)
+        prefixes = {catalog.table_schemas[t].prefix: "the table is read by a view" for t in tables}
+        prefixes[ATHENA_RESULTS_PREFIX] = "Athena writes the query results there and QuickSight reads them back"
+        for prefix, why in sorted(prefixes.items()):
+            key = prefix.rstrip("/")
+            cdk.Validations.of(role).acknowledge(
+                cdk.Acknowledgment(
+                    id=f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{key}/*]",
+                    reason=f"QuickSight's Athena queries read the objects under {key}/ ({why}): "
+                    "one lake prefix, the narrowest scope for a table of one object per partition.",
+                )
+            )
+
+    def _data_set(
+        self, view: str, sql: str, schema: pa.Schema, *, catalog: Catalog, principal: str
+    ) -> quicksight.CfnDataSet:
+        return quicksight.CfnDataSet(
+            self,
+            f"DataSet-{view}",
+            aws_account_id=cdk.Aws.ACCOUNT_ID,
+            data_set_id=f"{PROJECT}-{view.replace('_', '-')}",
+            name=f"Capacity Forecaster {view}",
+            import_mode="DIRECT_QUERY",
+            physical_table_map={
+                view.replace("_", "-"): quicksight.CfnDataSet.PhysicalTableProperty(
+                    custom_sql=quicksight.CfnDataSet.CustomSqlProperty(
+                        data_source_arn=self.data_source.attr_arn,
+                        name=view,
+                        sql_query=view_select(sql, database=catalog.database_name),
+                        columns=[
+                            quicksight.CfnDataSet.InputColumnProperty(
+                                name=f.name, type=quicksight_type(f.type), sub_type=quicksight_sub_type(f.type)
+                            )
+                            for f in schema
+                        ],
+                    )
+                )
+            },
+            permissions=[
+                quicksight.CfnDataSet.ResourcePermissionProperty(principal=principal, actions=list(DATA_SET_ACTIONS))
+            ],
+        )

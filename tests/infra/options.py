@@ -1,0 +1,36 @@
+"""The options synthesis: every optional part on and the settings off their defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra.stack import CapacityForecasterStack
+
+QUICKSIGHT_PRINCIPAL = "arn:aws:quicksight:us-east-1:123456789012:user/default/planner"
+OPTIONS: dict[str, Any] = {
+    "quicksightPrincipalArn": QUICKSIGHT_PRINCIPAL,
+    "alertEmail": "capacity@example.com",
+    "generateSchedule": "cron(30 0 * * ? *)",
+    "etlSchedule": "rate(12 hours)",
+    "trainingSchedule": "cron(0 6 ? * SUN *)",
+    "fleetServers": "500",  # values given with `cdk deploy -c key=value` arrive as strings
+    "fleetDays": "1095",
+    "horizonDays": "180",
+    "riskThresholds": "cpu=75,disk=90",
+    "riskCriticalDays": "14",
+    "trainingInstanceType": "ml.c5.2xlarge",
+    "trainingInstanceCount": "4",
+    "trainingSpot": "false",
+    "trainingModels": "seasonal_naive,linear_trend,random_forest",
+}
+"""A second synthesis with every optional part on and the settings off their defaults (tests of the optional
+parts and of the settings reaching the template share it: group ``cdk-synth-options``)."""
+
+
+@dataclass(frozen=True)
+class OptionsSynth:
+    stack: CapacityForecasterStack
+    assembly_dir: Path
+    template_json: dict[str, Any]

@@ -1,0 +1,82 @@
+"""The planners' views deployed as Athena named queries: one per ``sql/*.sql`` file, in the workgroup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from capacity_forecaster.query import views
+from infra.catalog import NAMED_QUERY_DESCRIPTION_MAX, view_description
+from infra.settings import StackSettings
+from infra.stack import CapacityForecasterStack
+from tests.infra.template_tools import logical_id
+
+DEFAULTS = StackSettings()
+
+
+def named_queries(template_json: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Named query name -> its resource."""
+    found = {}
+    for resource in template_json["Resources"].values():
+        if resource["Type"] == "AWS::Athena::NamedQuery":
+            found[resource["Properties"]["Name"]] = resource
+    return found
+
+
+def test_one_named_query_per_sql_file(template_json: dict[str, Any]) -> None:
+    expected = ["fleet_summary", "forecast_accuracy", "latest_forecasts", "risk_servers"]
+    assert sorted(named_queries(template_json)) == sorted(views()) == expected
+
+
+@pytest.mark.parametrize("name", sorted(views()))
+def test_named_query_is_the_view_statement_in_the_workgroup(
+    template_json: dict[str, Any], stack: CapacityForecasterStack, name: str
+) -> None:
+    resource = named_queries(template_json)[name]
+    props = resource["Properties"]
+    assert props["QueryString"] == views()[name].strip()
+    assert props["Database"] == DEFAULTS.glue_database_name
+    assert props["WorkGroup"] == DEFAULTS.athena_workgroup_name
+    assert props["Description"] == view_description(views()[name])
+    assert 20 <= len(props["Description"]) <= NAMED_QUERY_DESCRIPTION_MAX
+    # named, not referenced: the query must wait for the workgroup and the database to exist
+    depends = set(resource["DependsOn"])
+    assert logical_id(stack, stack.catalog.workgroup) in depends
+    assert logical_id(stack, stack.catalog.database) in depends
+
+
+@pytest.mark.parametrize("name", sorted(views()))
+def test_named_query_creates_the_view_of_its_name_in_trino(template_json: dict[str, Any], name: str) -> None:
+    tree = sqlglot.parse_one(named_queries(template_json)[name]["Properties"]["QueryString"], read="trino")
+    assert isinstance(tree, exp.Create)
+    assert tree.args["kind"] == "VIEW" and tree.args.get("replace") is True
+    assert tree.this.name == name
+    # every table it reads is a Glue table of the catalog (or one of its own CTEs)
+    ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+    read = {t.name for t in tree.expression.find_all(exp.Table)} - ctes
+    glue_tables = {
+        r["Properties"]["TableInput"]["Name"]
+        for r in template_json["Resources"].values()
+        if r["Type"] == "AWS::Glue::Table"
+    }
+    assert read and read <= glue_tables
+
+
+def test_view_description_is_the_leading_comment() -> None:
+    sql = "-- Which servers run hot,\n-- and when.\nCREATE OR REPLACE VIEW v AS SELECT 1\n-- not this"
+    assert view_description(sql) == "Which servers run hot, and when."
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("CREATE OR REPLACE VIEW v AS SELECT 1", "must start with a -- comment"),
+        ("-- " + "x" * 1100 + "\nCREATE VIEW v AS SELECT 1", "exceeds Athena's 1024"),
+    ],
+)
+def test_view_description_refuses_what_athena_would(sql: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        view_description(sql)

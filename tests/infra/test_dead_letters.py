@@ -1,0 +1,66 @@
+"""Nothing is lost silently: every Lambda and every EventBridge rule target dead-letters into the one encrypted
+queue, which EventBridge (of this account, from these rules only) may write to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.stack import CapacityForecasterStack
+from tests.infra.template_tools import logical_id
+
+
+def of_type(template_json: dict[str, Any], cfn_type: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template_json["Resources"].items() if v["Type"] == cfn_type}
+
+
+def test_every_rule_target_dead_letters_into_the_queue(
+    template_json: dict[str, Any], stack: CapacityForecasterStack
+) -> None:
+    queue = {"Fn::GetAtt": [logical_id(stack, stack.pipeline.dead_letters), "Arn"]}
+    rules = of_type(template_json, "AWS::Events::Rule")
+    assert len(rules) == 6  # generate, etl (schedule and uploads), risk, training launch, training failed
+    for rule_id, rule in rules.items():
+        for target in rule["Properties"]["Targets"]:
+            assert target["DeadLetterConfig"] == {"Arn": queue}, rule_id
+
+
+def test_every_function_dead_letters_into_the_queue(
+    template_json: dict[str, Any], stack: CapacityForecasterStack
+) -> None:
+    queue = {"Fn::GetAtt": [logical_id(stack, stack.pipeline.dead_letters), "Arn"]}
+    functions = of_type(template_json, "AWS::Lambda::Function")
+    configs = {
+        c["Properties"]["FunctionName"]["Ref"]: c["Properties"]
+        for c in of_type(template_json, "AWS::Lambda::EventInvokeConfig").values()
+    }
+    assert set(configs) == set(functions)  # every function, the launcher included
+    for config in configs.values():
+        assert config["DestinationConfig"] == {"OnFailure": {"Destination": queue}}
+        assert config["MaximumRetryAttempts"] == 2
+
+
+def test_queue_admits_eventbridge_only_from_this_stacks_rules(
+    template_json: dict[str, Any], stack: CapacityForecasterStack
+) -> None:
+    queue_id = logical_id(stack, stack.pipeline.dead_letters)
+    (policy,) = [
+        p
+        for p in of_type(template_json, "AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [{"Ref": queue_id}]
+    ]
+    allowed = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    rules = set(of_type(template_json, "AWS::Events::Rule"))
+    assert {s["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::GetAtt"][0] for s in allowed} == rules
+    for statement in allowed:
+        assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+        assert statement["Action"] == "sqs:SendMessage"
+
+
+def test_queue_key_lets_eventbridge_of_this_account_encrypt(
+    template_json: dict[str, Any], stack: CapacityForecasterStack
+) -> None:
+    key = template_json["Resources"][logical_id(stack, stack.pipeline.key)]
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    (events,) = [s for s in statements if s.get("Principal") == {"Service": "events.amazonaws.com"}]
+    assert sorted(events["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert events["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
