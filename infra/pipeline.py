@@ -64,6 +64,20 @@ SAGEMAKER_STATE_CHANGE = ("aws.sagemaker", "SageMaker Training Job State Change"
 OBJECT_CREATED = ("aws.s3", "Object Created")
 
 
+LAMBDA_NAG_REASONS: dict[str, str] = {
+    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+    "AWSLambdaBasicExecutionRole]": "The AWS managed basic execution policy only lets the function "
+    "create its log streams and write its own logs; it grants no data access.",
+    "AwsSolutions-IAM5[Resource::*]": "X-Ray's PutTraceSegments and PutTelemetryRecords (active tracing) "
+    "support no resource-level permissions; they can only write traces.",
+    "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Sending to the KMS-encrypted dead-letter queue "
+    "(and, for risk, the alerts topic) needs data keys of those keys only, named as the resources.",
+    "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "CDK's grant for sending to the encrypted dead-letter "
+    "queue; it is limited to the queue's own key.",
+}
+"""cdk-nag findings every function of the stack shares (basic execution role, X-Ray, the encrypted DLQ), with why."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class LakeAccess:
     """The lake prefixes a function reads, writes and deletes under."""
@@ -258,17 +272,7 @@ class Pipeline(Construct):
         bucket = self._lake.bucket.node.default_child
         assert isinstance(bucket, cdk.CfnElement)
         bucket_id = stack.resolve(bucket.logical_id)
-        reasons = {
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AWSLambdaBasicExecutionRole]": "The AWS managed basic execution policy only lets the function "
-            "create its log streams and write its own logs; it grants no data access.",
-            "AwsSolutions-IAM5[Resource::*]": "X-Ray's PutTraceSegments and PutTelemetryRecords (active tracing) "
-            "support no resource-level permissions; they can only write traces.",
-            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Sending to the KMS-encrypted dead-letter queue "
-            "(and, for risk, the alerts topic) needs data keys of those keys only, named as the resources.",
-            "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "CDK's grant for sending to the encrypted dead-letter "
-            "queue; it is limited to the queue's own key.",
-        }
+        reasons = dict(LAMBDA_NAG_REASONS)
         for prefix in sorted({*access.read, *access.write, *access.delete}):
             reasons[f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix.rstrip('/')}/*]"] = (
                 f"Objects under the lake prefix {prefix.rstrip('/')}/ that this stage reads or writes: "

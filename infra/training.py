@@ -40,7 +40,7 @@ from infra.names import (
     TRAINING_METRICS_PREFIX,
     TRAINING_OUTPUT_PREFIX,
 )
-from infra.pipeline import RETENTION, ROOT
+from infra.pipeline import LAMBDA_NAG_REASONS, RETENTION, ROOT
 from infra.settings import StackSettings
 from infra.storage import DataLake
 
@@ -245,15 +245,7 @@ class Training(Construct):
         launcher_role = self.launcher.role
         assert launcher_role is not None
         launcher_reasons = {
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AWSLambdaBasicExecutionRole]": "The AWS managed basic execution policy only lets the function "
-            "create its log streams and write its own logs; it grants no data access.",
-            "AwsSolutions-IAM5[Resource::*]": "X-Ray's PutTraceSegments and PutTelemetryRecords (active tracing) "
-            "support no resource-level permissions; they can only write traces.",
-            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Sending to the KMS-encrypted dead-letter queue "
-            "(and, for risk, the alerts topic) needs data keys of those keys only, named as the resources.",
-            "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "CDK's grant for sending to the encrypted dead-letter "
-            "queue; it is limited to the queue's own key.",
+            **LAMBDA_NAG_REASONS,
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
             f"training-job/{TRAINING_JOB_PREFIX}*]": "Training job names carry the run date and event id; the "
             "launcher may create and describe only jobs named with this stack's prefix.",
