@@ -3,6 +3,9 @@
 Pure with respect to I/O: a DataFrame of daily values in, two DataFrames out (the ``forecasts`` and
 ``model_metrics`` tables, each with a ``run_date`` column). The result does not depend on ``n_jobs`` or on how
 series are batched: each series is computed on its own, and the outputs are sorted.
+
+The same engine forecasts hourly values (``grain="hourly"``, see :mod:`capacity_forecaster.forecasting.grain`):
+steps are then hours, and ``ds`` is the start of each forecast hour.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ and 90th percentiles are P10 and P90: Prophet's band from trend changes plus obs
 bands are clipped to the metric range. Yearly seasonality is switched on only with over two years of history (less
 cannot tell a yearly wave from a trend).
 
+With ``grain="hourly"`` the values are hours: daily seasonality, weekly seasonality from two weeks of history, no
+yearly wave; holidays and the month- and quarter-end flags go by each hour's day.
+
 Logs: cmdstanpy prints two INFO lines per fit and resets its logger's level on the first fit, and importing
 prophet without plotly logs an ERROR; :func:`silence_prophet_logs` disables those loggers (which holds) and runs
 before every import of prophet, so it covers joblib worker processes too (they import this module to unpickle
