@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from capacity_forecaster.errors import ConfigError, InputError
+from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
 from capacity_forecaster.forecasting.engine import forecast_fleet, prepare_series
 from capacity_forecaster.forecasting.grain import DAILY, HOURLY, daily_peaks, get_grain, merged_settings
-from capacity_forecaster.forecasting.job import parse_hyperparameters
+from capacity_forecaster.forecasting.job import (
+    ContractPaths,
+    parse_hyperparameters,
+    publish_training_run,
+    run_training_job,
+    staging_keys,
+)
 from capacity_forecaster.forecasting.prophet_model import ProphetModel
 from capacity_forecaster.forecasting.random_forest import HOURLY_FEATURES, RandomForestModel, _Panel
-from capacity_forecaster.schema import FORECASTS
+from capacity_forecaster.schema import FORECASTS, FORECASTS_HOURLY, METRICS_DAILY
 from capacity_forecaster.settings import load_settings
+from capacity_forecaster.storage.lake import Lake, open_lake
 
 LAST_HOUR = pd.Timestamp("2026-11-21 23:00")
 
@@ -201,3 +211,53 @@ def test_hourly_hyperparameters_and_settings_are_validated() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             load_settings(environ={}, overrides={key: value})
+
+
+def daily_lake(root: Path) -> Lake:
+    lake = open_lake(str(root))
+    days = pd.date_range(end="2026-11-21", periods=70, freq="D")
+    frame = pd.DataFrame(
+        {
+            "server_id": np.repeat(["a", "b", "c", "d"], 70),
+            "metric": "cpu",
+            "dt": np.tile(days, 4),
+            "p95": np.tile(40 + 5 * np.sin(np.arange(70)), 4),
+            "n_samples": np.int32(288),
+            "imputed": False,
+        }
+    )
+    lake.write_table(METRICS_DAILY, frame)
+    return lake
+
+
+def test_hourly_job_reads_metrics_hourly_and_hosts_must_agree_on_the_grain(tmp_path: Path) -> None:
+    lake = daily_lake(tmp_path / "lake")
+    base = {"run_date": "2026-11-21", "lake_uri": lake.uri, "n_jobs": "1", "horizon_days": "14"}
+    # An hourly job whose channel holds daily partitions finds no metrics_hourly rows and says what it expected.
+    root = tmp_path / "opt-ml"
+    paths = ContractPaths(root)
+    paths.hyperparameters.parent.mkdir(parents=True)
+    paths.hyperparameters.write_text(json.dumps({**base, "run_id": "h", "grain": "hourly"}))
+    shutil.copytree(Path(lake.uri) / METRICS_DAILY.prefix, paths.channel)
+    assert run_training_job(root, lake=lake) == 1
+    assert paths.failure.read_text().strip() == (
+        f"data channel 'curated' at {paths.channel} holds no metrics_hourly rows "
+        "(expected day=YYYY-MM-DD/data.parquet objects)"
+    )
+    # Two hosts whose manifests disagree on the grain are not published.
+    for host in ("algo-1", "algo-2"):
+        host_root = tmp_path / host
+        host_paths = ContractPaths(host_root)
+        host_paths.hyperparameters.parent.mkdir(parents=True)
+        host_paths.hyperparameters.write_text(json.dumps({**base, "run_id": "mixed"}))
+        host_paths.resource_config.write_text(json.dumps({"current_host": host, "hosts": ["algo-1", "algo-2"]}))
+        shutil.copytree(Path(lake.uri) / METRICS_DAILY.prefix, host_paths.channel)
+        assert run_training_job(host_root, lake=lake) == 0
+    key = staging_keys("mixed", 1, 2)["manifest"]
+    manifest = json.loads(lake.store.get_bytes(key))
+    assert manifest["grain"] == "daily"
+    lake.store.put_bytes(key, json.dumps({**manifest, "grain": "hourly"}).encode())
+    mixed = r"training run mixed: hosts trained at different grains \(daily, hourly\)"
+    with pytest.raises(CapacityForecasterError, match=mixed):
+        publish_training_run(lake, run_id="mixed", run_date=date(2026, 11, 21))
+    assert not lake.list_partitions(FORECASTS) and not lake.list_partitions(FORECASTS_HOURLY)
