@@ -64,6 +64,17 @@ def _fleet_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _grain_args(parser: argparse.ArgumentParser, *, hours: bool) -> None:
+    parser.add_argument(
+        "--grain",
+        dest="training_grain",
+        choices=("daily", "hourly"),
+        help="daily: metrics_daily -> forecasts; hourly: metrics_hourly -> forecasts_hourly (default training.grain)",
+    )
+    if hours:
+        parser.add_argument("--horizon-hours", type=_positive, help="horizon of --grain hourly in hours (default 168)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capacity-forecaster",
@@ -142,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-date", type=_date, help="date of the run (default: today, UTC)")
     p.add_argument("--hosts", type=_positive, help="simulated hosts; each trains its shard of the series")
     p.add_argument("--horizon", type=_positive, help="forecast horizon in days (default 90)")
+    _grain_args(p, hours=True)
 
     p = add(
         "risk",
@@ -152,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-date", type=_date, help="forecast run to use (default: the latest)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
     p.add_argument("--top", type=_positive, help="rows to print in table format (default 15)")
+    _grain_args(p, hours=False)
 
     p = add(
         "query",
@@ -216,6 +229,8 @@ def _settings(args: argparse.Namespace) -> Any:
         "training.hosts": getattr(args, "hosts", None),
         "risk.top": getattr(args, "top", None),
         "etl.grain": getattr(args, "grain", None),
+        "training.grain": getattr(args, "training_grain", None),
+        "training.horizon_hours": getattr(args, "horizon_hours", None),
     }
     return load_settings(args.config, overrides=overrides)
 

@@ -402,3 +402,36 @@ def get_table(name: str) -> TableSchema:
         return TABLES[name]
     except KeyError:
         raise SchemaError(f"unknown table {name!r}; known tables: {', '.join(sorted(TABLES))}") from None
+
+
+FORECASTS_HOURLY = TableSchema(
+    name="forecasts_hourly",
+    description="Hourly forecasts (train --grain hourly) per server, metric and model, with P10/P50/P90.",
+    columns=(
+        _SERVER,
+        _METRIC,
+        _c("model", STRING, "Model name (seasonal_naive, linear_trend, prophet, random_forest...).", False),
+        _c("ds", TIMESTAMP, "Start of the forecast UTC hour.", nullable=False),
+        _c("horizon_step", INT, "Hours ahead of the forecast origin (1 = the hour after the last actual).", False),
+        _c("p10", FLOAT, "10th percentile forecast, percent.", nullable=False),
+        _c("p50", FLOAT, "Median forecast, percent.", nullable=False),
+        _c("p90", FLOAT, "90th percentile forecast, percent.", nullable=False),
+        _c("is_champion", BOOL, "True for the model chosen for this series by the backtest.", nullable=False),
+    ),
+    partition_keys=(_RUN_DATE,),
+)
+TABLES[FORECASTS_HOURLY.name] = FORECASTS_HOURLY
+
+MODEL_METRICS_HOURLY = TableSchema(
+    name="model_metrics_hourly",
+    description="Backtest accuracy of the hourly forecasts (windows in hours, MASE against season 24).",
+    columns=MODEL_METRICS.columns,
+    partition_keys=(_RUN_DATE,),
+)
+TABLES[MODEL_METRICS_HOURLY.name] = MODEL_METRICS_HOURLY
+
+FORECAST_TABLES: Final[dict[str, tuple[TableSchema, TableSchema]]] = {
+    "daily": (FORECASTS, MODEL_METRICS),
+    "hourly": (FORECASTS_HOURLY, MODEL_METRICS_HOURLY),
+}
+"""The forecasts and model-metrics tables of each training grain."""

@@ -76,6 +76,12 @@ class TrainingSettings:
     """Training rows of one random_forest fit (one per metric and backtest origin)."""
     seed: int = 0
     """Seed of the random_forest and of prophet's uncertainty samples."""
+    grain: str = "daily"
+    """``daily``: forecast metrics_daily ``horizon_days`` ahead; ``hourly``: metrics_hourly ``horizon_hours`` ahead."""
+    horizon_hours: int = 168
+    """Forecast horizon of the hourly grain, in hours (168: a week)."""
+    min_history_hours: int = 336
+    """Hourly series with fewer hours than this get the seasonal naive forecast, not backtested."""
 
 
 @dataclass(frozen=True)
@@ -417,9 +423,23 @@ def _validate(s: Settings) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _validate_hourly_training(s.training)
     for metric, pct in s.risk.thresholds.items():
         if not 0 < pct <= 100:
             raise ConfigError(f"risk.thresholds.{metric}={pct} must be a percentage in (0, 100]")
     for metric, pct in s.risk.headroom.items():
         if not 0 <= pct < 100:
             raise ConfigError(f"risk.headroom.{metric}={pct} must be a percentage in [0, 100)")
+
+
+MAX_HORIZON_HOURS = 2208
+"""92 days of hours: the longest hourly horizon (hourly traces are weeks long; plan further ahead daily)."""
+
+
+def _validate_hourly_training(t: TrainingSettings) -> None:
+    if t.grain not in {"daily", "hourly"}:
+        raise ConfigError(f"training.grain={t.grain!r} must be daily or hourly")
+    if not 1 <= t.horizon_hours <= MAX_HORIZON_HOURS:
+        raise ConfigError(f"training.horizon_hours={t.horizon_hours} must be between 1 and {MAX_HORIZON_HOURS}")
+    if not 48 <= t.min_history_hours <= 87_600:
+        raise ConfigError(f"training.min_history_hours={t.min_history_hours} must be between 48 and 87600")

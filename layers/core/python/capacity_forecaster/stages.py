@@ -23,6 +23,7 @@ from capacity_forecaster.schema import (
     ETL_FILES,
     ETL_RUNS,
     FORECASTS,
+    FORECASTS_HOURLY,
     GROUND_TRUTH,
     METRICS_DAILY,
     METRICS_DAILY_FLAGS,
@@ -483,6 +484,9 @@ def training_hyperparameters(settings: Settings, *, run_date: date, run_id: str,
         "country": settings.fleet.country,
         "rf_max_rows": str(training.rf_max_rows),
         "seed": str(training.seed),
+        "grain": training.grain,
+        "horizon_hours": str(training.horizon_hours),
+        "min_history_hours": str(training.min_history_hours),
     }
 
 
@@ -494,15 +498,20 @@ def run_train(
     hosts: int | None = None,
     progress: bool | ProgressReporter = False,
 ) -> StageResult:
-    """Run the SageMaker training entry point locally, under the container contract, and publish its output."""
+    """Run the SageMaker training entry point locally, under the container contract, and publish its output.
+
+    ``training.grain: hourly`` forecasts metrics_hourly into forecasts_hourly and model_metrics_hourly."""
     from capacity_forecaster.forecasting.job import run_local_training
 
-    if not lake.list_partitions(METRICS_DAILY):
+    hourly = settings.training.grain == "hourly"
+    if not lake.list_partitions(METRICS_HOURLY if hourly else METRICS_DAILY):
         raise CapacityForecasterError(
-            f"no curated daily metrics in {lake.uri}: run `capacity-forecaster etl` (or `run`) first"
+            f"no curated hourly metrics in {lake.uri}: run `capacity-forecaster etl --grain hourly` first"
+            if hourly
+            else f"no curated daily metrics in {lake.uri}: run `capacity-forecaster etl` (or `run`) first"
         )
-    # One run id per run date: re-running the same day replaces the same staging objects and partitions.
-    run_id = f"local-{run_date:%Y%m%d}"
+    # One run id per run date (and grain): re-running the same day replaces the same staging objects and partitions.
+    run_id = f"local-{run_date:%Y%m%d}" + ("-hourly" if hourly else "")
     params = training_hyperparameters(settings, run_date=run_date, run_id=run_id, lake_uri=lake.uri)
     result = run_local_training(
         lake,
@@ -511,7 +520,7 @@ def run_train(
         hosts=hosts or settings.training.hosts,
         progress=progress,
     )
-    counts = {"run_id": run_id, "hosts": hosts or settings.training.hosts}
+    counts = {"run_id": run_id, "hosts": hosts or settings.training.hosts, "grain": settings.training.grain}
     counts.update({k: v for k, v in vars(result).items() if isinstance(v, int | float | str)})
     written = [w for w in getattr(result, "written", []) if isinstance(w, str)]
     return StageResult("train", counts, written)
@@ -523,18 +532,28 @@ def run_train(
 def run_risk(
     lake: Lake, settings: Settings, *, run_date: date | None = None, progress: ProgressReporter | None = None
 ) -> StageResult:
-    """Build the risk register from a run's forecasts (the latest run when no date is given)."""
+    """Build the risk register from a run's forecasts (the latest run when no date is given).
+
+    With ``training.grain: hourly`` the run's ``forecasts_hourly`` are used, each day taken at its peak hour."""
+    from capacity_forecaster.forecasting.grain import daily_peaks
     from capacity_forecaster.risk import build_risk_register
 
     reporter: ProgressReporter = progress or NullProgress()
+    hourly = settings.training.grain == "hourly"
+    source = FORECASTS_HOURLY if hourly else FORECASTS
     if run_date is None:
-        latest = lake.latest_partition(FORECASTS)
+        latest = lake.latest_partition(source)
         if latest is None:
-            raise CapacityForecasterError(f"no forecasts in {lake.uri}: run `capacity-forecaster train` first")
+            raise CapacityForecasterError(
+                f"no {source.name} in {lake.uri}: run `capacity-forecaster train"
+                + (" --grain hourly` first" if hourly else "` first")
+            )
         run_date = date.fromisoformat(latest["run_date"])
-    forecasts = lake.read_table(FORECASTS, where={"run_date": run_date})
+    forecasts = lake.read_table(source, where={"run_date": run_date})
     if forecasts.empty:
-        raise CapacityForecasterError(f"no forecasts for run date {run_date} in {lake.uri}")
+        raise CapacityForecasterError(f"no {source.name} for run date {run_date} in {lake.uri}")
+    if hourly:
+        forecasts = daily_peaks(forecasts)
     with reporter.task("risk register", 1) as advance:
         daily = lake.read_table(METRICS_DAILY)
         register = build_risk_register(

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 
 import numpy as np
 
 from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast, get_model
 from capacity_forecaster.forecasting.calendar_features import CalendarModel
+from capacity_forecaster.forecasting.grain import steps_before
 from capacity_forecaster.forecasting.metrics import POINT_SCORES, SCORES, coverage, mase
 
 STATUS_OK = "ok"
@@ -44,6 +45,8 @@ class BacktestConfig:
     min_history_days: int = 56
     min_train_days: int = 14
     season: int = 7
+    step_name: str = "days"
+    """What one step of the series is, for the reasons: ``days`` or ``hours`` (steps count in that unit)."""
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
@@ -145,17 +148,13 @@ def score_origins(
     per_origin: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
     for t in origins:
         history, actual = y[:t], y[t : t + bh]
-        origin_day = None if last_day is None else _day_before(last_day, y.size - t)
+        origin_day = None if last_day is None else steps_before(last_day, y.size - t)
         fc = checked_forecast(model, history, bh, origin_day)
         for name, fn in POINT_SCORES.items():
             per_origin[name].append(fn(actual, fc.p50))
         per_origin["mase"].append(mase(actual, fc.p50, history, config.season))
         per_origin["coverage"].append(coverage(actual, fc.p10, fc.p90))
     return {name: _mean_finite(values) for name, values in per_origin.items()}
-
-
-def _day_before(last_day: np.datetime64, days: int) -> np.datetime64:
-    return np.datetime64(last_day, "D") - np.timedelta64(days, "D")
 
 
 def _mean_finite(values: Sequence[float]) -> float:
@@ -219,7 +218,7 @@ def evaluate_series(
 
     results = [evaluate_model(m, y, origins, config, last_day) for m in models]
     if choose_champion(results, config.score) is None and FALLBACK_MODEL not in {m.name for m in models}:
-        fallback = evaluate_model(get_model(FALLBACK_MODEL), y, origins, config, last_day)
+        fallback = evaluate_model(fallback_model(config), y, origins, config, last_day)
         results.append(replace(fallback, reason=fallback.reason or "fallback: every requested model failed"))
     best = choose_champion(results, config.score)
     if best is not None:
@@ -227,18 +226,25 @@ def evaluate_series(
     return SeriesResult(results=tuple(results), champion=results[best].model if best is not None else None)
 
 
+def fallback_model(config: BacktestConfig) -> Model:
+    """The last-resort model: the seasonal naive with the config's season."""
+    model = get_model(FALLBACK_MODEL)
+    return replace(model, season=config.season) if is_dataclass(model) and hasattr(model, "season") else model
+
+
 def _short_reason(n: int, config: BacktestConfig) -> str:
+    unit = config.step_name
     if n < config.min_history_days:
-        return f"{n} days of history, fewer than min_history_days={config.min_history_days}"
+        return f"{n} {unit} of history, fewer than min_history_{unit}={config.min_history_days}"
     return (
-        f"{n} days of history cannot hold a {config.eval_horizon}-day backtest "
-        f"after {config.min_train_days} training days"
+        f"{n} {unit} of history cannot hold a {config.eval_horizon}-{unit[:-1]} backtest "
+        f"after {config.min_train_days} training {unit}"
     )
 
 
 def _insufficient(y: FloatArray, models: Sequence[Model], config: BacktestConfig, why: str) -> SeriesResult:
     """Too short to backtest: forecast with the seasonal naive only, score nothing."""
-    fallback = next((m for m in models if m.name == FALLBACK_MODEL), None) or get_model(FALLBACK_MODEL)
+    fallback = next((m for m in models if m.name == FALLBACK_MODEL), None) or fallback_model(config)
     try:
         fc = checked_forecast(fallback, y, config.horizon)
         chosen = ModelResult(

@@ -39,6 +39,15 @@ def day_range(last_day: np.datetime64, n: int, *, ahead: int = 0) -> DayArray:
     return last - np.arange(n - 1, -1, -1).astype("timedelta64[D]")
 
 
+def stamp_range(last: np.datetime64, n: int, *, ahead: int = 0) -> DayArray:
+    """Like :func:`day_range` in the unit of ``last`` (days or hours): the ``n`` steps ending on ``last``, or
+    the ``ahead`` steps after it."""
+    unit = np.datetime_data(last.dtype)[0]
+    if ahead:
+        return last + np.arange(1, ahead + 1).astype(f"timedelta64[{unit}]")
+    return last - np.arange(n - 1, -1, -1).astype(f"timedelta64[{unit}]")
+
+
 def days_to_month_end(days: DayArray) -> np.ndarray:
     """0 on the last day of the month, 1 the day before, and so on."""
     month = days.astype("datetime64[M]")

@@ -3,6 +3,9 @@
 Pure with respect to I/O: a DataFrame of daily values in, two DataFrames out (the ``forecasts`` and
 ``model_metrics`` tables, each with a ``run_date`` column). The result does not depend on ``n_jobs`` or on how
 series are batched: each series is computed on its own, and the outputs are sorted.
+
+The same engine forecasts hourly values (``grain="hourly"``, see :mod:`capacity_forecaster.forecasting.grain`):
+steps are then hours, and ``ds`` is the start of each forecast hour.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from capacity_forecaster.forecasting.backtest import (
 )
 from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast, get_model, registered_models
 from capacity_forecaster.forecasting.global_models import GlobalModel, History, Precomputed
+from capacity_forecaster.forecasting.grain import get_grain, merged_settings, steps_before, unit_of
 from capacity_forecaster.schema import FORECASTS, MODEL_METRICS
 
 INPUT_COLUMNS: tuple[str, ...] = ("server_id", "metric", "dt", "p95")
@@ -64,6 +68,7 @@ def forecast_fleet(
     backtest_horizon: int | None = None,
     backtest_step: int | None = None,
     model_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    grain: str = "daily",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Backtest, choose a champion and forecast ``horizon_days`` ahead for every (server_id, metric) series.
 
@@ -75,8 +80,17 @@ def forecast_fleet(
     ``model_settings`` overrides model fields by model name (``{"prophet": {"country": "GB"}}``). Global models
     (:class:`GlobalModel`) are fitted here, once per metric and origin, before the series are spread over the
     workers; their forecasts travel with the series.
+
+    ``grain="hourly"``: ``daily`` holds hourly values (``dt`` the start of each UTC hour, as ``metrics_hourly``),
+    and ``horizon_days``, ``min_history_days``, ``backtest_horizon`` and ``backtest_step`` count hours; the
+    baselines repeat a 24-hour season and the models use the grain's settings (see ``grain.HOURLY``).
     """
-    instances = resolve_models(models, model_settings)
+    unit = get_grain(grain)
+    instances = resolve_models(models, merged_settings(unit, model_settings))
+    if backtest_horizon is None:
+        backtest_horizon = min(horizon_days, unit.backtest_horizon)
+    if backtest_step is None:
+        backtest_step = unit.backtest_step
     try:
         config = BacktestConfig(
             horizon=horizon_days,
@@ -85,10 +99,13 @@ def forecast_fleet(
             step=backtest_step,
             score=score,
             min_history_days=min_history_days,
+            min_train_days=unit.min_train,
+            season=unit.season,
+            step_name=unit.step_name,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    series = prepare_series(daily, run_date=run_date)
+    series = prepare_series(daily, run_date=run_date, grain=grain)
     global_forecasts = precompute_global_models(series, instances, config)
     chunks = chunked(series, effective_n_jobs(n_jobs))
 
@@ -160,9 +177,7 @@ def precompute_global_models(
                 ]
                 if not members:
                     continue
-                histories: list[History] = [
-                    (s.y[:t], s.last_day - np.timedelta64(s.y.size - t, "D")) for s, t in members
-                ]
+                histories: list[History] = [(s.y[:t], steps_before(s.last_day, s.y.size - t)) for s, t in members]
                 horizon = config.horizon if final else config.eval_horizon
                 try:
                     answers = model.fit_predict(histories, horizon)
@@ -179,29 +194,35 @@ def _for_chunk(forecasts: GlobalForecasts, chunk: Sequence[SeriesInput]) -> Glob
     return {(s.server_id, s.metric): forecasts.get((s.server_id, s.metric), {}) for s in chunk}
 
 
-def prepare_series(daily: pd.DataFrame, *, run_date: date | None = None) -> list[SeriesInput]:
+def prepare_series(daily: pd.DataFrame, *, run_date: date | None = None, grain: str = "daily") -> list[SeriesInput]:
     """Split the daily table into series sorted by (server_id, metric), each on a contiguous daily index.
 
     Missing days inside a series are filled by linear interpolation between their neighbours (the ETL
-    normally imputes them already); rows with an empty p95 are ignored.
+    normally imputes them already); rows with an empty p95 are ignored. With ``grain="hourly"`` the rows are
+    hours (timestamps in UTC, naive or aware), the index is hourly and every hour of ``run_date`` is kept.
     """
+    unit = get_grain(grain)
     missing = [c for c in INPUT_COLUMNS if c not in daily.columns]
     if missing:
-        raise InputError(f"daily metrics lack column(s) {', '.join(missing)}")
+        raise InputError(f"{unit.name} metrics lack column(s) {', '.join(missing)}")
     frame = daily.loc[:, list(INPUT_COLUMNS)].copy()
-    frame["dt"] = pd.to_datetime(frame["dt"]).dt.normalize()
+    if unit.unit == "D":
+        frame["dt"] = pd.to_datetime(frame["dt"]).dt.normalize()
+    else:
+        frame["dt"] = pd.to_datetime(frame["dt"], utc=True).dt.tz_convert(None).dt.floor(unit.unit)
     frame = frame[frame["p95"].notna()]
     if run_date is not None:
-        frame = frame[frame["dt"] <= pd.Timestamp(run_date)]
+        frame = frame[frame["dt"] < pd.Timestamp(run_date) + pd.Timedelta(days=1)]
     duplicated = frame.duplicated(["server_id", "metric", "dt"])
     if duplicated.any():
         first = frame[duplicated].iloc[0]
         raise InputError(
-            f"daily metrics have {int(duplicated.sum())} duplicate day(s), e.g. {first['server_id']} "
-            f"{first['metric']} {first['dt']:%Y-%m-%d}"
+            f"{unit.name} metrics have {int(duplicated.sum())} duplicate {unit.step_name[:-1]}(s), e.g. "
+            f"{first['server_id']} {first['metric']} {first['dt']:%Y-%m-%d}"
+            + ("" if unit.unit == "D" else f" {first['dt']:%H:%M}")
         )
     frame = frame.sort_values(["server_id", "metric", "dt"], kind="stable")
-    days = frame["dt"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    days = frame["dt"].to_numpy().astype(f"datetime64[{unit.unit}]").astype(np.int64)
     values = frame["p95"].to_numpy(dtype=np.float64)
     out = []
     groups: dict[Any, Any] = frame.groupby(["server_id", "metric"], sort=True).indices
@@ -211,7 +232,7 @@ def prepare_series(daily: pd.DataFrame, *, run_date: date | None = None) -> list
         d, v = days[idx], values[idx]
         span = int(d[-1] - d[0]) + 1
         y = v if span == d.size else np.interp(np.arange(d[0], d[-1] + 1), d, v)
-        out.append(SeriesInput(str(server_id), str(metric), np.datetime64(int(d[-1]), "D"), y, span - d.size))
+        out.append(SeriesInput(str(server_id), str(metric), np.datetime64(int(d[-1]), unit.unit), y, span - d.size))
     return out
 
 
@@ -253,7 +274,7 @@ def run_chunk(
 def _forecast_arrays(s: SeriesInput, result: SeriesResult, steps: np.ndarray) -> list[dict[str, np.ndarray]]:
     parts = []
     n = steps.size
-    ds = (s.last_day + steps.astype("timedelta64[D]")).astype(DATE_DTYPE)
+    ds = (s.last_day + steps.astype(f"timedelta64[{unit_of(s.last_day)}]")).astype(DATE_DTYPE)
     for r in result.results:
         if r.forecast is None:
             continue

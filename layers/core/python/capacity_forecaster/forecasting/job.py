@@ -5,6 +5,7 @@ In the container the root is ``/opt/ml``::
     input/config/hyperparameters.json   every value a string (see HYPERPARAMETERS)
     input/config/resourceconfig.json    {"current_host": "algo-1", "hosts": ["algo-1", ...]}
     input/data/curated/                 metrics_daily as SageMaker copies it: dt=YYYY-MM-DD/data.parquet
+                                        (grain=hourly: metrics_hourly, day=YYYY-MM-DD/data.parquet)
     model/                              model.json: settings and the champion per series (tarred to S3)
     output/failure                      one line saying why the job failed
 
@@ -41,9 +42,15 @@ from capacity_forecaster.forecasting.backtest import one_line
 from capacity_forecaster.forecasting.baselines import registered_models
 from capacity_forecaster.forecasting.calendar_features import check_country
 from capacity_forecaster.forecasting.engine import forecast_fleet, resolve_models
+from capacity_forecaster.forecasting.grain import get_grain, merged_settings
 from capacity_forecaster.forecasting.metrics import SCORES
 from capacity_forecaster.progress import ProgressReporter, RichProgress
-from capacity_forecaster.schema import FORECASTS, METRICS_DAILY, MODEL_METRICS, TableSchema
+from capacity_forecaster.schema import (
+    FORECAST_TABLES,
+    METRICS_DAILY,
+    METRICS_HOURLY,
+    TableSchema,
+)
 from capacity_forecaster.storage.lake import Lake, open_lake, parse_partition_key, read_partitioned_dir
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,9 @@ CHANNEL = "curated"
 STAGING_PREFIX = "staging/training"
 DEFAULT_MODELS: tuple[str, ...] = ("seasonal_naive", "linear_trend")
 MAX_HORIZON = 730
+MAX_HORIZON_HOURS = 2208
+CHANNEL_TABLES: dict[str, TableSchema] = {"daily": METRICS_DAILY, "hourly": METRICS_HOURLY}
+"""The table the ``curated`` channel holds at each grain."""
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _PART = re.compile(r"part-(\d{3})-of-(\d{3})\.json")
 
@@ -71,7 +81,11 @@ HYPERPARAMETERS: dict[str, str] = {
     "country": "ISO country code of the bank holidays (prophet, random_forest); default US",
     "rf_max_rows": "integer 100..10000000, training rows of one random_forest fit; default 20000",
     "seed": "integer 0..2147483647, seed of the random_forest and of prophet's uncertainty samples; default 0",
+    "grain": "daily, or hourly (reads metrics_hourly, writes forecasts_hourly and model_metrics_hourly); default daily",
+    "horizon_hours": f"integer 1..{MAX_HORIZON_HOURS}, the horizon of grain=hourly; default 168",
+    "min_history_hours": "integer 48..87600, the min_history_days of grain=hourly; default 336",
 }
+"""With grain=hourly, backtest_horizon and backtest_step count hours (default backtest_horizon: min(horizon, 168))."""
 
 
 # ---------------------------------------------------------------------------------------- hyperparameters
@@ -95,6 +109,24 @@ class TrainingParams:
     country: str = "US"
     rf_max_rows: int = 20_000
     seed: int = 0
+    grain: str = "daily"
+    horizon_hours: int = 168
+    min_history_hours: int = 336
+
+    @property
+    def horizon(self) -> int:
+        """The forecast horizon in steps of the grain (days or hours)."""
+        return self.horizon_hours if self.grain == "hourly" else self.horizon_days
+
+    @property
+    def min_history(self) -> int:
+        """The shortest history backtested, in steps of the grain."""
+        return self.min_history_hours if self.grain == "hourly" else self.min_history_days
+
+    @property
+    def tables(self) -> tuple[TableSchema, TableSchema]:
+        """The grain's (forecasts, model_metrics) tables."""
+        return FORECAST_TABLES[self.grain]
 
     def model_settings(self) -> dict[str, dict[str, object]]:
         """Field overrides of the models that take them (see ``engine.resolve_models``)."""
@@ -201,7 +233,12 @@ def parse_hyperparameters(raw_values: Mapping[str, object]) -> TrainingParams:
     if "://" in lake_uri and not lake_uri.startswith("s3://"):
         raise _bad("lake_uri", raw["lake_uri"], "a local folder or an s3://bucket/prefix URI")
 
-    horizon = _int(raw, "horizon_days", 90, 1, MAX_HORIZON)
+    horizon_days = _int(raw, "horizon_days", 90, 1, MAX_HORIZON)
+    grain = raw.get("grain", "daily").strip().lower()
+    if grain not in FORECAST_TABLES:
+        raise _bad("grain", raw["grain"], "daily or hourly")
+    horizon_hours = _int(raw, "horizon_hours", 168, 1, MAX_HORIZON_HOURS)
+    horizon = horizon_hours if grain == "hourly" else horizon_days
     models = _parse_models(raw.get("models"))
     country = raw.get("country", "US").strip().upper()
     try:
@@ -215,7 +252,7 @@ def parse_hyperparameters(raw_values: Mapping[str, object]) -> TrainingParams:
         run_date=run_date,
         run_id=run_id,
         lake_uri=lake_uri,
-        horizon_days=horizon,
+        horizon_days=horizon_days,
         models=models,
         backtest_origins=_int(raw, "backtest_origins", 2, 1, 52),
         backtest_horizon=_optional_int(raw, "backtest_horizon", 1, horizon),
@@ -226,6 +263,9 @@ def parse_hyperparameters(raw_values: Mapping[str, object]) -> TrainingParams:
         country=country,
         rf_max_rows=_int(raw, "rf_max_rows", 20_000, 100, 10_000_000),
         seed=_int(raw, "seed", 0, 0, 2**31 - 1),
+        grain=grain,
+        horizon_hours=horizon_hours,
+        min_history_hours=_int(raw, "min_history_hours", 336, 48, 87_600),
     )
 
 
@@ -342,15 +382,16 @@ def staging_keys(run_id: str, index: int, n_hosts: int) -> dict[str, str]:
     }
 
 
-def read_channel(paths: ContractPaths) -> pd.DataFrame:
-    """The metrics_daily rows of the ``curated`` data channel."""
+def read_channel(paths: ContractPaths, grain: str = "daily") -> pd.DataFrame:
+    """The metrics_daily rows of the ``curated`` data channel (metrics_hourly with ``grain="hourly"``)."""
     if not paths.channel.is_dir():
         raise InputError(f"no data channel {CHANNEL!r} at {paths.channel}")
-    daily = read_partitioned_dir(paths.channel, METRICS_DAILY)
+    table = CHANNEL_TABLES[grain]
+    daily = read_partitioned_dir(paths.channel, table)
     if daily.empty:
         raise InputError(
-            f"data channel {CHANNEL!r} at {paths.channel} holds no metrics_daily rows "
-            "(expected dt=YYYY-MM-DD/data.parquet objects)"
+            f"data channel {CHANNEL!r} at {paths.channel} holds no {table.name} rows "
+            f"(expected {table.partition_names[0]}=YYYY-MM-DD/data.parquet objects)"
         )
     return daily
 
@@ -400,7 +441,7 @@ def _train(paths: ContractPaths, *, progress: bool | ProgressReporter, lake: Lak
     params = parse_hyperparameters(read_json_object(paths.hyperparameters, "hyperparameters file"))
     index, n_hosts, host = read_hosts(paths)
     target = lake if lake is not None else open_lake(params.lake_uri)
-    shard = select_shard(read_channel(paths), index, n_hosts)
+    shard = select_shard(read_channel(paths, params.grain), index, n_hosts)
     n_series = len(shard[["server_id", "metric"]].drop_duplicates())
     log.info("host %s (%d of %d): %d series", host, index + 1, n_hosts, n_series)
 
@@ -408,25 +449,28 @@ def _train(paths: ContractPaths, *, progress: bool | ProgressReporter, lake: Lak
         forecasts, metrics = forecast_fleet(
             shard,
             run_date=params.run_date,
-            horizon_days=params.horizon_days,
+            horizon_days=params.horizon,
             models=params.models,
             n_origins=params.backtest_origins,
             score=params.score,
-            min_history_days=params.min_history_days,
+            min_history_days=params.min_history,
             n_jobs=params.n_jobs,
             progress=advance,
             backtest_horizon=params.backtest_horizon,
             backtest_step=params.backtest_step,
             model_settings=params.model_settings(),
+            grain=params.grain,
         )
 
     write_model_artifact(paths.model_dir, params, host, metrics)
     keys = staging_keys(params.run_id, index, n_hosts)
-    target.write_object_table(keys["forecasts"], FORECASTS, forecasts)
-    target.write_object_table(keys["model_metrics"], MODEL_METRICS, metrics)
+    forecasts_table, metrics_table = params.tables
+    target.write_object_table(keys["forecasts"], forecasts_table, forecasts)
+    target.write_object_table(keys["model_metrics"], metrics_table, metrics)
     manifest = {
         "run_id": params.run_id,
         "run_date": params.run_date.isoformat(),
+        "grain": params.grain,
         "host": host,
         "host_index": index,
         "hosts": n_hosts,
@@ -455,7 +499,10 @@ def write_model_artifact(model_dir: Path, params: TrainingParams, host: str, met
         "run_date": params.run_date.isoformat(),
         "host": host,
         "settings": params.as_json(),
-        "models": {m.name: m.params() for m in resolve_models(params.models, params.model_settings())},
+        "models": {
+            m.name: m.params()
+            for m in resolve_models(params.models, merged_settings(get_grain(params.grain), params.model_settings()))
+        },
         "champions": [
             {"server_id": s, "metric": m, "model": champions.get((s, m))} for s, m in series.itertuples(index=False)
         ],
@@ -514,16 +561,18 @@ def publish_training_run(lake: Lake, *, run_id: str, run_date: date) -> PublishR
                 f"{manifest.get('run_date')}, not {run_date}"
             )
 
-    forecasts = _read_parts(lake, run_id, n_hosts, "forecasts", FORECASTS, manifests)
-    metrics = _read_parts(lake, run_id, n_hosts, "model_metrics", MODEL_METRICS, manifests)
+    grain = _run_grain(run_id, manifests)
+    forecasts_table, metrics_table = FORECAST_TABLES[grain]
+    forecasts = _read_parts(lake, run_id, n_hosts, "forecasts", forecasts_table, manifests)
+    metrics = _read_parts(lake, run_id, n_hosts, "model_metrics", metrics_table, manifests)
     _check_disjoint(run_id, metrics)
     forecasts = forecasts.drop(columns="_part").sort_values(["server_id", "metric", "model", "ds"], ignore_index=True)
     metrics = metrics.drop(columns="_part").sort_values(["server_id", "metric", "model"], ignore_index=True)
 
     partition = {"run_date": run_date}
     written = (
-        lake.write_partition(FORECASTS, forecasts, partition),
-        lake.write_partition(MODEL_METRICS, metrics, partition),
+        lake.write_partition(forecasts_table, forecasts, partition),
+        lake.write_partition(metrics_table, metrics, partition),
     )
     result = PublishResult(
         run_id=run_id,
@@ -537,6 +586,14 @@ def publish_training_run(lake: Lake, *, run_id: str, run_date: date) -> PublishR
     lake.store.put_bytes(record_key, json.dumps(result.as_json(), indent=2).encode(), content_type="application/json")
     _clean_staging(lake, prefix)
     return result
+
+
+def _run_grain(run_id: str, manifests: Mapping[tuple[int, int], Mapping[str, Any]]) -> str:
+    """The grain every host trained at (manifests without one are daily, as before grains existed)."""
+    grains = sorted({str(m.get("grain", "daily")) for m in manifests.values()})
+    if len(grains) != 1 or grains[0] not in FORECAST_TABLES:
+        raise CapacityForecasterError(f"training run {run_id}: hosts trained at different grains ({', '.join(grains)})")
+    return grains[0]
 
 
 def _read_manifests(lake: Lake, prefix: str) -> dict[tuple[int, int], dict[str, Any]]:
@@ -669,9 +726,12 @@ def run_local_training(
     # with another host count) are stale.
     _clean_staging(lake, staging_prefix(run_id))
 
+    grain = params.get("grain", "daily")
+    if grain not in CHANNEL_TABLES:
+        raise ConfigError(f"hyperparameter grain={grain!r} is not daily or hourly")
     with _workspace(workdir) as base:
         channel = base / "_channel"
-        _download_channel(lake, channel)
+        _download_channel(lake, channel, CHANNEL_TABLES[grain])
         for name in names:
             root = base / name
             _build_contract(root, params, name, names, channel)
@@ -705,17 +765,17 @@ def _workspace(workdir: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _download_channel(lake: Lake, channel: Path) -> int:
-    """Copy the lake's metrics_daily objects to ``channel``, keeping their ``dt=...`` folders (as SageMaker
-    does for an S3 channel pointing at the table's prefix)."""
+def _download_channel(lake: Lake, channel: Path, table: TableSchema = METRICS_DAILY) -> int:
+    """Copy the lake's metrics_daily (or ``table``'s) objects to ``channel``, keeping their ``dt=...`` folders
+    (as SageMaker does for an S3 channel pointing at the table's prefix)."""
     if channel.exists():
         shutil.rmtree(channel)
     channel.mkdir(parents=True)
     count = 0
-    for info in lake.store.list(METRICS_DAILY.prefix + "/"):
-        if parse_partition_key(METRICS_DAILY, info.key) is None:
+    for info in lake.store.list(table.prefix + "/"):
+        if parse_partition_key(table, info.key) is None:
             continue
-        lake.store.download_file(info.key, channel / info.key[len(METRICS_DAILY.prefix) + 1 :])
+        lake.store.download_file(info.key, channel / info.key[len(table.prefix) + 1 :])
         count += 1
     return count
 

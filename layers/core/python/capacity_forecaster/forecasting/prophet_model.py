@@ -6,6 +6,9 @@ and 90th percentiles are P10 and P90: Prophet's band from trend changes plus obs
 bands are clipped to the metric range. Yearly seasonality is switched on only with over two years of history (less
 cannot tell a yearly wave from a trend).
 
+With ``grain="hourly"`` the values are hours: daily seasonality, weekly seasonality from two weeks of history, no
+yearly wave; holidays and the month- and quarter-end flags go by each hour's day.
+
 Logs: cmdstanpy prints two INFO lines per fit and resets its logger's level on the first fit, and importing
 prophet without plotly logs an ERROR; :func:`silence_prophet_logs` disables those loggers (which holds) and runs
 before every import of prophet, so it covers joblib worker processes too (they import this module to unpickle
@@ -31,9 +34,9 @@ from capacity_forecaster.forecasting.baselines import (
 )
 from capacity_forecaster.forecasting.calendar_features import (
     check_country,
-    day_range,
     month_end_flag,
     quarter_end_flag,
+    stamp_range,
 )
 
 _QUIET_LOGGERS = ("cmdstanpy", "prophet.plot")
@@ -67,10 +70,14 @@ class ProphetModel:
     yearly_min_days: int = 730
     changepoint_prior_scale: float = 0.05
     seed: int = 0
+    grain: str = "daily"
+    """``hourly``: one value an hour, with daily seasonality (and weekly from two weeks of history), no yearly."""
     name: str = "prophet"
 
     def __post_init__(self) -> None:
         check_country(self.country)
+        if self.grain not in ("daily", "hourly"):
+            raise ValueError(f"grain must be daily or hourly, got {self.grain!r}")
         if self.uncertainty_samples < 10:
             raise ValueError(f"uncertainty_samples must be at least 10, got {self.uncertainty_samples}")
 
@@ -78,23 +85,28 @@ class ProphetModel:
         return asdict(self)
 
     def forecast(self, y: FloatArray, horizon: int) -> QuantileForecast:
-        """Without dates: the history is taken to end on :data:`REFERENCE_LAST_DAY`."""
+        """Without dates: the history is taken to end on :data:`REFERENCE_LAST_DAY` (its last hour when hourly)."""
+        if self.grain == "hourly":
+            return self.forecast_from(y, horizon, np.datetime64(REFERENCE_LAST_DAY, "h") + np.timedelta64(23, "h"))
         return self.forecast_from(y, horizon, REFERENCE_LAST_DAY)
 
     def forecast_from(self, y: FloatArray, horizon: int, last_day: np.datetime64) -> QuantileForecast:
         y = as_series(y)
         check_horizon(horizon)
+        hourly = self.grain == "hourly"
         if y.size < 3:
-            raise ValueError(f"prophet needs at least 3 days of history, got {y.size}")
-        history = _frame(day_range(last_day, y.size))
+            raise ValueError(f"prophet needs at least 3 {'hours' if hourly else 'days'} of history, got {y.size}")
+        last = np.datetime64(last_day, "h" if hourly else "D")
+        history = _frame(stamp_range(last, y.size))
         history["y"] = y
-        future = _frame(day_range(last_day, 0, ahead=horizon))
+        future = _frame(stamp_range(last, 0, ahead=horizon))
 
         model = _prophet_class()(
             growth="linear",
-            weekly_seasonality=True,
-            yearly_seasonality=y.size > self.yearly_min_days,  # Prophet wants a span of yearly_min_days
-            daily_seasonality=False,
+            weekly_seasonality=y.size >= 2 * 168 if hourly else True,
+            # Prophet wants a span of yearly_min_days for a yearly wave; hourly traces are weeks long.
+            yearly_seasonality=not hourly and y.size > self.yearly_min_days,
+            daily_seasonality=hourly,
             changepoint_prior_scale=self.changepoint_prior_scale,
             interval_width=self.interval_width,
             uncertainty_samples=self.uncertainty_samples,
@@ -116,9 +128,10 @@ class ProphetModel:
         return make_forecast(point, below, above)
 
 
-def _frame(days: np.ndarray) -> pd.DataFrame:
+def _frame(stamps: np.ndarray) -> pd.DataFrame:
+    days = stamps.astype("datetime64[D]")
     return pd.DataFrame(
-        {"ds": pd.to_datetime(days), "month_end": month_end_flag(days), "quarter_end": quarter_end_flag(days)}
+        {"ds": pd.to_datetime(stamps), "month_end": month_end_flag(days), "quarter_end": quarter_end_flag(days)}
     )
 
 

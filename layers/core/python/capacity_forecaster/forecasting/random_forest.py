@@ -44,6 +44,7 @@ from capacity_forecaster.forecasting.calendar_features import (
     quarter_end_flag,
 )
 from capacity_forecaster.forecasting.global_models import History
+from capacity_forecaster.forecasting.grain import StepUnit
 
 LEVEL_DAYS = 28
 YEAR_LAG = 364  # 52 weeks: the same weekday a year earlier
@@ -68,6 +69,28 @@ FEATURES: tuple[str, ...] = (
 )
 REFERENCE_LAST_DAY = np.datetime64("2026-01-04", "D")
 
+HOURLY_LEVEL = 168
+"""Hours in the level window of the hourly grain (a week, so every hour of the day and week weighs the same)."""
+HOURLY_FEATURES: tuple[str, ...] = (
+    "level",
+    *(f"lag{j}" for j in range(6)),
+    "same_hour",
+    "same_hour_week",
+    "mean24",
+    "mean_prev168",
+    "std168",
+    "step",
+    "hour",
+    "weekday",
+    "weekend",
+    "holiday",
+    "month_end",
+    "quarter_end",
+)
+"""Hourly grain: the last 6 hours, the same hour in the last observed day and week, the last day's mean and the
+previous week's mean (minus the level), the week's spread, the step, and the target hour's hour of day, weekday,
+weekend, bank-holiday, month-end and quarter-end flags."""
+
 
 @dataclass(frozen=True)
 class RandomForestModel:
@@ -81,10 +104,14 @@ class RandomForestModel:
     max_samples: float = 0.5
     seed: int = 0
     n_jobs: int = 1
+    grain: str = "daily"
+    """``hourly``: steps are hours, with :data:`HOURLY_FEATURES` and a :data:`HOURLY_LEVEL`-hour level."""
     name: str = "random_forest"
 
     def __post_init__(self) -> None:
         check_country(self.country)
+        if self.grain not in ("daily", "hourly"):
+            raise ValueError(f"grain must be daily or hourly, got {self.grain!r}")
         if self.max_rows < 100:
             raise ValueError(f"max_rows must be at least 100, got {self.max_rows}")
 
@@ -92,8 +119,9 @@ class RandomForestModel:
         return asdict(self)
 
     def forecast(self, y: FloatArray, horizon: int) -> QuantileForecast:
-        """One series on its own (a fleet of one), taken to end on :data:`REFERENCE_LAST_DAY`."""
-        result = self.fit_predict([(as_series(y), REFERENCE_LAST_DAY)], horizon)[0]
+        """One series on its own (a fleet of one), taken to end on :data:`REFERENCE_LAST_DAY` (its last hour)."""
+        last = REFERENCE_LAST_DAY if self.grain == "daily" else np.datetime64(REFERENCE_LAST_DAY, "h") + 23
+        result = self.fit_predict([(as_series(y), last)], horizon)[0]
         if isinstance(result, str):
             raise ValueError(result)
         return result
@@ -102,15 +130,19 @@ class RandomForestModel:
         from sklearn.ensemble import RandomForestRegressor
 
         check_horizon(horizon)
-        panel = _Panel([as_series(y) for y, _ in histories], [np.datetime64(d, "D") for _, d in histories])
-        usable = panel.lengths >= LEVEL_DAYS
+        hourly = self.grain == "hourly"
+        window, steps_name = (HOURLY_LEVEL, "hours") if hourly else (LEVEL_DAYS, "days")
+        unit: StepUnit = "h" if hourly else "D"
+        panel = _Panel([as_series(y) for y, _ in histories], [np.datetime64(d, unit) for _, d in histories], window)
+        features = panel.hourly_features if hourly else panel.features
+        usable = panel.lengths >= window
         rng = np.random.default_rng(self.seed)
         rows = panel.sample_rows(rng, horizon, self.max_rows)
         if rows is None:
-            why = f"random_forest: no series has {LEVEL_DAYS + 1} days to learn from"
+            why = f"random_forest: no series has {window + 1} {steps_name} to learn from"
             return [why] * len(histories)
         series, origin, step = rows
-        x = panel.features(series, origin, step, self.country)
+        x = features(series, origin, step, self.country)
         target = panel.values(series, origin + step) - panel.level(series, origin)
         forest = RandomForestRegressor(
             n_estimators=self.n_estimators,
@@ -126,14 +158,14 @@ class RandomForestModel:
         p_series = np.repeat(ids, horizon)
         p_origin = panel.lengths[p_series] - 1
         p_step = np.tile(np.arange(1, horizon + 1), ids.size)
-        px = panel.features(p_series, p_origin, p_step, self.country)
+        px = features(p_series, p_origin, p_step, self.country)
         per_tree = np.stack([tree.predict(px) for tree in forest.estimators_])
         level = panel.level(p_series, p_origin)
         point = per_tree.mean(axis=0) + level
         low = np.quantile(per_tree, LOWER_Q, axis=0) + level
         high = np.quantile(per_tree, UPPER_Q, axis=0) + level
         out: list[QuantileForecast | str] = [
-            f"random_forest: {LEVEL_DAYS} days of history needed, got {n}" for n in panel.lengths
+            f"random_forest: {window} {steps_name} of history needed, got {n}" for n in panel.lengths
         ]
         for k, i in enumerate(ids):
             part = slice(k * horizon, (k + 1) * horizon)
@@ -145,13 +177,15 @@ class RandomForestModel:
 class _Panel:
     """Series laid end to end in one array, with running sums for window means."""
 
-    def __init__(self, ys: list[FloatArray], last_days: list[np.datetime64]) -> None:
+    def __init__(self, ys: list[FloatArray], last_days: list[np.datetime64], level_window: int = LEVEL_DAYS) -> None:
+        self.level_window = level_window
         self.lengths = np.array([y.size for y in ys], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self.y = np.concatenate(ys) if ys else np.zeros(0)
         self.sums = np.concatenate([[0.0], np.cumsum(self.y)])
         self.squares = np.concatenate([[0.0], np.cumsum(self.y * self.y)])
-        self.last_days = np.array(last_days, dtype="datetime64[D]")
+        unit = np.datetime_data(last_days[0].dtype)[0] if last_days else "D"
+        self.last_days = np.array(last_days, dtype=f"datetime64[{unit}]")
 
     def values(self, series: np.ndarray, index: np.ndarray) -> FloatArray:
         """``y[index]`` of each series; NaN where the index is negative."""
@@ -168,7 +202,7 @@ class _Panel:
             return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
     def level(self, series: np.ndarray, origin: np.ndarray) -> FloatArray:
-        return self.window_mean(series, origin, LEVEL_DAYS)
+        return self.window_mean(series, origin, self.level_window)
 
     def window_std(self, series: np.ndarray, end: np.ndarray, days: int) -> FloatArray:
         first = np.maximum(end - days + 1, 0)
@@ -182,14 +216,15 @@ class _Panel:
         self, rng: np.random.Generator, horizon: int, max_rows: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Random (series, origin, step) with a full level window at the origin and the target observed."""
-        # Origins o = LEVEL_DAYS - 1 .. n - 2 of each series; the step may not pass the last value.
-        per_series = np.maximum(self.lengths - LEVEL_DAYS, 0)
+        # Origins o = level_window - 1 .. n - 2 of each series; the step may not pass the last value.
+        first = self.level_window - 1
+        per_series = np.maximum(self.lengths - self.level_window, 0)
         total = int(per_series.sum())
         if total == 0:
             return None
         pick = rng.integers(0, total, size=min(max_rows, total * horizon))
         series = np.searchsorted(np.cumsum(per_series), pick, side="right")
-        origin = LEVEL_DAYS - 1 + pick - (np.cumsum(per_series) - per_series)[series]
+        origin = first + pick - (np.cumsum(per_series) - per_series)[series]
         room = np.minimum(self.lengths[series] - 1 - origin, horizon)
         step = 1 + np.floor(rng.random(pick.size) * room).astype(np.int64)
         return series, origin, step
@@ -224,6 +259,35 @@ class _Panel:
             holiday_flag(target_day, country),
             np.cos(angle),
             np.sin(angle),
+        ]
+        return np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
+
+    def hourly_features(self, series: np.ndarray, origin: np.ndarray, step: np.ndarray, country: str) -> FloatArray:
+        """:data:`HOURLY_FEATURES` of each (series, origin, step); the panel's stamps are hours."""
+        window = self.level_window
+        level = self.level(series, origin)
+        lags = [self.values(series, origin - j) - level for j in range(6)]
+        same_hour = self.values(series, origin + step - 24 * np.ceil(step / 24).astype(np.int64)) - level
+        same_hour_week = self.values(series, origin + step - 168 * np.ceil(step / 168).astype(np.int64)) - level
+        mean_prev = np.where(origin >= 2 * window - 1, self.window_mean(series, origin - window, window), np.nan)
+        target = self.last_days[series] - (self.lengths[series] - 1 - origin) + step
+        day = target.astype("datetime64[D]")
+        weekday = (day.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        columns = [
+            level,
+            *lags,
+            same_hour,
+            same_hour_week,
+            self.window_mean(series, origin, 24) - level,
+            mean_prev - level,
+            self.window_std(series, origin, window),
+            step.astype(np.float64),
+            target.astype(np.int64) % 24,
+            weekday,
+            weekday >= 5,
+            holiday_flag(day, country),
+            month_end_flag(day),
+            quarter_end_flag(day),
         ]
         return np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
 
