@@ -8,7 +8,7 @@ slope. Here the slope comes only from the last *segment* of the history:
 1. The last ``window`` days are deseasonalised: month-end and quarter-end days are divided by their factor
    (the median ratio of those days to the 29-day centred median, from at least two past episodes), the
    weekly profile (median deviation per day of the week from the same median) is taken off, and one-day
-   spikes (over ``spike_k`` robust deviations from the 7-day centred median) are clipped.
+   spikes (a day over ``spike_k`` robust deviations above or below both neighbours) are smoothed out.
 2. Change points: the best single break (a new level and slope from that day on) is searched over the
    window; it is kept when it lowers the BIC by more than ``penalty`` (a break costs 3 parameters), and the
    search repeats inside the segment after it, so the last segment starts at the latest real change. Segments
@@ -171,13 +171,29 @@ def _weekly_profile(dev: FloatArray, m: int) -> FloatArray:
 
 
 def _clip_spikes(z: FloatArray, k: float) -> FloatArray:
-    """Values over ``k`` robust deviations from the 7-day centred median are pulled back to that bound."""
-    med = _centred_median(z, 7)
-    dev = z - med
-    scale = _MAD_SCALE * float(np.median(np.abs(dev - np.median(dev))))
+    """One-day spikes and dips are replaced by the mean of the two neighbouring days.
+
+    A day is a spike when it is more than ``k`` robust deviations above both neighbours (a dip: below both);
+    a step such as a clean-up, or a steep fill, sits level with one neighbour, so it is left alone."""
+    if z.size < 3:
+        return z
+    diffs = np.diff(z)
+    scale = _MAD_SCALE * float(np.median(np.abs(diffs - np.median(diffs)))) / np.sqrt(2.0)
     if scale <= 0:
         return z
-    return np.clip(z, med - k * scale, med + k * scale)
+    left, right = np.concatenate([z[:1], z[:-1]]), np.concatenate([z[1:], z[-1:]])
+    odd = (z > np.maximum(left, right) + k * scale) | (z < np.minimum(left, right) - k * scale)
+    odd[[0, -1]] = False  # an end day has one neighbour: cannot tell a spike from a step
+    return np.where(odd, (left + right) / 2.0, z)
+
+
+def _centred_mean(v: FloatArray, width: int, *, shift: int) -> FloatArray:
+    """At each index ``i``: the mean of ``v[i + shift : i + shift + width]`` (cut at the ends)."""
+    sums = np.concatenate([[0.0], np.cumsum(v)])
+    lo = np.clip(np.arange(v.size) + shift, 0, v.size)
+    hi = np.clip(lo + width, 0, v.size)
+    lo = np.minimum(lo, hi - 1)
+    return np.asarray((sums[hi] - sums[lo]) / np.maximum(hi - lo, 1), dtype=np.float64)
 
 
 def _line(x: FloatArray, y: FloatArray) -> tuple[float, float]:
@@ -230,11 +246,19 @@ def _cleanup_cycle(z: FloatArray, drop: float, k: float, min_segment: int) -> tu
     regular fill-and-clean-up series, else None."""
     diffs = np.diff(z)
     scale = _MAD_SCALE * float(np.median(np.abs(diffs - np.median(diffs))))
-    drops = np.flatnonzero((diffs < -drop) & (diffs < -k * max(scale, 1e-9))) + 1
-    if drops.size < 2:
+    # A clean-up is a fall of the 3-day mean: after a one-day dip the level comes back, and a clean-up
+    # spread over two days (or next to a bad sample) is still one fall.
+    step = _centred_mean(z, 3, shift=0) - _centred_mean(z, 3, shift=-3)
+    step[:1] = 0.0
+    candidates = np.flatnonzero((step < -drop) & (step < -k * max(scale, 1e-9)))
+    if candidates.size < 2:
         return None
-    # One drop per clean-up: a drop within a week of the previous one is the same clean-up.
-    drops = drops[np.concatenate([[True], np.diff(drops) > SEASON])]
+    candidates = candidates[step[candidates] <= 0.5 * step[candidates].min()]  # clean-ups are alike
+    kept: list[int] = []
+    for i in candidates[np.argsort(step[candidates], kind="stable")]:  # deepest first, one per week
+        if all(abs(int(i) - j) > SEASON for j in kept):
+            kept.append(int(i))
+    drops = np.array(sorted(kept))
     if drops.size < 2:
         return None
     spacing = np.diff(drops).astype(np.float64)
