@@ -9,7 +9,12 @@ import pytest
 from capacity_forecaster.forecasting import get_model, registered_models
 from capacity_forecaster.forecasting.backtest import BacktestConfig, evaluate_series
 from capacity_forecaster.forecasting.baselines import LinearTrend, QuantileForecast, SeasonalNaive
-from capacity_forecaster.forecasting.calendar_features import CalendarModel, day_range, quarter_end_flag
+from capacity_forecaster.forecasting.calendar_features import (
+    CalendarModel,
+    day_range,
+    days_to_month_end,
+    quarter_end_flag,
+)
 from capacity_forecaster.forecasting.recent_trend import RecentTrend
 
 LAST_DAY = np.datetime64("2026-11-22")
@@ -149,3 +154,19 @@ def test_wins_the_backtest_on_a_recent_ramp() -> None:
     y = 35 + 0.3 * np.clip(t - 560, 0, None) + weekly_noise(n, seed=9)
     result = evaluate_series(y, [SeasonalNaive(), LinearTrend(), RecentTrend()], BacktestConfig(horizon=90))
     assert result.champion == "recent_trend"
+
+
+def test_a_quarter_end_peak_that_builds_up_keeps_its_shape() -> None:
+    """A peak rising over the last 7 days of each quarter to +40% on the last day: one factor per day before
+    the end, so the forecast climbs to the last day too."""
+    n, horizon = 730, 90
+    days = day_range(LAST_DAY, n)
+    left = days_to_month_end(days)
+    ramp = np.clip(1.0 - left / 7.0, 0.0, None) * quarter_end_flag(days)
+    y = 50 * (1 + 0.4 * ramp) + np.random.default_rng(12).normal(0, 0.5, n)
+    fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
+    future = day_range(LAST_DAY, 0, ahead=horizon)
+    dec = (quarter_end_flag(future) > 0).nonzero()[0]
+    assert np.all(np.diff(fc.p50[dec]) > 0)
+    assert 66 <= fc.p50[dec[-1]] <= 74  # truth 70
+    assert 51 <= fc.p50[dec[0]] <= 57  # truth 52.9

@@ -5,16 +5,17 @@ Why: a model chosen on a backtest over the last weeks cannot follow a ramp that 
 origins, and a line over a fixed window (``linear_trend``) blends the flat months before a ramp into its
 slope. Here the slope comes only from the last *segment* of the history:
 
-1. The last ``window`` days are deseasonalised: month-end and quarter-end days are divided by their factor
-   (the median ratio of those days to the 29-day centred median, from at least two past episodes), the
-   weekly profile (median deviation per day of the week from the same median) is taken off, and one-day
+1. The last ``window`` days are deseasonalised: the weekly profile (median deviation per day of the week
+   from the 29-day centred median) is taken off, month-end and quarter-end days are divided by their
+   factor (per day before the end: the median ratio of those days to the same median, from at least two
+   past episodes), and one-day
    spikes (a day over ``spike_k`` robust deviations above or below both neighbours) are smoothed out.
 2. Change points: the best single break (a new level and slope from that day on) is searched over the
    window; it is kept when it lowers the BIC by more than ``penalty`` (a break costs 3 parameters), and the
    search repeats inside the segment after it, so the last segment starts at the latest real change. Segments
    are at least ``min_segment`` days long.
-3. The point forecast extends the last segment's least-squares line, adds the weekly profile back and
-   multiplies the month- and quarter-end factors back on the future days (when the dates are known).
+3. The point forecast extends the last segment's least-squares line, multiplies the month- and quarter-end
+   factors back on the future days (when the dates are known) and adds the weekly profile back.
 4. Clean-up cycles: when the window holds at least two sharp drops (more than ``cleanup_drop`` points and
    ``spike_k`` robust deviations of the day-to-day change) at regular intervals (the spacings within 25% of
    their median) and every segment between them fills (a positive slope), the forecast drops back to the
@@ -43,7 +44,12 @@ from capacity_forecaster.forecasting.baselines import (
     make_forecast,
     register_model,
 )
-from capacity_forecaster.forecasting.calendar_features import day_range, month_end_flag, quarter_end_flag
+from capacity_forecaster.forecasting.calendar_features import (
+    day_range,
+    days_to_month_end,
+    month_end_flag,
+    quarter_end_flag,
+)
 
 SEASON = 7
 _Z90 = 1.2815515655446004  # standard normal 90th percentile: scales the slope's standard error
@@ -81,12 +87,11 @@ class RecentTrend:
             unbounded = np.full(horizon, np.inf)
             return make_forecast(np.full(horizon, float(np.median(w))), -unbounded, unbounded)
 
-        hist_factor, future_factor = self._calendar_factors(w, horizon, last_day)
-        z: FloatArray = w / hist_factor
-        base = _centred_median(z, 29)
-        weekly = _weekly_profile(z - base, m)
-        z = z - weekly[np.arange(m) % SEASON]
-        z = _clip_spikes(z, self.spike_k)
+        base = _centred_median(w, 29)
+        weekly = _weekly_profile(w - base, m)
+        unweekly = w - weekly[np.arange(m) % SEASON]
+        hist_factor, future_factor = _calendar_factors(unweekly, base, horizon, last_day)
+        z = _clip_spikes(unweekly / hist_factor, self.spike_k)
 
         future_x = (m - 1 + steps).astype(np.float64)
         cycle = _cleanup_cycle(z, self.cleanup_drop, self.spike_k, self.min_segment)
@@ -104,7 +109,7 @@ class RecentTrend:
             slope, intercept = _line(x, seg)
             point = intercept + slope * future_x
         resid = seg - (intercept + slope * x)
-        point = (point + weekly[(m - 1 + steps) % SEASON]) * future_factor
+        point = point * future_factor + weekly[(m - 1 + steps) % SEASON]
 
         low_r, high_r = np.quantile(resid, [LOWER_Q, UPPER_Q])
         sxx = float(np.sum((x - x.mean()) ** 2))
@@ -117,32 +122,6 @@ class RecentTrend:
         above = np.maximum(high_r, 0.0) + widen
         return make_forecast(point, below * future_factor, above * future_factor)
 
-    def _calendar_factors(
-        self, w: FloatArray, horizon: int, last_day: np.datetime64 | None
-    ) -> tuple[FloatArray, FloatArray]:
-        """Multiplicative month-end and quarter-end factors on the history days and on the horizon."""
-        if last_day is None:
-            return np.ones(w.size), np.ones(horizon)
-        past = day_range(last_day, w.size)
-        future = day_range(last_day, 0, ahead=horizon)
-        base = _centred_median(w, 29)
-        ratio = np.divide(w, base, out=np.ones_like(w), where=base > 1.0)
-        hist, fut = np.ones(w.size), np.ones(horizon)
-        quarter_past, quarter_future = quarter_end_flag(past) > 0, quarter_end_flag(future) > 0
-        month_past = (month_end_flag(past) > 0) & ~quarter_past
-        month_future = (month_end_flag(future) > 0) & ~quarter_future
-        for flag_past, flag_future, days_per_episode in (
-            (quarter_past, quarter_future, 7),
-            (month_past, month_future, 3),
-        ):
-            if flag_past.sum() < 2 * days_per_episode:
-                continue
-            factor = float(np.median(ratio[flag_past]))
-            if factor > 1.0:
-                hist[flag_past] = factor
-                fut[flag_future] = factor
-        return hist, fut
-
     def _change_points(self, z: FloatArray) -> list[int]:
         """Starts of the segments after each accepted break, oldest first (empty: one segment)."""
         breaks: list[int] = []
@@ -154,6 +133,35 @@ class RecentTrend:
             lo += found
             breaks.append(lo)
         return breaks
+
+
+def _calendar_factors(
+    v: FloatArray, base: FloatArray, horizon: int, last_day: np.datetime64 | None
+) -> tuple[FloatArray, FloatArray]:
+    """Multiplicative month-end and quarter-end factors on the history days of ``v`` and on the horizon.
+
+    One factor per day before the end (the last 7 days of a quarter, the last 3 of other months), so a
+    peak that builds up to the last day is followed: the median ratio of ``v`` to its 29-day centred median
+    ``base`` on those days, from at least two past episodes, and only where it is above 1."""
+    hist, fut = np.ones(v.size), np.ones(horizon)
+    if last_day is None:
+        return hist, fut
+    past, future = day_range(last_day, v.size), day_range(last_day, 0, ahead=horizon)
+    ratio = np.divide(v, base, out=np.ones_like(v), where=base > 1.0)
+    left_past, left_future = days_to_month_end(past), days_to_month_end(future)
+    quarter_past, quarter_future = quarter_end_flag(past) > 0, quarter_end_flag(future) > 0
+    month_past = (month_end_flag(past) > 0) & ~quarter_past
+    month_future = (month_end_flag(future) > 0) & ~quarter_future
+    for flag_past, flag_future in ((quarter_past, quarter_future), (month_past, month_future)):
+        for left in np.unique(left_past[flag_past]):
+            on_past = flag_past & (left_past == left)
+            if on_past.sum() < 2:
+                continue
+            factor = float(np.median(ratio[on_past]))
+            if factor > 1.0:
+                hist[on_past] = factor
+                fut[flag_future & (left_future == left)] = factor
+    return hist, fut
 
 
 def _centred_median(v: FloatArray, width: int) -> FloatArray:
