@@ -5,6 +5,9 @@ Why: a model chosen on a backtest over the last weeks cannot follow a ramp that 
 origins, and a line over a fixed window (``linear_trend``) blends the flat months before a ramp into its
 slope. Here the slope comes only from the last *segment* of the history:
 
+0. With at least ``yearly_min_days`` of history, a yearly sine wave (fitted over the last two years with a
+   quadratic trend, kept when it clearly stands out) is taken off, and put back on the forecast, so that
+   the upswing of a yearly cycle is not read as a steeper trend.
 1. The last ``window`` days are deseasonalised: the weekly profile (median deviation per day of the week
    from the 29-day centred median) is taken off, month-end and quarter-end days are divided by their
    factor (per day before the end: the median ratio of those days to the same median, from at least two
@@ -65,6 +68,7 @@ class RecentTrend:
     penalty: float = 10.0
     spike_k: float = 5.0
     cleanup_drop: float = 8.0
+    yearly_min_days: int = 548
     name: str = "recent_trend"
 
     def params(self) -> dict[str, object]:
@@ -79,7 +83,8 @@ class RecentTrend:
 
     def _forecast(self, y: FloatArray, horizon: int, last_day: np.datetime64 | None) -> QuantileForecast:
         check_horizon(horizon)
-        w = y[-self.window :]
+        yearly_hist, yearly_future = _yearly_wave(y, horizon, self.yearly_min_days)
+        w = (y - yearly_hist)[-self.window :]
         m = w.size
         steps = np.arange(1, horizon + 1)
         if m < 2 * SEASON:
@@ -109,7 +114,7 @@ class RecentTrend:
             slope, intercept = _line(x, seg)
             point = intercept + slope * future_x
         resid = seg - (intercept + slope * x)
-        point = point * future_factor + weekly[(m - 1 + steps) % SEASON]
+        point = point * future_factor + weekly[(m - 1 + steps) % SEASON] + yearly_future
 
         low_r, high_r = np.quantile(resid, [LOWER_Q, UPPER_Q])
         sxx = float(np.sum((x - x.mean()) ** 2))
@@ -135,6 +140,31 @@ class RecentTrend:
         return breaks
 
 
+def _yearly_wave(y: FloatArray, horizon: int, min_days: int) -> tuple[FloatArray, FloatArray]:
+    """A yearly sine wave on the history and the horizon (zeros when there is none to see).
+
+    Fitted by least squares over the last two years together with a quadratic trend (which takes the growth,
+    so that a ramp is not read as half a wave), from at least ``min_days`` of history; kept only when its
+    amplitude is at least 1 point and 4 standard errors."""
+    n = y.size
+    if n < min_days:
+        return np.zeros(n), np.zeros(horizon)
+    v = y[-730:]
+    k = v.size
+    t = np.arange(k + horizon, dtype=np.float64)
+    angle = 2.0 * np.pi * t / 365.25
+    scaled = t / k
+    design = np.column_stack([np.ones_like(t), scaled, scaled**2, np.sin(angle), np.cos(angle)])
+    coef, *_ = np.linalg.lstsq(design[:k], v, rcond=None)
+    resid = v - design[:k] @ coef
+    sigma = float(np.sqrt(np.sum(resid**2) / max(k - 5, 1)))
+    amplitude = float(np.hypot(coef[3], coef[4]))
+    if amplitude < max(1.0, 4.0 * sigma * np.sqrt(2.0 / k)):
+        return np.zeros(n), np.zeros(horizon)
+    wave = design[:, 3:] @ coef[3:]
+    return np.concatenate([np.zeros(n - k), wave[:k]]), wave[k:]
+
+
 def _calendar_factors(
     v: FloatArray, base: FloatArray, horizon: int, last_day: np.datetime64 | None
 ) -> tuple[FloatArray, FloatArray]:
@@ -142,10 +172,10 @@ def _calendar_factors(
 
     One factor per day before the end (the last 7 days of a quarter, the last 3 of other months), so a
     peak that builds up to the last day is followed: the median ratio of ``v`` to its 29-day centred median
-    ``base`` on those days, from at least two past episodes. A factor is used only where every episode was
-    above 1 and the median's excess over 1 is more than 3 times the ordinary days' robust spread of the ratio
-    over the square root of the number of episodes: without that, noise alone would put a small peak on
-    about half the days before every month end of every series (with it, about 1 series in 60)."""
+    ``base`` on those days (at least 1). The factors of a kind (quarter end, month end) are used only when every
+    past episode (at least two) peaked on average and their mean excess over 1 is more than 3 times the
+    ordinary days' robust spread of the ratio over the square root of the number of days: without that,
+    noise alone would put a small peak before every month end of every series."""
     hist, fut = np.ones(v.size), np.ones(horizon)
     if last_day is None:
         return hist, fut
@@ -157,17 +187,20 @@ def _calendar_factors(
     month_future = (month_end_flag(future) > 0) & ~quarter_future
     ordinary = ~(quarter_past | month_past)
     spread = _MAD_SCALE * float(np.median(np.abs(ratio[ordinary] - np.median(ratio[ordinary]))))
+    month_of = past.astype("datetime64[M]")
     for flag_past, flag_future in ((quarter_past, quarter_future), (month_past, month_future)):
+        episodes = [ratio[flag_past & (month_of == month)] for month in np.unique(month_of[flag_past])]
+        if len(episodes) < 2:
+            continue
+        # A peak every past episode showed, and larger than the day-to-day noise could make by chance.
+        excess = float(np.mean(ratio[flag_past])) - 1.0
+        if min(float(e.mean()) for e in episodes) <= 1.0 or excess <= 3.0 * spread / np.sqrt(flag_past.sum()):
+            continue
         for left in np.unique(left_past[flag_past]):
             on_past = flag_past & (left_past == left)
-            episodes = ratio[on_past]
-            if episodes.size < 2:
-                continue
-            factor = float(np.median(episodes))
-            # A peak every past episode showed, and larger than the day-to-day noise could make by chance.
-            if episodes.min() > 1.0 and factor - 1.0 > 3.0 * spread / np.sqrt(episodes.size):
-                hist[on_past] = factor
-                fut[flag_future & (left_future == left)] = factor
+            factor = max(float(np.median(ratio[on_past])), 1.0)
+            hist[on_past] = factor
+            fut[flag_future & (left_future == left)] = factor
     return hist, fut
 
 
