@@ -203,3 +203,18 @@ def test_a_short_history_has_no_yearly_wave() -> None:
     a = RecentTrend().forecast(y, 60)
     b = RecentTrend(yearly_min_days=10_000).forecast(y, 60)
     np.testing.assert_array_equal(a.p50, b.p50)
+
+
+def test_hourly_values_with_a_daily_cycle() -> None:
+    """With ``season=24`` the cycle is a day of hours; an hourly stamp turns the (daily) calendar off."""
+    n, horizon = 24 * 28, 48
+    t = np.arange(n + horizon)
+    clean = 30 + 0.01 * t + 10 * np.sin(2 * np.pi * t / 24)
+    y = clean[:n] + np.random.default_rng(15).normal(0, 1.0, n)
+    model = RecentTrend(season=24, window=24 * 28, min_segment=48)
+    fc = model.forecast(y, horizon)
+    assert_valid(fc, horizon)
+    assert np.abs(fc.p50 - clean[n:]).mean() < 1.5
+    hourly = model.forecast_from(y, horizon, np.datetime64("2026-11-22T23", "h"))
+    np.testing.assert_array_equal(hourly.p50, fc.p50)
+    np.testing.assert_array_equal(hourly.p90, fc.p90)

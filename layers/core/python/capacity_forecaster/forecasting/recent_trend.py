@@ -9,7 +9,8 @@ slope. Here the slope comes only from the last *segment* of the history:
    quadratic trend, kept when it clearly stands out) is taken off, and put back on the forecast, so that
    the upswing of a yearly cycle is not read as a steeper trend.
 1. The last ``window`` days are deseasonalised: the weekly profile (median deviation per day of the week
-   from the 29-day centred median) is taken off, month-end and quarter-end days are divided by their
+   from the 29-day centred median; with ``season`` 24 for hourly values, the profile of the day over a
+   97-hour median) is taken off, month-end and quarter-end days (daily values only) are divided by their
    factor (per day before the end: the median ratio of those days to the same median, from at least two
    past episodes), and one-day
    spikes (a day over ``spike_k`` robust deviations above or below both neighbours) are smoothed out.
@@ -69,6 +70,8 @@ class RecentTrend:
     spike_k: float = 5.0
     cleanup_drop: float = 8.0
     yearly_min_days: int = 548
+    season: int = SEASON
+    """Steps in the main cycle: 7 for daily values (the week), 24 for hourly ones (the day)."""
     name: str = "recent_trend"
 
     def params(self) -> dict[str, object]:
@@ -79,7 +82,11 @@ class RecentTrend:
         return self._forecast(as_series(y), horizon, None)
 
     def forecast_from(self, y: FloatArray, horizon: int, last_day: np.datetime64) -> QuantileForecast:
-        return self._forecast(as_series(y), horizon, np.datetime64(last_day, "D"))
+        """With the day of ``y[-1]``: month- and quarter-end factors. They need one value a day, so a stamp in
+        any other unit (an hour: hourly values) forecasts as without dates."""
+        stamp = np.datetime64(last_day)
+        daily = np.datetime_data(stamp.dtype)[0] == "D"
+        return self._forecast(as_series(y), horizon, stamp if daily else None)
 
     def _forecast(self, y: FloatArray, horizon: int, last_day: np.datetime64 | None) -> QuantileForecast:
         check_horizon(horizon)
@@ -87,19 +94,19 @@ class RecentTrend:
         w = (y - yearly_hist)[-self.window :]
         m = w.size
         steps = np.arange(1, horizon + 1)
-        if m < 2 * SEASON:
+        if m < 2 * self.season:
             # Under two weeks cannot show a trend or a band: the median, and the whole range around it.
             unbounded = np.full(horizon, np.inf)
             return make_forecast(np.full(horizon, float(np.median(w))), -unbounded, unbounded)
 
-        base = _centred_median(w, 29)
-        weekly = _weekly_profile(w - base, m)
-        unweekly = w - weekly[np.arange(m) % SEASON]
+        base = _centred_median(w, 4 * self.season + 1)  # 29 days for daily values
+        weekly = _weekly_profile(w - base, self.season)
+        unweekly = w - weekly[np.arange(m) % self.season]
         hist_factor, future_factor = _calendar_factors(unweekly, base, horizon, last_day)
         z = _clip_spikes(unweekly / hist_factor, self.spike_k)
 
         future_x = (m - 1 + steps).astype(np.float64)
-        cycle = _cleanup_cycle(z, self.cleanup_drop, self.spike_k, self.min_segment)
+        cycle = _cleanup_cycle(z, self.cleanup_drop, self.spike_k, self.min_segment, self.season)
         if cycle is not None:
             last_drop, period, slope = cycle
             x = np.arange(last_drop, m, dtype=np.float64)
@@ -114,7 +121,7 @@ class RecentTrend:
             slope, intercept = _line(x, seg)
             point = intercept + slope * future_x
         resid = seg - (intercept + slope * x)
-        point = point * future_factor + weekly[(m - 1 + steps) % SEASON] + yearly_future
+        point = point * future_factor + weekly[(m - 1 + steps) % self.season] + yearly_future
 
         low_r, high_r = np.quantile(resid, [LOWER_Q, UPPER_Q])
         sxx = float(np.sum((x - x.mean()) ** 2))
@@ -212,9 +219,9 @@ def _centred_median(v: FloatArray, width: int) -> FloatArray:
     return np.asarray(np.median(windows, axis=1), dtype=np.float64)
 
 
-def _weekly_profile(dev: FloatArray, m: int) -> FloatArray:
-    """Median deviation per position in the week (position = index mod 7), centred on zero."""
-    profile = np.array([np.median(dev[k::SEASON]) if dev[k::SEASON].size else 0.0 for k in range(SEASON)])
+def _weekly_profile(dev: FloatArray, season: int) -> FloatArray:
+    """Median deviation per position in the cycle (position = index mod ``season``), centred on zero."""
+    profile = np.array([np.median(dev[k::season]) if dev[k::season].size else 0.0 for k in range(season)])
     return np.asarray(profile - profile.mean(), dtype=np.float64)
 
 
@@ -289,7 +296,9 @@ def _best_break(z: FloatArray, min_segment: int, penalty: float) -> int | None:
     return int(cand[i]) if bic_whole - bic_split > penalty else None
 
 
-def _cleanup_cycle(z: FloatArray, drop: float, k: float, min_segment: int) -> tuple[int, float, float] | None:
+def _cleanup_cycle(
+    z: FloatArray, drop: float, k: float, min_segment: int, season: int = SEASON
+) -> tuple[int, float, float] | None:
     """``(index of the last clean-up, median days between clean-ups, median fill rate per day)`` for a
     regular fill-and-clean-up series, else None."""
     diffs = np.diff(z)
@@ -303,8 +312,8 @@ def _cleanup_cycle(z: FloatArray, drop: float, k: float, min_segment: int) -> tu
         return None
     candidates = candidates[step[candidates] <= 0.5 * step[candidates].min()]  # clean-ups are alike
     kept: list[int] = []
-    for i in candidates[np.argsort(step[candidates], kind="stable")]:  # deepest first, one per week
-        if all(abs(int(i) - j) > SEASON for j in kept):
+    for i in candidates[np.argsort(step[candidates], kind="stable")]:  # deepest first, one per cycle
+        if all(abs(int(i) - j) > season for j in kept):
             kept.append(int(i))
     drops = np.array(sorted(kept))
     if drops.size < 2:
