@@ -98,7 +98,7 @@ Lambda runtime's own), so the layer stays a few kilobytes and nothing pulls in p
 POWERTOOLS_LAYER_PARAMETER: Final = "/aws/service/powertools/python/x86_64/python3.13/{version}"
 """AWS's public SSM parameter holding the ARN of its Powertools for AWS Lambda (Python) layer of a version (with
 the tracer's X-Ray SDK); the launcher uses the version pinned in lambdas/requirements.txt, like the images."""
-TRAINING_MODEL_NAMES: Final = ("seasonal_naive", "linear_trend", "prophet", "random_forest")
+TRAINING_MODEL_NAMES: Final = ("seasonal_naive", "linear_trend", "recent_trend", "prophet", "random_forest")
 """The forecasting models the training image registers (capacity_forecaster.forecasting.baselines)."""
 TRAINING_METRICS_PREFIX: Final = "curated/metrics_daily/"
 """The training channel: every metrics_daily partition, FullyReplicated to each host."""

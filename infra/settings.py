@@ -112,7 +112,7 @@ class StackSettings:
     left out keeps 80)."""
     risk_critical_days: int = 30
     """A series whose P50 crosses its threshold within this many days is critical (CF_RISK_CRITICAL_DAYS)."""
-    training_models: str = "seasonal_naive,linear_trend"
+    training_models: str = "seasonal_naive,linear_trend,recent_trend"
     """Models the weekly training job backtests and picks a champion from (comma-separated; add prophet and
     random_forest for accuracy at a higher training cost)."""
     quicksight_principal_arn: str = ""

@@ -61,7 +61,7 @@ class LaunchConfig:
     max_runtime_seconds: int = 3600
     max_wait_seconds: int = 7200
     horizon_days: int = 90
-    models: str = "seasonal_naive,linear_trend"
+    models: str = "seasonal_naive,linear_trend,recent_trend"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LaunchConfig:

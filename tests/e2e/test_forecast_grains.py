@@ -125,7 +125,7 @@ def test_a_180_day_horizon_runs_through_train_and_risk(tmp_path: Path) -> None:
     run_pipeline(lake, settings, run_date=run_date)
     forecasts = lake.read_table(FORECASTS, where={"run_date": run_date})
     steps = forecasts.groupby(["server_id", "metric", "model"])["horizon_step"].agg(["min", "max", "count"])
-    assert len(steps) == 6 * 4 * 2
+    assert len(steps) == 6 * 4 * len(settings.training.models)
     assert (steps["min"] == 1).all() and (steps["max"] == 180).all() and (steps["count"] == 180).all()
     assert forecasts["ds"].max() == pd.Timestamp("2026-11-22") + pd.Timedelta(days=180)
     register = lake.read_table(RISK_REGISTER, where={"run_date": run_date})

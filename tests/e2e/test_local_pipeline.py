@@ -71,7 +71,7 @@ def check_run(lake: Lake) -> None:
     assert (forecasts["p10"] <= forecasts["p50"]).all() and (forecasts["p50"] <= forecasts["p90"]).all()
     assert forecasts[["p10", "p50", "p90"]].stack().between(0, 100).all()
     metrics = lake.read_table(MODEL_METRICS)
-    assert set(metrics["model"]) == {"seasonal_naive", "linear_trend"}
+    assert set(metrics["model"]) == {"seasonal_naive", "linear_trend", "recent_trend"}
 
     register = lake.read_table(RISK_REGISTER)
     assert len(register) == n_series

@@ -98,7 +98,7 @@ def test_training_settings_reach_the_launcher(options_synth: OptionsSynth) -> No
 
 def test_default_launcher_models(template_json: dict[str, Any], stack: CapacityForecasterStack) -> None:
     env = template_json["Resources"][logical_id(stack, stack.training.launcher)]["Properties"]["Environment"]
-    assert env["Variables"]["CF_TRAINING_MODELS"] == "seasonal_naive,linear_trend"
+    assert env["Variables"]["CF_TRAINING_MODELS"] == "seasonal_naive,linear_trend,recent_trend"
 
 
 def test_alert_email_subscribes_to_the_topic(options_synth: OptionsSynth) -> None:

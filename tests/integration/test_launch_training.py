@@ -98,7 +98,7 @@ def test_scheduled_event_launches_the_contracted_training_job(sagemaker: Any) ->
         "run_id": JOB_NAME,
         "lake_uri": lake,
         "horizon_days": "90",
-        "models": "seasonal_naive,linear_trend",
+        "models": "seasonal_naive,linear_trend,recent_trend",
     }
     # moto adds a canned MetricDefinitions list to the algorithm specification it returns; the request's own
     # fields are compared.
@@ -136,7 +136,7 @@ def test_the_request_honours_the_training_container_contract(launcher_env: dict[
     request = launcher.training_request(config, name=JOB_NAME, run_date=date(2026, 11, 23))
     params = job.parse_hyperparameters(request["HyperParameters"])  # the container's own validation
     assert (params.run_id, params.run_date, params.horizon_days) == (JOB_NAME, date(2026, 11, 23), 90)
-    assert params.models == ("seasonal_naive", "linear_trend")
+    assert params.models == ("seasonal_naive", "linear_trend", "recent_trend")
     assert all(isinstance(v, str) for v in request["HyperParameters"].values())
     [channel] = request["InputDataConfig"]
     assert channel["ChannelName"] == job.CHANNEL

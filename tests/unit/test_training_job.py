@@ -208,7 +208,7 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
         "mae",
         56,
     )
-    assert params.models == ("seasonal_naive", "linear_trend")
+    assert params.models == ("seasonal_naive", "linear_trend", "recent_trend")
     assert params.n_jobs == -1  # all cores
     assert (params.country, params.rf_max_rows, params.seed) == ("US", 20_000, 0)
     custom = parse_hyperparameters(

@@ -65,7 +65,7 @@ class EtlSettings:
 class TrainingSettings:
     """Models and backtest of the training job."""
 
-    models: tuple[str, ...] = ("seasonal_naive", "linear_trend")
+    models: tuple[str, ...] = ("seasonal_naive", "linear_trend", "recent_trend")
     backtest_origins: int = 2
     score: str = "mae"
     min_history_days: int = 56

@@ -7,6 +7,7 @@ model name in a hyperparameter or a config resolves wherever the package is impo
 
 from capacity_forecaster.forecasting import prophet_model as _prophet_model  # noqa: F401  (registers "prophet")
 from capacity_forecaster.forecasting import random_forest as _random_forest  # noqa: F401  (registers it)
+from capacity_forecaster.forecasting import recent_trend as _recent_trend  # noqa: F401  (registers it)
 from capacity_forecaster.forecasting.baselines import (
     Model,
     QuantileForecast,

@@ -58,6 +58,8 @@ HOURLY = Grain(
             # The last 28 days of replayed errors; a two-week line (a whole number of days and weeks).
             "seasonal_naive": {"season": 24, "error_window": 672},
             "linear_trend": {"window": 336, "min_fit": 48, "error_window": 672},
+            # Four weeks of hours; the day is its season, change points at least two days apart.
+            "recent_trend": {"season": 24, "window": 672, "min_segment": 48},
             "prophet": {"grain": "hourly"},
             "random_forest": {"grain": "hourly"},
         }

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ROOT = Path("/opt/ml")
 CHANNEL = "curated"
 STAGING_PREFIX = "staging/training"
-DEFAULT_MODELS: tuple[str, ...] = ("seasonal_naive", "linear_trend")
+DEFAULT_MODELS: tuple[str, ...] = ("seasonal_naive", "linear_trend", "recent_trend")
 MAX_HORIZON = 730
 MAX_HORIZON_HOURS = 2208
 CHANNEL_TABLES: dict[str, TableSchema] = {"daily": METRICS_DAILY, "hourly": METRICS_HOURLY}
@@ -71,7 +71,7 @@ HYPERPARAMETERS: dict[str, str] = {
     "run_id": "required; [A-Za-z0-9_-], up to 128 characters; names the staging folder",
     "lake_uri": "required; where outputs go: a local folder or s3://bucket/prefix",
     "horizon_days": f"integer 1..{MAX_HORIZON}; default 90",
-    "models": "comma-separated registered model names; default seasonal_naive,linear_trend",
+    "models": "comma-separated registered model names; default seasonal_naive,linear_trend,recent_trend",
     "backtest_origins": "integer 1..52; default 2",
     "backtest_horizon": "integer 1..horizon_days; default min(horizon_days, 28)",
     "backtest_step": "integer 1..365 days between origins; default backtest_horizon",

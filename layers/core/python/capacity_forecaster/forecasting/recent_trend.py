@@ -1,0 +1,331 @@
+"""Recent trend: a line through the days since the series last changed course, with its weekly profile,
+month- and quarter-end factors and, for a disk that is cleaned up on a cycle, the clean-ups to come.
+
+Why: a model chosen on a backtest over the last weeks cannot follow a ramp that began after the backtest's
+origins, and a line over a fixed window (``linear_trend``) blends the flat months before a ramp into its
+slope. Here the slope comes only from the last *segment* of the history:
+
+0. With at least ``yearly_min_days`` of history, a yearly sine wave (fitted over the last two years with a
+   quadratic trend, kept when it clearly stands out) is taken off, and put back on the forecast, so that
+   the upswing of a yearly cycle is not read as a steeper trend.
+1. The last ``window`` days are deseasonalised: the weekly profile (median deviation per day of the week
+   from the 29-day centred median; with ``season`` 24 for hourly values, the profile of the day over a
+   97-hour median) is taken off, month-end and quarter-end days (daily values only) are divided by their
+   factor (per day before the end: the median ratio of those days to the same median, from at least two
+   past episodes), and one-day
+   spikes (a day over ``spike_k`` robust deviations above or below both neighbours) are smoothed out.
+2. Change points: the best single break (a new level and slope from that day on) is searched over the
+   window; it is kept when it lowers the BIC by more than ``penalty`` (a break costs 3 parameters), and the
+   search repeats inside the segment after it, so the last segment starts at the latest real change. Segments
+   are at least ``min_segment`` days long.
+3. The point forecast extends the last segment's least-squares line, multiplies the month- and quarter-end
+   factors back on the future days (when the dates are known) and adds the weekly profile back.
+4. Clean-up cycles: when the window holds at least two sharp drops (more than ``cleanup_drop`` points and
+   ``spike_k`` robust deviations of the day-to-day change) at regular intervals (the spacings within 25% of
+   their median) and every segment between them fills (a positive slope), the forecast drops back to the
+   level after the last clean-up one median interval after it, and fills again at the same rate.
+5. The band: the 10th and 90th percentiles of the last segment's residuals around the line, widened by the
+   slope's standard error times the steps from the segment's centre (the line's own uncertainty), clipped
+   to 0..100 like every model here.
+
+Everything is closed-form least squares on prefix sums: about a millisecond a series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+
+import numpy as np
+
+from capacity_forecaster.forecasting.baselines import (
+    LOWER_Q,
+    UPPER_Q,
+    FloatArray,
+    QuantileForecast,
+    as_series,
+    check_horizon,
+    make_forecast,
+    register_model,
+)
+from capacity_forecaster.forecasting.calendar_features import (
+    day_range,
+    days_to_month_end,
+    month_end_flag,
+    quarter_end_flag,
+)
+
+SEASON = 7
+_Z90 = 1.2815515655446004  # standard normal 90th percentile: scales the slope's standard error
+_MAD_SCALE = 1.4826  # MAD to standard deviation for normal noise
+
+
+@dataclass(frozen=True)
+class RecentTrend:
+    """Line since the last change point, with weekly profile, calendar factors and clean-up cycles."""
+
+    window: int = 364
+    min_segment: int = 21
+    penalty: float = 10.0
+    spike_k: float = 5.0
+    cleanup_drop: float = 8.0
+    yearly_min_days: int = 548
+    season: int = SEASON
+    """Steps in the main cycle: 7 for daily values (the week), 24 for hourly ones (the day)."""
+    name: str = "recent_trend"
+
+    def params(self) -> dict[str, object]:
+        return asdict(self)
+
+    def forecast(self, y: FloatArray, horizon: int) -> QuantileForecast:
+        """Without dates: no month- or quarter-end factors."""
+        return self._forecast(as_series(y), horizon, None)
+
+    def forecast_from(self, y: FloatArray, horizon: int, last_day: np.datetime64) -> QuantileForecast:
+        """With the day of ``y[-1]``: month- and quarter-end factors. They need one value a day, so a stamp in
+        any other unit (an hour: hourly values) forecasts as without dates."""
+        stamp = np.datetime64(last_day)
+        daily = np.datetime_data(stamp.dtype)[0] == "D"
+        return self._forecast(as_series(y), horizon, stamp if daily else None)
+
+    def _forecast(self, y: FloatArray, horizon: int, last_day: np.datetime64 | None) -> QuantileForecast:
+        check_horizon(horizon)
+        yearly_hist, yearly_future = _yearly_wave(y, horizon, self.yearly_min_days)
+        w = (y - yearly_hist)[-self.window :]
+        m = w.size
+        steps = np.arange(1, horizon + 1)
+        if m < 2 * self.season:
+            # Under two weeks cannot show a trend or a band: the median, and the whole range around it.
+            unbounded = np.full(horizon, np.inf)
+            return make_forecast(np.full(horizon, float(np.median(w))), -unbounded, unbounded)
+
+        base = _centred_median(w, 4 * self.season + 1)  # 29 days for daily values
+        weekly = _weekly_profile(w - base, self.season)
+        unweekly = w - weekly[np.arange(m) % self.season]
+        hist_factor, future_factor = _calendar_factors(unweekly, base, horizon, last_day)
+        z = _clip_spikes(unweekly / hist_factor, self.spike_k)
+
+        future_x = (m - 1 + steps).astype(np.float64)
+        cycle = _cleanup_cycle(z, self.cleanup_drop, self.spike_k, self.min_segment, self.season)
+        if cycle is not None:
+            last_drop, period, slope = cycle
+            x = np.arange(last_drop, m, dtype=np.float64)
+            seg = z[last_drop:]
+            intercept = float(seg.mean() - slope * x.mean())
+            point = intercept + slope * (last_drop + np.mod(future_x - last_drop, period))
+        else:
+            breaks = self._change_points(z)
+            start = breaks[-1] if breaks else 0
+            x = np.arange(start, m, dtype=np.float64)
+            seg = z[start:]
+            slope, intercept = _line(x, seg)
+            point = intercept + slope * future_x
+        resid = seg - (intercept + slope * x)
+        point = point * future_factor + weekly[(m - 1 + steps) % self.season] + yearly_future
+
+        low_r, high_r = np.quantile(resid, [LOWER_Q, UPPER_Q])
+        sxx = float(np.sum((x - x.mean()) ** 2))
+        dof = max(seg.size - 2, 1)
+        sigma = float(np.sqrt(np.sum(resid**2) / dof))
+        slope_se = sigma / np.sqrt(sxx) if sxx > 0 else 0.0
+        line_sd = slope_se * (future_x - x.mean())
+        widen = _Z90 * np.abs(line_sd) if cycle is None else 0.0
+        below = np.minimum(low_r, 0.0) - widen
+        above = np.maximum(high_r, 0.0) + widen
+        return make_forecast(point, below * future_factor, above * future_factor)
+
+    def _change_points(self, z: FloatArray) -> list[int]:
+        """Starts of the segments after each accepted break, oldest first (empty: one segment)."""
+        breaks: list[int] = []
+        lo = 0
+        while z.size - lo >= 2 * self.min_segment:
+            found = _best_break(z[lo:], self.min_segment, self.penalty)
+            if found is None:
+                break
+            lo += found
+            breaks.append(lo)
+        return breaks
+
+
+def _yearly_wave(y: FloatArray, horizon: int, min_days: int) -> tuple[FloatArray, FloatArray]:
+    """A yearly sine wave on the history and the horizon (zeros when there is none to see).
+
+    Fitted by least squares over the last two years together with a quadratic trend (which takes the growth,
+    so that a ramp is not read as half a wave), from at least ``min_days`` of history; kept only when its
+    amplitude is at least 1 point and 4 standard errors."""
+    n = y.size
+    if n < min_days:
+        return np.zeros(n), np.zeros(horizon)
+    v = y[-730:]
+    k = v.size
+    t = np.arange(k + horizon, dtype=np.float64)
+    angle = 2.0 * np.pi * t / 365.25
+    scaled = t / k
+    design = np.column_stack([np.ones_like(t), scaled, scaled**2, np.sin(angle), np.cos(angle)])
+    coef, *_ = np.linalg.lstsq(design[:k], v, rcond=None)
+    resid = v - design[:k] @ coef
+    sigma = float(np.sqrt(np.sum(resid**2) / max(k - 5, 1)))
+    amplitude = float(np.hypot(coef[3], coef[4]))
+    if amplitude < max(1.0, 4.0 * sigma * np.sqrt(2.0 / k)):
+        return np.zeros(n), np.zeros(horizon)
+    wave = design[:, 3:] @ coef[3:]
+    return np.concatenate([np.zeros(n - k), wave[:k]]), wave[k:]
+
+
+def _calendar_factors(
+    v: FloatArray, base: FloatArray, horizon: int, last_day: np.datetime64 | None
+) -> tuple[FloatArray, FloatArray]:
+    """Multiplicative month-end and quarter-end factors on the history days of ``v`` and on the horizon.
+
+    One factor per day before the end (the last 7 days of a quarter, the last 3 of other months), so a
+    peak that builds up to the last day is followed: the median ratio of ``v`` to its 29-day centred median
+    ``base`` on those days (at least 1). The factors of a kind (quarter end, month end) are used only when every
+    past episode (at least two) peaked on average and their mean excess over 1 is more than 3 times the
+    ordinary days' robust spread of the ratio over the square root of the number of days: without that,
+    noise alone would put a small peak before every month end of every series."""
+    hist, fut = np.ones(v.size), np.ones(horizon)
+    if last_day is None:
+        return hist, fut
+    past, future = day_range(last_day, v.size), day_range(last_day, 0, ahead=horizon)
+    ratio = np.divide(v, base, out=np.ones_like(v), where=base > 1.0)
+    left_past, left_future = days_to_month_end(past), days_to_month_end(future)
+    quarter_past, quarter_future = quarter_end_flag(past) > 0, quarter_end_flag(future) > 0
+    month_past = (month_end_flag(past) > 0) & ~quarter_past
+    month_future = (month_end_flag(future) > 0) & ~quarter_future
+    ordinary = ~(quarter_past | month_past)
+    spread = _MAD_SCALE * float(np.median(np.abs(ratio[ordinary] - np.median(ratio[ordinary]))))
+    month_of = past.astype("datetime64[M]")
+    for flag_past, flag_future in ((quarter_past, quarter_future), (month_past, month_future)):
+        episodes = [ratio[flag_past & (month_of == month)] for month in np.unique(month_of[flag_past])]
+        if len(episodes) < 2:
+            continue
+        # A peak every past episode showed, and larger than the day-to-day noise could make by chance.
+        excess = float(np.mean(ratio[flag_past])) - 1.0
+        if min(float(e.mean()) for e in episodes) <= 1.0 or excess <= 3.0 * spread / np.sqrt(flag_past.sum()):
+            continue
+        for left in np.unique(left_past[flag_past]):
+            on_past = flag_past & (left_past == left)
+            factor = max(float(np.median(ratio[on_past])), 1.0)
+            hist[on_past] = factor
+            fut[flag_future & (left_future == left)] = factor
+    return hist, fut
+
+
+def _centred_median(v: FloatArray, width: int) -> FloatArray:
+    """Median over a centred window of ``width`` days (shorter at the edges)."""
+    half = width // 2
+    padded = np.pad(v, half, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
+    return np.asarray(np.median(windows, axis=1), dtype=np.float64)
+
+
+def _weekly_profile(dev: FloatArray, season: int) -> FloatArray:
+    """Median deviation per position in the cycle (position = index mod ``season``), centred on zero."""
+    profile = np.array([np.median(dev[k::season]) if dev[k::season].size else 0.0 for k in range(season)])
+    return np.asarray(profile - profile.mean(), dtype=np.float64)
+
+
+def _clip_spikes(z: FloatArray, k: float) -> FloatArray:
+    """One-day spikes and dips are replaced by the mean of the two neighbouring days.
+
+    A day is a spike when it is more than ``k`` robust deviations above both neighbours (a dip: below both);
+    a step such as a clean-up, or a steep fill, sits level with one neighbour, so it is left alone."""
+    if z.size < 3:
+        return z
+    diffs = np.diff(z)
+    scale = _MAD_SCALE * float(np.median(np.abs(diffs - np.median(diffs)))) / np.sqrt(2.0)
+    if scale <= 0:
+        return z
+    left, right = np.concatenate([z[:1], z[:-1]]), np.concatenate([z[1:], z[-1:]])
+    odd = (z > np.maximum(left, right) + k * scale) | (z < np.minimum(left, right) - k * scale)
+    odd[[0, -1]] = False  # an end day has one neighbour: cannot tell a spike from a step
+    return np.where(odd, (left + right) / 2.0, z)
+
+
+def _centred_mean(v: FloatArray, width: int, *, shift: int) -> FloatArray:
+    """At each index ``i``: the mean of ``v[i + shift : i + shift + width]`` (cut at the ends)."""
+    sums = np.concatenate([[0.0], np.cumsum(v)])
+    lo = np.clip(np.arange(v.size) + shift, 0, v.size)
+    hi = np.clip(lo + width, 0, v.size)
+    lo = np.minimum(lo, hi - 1)
+    return np.asarray((sums[hi] - sums[lo]) / np.maximum(hi - lo, 1), dtype=np.float64)
+
+
+def _line(x: FloatArray, y: FloatArray) -> tuple[float, float]:
+    """Least-squares slope and intercept."""
+    xm, ym = x.mean(), y.mean()
+    sxx = float(np.sum((x - xm) ** 2))
+    slope = float(np.sum((x - xm) * (y - ym)) / sxx) if sxx > 0 else 0.0
+    return slope, float(ym - slope * xm)
+
+
+def _segment_sse(sums: dict[str, FloatArray], a: np.ndarray, b: np.ndarray) -> FloatArray:
+    """Residual sum of squares of the least-squares line over ``z[a:b]``, for arrays of bounds."""
+    n = (b - a).astype(np.float64)
+
+    def total(name: str) -> FloatArray:
+        return sums[name][b] - sums[name][a]
+
+    sx, sy, sxx, sxy, syy = total("x"), total("y"), total("xx"), total("xy"), total("yy")
+    cxx = sxx - sx * sx / n
+    cxy = sxy - sx * sy / n
+    cyy = syy - sy * sy / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        explained = np.where(cxx > 1e-9, cxy * cxy / np.where(cxx > 1e-9, cxx, 1.0), 0.0)
+    return np.maximum(cyy - explained, 0.0)
+
+
+def _best_break(z: FloatArray, min_segment: int, penalty: float) -> int | None:
+    """The start of a new segment in ``z`` if splitting there beats one line by more than ``penalty`` in BIC."""
+    n = z.size
+    x = np.arange(n, dtype=np.float64)
+    sums = {
+        name: np.concatenate([[0.0], np.cumsum(values)])
+        for name, values in (("x", x), ("xx", x * x), ("y", z), ("xy", x * z), ("yy", z * z))
+    }
+    cand = np.arange(min_segment, n - min_segment + 1)
+    if cand.size == 0:
+        return None
+    zeros, ends = np.zeros_like(cand), np.full_like(cand, n)
+    split = _segment_sse(sums, zeros, cand) + _segment_sse(sums, cand, ends)
+    whole = float(_segment_sse(sums, np.array([0]), np.array([n]))[0])
+    i = int(np.argmin(split))
+    floor = 1e-9 * max(float(np.sum(z * z)), 1.0)
+    bic_whole = n * np.log(max(whole / n, floor))
+    bic_split = n * np.log(max(float(split[i]) / n, floor)) + 3 * np.log(n)
+    return int(cand[i]) if bic_whole - bic_split > penalty else None
+
+
+def _cleanup_cycle(
+    z: FloatArray, drop: float, k: float, min_segment: int, season: int = SEASON
+) -> tuple[int, float, float] | None:
+    """``(index of the last clean-up, median days between clean-ups, median fill rate per day)`` for a
+    regular fill-and-clean-up series, else None."""
+    diffs = np.diff(z)
+    scale = _MAD_SCALE * float(np.median(np.abs(diffs - np.median(diffs))))
+    # A clean-up is a fall of the 3-day mean: after a one-day dip the level comes back, and a clean-up
+    # spread over two days (or next to a bad sample) is still one fall.
+    step = _centred_mean(z, 3, shift=0) - _centred_mean(z, 3, shift=-3)
+    step[:1] = 0.0
+    candidates = np.flatnonzero((step < -drop) & (step < -k * max(scale, 1e-9)))
+    if candidates.size < 2:
+        return None
+    candidates = candidates[step[candidates] <= 0.5 * step[candidates].min()]  # clean-ups are alike
+    kept: list[int] = []
+    for i in candidates[np.argsort(step[candidates], kind="stable")]:  # deepest first, one per cycle
+        if all(abs(int(i) - j) > season for j in kept):
+            kept.append(int(i))
+    drops = np.array(sorted(kept))
+    if drops.size < 2:
+        return None
+    spacing = np.diff(drops).astype(np.float64)
+    period = float(np.median(spacing))
+    if period < min_segment or np.any(np.abs(spacing - period) > 0.25 * period):
+        return None
+    rates = [_line(np.arange(a, b, dtype=np.float64), z[a:b])[0] for a, b in pairwise(drops)]
+    if min(rates) <= 0:
+        return None
+    return int(drops[-1]), period, float(np.median(rates))
+
+
+register_model("recent_trend", RecentTrend)
