@@ -31,7 +31,9 @@ import pandas as pd
 
 from capacity_forecaster.forecasting.engine import forecast_fleet, prepare_series
 from capacity_forecaster.forecasting.metrics import coverage, mae, seasonal_naive_scale
+from capacity_forecaster.forecasting.prophet_model import ProphetModel
 from capacity_forecaster.generate import FleetSpec, generate_fleet
+from capacity_forecaster.settings import TrainingSettings
 
 ALL_MODELS = ("seasonal_naive", "linear_trend", "prophet", "random_forest")
 FAST_MODELS = ("seasonal_naive", "linear_trend", "random_forest")
@@ -67,7 +69,10 @@ def run_pipeline(daily: pd.DataFrame, models: Sequence[str], n_jobs: int, args: 
         min_history_days=56,
         n_jobs=n_jobs,
         backtest_horizon=args.backtest_horizon,
-        model_settings={"random_forest": {"max_rows": args.rf_max_rows, "n_jobs": n_jobs}},
+        model_settings={
+            "random_forest": {"max_rows": args.rf_max_rows, "n_jobs": n_jobs},
+            "prophet": {"history_days": args.prophet_history_days},
+        },
     )
     return forecasts
 
@@ -128,7 +133,13 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=1095, help="days of history")
     parser.add_argument("--prophet-series", type=int, default=30, help="series for Prophet's own cost")
     parser.add_argument("--scaling-series", type=int, default=0, help="series for the 1 vs 2 core run (0: all)")
-    parser.add_argument("--rf-max-rows", type=int, default=20_000)
+    parser.add_argument("--rf-max-rows", type=int, default=TrainingSettings().rf_max_rows)
+    parser.add_argument(
+        "--prophet-history-days",
+        type=int,
+        default=ProphetModel().history_days,
+        help="days of recent history each Prophet fit sees (0: all)",
+    )
     parser.add_argument("--backtest-horizon", type=int, default=28, help="days scored per origin (pipeline default)")
     args = parser.parse_args()
     try:
@@ -147,7 +158,8 @@ def main() -> None:
     scales = pd.Series({(s.server_id, s.metric): seasonal_naive_scale(s.y, 7) for s in series}, dtype=float)
     print(
         f"forecast benchmark: {args.servers} servers x {', '.join(METRICS)} = {n_series} series, {args.days} days "
-        f"of history, last {HORIZON} days held out; {os.cpu_count()} CPUs visible"
+        f"of history, last {HORIZON} days held out; {os.cpu_count()} CPUs visible; prophet_history_days "
+        f"{args.prophet_history_days}, rf_max_rows {args.rf_max_rows}"
     )
 
     # The champion pipeline on one core: backtest with 2 origins, champion per series; with and without Prophet.

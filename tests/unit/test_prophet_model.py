@@ -18,7 +18,7 @@ from capacity_forecaster.forecasting.calendar_features import (
     month_end_flag,
     quarter_end_flag,
 )
-from capacity_forecaster.forecasting.prophet_model import ProphetModel
+from capacity_forecaster.forecasting.prophet_model import MIN_HISTORY_DAYS, ProphetModel, holiday_table
 
 LAST_DAY = np.datetime64("2026-11-22", "D")
 
@@ -99,6 +99,49 @@ def test_backtest_passes_each_origin_its_dates() -> None:
     evaluate_series(weekly_series(100), [Spy()], BacktestConfig(horizon=30, n_origins=2), LAST_DAY)
     day = np.timedelta64(1, "D")
     assert seen == [LAST_DAY - 28 * day, LAST_DAY - 56 * day, LAST_DAY]
+
+
+def test_a_daily_fit_sees_only_the_last_history_days() -> None:
+    recent = weekly_series(900, level=30.0)
+    y = np.where(np.arange(900) < 500, 90.0, recent)  # an old regime that no longer holds
+    model = ProphetModel(history_days=400)
+    capped = model.forecast_from(y, 30, LAST_DAY)
+    np.testing.assert_array_equal(capped.p50, model.forecast_from(y[-400:], 30, LAST_DAY).p50)
+    np.testing.assert_array_equal(capped.p90, model.forecast_from(y[-400:], 30, LAST_DAY).p90)
+    assert abs(capped.p50.mean() - 30) < 3
+    everything = ProphetModel(history_days=0).forecast_from(y, 30, LAST_DAY)
+    assert not np.allclose(everything.p50, capped.p50)
+
+
+def test_history_days_is_validated_and_ignored_by_hourly_fits() -> None:
+    assert ProphetModel().history_days == 400
+    ProphetModel(history_days=0)
+    with pytest.raises(ValueError, match="history_days must be 0"):
+        ProphetModel(history_days=MIN_HISTORY_DAYS - 1)
+    y = weekly_series(24 * 21)
+    last = np.datetime64("2026-11-22T23", "h")
+    short = ProphetModel(grain="hourly", history_days=MIN_HISTORY_DAYS).forecast_from(y, 24, last)
+    full = ProphetModel(grain="hourly", history_days=0).forecast_from(y, 24, last)
+    np.testing.assert_array_equal(short.p50, full.p50)
+
+
+def test_holiday_table_is_the_countrys_holidays_once_per_year_range() -> None:
+    table = holiday_table("US", 2025, 2026)
+    assert list(table.columns) == ["ds", "holiday"]
+    assert {"2025-12-25", "2026-07-04", "2026-11-26"} <= set(table["ds"].dt.strftime("%Y-%m-%d"))
+    assert table["ds"].dt.year.between(2025, 2026).all()
+    assert holiday_table("US", 2025, 2026) is table
+    assert "2026-05-25" in set(holiday_table("GB", 2026, 2026)["ds"].dt.strftime("%Y-%m-%d"))
+
+
+def test_learns_bank_holiday_dips() -> None:
+    days = day_range(LAST_DAY, 400)
+    y = 50 - 30 * holiday_flag(days, "US") + np.random.default_rng(2).normal(0, 0.5, days.size)
+    fc = ProphetModel().forecast_from(y, 40, LAST_DAY)  # covers Christmas and New Year's Day
+    future = day_range(LAST_DAY, 0, ahead=40)
+    dip = holiday_flag(future, "US") == 1
+    assert dip.sum() >= 2
+    assert fc.p50[~dip].mean() - fc.p50[dip].mean() > 15
 
 
 def test_too_short_a_history_is_a_clear_error() -> None:

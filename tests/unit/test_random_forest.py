@@ -36,7 +36,7 @@ def test_registered_light_trees_and_a_global_model() -> None:
     assert isinstance(model, GlobalModel)
     params = model.params()
     assert (params["n_estimators"], params["min_samples_leaf"], params["max_features"], params["max_samples"]) == (
-        100,
+        50,
         5,
         0.5,
         0.5,

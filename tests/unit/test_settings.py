@@ -87,7 +87,7 @@ def test_forecasting_model_settings_reach_the_training_hyperparameters(tmp_path:
     path = tmp_path / "config.yaml"
     path.write_text(
         "fleet: {country: GB}\ntraining:\n  models: [seasonal_naive, prophet, random_forest]\n"
-        "  rf_max_rows: 5000\n  seed: 9\n"
+        "  rf_max_rows: 5000\n  seed: 9\n  prophet_history_days: 800\n"
     )
     s = load_settings(path, environ={})
     values = training_hyperparameters(s, run_date=date(2026, 1, 10), run_id="r1", lake_uri="lake")
@@ -95,9 +95,11 @@ def test_forecasting_model_settings_reach_the_training_hyperparameters(tmp_path:
     params = parse_hyperparameters(values)
     assert params.models == ("seasonal_naive", "prophet", "random_forest")
     assert params.model_settings()["random_forest"]["max_rows"] == 5000
+    assert params.model_settings()["prophet"]["history_days"] == 800
     for text, message in (
         ("training: {rf_max_rows: 10}\n", "training.rf_max_rows must be between"),
         ("training: {seed: -1}\n", "training.seed must be between"),
+        ("training: {prophet_history_days: 30}\n", "training.prophet_history_days must be 0"),
     ):
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):

@@ -180,6 +180,10 @@ def test_good_run_stages_parts_manifest_and_model_artifact(lake: Lake, tmp_path:
         ({"country": "Atlantis"}, "hyperparameter country='Atlantis' is not an ISO country code known to"),
         ({"rf_max_rows": "50"}, "hyperparameter rf_max_rows='50' is not an integer between 100 and 10000000"),
         ({"seed": "-1"}, "hyperparameter seed='-1' is not an integer between 0 and 2147483647"),
+        (
+            {"prophet_history_days": "30"},
+            "hyperparameter prophet_history_days='30' is not 0 (all history) or an integer between 56 and 36500",
+        ),
     ],
 )
 def test_bad_hyperparameter_fails_with_one_clear_line(
@@ -211,6 +215,7 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
     assert params.models == ("seasonal_naive", "linear_trend", "recent_trend")
     assert params.n_jobs == -1  # all cores
     assert (params.country, params.rf_max_rows, params.seed) == ("US", 20_000, 0)
+    assert params.prophet_history_days == 400
     custom = parse_hyperparameters(
         {
             "run_date": "2026-01-10",
@@ -221,11 +226,12 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
             "rf_max_rows": "5000",
             "seed": "3",
             "n_jobs": "2",
+            "prophet_history_days": "0",
         }
     )
     assert custom.models == ("prophet", "random_forest", "seasonal_naive")
     assert custom.model_settings() == {
-        "prophet": {"country": "GB", "seed": 3},
+        "prophet": {"country": "GB", "seed": 3, "history_days": 0},
         "random_forest": {"country": "GB", "max_rows": 5000, "seed": 3, "n_jobs": 2},
     }
     with pytest.raises(ConfigError, match="hyperparameter run_id is required"):

@@ -487,6 +487,7 @@ def training_hyperparameters(settings: Settings, *, run_date: date, run_id: str,
         "grain": training.grain,
         "horizon_hours": str(training.horizon_hours),
         "min_history_hours": str(training.min_history_hours),
+        "prophet_history_days": str(training.prophet_history_days),
     }
 
 

@@ -84,6 +84,8 @@ HYPERPARAMETERS: dict[str, str] = {
     "grain": "daily, or hourly (reads metrics_hourly, writes forecasts_hourly and model_metrics_hourly); default daily",
     "horizon_hours": f"integer 1..{MAX_HORIZON_HOURS}, the horizon of grain=hourly; default 168",
     "min_history_hours": "integer 48..87600, the min_history_days of grain=hourly; default 336",
+    "prophet_history_days": "0 (all) or integer 56..36500, days of recent history each daily prophet fit sees; "
+    "default 400",
 }
 """With grain=hourly, backtest_horizon and backtest_step count hours (default backtest_horizon: min(horizon, 168))."""
 
@@ -112,6 +114,7 @@ class TrainingParams:
     grain: str = "daily"
     horizon_hours: int = 168
     min_history_hours: int = 336
+    prophet_history_days: int = 400
 
     @property
     def horizon(self) -> int:
@@ -131,7 +134,7 @@ class TrainingParams:
     def model_settings(self) -> dict[str, dict[str, object]]:
         """Field overrides of the models that take them (see ``engine.resolve_models``)."""
         return {
-            "prophet": {"country": self.country, "seed": self.seed},
+            "prophet": {"country": self.country, "seed": self.seed, "history_days": self.prophet_history_days},
             "random_forest": {
                 "country": self.country,
                 "max_rows": self.rf_max_rows,
@@ -266,7 +269,19 @@ def parse_hyperparameters(raw_values: Mapping[str, object]) -> TrainingParams:
         grain=grain,
         horizon_hours=horizon_hours,
         min_history_hours=_int(raw, "min_history_hours", 336, 48, 87_600),
+        prophet_history_days=_prophet_history_days(raw),
     )
+
+
+def _prophet_history_days(raw: Mapping[str, str]) -> int:
+    value = raw.get("prophet_history_days", "400")
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = None
+    if number is None or not (number == 0 or 56 <= number <= 36_500):
+        raise _bad("prophet_history_days", value, "0 (all history) or an integer between 56 and 36500")
+    return number
 
 
 def _parse_models(value: str | None) -> tuple[str, ...]:
