@@ -251,27 +251,13 @@ class AwsClients:
         Endpoints come from botocore's own configuration (``AWS_ENDPOINT_URL_EC2``,
         ``AWS_ENDPOINT_URL_CLOUDWATCH`` or ``AWS_ENDPOINT_URL``), not from the S3 endpoint.
         """
-        import boto3
-        from botocore.config import Config as BotoConfig
-        from botocore.exceptions import ProfileNotFound
-
         if region is not None:
             try:
                 s3_config = s3_config.with_overrides(region=region)
             except ConfigError:
                 raise InputError(f"--region {region!r} is not an AWS region such as 'eu-west-1'") from None
-        try:
-            session = boto3.Session(profile_name=s3_config.profile, region_name=s3_config.region)
-        except ProfileNotFound:
-            raise CloudWatchPullError(
-                f"AWS profile {s3_config.profile!r} not found: check AWS_PROFILE and ~/.aws/config"
-            ) from None
-        config = BotoConfig(
-            retries={"mode": s3_config.retry_mode, "total_max_attempts": s3_config.max_attempts},
-            connect_timeout=s3_config.connect_timeout,
-            read_timeout=s3_config.read_timeout,
-            user_agent_extra="capacity-forecaster",
-        )
+        session = s3_config.session()
+        config = s3_config.botocore_config()
         return cls(session.client("ec2", config=config), session.client("cloudwatch", config=config))
 
 

@@ -170,6 +170,24 @@ class S3Config:
         """A copy with some settings changed (validated again)."""
         return replace(self, **changes)
 
+    def session(self) -> boto3.Session:
+        """A boto3 session with this profile and region; a missing profile is a one-line :class:`ConfigError`."""
+        try:
+            return boto3.Session(profile_name=self.profile, region_name=self.region)
+        except ProfileNotFound:
+            raise ConfigError(f"AWS profile {self.profile!r} not found: check AWS_PROFILE and ~/.aws/config") from None
+
+    def botocore_config(self, **extra: Any) -> BotoConfig:
+        """The botocore settings every AWS client of the project shares (retry mode and attempts, timeouts, user
+        agent), plus ``extra`` ones of a particular client."""
+        return BotoConfig(
+            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            user_agent_extra="capacity-forecaster",
+            **extra,
+        )
+
 
 def _first(env: Mapping[str, str], *names: str) -> tuple[str, str] | None:
     for name in names:
@@ -300,7 +318,7 @@ class S3Client:
 
     def __init__(self, config: S3Config | None = None, *, session: boto3.Session | None = None) -> None:
         self.config = config or S3Config.from_env()
-        self._session = session or _new_session(self.config)
+        self._session = session or self.config.session()
         self._s3: Any = self._session.client(  # Any: no S3 type stubs are installed
             "s3",
             region_name=self.config.region,
@@ -321,13 +339,9 @@ class S3Client:
 
     def _botocore_config(self) -> BotoConfig:
         cfg = self.config
-        return BotoConfig(
-            retries={"mode": cfg.retry_mode, "total_max_attempts": cfg.max_attempts},
-            connect_timeout=cfg.connect_timeout,
-            read_timeout=cfg.read_timeout,
+        return cfg.botocore_config(
             max_pool_connections=max(10, cfg.max_concurrency + 2),
             s3={"addressing_style": "path"} if cfg.endpoint_url else None,
-            user_agent_extra="capacity-forecaster",
         )
 
     @property
@@ -698,10 +712,3 @@ class S3Client:
 
 def _passed(checks: list[AccessCheck], name: str) -> bool:
     return any(check.name == name and check.ok for check in checks)
-
-
-def _new_session(config: S3Config) -> boto3.Session:
-    try:
-        return boto3.Session(profile_name=config.profile, region_name=config.region)
-    except ProfileNotFound:
-        raise ConfigError(f"AWS profile {config.profile!r} not found: check AWS_PROFILE and ~/.aws/config") from None
