@@ -18,7 +18,7 @@ import pandas as pd
 
 from capacity_forecaster.report import TOP_HEADERS, top_risks
 from capacity_forecaster.risk import SEVERITY_ORDER
-from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, METRICS, METRICS_DAILY, RISK_REGISTER, SERVERS
+from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, METRICS, METRICS_DAILY, SERVERS
 from capacity_forecaster.storage.lake import Lake
 
 SECTIONS: Final[tuple[tuple[str, str], ...]] = (
@@ -59,17 +59,10 @@ class ReportData:
 
 def load_report_data(lake: Lake, *, run_date: date | None = None, top: int = 15, charts: int = 6) -> ReportData:
     """Read what the report needs for ``run_date`` (default: the newest risk register)."""
-    from capacity_forecaster.errors import CapacityForecasterError
     from capacity_forecaster.rightsizing import server_features
+    from capacity_forecaster.stages import read_risk_register
 
-    if run_date is None:
-        latest = lake.latest_partition(RISK_REGISTER)
-        if latest is None:
-            raise CapacityForecasterError(f"no risk register in {lake.uri}: run `capacity-forecaster run` first")
-        run_date = date.fromisoformat(latest["run_date"])
-    register = lake.read_table(RISK_REGISTER, where={"run_date": run_date})
-    if register.empty:
-        raise CapacityForecasterError(f"no risk register for run date {run_date} in {lake.uri}")
+    run_date, register = read_risk_register(lake, run_date, command="run")
     servers = lake.read_table(SERVERS)
     plan = lake.read_table(CONSOLIDATION, where={"run_date": run_date})
     leaders = top_risks(register, servers, top=charts)[["server_id", "metric"]]

@@ -588,6 +588,20 @@ def run_risk(
 # --------------------------------------------------------------------------------------------- consolidation
 
 
+def read_risk_register(lake: Lake, run_date: date | None, *, command: str) -> tuple[date, pd.DataFrame]:
+    """The risk register of ``run_date`` (default: the newest) and its date; a one-line error naming ``command``
+    (what to run first) when there is none."""
+    if run_date is None:
+        latest = lake.latest_partition(RISK_REGISTER)
+        if latest is None:
+            raise CapacityForecasterError(f"no risk register in {lake.uri}: run `capacity-forecaster {command}` first")
+        run_date = date.fromisoformat(latest["run_date"])
+    register = lake.read_table(RISK_REGISTER, where={"run_date": run_date})
+    if register.empty:
+        raise CapacityForecasterError(f"no risk register for run date {run_date} in {lake.uri}")
+    return run_date, register
+
+
 def run_consolidation(
     lake: Lake, settings: Settings, *, run_date: date | None = None, progress: ProgressReporter | None = None
 ) -> StageResult:
@@ -595,14 +609,7 @@ def run_consolidation(
     from capacity_forecaster import rightsizing
 
     reporter: ProgressReporter = progress or NullProgress()
-    if run_date is None:
-        latest = lake.latest_partition(RISK_REGISTER)
-        if latest is None:
-            raise CapacityForecasterError(f"no risk register in {lake.uri}: run `capacity-forecaster risk` first")
-        run_date = date.fromisoformat(latest["run_date"])
-    register = lake.read_table(RISK_REGISTER, where={"run_date": run_date})
-    if register.empty:
-        raise CapacityForecasterError(f"no risk register for run date {run_date} in {lake.uri}")
+    run_date, register = read_risk_register(lake, run_date, command="risk")
     cfg = settings.rightsizing
     with reporter.task("consolidation plan", 1) as advance:
         daily = lake.read_table(METRICS_DAILY)
