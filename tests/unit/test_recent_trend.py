@@ -87,19 +87,39 @@ def test_rejects_bad_input() -> None:
 
 
 def test_follows_a_ramp_that_began_weeks_ago() -> None:
-    """Flat for 600 days, then 0.4 points a day for the last 35: the line over the days since the change
-    extrapolates that slope, where an 84-day line (linear_trend) blends in the flat weeks."""
+    """Flat for 600 days, then 0.4 points a day for the last 35, with a weekly swing of 10% of the level:
+    the line over the days since the change extrapolates that slope, where an 84-day line (linear_trend)
+    blends in the flat weeks."""
     n, start, slope = 635, 600, 0.4
     t = np.arange(n)
-    y = 40 + slope * np.clip(t - start, 0, None) + weekly_noise(n, seed=1)
+    week = 1 + 0.1 * np.sin(2 * np.pi * t / 7)
+    y = (40 + slope * np.clip(t - start, 0, None)) * week + np.random.default_rng(1).normal(0, 1.5, n)
     future = np.arange(n, n + 60)
-    truth = 40 + slope * (future - start) + 4 * np.sin(2 * np.pi * future / 7)  # without the noise
+    truth = (40 + slope * (future - start)) * (1 + 0.1 * np.sin(2 * np.pi * future / 7))  # without the noise
     fc = RecentTrend().forecast(y, 60)
     assert np.abs(fc.p50 - truth).mean() < 3.0
     assert 74 <= fc.p50[-7:].mean() <= 80  # truth 76.4 over the last week
     lt = LinearTrend().forecast(y, 60)
     assert np.abs(lt.p50 - truth).mean() > 2 * np.abs(fc.p50 - truth).mean()
     assert np.all(fc.p10[40:] <= truth[40:]) and np.all(truth[40:] <= fc.p90[40:])
+
+
+def test_weekend_dips_deepen_with_the_level() -> None:
+    """Business load: weekends at 65% of the weekday level while the level ramps from 30 to 70. The weekly
+    profile is a share of the level, so the forecast's weekend dips keep deepening, and the dips are not
+    mistaken for disk clean-ups (which would send the forecast back down)."""
+    n = 400
+    t = np.arange(n + 56)
+    level = 30 + 0.1 * t
+    weekend = (t % 7) >= 5
+    clean = level * np.where(weekend, 0.65, 1.0)
+    y = clean[:n] + np.random.default_rng(21).normal(0, 1.0, n)
+    fc = RecentTrend().forecast(y, 56)
+    truth = clean[n:]
+    assert np.abs(fc.p50 - truth).mean() < 1.5
+    future_weekend = weekend[n:]
+    depth = fc.p50[~future_weekend].mean() - fc.p50[future_weekend].mean()
+    assert depth == pytest.approx(0.35 * level[n:].mean() * 1.0, rel=0.1)  # about 25 points, not the 16 of the year
 
 
 def test_a_flat_noisy_series_stays_flat() -> None:
@@ -137,6 +157,29 @@ def test_quarter_end_peaks_come_back_with_the_dates() -> None:
     assert peak.sum() == 7
     assert np.all(fc.p50[peak] > 60) and np.all(fc.p50[~peak] < 55)
     assert np.all(RecentTrend().forecast(y, horizon).p50 < 55)
+
+
+def test_quarter_end_peak_is_a_share_of_the_level_on_weekdays_and_weekends() -> None:
+    """Business load, as the generator makes it: the level times (1 - 30% on weekends + the quarter-end
+    share), the share rising to +40% on the last day. Past quarter ends fell on weekends and weekdays alike;
+    the peak learned from them is the same share whichever day it falls on, so the next quarter end, on
+    weekdays, is neither under- nor over-forecast."""
+    n, horizon = 730, 90
+    days = day_range(LAST_DAY, n)
+    future = day_range(LAST_DAY, 0, ahead=horizon)
+
+    def clean(d: np.ndarray) -> np.ndarray:
+        weekend = ((d.astype(np.int64) + 3) % 7) >= 5
+        left = days_to_month_end(d)
+        share = 0.4 * np.clip(1.0 - left / 7.0, 0.0, None) * quarter_end_flag(d)
+        return 55.0 * (1.0 - 0.3 * weekend + share)
+
+    y = clean(days) + np.random.default_rng(12).normal(0, 1.0, n)
+    fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
+    truth = clean(future)
+    dec = (quarter_end_flag(future) > 0).nonzero()[0]
+    assert np.abs(fc.p50[dec] - truth[dec]).max() < 3.0  # the peak, up to 77 on 31 December
+    assert np.abs(fc.p50 - truth).mean() < 1.5
 
 
 def test_one_day_spikes_do_not_bend_the_line() -> None:

@@ -8,25 +8,28 @@ slope. Here the slope comes only from the last *segment* of the history:
 0. With at least ``yearly_min_days`` of history, a yearly sine wave (fitted over the last two years with a
    quadratic trend, kept when it clearly stands out) is taken off, and put back on the forecast, so that
    the upswing of a yearly cycle is not read as a steeper trend.
-1. The last ``window`` days are deseasonalised: the weekly profile (median deviation per day of the week
-   from the 29-day centred median; with ``season`` 24 for hourly values, the profile of the day over a
-   97-hour median) is taken off, month-end and quarter-end days (daily values only) are divided by their
-   factor (per day before the end: the median ratio of those days to the same median, from at least two
-   past episodes), and one-day
-   spikes (a day over ``spike_k`` robust deviations above or below both neighbours) are smoothed out.
+1. The last ``window`` days are deseasonalised. Weekly and calendar effects are shares of the level, added
+   together (a quarter-end Monday is above the level by the Monday share plus the quarter-end share), as
+   office load behaves: the weekly profile is the median ratio per day of the week to the 29-day centred
+   median (with ``season`` 24 for hourly values, per hour of the day over a 97-hour median), scaled to a
+   mean of 1; month-end and quarter-end days (daily values only) get their share over the day of the
+   week's (per day before the end: the median over past episodes, at least two); each day is divided by
+   its total share, and one-day spikes (a day over ``spike_k`` robust deviations above or below both
+   neighbours) are smoothed out.
 2. Change points: the best single break (a new level and slope from that day on) is searched over the
    window; it is kept when it lowers the BIC by more than ``penalty`` (a break costs 3 parameters), and the
    search repeats inside the segment after it, so the last segment starts at the latest real change. Segments
    are at least ``min_segment`` days long.
-3. The point forecast extends the last segment's least-squares line, multiplies the month- and quarter-end
-   factors back on the future days (when the dates are known) and adds the weekly profile back.
+3. The point forecast extends the last segment's least-squares line and multiplies it by each future
+   day's share (day of the week, and month or quarter end when the dates are known); the yearly wave
+   goes back on.
 4. Clean-up cycles: when the window holds at least two sharp drops (more than ``cleanup_drop`` points and
    ``spike_k`` robust deviations of the day-to-day change) at regular intervals (the spacings within 25% of
    their median) and every segment between them fills (a positive slope), the forecast drops back to the
    level after the last clean-up one median interval after it, and fills again at the same rate.
 5. The band: the 10th and 90th percentiles of the last segment's residuals around the line, widened by the
-   slope's standard error times the steps from the segment's centre (the line's own uncertainty), clipped
-   to 0..100 like every model here.
+   slope's standard error times the steps from the segment's centre (the line's own uncertainty), times
+   each day's share, clipped to 0..100 like every model here.
 
 Everything is closed-form least squares on prefix sums: about a millisecond a series.
 """
@@ -99,11 +102,17 @@ class RecentTrend:
             unbounded = np.full(horizon, np.inf)
             return make_forecast(np.full(horizon, float(np.median(w))), -unbounded, unbounded)
 
+        # Weekly and calendar effects are shares of the level, added together (a quarter-end Monday is
+        # busier than the level by the Monday share plus the quarter-end share): a series that doubles has
+        # weekend dips and quarter-end peaks twice as deep, and a quarter-end day that fell on a weekend
+        # still tells the size of the quarter-end peak.
         base = _centred_median(w, 4 * self.season + 1)  # 29 days for daily values
-        weekly = _weekly_profile(w - base, self.season)
-        unweekly = w - weekly[np.arange(m) % self.season]
-        hist_factor, future_factor = _calendar_factors(unweekly, base, horizon, last_day)
-        z = _clip_spikes(unweekly / hist_factor, self.spike_k)
+        weekly = _weekly_profile(w, base, self.season)
+        week_hist = weekly[np.arange(m) % self.season]
+        level = _centred_median(w / week_hist, 4 * self.season + 1)
+        share = np.divide(w, level, out=week_hist.copy(), where=level > 1.0)
+        calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, last_day)
+        z = _clip_spikes(w / (week_hist + calendar_hist), self.spike_k)
 
         future_x = (m - 1 + steps).astype(np.float64)
         cycle = _cleanup_cycle(z, self.cleanup_drop, self.spike_k, self.min_segment, self.season)
@@ -121,7 +130,8 @@ class RecentTrend:
             slope, intercept = _line(x, seg)
             point = intercept + slope * future_x
         resid = seg - (intercept + slope * x)
-        point = point * future_factor + weekly[(m - 1 + steps) % self.season] + yearly_future
+        scale = weekly[(m - 1 + steps) % self.season] + calendar_future
+        point = point * scale + yearly_future
 
         low_r, high_r = np.quantile(resid, [LOWER_Q, UPPER_Q])
         sxx = float(np.sum((x - x.mean()) ** 2))
@@ -132,7 +142,7 @@ class RecentTrend:
         widen = _Z90 * np.abs(line_sd) if cycle is None else 0.0
         below = np.minimum(low_r, 0.0) - widen
         above = np.maximum(high_r, 0.0) + widen
-        return make_forecast(point, below * future_factor, above * future_factor)
+        return make_forecast(point, below * scale, above * scale)
 
     def _change_points(self, z: FloatArray) -> list[int]:
         """Starts of the segments after each accepted break, oldest first (empty: one segment)."""
@@ -152,7 +162,8 @@ def _yearly_wave(y: FloatArray, horizon: int, min_days: int) -> tuple[FloatArray
 
     Fitted by least squares over the last two years together with a quadratic trend (which takes the growth,
     so that a ramp is not read as half a wave), from at least ``min_days`` of history; kept only when its
-    amplitude is at least 1 point and 4 standard errors."""
+    amplitude is at least 1 point and 4 standard errors. (A wave fitted as a share of the level, on the
+    logarithm or over the trend, forecast the generated fleet less well: 1.85 to 2.0 points of MAE against 1.8.)"""
     n = y.size
     if n < min_days:
         return np.zeros(n), np.zeros(horizon)
@@ -172,42 +183,40 @@ def _yearly_wave(y: FloatArray, horizon: int, min_days: int) -> tuple[FloatArray
     return np.concatenate([np.zeros(n - k), wave[:k]]), wave[k:]
 
 
-def _calendar_factors(
-    v: FloatArray, base: FloatArray, horizon: int, last_day: np.datetime64 | None
-) -> tuple[FloatArray, FloatArray]:
-    """Multiplicative month-end and quarter-end factors on the history days of ``v`` and on the horizon.
+def _calendar_excess(dev: FloatArray, horizon: int, last_day: np.datetime64 | None) -> tuple[FloatArray, FloatArray]:
+    """Month-end and quarter-end shares of the level on the history days of ``dev`` and on the horizon.
 
-    One factor per day before the end (the last 7 days of a quarter, the last 3 of other months), so a
-    peak that builds up to the last day is followed: the median ratio of ``v`` to its 29-day centred median
-    ``base`` on those days (at least 1). The factors of a kind (quarter end, month end) are used only when every
-    past episode (at least two) peaked on average and their mean excess over 1 is more than 3 times the
-    ordinary days' robust spread of the ratio over the square root of the number of days: without that,
-    noise alone would put a small peak before every month end of every series."""
-    hist, fut = np.ones(v.size), np.ones(horizon)
+    ``dev`` is each day's share of the level over its day-of-the-week share (about 0 on ordinary days). One
+    excess per day before the end (the last 7 days of a quarter, the last 3 of other months), so a peak that
+    builds up to the last day is followed: the median ``dev`` of those days (at least 0). The excesses of a
+    kind (quarter end, month end) are used only when every past episode (at least two) peaked on average and
+    their mean is more than 3 times the ordinary days' robust spread of ``dev`` over the square root of the
+    number of days: without that, noise alone would put a small peak before every month end of every
+    series."""
+    hist, fut = np.zeros(dev.size), np.zeros(horizon)
     if last_day is None:
         return hist, fut
-    past, future = day_range(last_day, v.size), day_range(last_day, 0, ahead=horizon)
-    ratio = np.divide(v, base, out=np.ones_like(v), where=base > 1.0)
+    past, future = day_range(last_day, dev.size), day_range(last_day, 0, ahead=horizon)
     left_past, left_future = days_to_month_end(past), days_to_month_end(future)
     quarter_past, quarter_future = quarter_end_flag(past) > 0, quarter_end_flag(future) > 0
     month_past = (month_end_flag(past) > 0) & ~quarter_past
     month_future = (month_end_flag(future) > 0) & ~quarter_future
     ordinary = ~(quarter_past | month_past)
-    spread = _MAD_SCALE * float(np.median(np.abs(ratio[ordinary] - np.median(ratio[ordinary]))))
+    spread = _MAD_SCALE * float(np.median(np.abs(dev[ordinary] - np.median(dev[ordinary]))))
     month_of = past.astype("datetime64[M]")
     for flag_past, flag_future in ((quarter_past, quarter_future), (month_past, month_future)):
-        episodes = [ratio[flag_past & (month_of == month)] for month in np.unique(month_of[flag_past])]
+        episodes = [dev[flag_past & (month_of == month)] for month in np.unique(month_of[flag_past])]
         if len(episodes) < 2:
             continue
         # A peak every past episode showed, and larger than the day-to-day noise could make by chance.
-        excess = float(np.mean(ratio[flag_past])) - 1.0
-        if min(float(e.mean()) for e in episodes) <= 1.0 or excess <= 3.0 * spread / np.sqrt(flag_past.sum()):
+        excess = float(np.mean(dev[flag_past]))
+        if min(float(e.mean()) for e in episodes) <= 0.0 or excess <= 3.0 * spread / np.sqrt(flag_past.sum()):
             continue
         for left in np.unique(left_past[flag_past]):
             on_past = flag_past & (left_past == left)
-            factor = max(float(np.median(ratio[on_past])), 1.0)
-            hist[on_past] = factor
-            fut[flag_future & (left_future == left)] = factor
+            value = max(float(np.median(dev[on_past])), 0.0)
+            hist[on_past] = value
+            fut[flag_future & (left_future == left)] = value
     return hist, fut
 
 
@@ -219,10 +228,14 @@ def _centred_median(v: FloatArray, width: int) -> FloatArray:
     return np.asarray(np.median(windows, axis=1), dtype=np.float64)
 
 
-def _weekly_profile(dev: FloatArray, season: int) -> FloatArray:
-    """Median deviation per position in the cycle (position = index mod ``season``), centred on zero."""
-    profile = np.array([np.median(dev[k::season]) if dev[k::season].size else 0.0 for k in range(season)])
-    return np.asarray(profile - profile.mean(), dtype=np.float64)
+def _weekly_profile(v: FloatArray, base: FloatArray, season: int) -> FloatArray:
+    """Relative level per position in the cycle (position = index mod ``season``): the median ratio of ``v``
+    to its centred median ``base``, scaled to a mean of 1. Days whose median is under 1 point (an idle series
+    near zero) count as ratio 1."""
+    ratio = np.divide(v, base, out=np.ones_like(v), where=base > 1.0)
+    profile = np.array([np.median(ratio[k::season]) if ratio[k::season].size else 1.0 for k in range(season)])
+    profile = np.maximum(profile, 1e-3)
+    return np.asarray(profile / profile.mean(), dtype=np.float64)
 
 
 def _clip_spikes(z: FloatArray, k: float) -> FloatArray:
