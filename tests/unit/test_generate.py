@@ -86,7 +86,7 @@ def test_shapes_and_date_ranges(fleet: Fleet) -> None:
 
 def test_same_spec_gives_identical_frames_and_another_seed_does_not(fleet: Fleet) -> None:
     again = generate_fleet(SPEC)
-    for name in ("servers", "daily", "future", "ground_truth"):
+    for name in ("servers", "daily", "future", "ground_truth", "expected"):
         pd.testing.assert_frame_equal(getattr(fleet, name), getattr(again, name))
     other = generate_fleet(FleetSpec(servers=SPEC.servers, days=SPEC.days, end_date=END, seed=SPEC.seed + 1))
     assert not fleet.future["p95"].equals(other.future["p95"])
@@ -202,6 +202,21 @@ def test_ground_truth_matches_the_future_by_the_documented_rule(fleet: Fleet) ->
             already += 1
     assert already + matched == truth["will_breach"].sum()
     assert matched > already > 0  # both cases are exercised
+
+
+def test_expected_is_the_future_without_its_noise(fleet: Fleet) -> None:
+    """The noise-free horizon lines up with ``future`` row for row, and what ``future`` adds to it is the
+    documented Gaussian noise: about one ``noise_sd`` wide, centred on zero (away from the 0 and 100 clips)."""
+    expected = fleet.expected
+    assert list(expected.columns) == [*LONG_COLUMNS, "noise_sd"]
+    assert len(expected) == len(fleet.future)
+    pd.testing.assert_frame_equal(expected[["server_id", "metric", "dt"]], fleet.future[["server_id", "metric", "dt"]])
+    assert expected["p95"].between(0.0, 100.0).all() and (expected["noise_sd"] > 0).all()
+    assert (expected.groupby(["server_id", "metric"])["noise_sd"].nunique() == 1).all()
+    inside = expected["p95"].between(10.0, 90.0)
+    z = ((fleet.future["p95"] - expected["p95"]) / expected["noise_sd"])[inside]
+    assert abs(float(z.mean())) < 0.02
+    assert 0.97 < float(z.std()) < 1.03
 
 
 def test_breach_share_is_realistic() -> None:

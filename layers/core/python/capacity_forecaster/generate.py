@@ -315,6 +315,11 @@ class Fleet:
     """server_id, metric, dt, p95: the true values of the horizon days, no gaps, no spikes."""
     ground_truth: pd.DataFrame
     """GROUND_TRUTH columns, one row per server and metric."""
+    expected: pd.DataFrame
+    """server_id, metric, dt, p95, noise_sd: the horizon days without the day-to-day noise (the level with its
+    weekly, calendar and yearly effects, clipped to 0..100), and the standard deviation of the noise that
+    ``future`` adds to them. What a forecaster that knew how the fleet was made would forecast: the
+    benchmarks score it as the ceiling of what forecasts can do against the noisy truth."""
 
 
 # --------------------------------------------------------------------------------------------- calendar
@@ -506,17 +511,28 @@ def _seasonal(
     return amplitudes @ cal.features
 
 
-def _metric_series(
-    rng: np.random.Generator, metric: str, inv: _Inventory, cal: _Calendar, thr: float
-) -> tuple[np.ndarray, FloatArray]:
-    """Planted patterns and the true series (servers x days, clipped 0..100, rounded) of one metric."""
+@dataclass(frozen=True)
+class _MetricSeries:
+    patterns: np.ndarray
+    """Pattern code per server."""
+    true: FloatArray
+    """servers x days, clipped 0..100, rounded to 0.01."""
+    expected: FloatArray
+    """The same without the day-to-day noise, clipped 0..100."""
+    noise_sd: FloatArray
+    """Per server."""
+
+
+def _metric_series(rng: np.random.Generator, metric: str, inv: _Inventory, cal: _Calendar, thr: float) -> _MetricSeries:
+    """Planted patterns, the true series and its noise-free part, of one metric."""
     profile = METRIC_PROFILES[metric]
     patterns = _assign_patterns(rng, profile, inv.idle)
     level = _levels(rng, profile, patterns, cal, thr)
     seasonal = _seasonal(rng, profile, patterns, inv, cal)
     noise_sd = _uniform(rng, profile.noise, patterns.size) * np.where(inv.idle, _IDLE_DAMPING, 1.0)
-    true = level * (1.0 + seasonal) + rng.standard_normal(level.shape) * noise_sd[:, None]
-    return patterns, np.round(np.clip(true, 0.0, 100.0), 2)
+    expected = level * (1.0 + seasonal)
+    true = expected + rng.standard_normal(level.shape) * noise_sd[:, None]
+    return _MetricSeries(patterns, np.round(np.clip(true, 0.0, 100.0), 2), np.clip(expected, 0.0, 100.0), noise_sd)
 
 
 def _with_spikes(rng: np.random.Generator, history: FloatArray, rate: float, idle: np.ndarray) -> FloatArray:
@@ -626,10 +642,14 @@ def generate_fleet(spec: FleetSpec) -> Fleet:
     inv = _inventory(np.random.default_rng([spec.seed, 0]), spec.servers)
     patterns = np.empty((spec.servers, len(METRICS)), dtype=np.int64)
     true = np.empty((spec.servers, len(METRICS), cal.days.size))
+    expected = np.empty((spec.servers, len(METRICS), cal.days.size - cal.n_hist))
+    noise_sd = np.empty((spec.servers, len(METRICS)))
     observed = np.empty((spec.servers, len(METRICS), cal.n_hist))
     for m, metric in enumerate(METRICS):
         rng = np.random.default_rng([spec.seed, 1, m])
-        patterns[:, m], true[:, m] = _metric_series(rng, metric, inv, cal, spec.thresholds[metric])
+        series = _metric_series(rng, metric, inv, cal, spec.thresholds[metric])
+        patterns[:, m], true[:, m], noise_sd[:, m] = series.patterns, series.true, series.noise_sd
+        expected[:, m] = series.expected[:, cal.n_hist :]
         rate = METRIC_PROFILES[metric].spike_rate
         observed[:, m] = _with_spikes(rng, true[:, m, : cal.n_hist], rate, inv.idle)
     present = np.random.default_rng([spec.seed, 2]).random((spec.servers, 1, cal.n_hist)) >= spec.missing_rate
@@ -640,6 +660,9 @@ def generate_fleet(spec: FleetSpec) -> Fleet:
         daily=_long_frame(ids, observed, cal.days[: cal.n_hist], keep),
         future=_long_frame(ids, true[:, :, cal.n_hist :], cal.days[cal.n_hist :]),
         ground_truth=_ground_truth(ids, patterns, true, cal, spec, inv.idle),
+        expected=_long_frame(ids, expected, cal.days[cal.n_hist :]).assign(
+            noise_sd=np.repeat(noise_sd.ravel(), expected.shape[2])
+        ),
     )
 
 

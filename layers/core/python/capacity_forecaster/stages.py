@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -38,6 +38,9 @@ from capacity_forecaster.schema import (
 from capacity_forecaster.settings import Settings
 from capacity_forecaster.storage.lake import Lake, partition_key
 
+if TYPE_CHECKING:
+    from capacity_forecaster.generate import FleetSpec
+
 UPLOADS_PREFIX = "raw/uploads/"
 RAW_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".json", ".json.gz")
 QUARANTINED_FILES_PREFIX = "quarantine/files/"
@@ -60,6 +63,23 @@ def utc_now() -> datetime:
 # --------------------------------------------------------------------------------------------- generate
 
 
+def fleet_spec(settings: Settings, run_date: date) -> FleetSpec:
+    """What the generate stage generates for ``run_date``: the fleet settings, the horizon, the risk
+    thresholds (for the ground truth), history ending the day before the run unless ``fleet.end_date`` says."""
+    from capacity_forecaster.generate import FleetSpec
+
+    fleet_settings = settings.fleet
+    return FleetSpec(
+        servers=fleet_settings.servers,
+        days=fleet_settings.days,
+        end_date=fleet_settings.end_date or (run_date - timedelta(days=1)),
+        horizon_days=settings.horizon_days,
+        seed=fleet_settings.seed,
+        country=fleet_settings.country,
+        thresholds=dict(settings.risk.thresholds),
+    )
+
+
 def run_generate(
     lake: Lake,
     settings: Settings,
@@ -74,7 +94,6 @@ def run_generate(
     the planted ground truth go to their own tables.
     """
     from capacity_forecaster.generate import (
-        FleetSpec,
         daily_as_raw_samples,
         generate_fleet,
         generate_raw_samples,
@@ -82,15 +101,7 @@ def run_generate(
 
     reporter: ProgressReporter = progress or NullProgress()
     fleet_settings = settings.fleet
-    spec = FleetSpec(
-        servers=fleet_settings.servers,
-        days=fleet_settings.days,
-        end_date=fleet_settings.end_date or (run_date - timedelta(days=1)),
-        horizon_days=settings.horizon_days,
-        seed=fleet_settings.seed,
-        country=fleet_settings.country,
-        thresholds=dict(settings.risk.thresholds),
-    )
+    spec = fleet_spec(settings, run_date)
     with reporter.task("generate fleet", 1) as advance:
         fleet = generate_fleet(spec)
         advance(1)
