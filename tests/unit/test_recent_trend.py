@@ -241,6 +241,20 @@ def test_a_yearly_wave_is_not_read_as_growth() -> None:
     assert without_wave > 2 * error
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_ramp_of_the_last_months_is_not_read_as_a_yearly_upswing(seed: int) -> None:
+    """Flat for 600 days, then 0.25 points a day for the last 130, under a small yearly wave. Fitted with a
+    smooth trend alone, the wave took the ramp as its upswing and bent the forecast down by about 6 points
+    by the end of the horizon; fitted with a new level and slope from the latest change, it does not."""
+    n, horizon = 730, 90
+    t = np.arange(n + horizon)
+    clean = 40 + 0.25 * np.clip(t - 600, 0, None) + 2.0 * np.sin(2 * np.pi * (t - 640) / 365.25)
+    y = clean[:n] + np.random.default_rng(seed).normal(0, 1.5, n)
+    fc = RecentTrend().forecast(y, horizon)
+    assert np.abs(fc.p50 - clean[n:]).mean() < 1.5
+    assert abs((fc.p50 - clean[n:])[-30:].mean()) < 2.0
+
+
 def test_a_short_history_has_no_yearly_wave() -> None:
     y = 50 + 6 * np.sin(2 * np.pi * np.arange(400) / 365.25) + weekly_noise(400, seed=14)
     a = RecentTrend().forecast(y, 60)

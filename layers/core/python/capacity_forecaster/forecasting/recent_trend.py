@@ -6,8 +6,10 @@ origins, and a line over a fixed window (``linear_trend``) blends the flat month
 slope. Here the slope comes only from the last *segment* of the history:
 
 0. With at least ``yearly_min_days`` of history, a yearly sine wave (fitted over the last two years with a
-   quadratic trend, kept when it clearly stands out) is taken off, and put back on the forecast, so that
-   the upswing of a yearly cycle is not read as a steeper trend.
+   quadratic trend and a new level and slope from the latest change of course, found first by steps 1-2 on
+   the series as it is; kept when it clearly stands out) is taken off, and put back on the forecast, so
+   that the upswing of a yearly cycle is not read as a steeper trend, nor a ramp of the last months as
+   the upswing of a wave.
 1. The last ``window`` days are deseasonalised. Weekly and calendar effects are shares of the level, added
    together (a quarter-end Monday is above the level by the Monday share plus the quarter-end share), as
    office load behaves: the weekly profile is the median ratio per day of the week to the 29-day centred
@@ -93,7 +95,7 @@ class RecentTrend:
 
     def _forecast(self, y: FloatArray, horizon: int, last_day: np.datetime64 | None) -> QuantileForecast:
         check_horizon(horizon)
-        yearly_hist, yearly_future = _yearly_wave(y, horizon, self.yearly_min_days)
+        yearly_hist, yearly_future = _yearly_wave(y, horizon, self.yearly_min_days, self._latest_change(y, last_day))
         w = (y - yearly_hist)[-self.window :]
         m = w.size
         steps = np.arange(1, horizon + 1)
@@ -102,18 +104,7 @@ class RecentTrend:
             unbounded = np.full(horizon, np.inf)
             return make_forecast(np.full(horizon, float(np.median(w))), -unbounded, unbounded)
 
-        # Weekly and calendar effects are shares of the level, added together (a quarter-end Monday is
-        # busier than the level by the Monday share plus the quarter-end share): a series that doubles has
-        # weekend dips and quarter-end peaks twice as deep, and a quarter-end day that fell on a weekend
-        # still tells the size of the quarter-end peak.
-        base = _centred_median(w, 4 * self.season + 1)  # 29 days for daily values
-        weekly = _weekly_profile(w, base, self.season)
-        week_hist = weekly[np.arange(m) % self.season]
-        level = _centred_median(w / week_hist, 4 * self.season + 1)
-        share = np.divide(w, level, out=week_hist.copy(), where=level > 1.0)
-        calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, last_day)
-        z = _clip_spikes(w / (week_hist + calendar_hist), self.spike_k)
-
+        z, weekly, calendar_future = self._deseasonalise(w, horizon, last_day)
         future_x = (m - 1 + steps).astype(np.float64)
         cycle = _cleanup_cycle(z, self.cleanup_drop, self.spike_k, self.min_segment, self.season)
         if cycle is not None:
@@ -144,6 +135,35 @@ class RecentTrend:
         above = np.maximum(high_r, 0.0) + widen
         return make_forecast(point, below * scale, above * scale)
 
+    def _deseasonalise(
+        self, w: FloatArray, horizon: int, last_day: np.datetime64 | None
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """``(w without its weekly and calendar shares and one-day spikes, the weekly profile, the calendar
+        shares of the horizon days)``.
+
+        Weekly and calendar effects are shares of the level, added together (a quarter-end Monday is busier
+        than the level by the Monday share plus the quarter-end share): a series that doubles has weekend
+        dips and quarter-end peaks twice as deep, and a quarter-end day that fell on a weekend still tells
+        the size of the quarter-end peak."""
+        m = w.size
+        base = _centred_median(w, 4 * self.season + 1)  # 29 days for daily values
+        weekly = _weekly_profile(w, base, self.season)
+        week_hist = weekly[np.arange(m) % self.season]
+        level = _centred_median(w / week_hist, 4 * self.season + 1)
+        share = np.divide(w, level, out=week_hist.copy(), where=level > 1.0)
+        calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, last_day)
+        return _clip_spikes(w / (week_hist + calendar_hist), self.spike_k), weekly, calendar_future
+
+    def _latest_change(self, y: FloatArray, last_day: np.datetime64 | None) -> int | None:
+        """Index in ``y`` of the latest change of course, found before the yearly wave is fitted (so that
+        the wave's fit can give the ramp its own slope); None without one or where no wave is fitted."""
+        if y.size < self.yearly_min_days:
+            return None
+        w = y[-self.window :]
+        z, _, _ = self._deseasonalise(w, 1, last_day)
+        breaks = self._change_points(z)
+        return y.size - w.size + breaks[-1] if breaks else None
+
     def _change_points(self, z: FloatArray) -> list[int]:
         """Starts of the segments after each accepted break, oldest first (empty: one segment)."""
         breaks: list[int] = []
@@ -157,11 +177,15 @@ class RecentTrend:
         return breaks
 
 
-def _yearly_wave(y: FloatArray, horizon: int, min_days: int) -> tuple[FloatArray, FloatArray]:
+def _yearly_wave(
+    y: FloatArray, horizon: int, min_days: int, change: int | None = None
+) -> tuple[FloatArray, FloatArray]:
     """A yearly sine wave on the history and the horizon (zeros when there is none to see).
 
     Fitted by least squares over the last two years together with a quadratic trend (which takes the growth,
-    so that a ramp is not read as half a wave), from at least ``min_days`` of history; kept only when its
+    so that a ramp is not read as half a wave) and, at ``change`` (an index in ``y``: where the series last
+    changed course), a new level and slope (so that a ramp of the last months is not read as the upswing of
+    a wave, to be taken back as its downswing), from at least ``min_days`` of history; kept only when its
     amplitude is at least 1 point and 4 standard errors. (A wave fitted as a share of the level, on the
     logarithm or over the trend, forecast the generated fleet less well: 1.85 to 2.0 points of MAE against 1.8.)"""
     n = y.size
@@ -172,14 +196,18 @@ def _yearly_wave(y: FloatArray, horizon: int, min_days: int) -> tuple[FloatArray
     t = np.arange(k + horizon, dtype=np.float64)
     angle = 2.0 * np.pi * t / 365.25
     scaled = t / k
-    design = np.column_stack([np.ones_like(t), scaled, scaled**2, np.sin(angle), np.cos(angle)])
+    columns = [np.sin(angle), np.cos(angle), np.ones_like(t), scaled, scaled**2]
+    if change is not None and 0 < change - (n - k) < k:
+        after = t >= change - (n - k)
+        columns += [after.astype(np.float64), np.where(after, scaled - scaled[change - (n - k)], 0.0)]
+    design = np.column_stack(columns)
     coef, *_ = np.linalg.lstsq(design[:k], v, rcond=None)
     resid = v - design[:k] @ coef
-    sigma = float(np.sqrt(np.sum(resid**2) / max(k - 5, 1)))
-    amplitude = float(np.hypot(coef[3], coef[4]))
+    sigma = float(np.sqrt(np.sum(resid**2) / max(k - design.shape[1], 1)))
+    amplitude = float(np.hypot(coef[0], coef[1]))
     if amplitude < max(1.0, 4.0 * sigma * np.sqrt(2.0 / k)):
         return np.zeros(n), np.zeros(horizon)
-    wave = design[:, 3:] @ coef[3:]
+    wave = design[:, :2] @ coef[:2]
     return np.concatenate([np.zeros(n - k), wave[:k]]), wave[k:]
 
 
