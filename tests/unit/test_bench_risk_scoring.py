@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
+
+import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.bench_risk import AT_RISK, P50_ONLY, score
+from benchmarks.bench_risk import AT_RISK, PREDICTED, perfect_forecasts, score
 
 
 def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -32,7 +35,7 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     return register, truth
 
 
-def test_flagged_means_critical_high_or_medium_and_dates_prefer_p50() -> None:
+def test_at_risk_means_critical_high_or_medium_and_dates_prefer_p50() -> None:
     register, truth = frames()
     result = score(register, truth, tiers=AT_RISK)
     assert result.flagged == 3  # a, c, e
@@ -44,8 +47,27 @@ def test_flagged_means_critical_high_or_medium_and_dates_prefer_p50() -> None:
     assert result.false_alarms == {"growing": 1}
 
 
-def test_p50_only_reading() -> None:
+def test_predicted_reading_is_critical_and_high_dated_by_p50() -> None:
     register, truth = frames()
-    result = score(register, truth, tiers=P50_ONLY)
+    result = score(register, truth, tiers=PREDICTED)
     assert (result.flagged, result.recall, result.precision, result.median_date_error) == (1, 1 / 3, 1.0, 2.0)
     assert result.misses == {"sawtooth": 1, "seasonal_peak": 1} and result.false_alarms == {}
+
+
+def test_perfect_forecasts_are_the_noise_free_horizon_with_the_noise_band() -> None:
+    """P50 = the expected value; P10/P90 = the normal 10th/90th percentiles of the planted noise, clipped."""
+    expected = pd.DataFrame(
+        {
+            "server_id": ["a", "a", "b"],
+            "metric": "cpu",
+            "dt": pd.to_datetime(["2026-11-23", "2026-11-24", "2026-11-23"]),
+            "p95": [50.0, 99.0, 2.0],
+            "noise_sd": [2.0, 2.0, 3.0],
+        }
+    )
+    out = perfect_forecasts(expected, date(2026, 11, 23))
+    np.testing.assert_allclose(out["p50"], [50.0, 99.0, 2.0])
+    np.testing.assert_allclose(out["p90"], [50.0 + 2.0 * 1.2815515655446004, 100.0, 2.0 + 3.0 * 1.2815515655446004])
+    np.testing.assert_allclose(out["p10"], [50.0 - 2.0 * 1.2815515655446004, 99.0 - 2.0 * 1.2815515655446004, 0.0])
+    assert out["horizon_step"].tolist() == [1, 2, 1]
+    assert out["is_champion"].all()

@@ -26,6 +26,7 @@ from capacity_forecaster.forecasting.job import (
     staging_keys,
 )
 from capacity_forecaster.schema import FORECASTS, METRICS_DAILY, MODEL_METRICS
+from capacity_forecaster.settings import TrainingSettings
 from capacity_forecaster.storage.lake import Lake, open_lake
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,11 +209,14 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
     assert params.run_date == RUN_DATE
     assert (params.horizon_days, params.backtest_origins, params.score, params.min_history_days) == (
         90,
-        2,
+        6,
         "mae",
         56,
     )
     assert params.models == ("seasonal_naive", "linear_trend", "recent_trend")
+    # The cloud job (launched without these hyperparameters) backtests as the local pipeline does.
+    local = TrainingSettings()
+    assert (params.models, params.backtest_origins) == (local.models, local.backtest_origins)
     assert params.n_jobs == -1  # all cores
     assert (params.country, params.rf_max_rows, params.seed) == ("US", 20_000, 0)
     assert params.prophet_history_days == 400

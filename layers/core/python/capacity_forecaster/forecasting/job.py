@@ -51,6 +51,7 @@ from capacity_forecaster.schema import (
     METRICS_HOURLY,
     TableSchema,
 )
+from capacity_forecaster.settings import TrainingSettings
 from capacity_forecaster.storage.lake import Lake, open_lake, parse_partition_key, read_partitioned_dir
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ROOT = Path("/opt/ml")
 CHANNEL = "curated"
 STAGING_PREFIX = "staging/training"
-DEFAULT_MODELS: tuple[str, ...] = ("seasonal_naive", "linear_trend", "recent_trend")
+DEFAULT_MODELS: tuple[str, ...] = TrainingSettings.models
+DEFAULT_BACKTEST_ORIGINS: int = TrainingSettings.backtest_origins
 MAX_HORIZON = 730
 MAX_HORIZON_HOURS = 2208
 CHANNEL_TABLES: dict[str, TableSchema] = {"daily": METRICS_DAILY, "hourly": METRICS_HOURLY}
@@ -72,7 +74,7 @@ HYPERPARAMETERS: dict[str, str] = {
     "lake_uri": "required; where outputs go: a local folder or s3://bucket/prefix",
     "horizon_days": f"integer 1..{MAX_HORIZON}; default 90",
     "models": "comma-separated registered model names; default seasonal_naive,linear_trend,recent_trend",
-    "backtest_origins": "integer 1..52; default 2",
+    "backtest_origins": f"integer 1..52; default {DEFAULT_BACKTEST_ORIGINS}",
     "backtest_horizon": "integer 1..horizon_days; default min(horizon_days, 28)",
     "backtest_step": "integer 1..365 days between origins; default backtest_horizon",
     "score": f"one of {', '.join(SCORES)}; default mae",
@@ -102,7 +104,7 @@ class TrainingParams:
     lake_uri: str
     horizon_days: int = 90
     models: tuple[str, ...] = DEFAULT_MODELS
-    backtest_origins: int = 2
+    backtest_origins: int = DEFAULT_BACKTEST_ORIGINS
     backtest_horizon: int | None = None
     backtest_step: int | None = None
     score: str = "mae"
@@ -257,7 +259,7 @@ def parse_hyperparameters(raw_values: Mapping[str, object]) -> TrainingParams:
         lake_uri=lake_uri,
         horizon_days=horizon_days,
         models=models,
-        backtest_origins=_int(raw, "backtest_origins", 2, 1, 52),
+        backtest_origins=_int(raw, "backtest_origins", DEFAULT_BACKTEST_ORIGINS, 1, 52),
         backtest_horizon=_optional_int(raw, "backtest_horizon", 1, horizon),
         backtest_step=_optional_int(raw, "backtest_step", 1, 365),
         score=score,
