@@ -146,13 +146,25 @@ class RecentTrend:
         dips and quarter-end peaks twice as deep, and a quarter-end day that fell on a weekend still tells
         the size of the quarter-end peak."""
         m = w.size
-        base = _centred_median(w, 4 * self.season + 1)  # 29 days for daily values
-        weekly = _weekly_profile(w, base, self.season)
-        week_hist = weekly[np.arange(m) % self.season]
-        level = _centred_median(w / week_hist, 4 * self.season + 1)
+        week_hist, weekly, level = self._weekly_and_level(w, None)
         share = np.divide(w, level, out=week_hist.copy(), where=level > 1.0)
         calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, last_day)
+        if calendar_hist.any():
+            # Peaks found: the month- and quarter-end days are left out of the medians their shares are taken
+            # against (a quarter end's week of peak days in a 29-day window lifts its median and shrinks the
+            # peak's share), and the shares are measured again.
+            week_hist, weekly, level = self._weekly_and_level(w, _calendar_days(last_day, m))
+            share = np.divide(w, level, out=week_hist.copy(), where=level > 1.0)
+            calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, last_day)
         return _clip_spikes(w / (week_hist + calendar_hist), self.spike_k), weekly, calendar_future
+
+    def _weekly_and_level(self, w: FloatArray, skip: np.ndarray | None) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """``(each day's weekly share, the weekly profile, the level)``: medians over 29 days (for daily
+        values) that leave out the days where ``skip`` is True."""
+        width = 4 * self.season + 1
+        weekly = _weekly_profile(w, _centred_median(w, width, skip), self.season)
+        week_hist = weekly[np.arange(w.size) % self.season]
+        return week_hist, weekly, _centred_median(w / week_hist, width, skip)
 
     def _latest_change(self, y: FloatArray, last_day: np.datetime64 | None) -> int | None:
         """Index in ``y`` of the latest change of course, found before the yearly wave is fitted (so that
@@ -250,12 +262,28 @@ def _calendar_excess(dev: FloatArray, horizon: int, last_day: np.datetime64 | No
     return hist, fut
 
 
-def _centred_median(v: FloatArray, width: int) -> FloatArray:
-    """Median over a centred window of ``width`` days (shorter at the edges)."""
+def _centred_median(v: FloatArray, width: int, skip: np.ndarray | None = None) -> FloatArray:
+    """Median over a centred window of ``width`` days (shorter at the edges), leaving out the days where
+    ``skip`` is True (where a window holds nothing else, the day's own value)."""
     half = width // 2
-    padded = np.pad(v, half, mode="edge")
+    if skip is None or not skip.any():
+        padded = np.pad(v, half, mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
+        return np.asarray(np.median(windows, axis=1), dtype=np.float64)
+    padded = np.pad(np.where(skip, np.nan, v), half, mode="constant", constant_values=np.nan)
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
-    return np.asarray(np.median(windows, axis=1), dtype=np.float64)
+    empty = np.isnan(windows).all(axis=1)
+    out = np.full(v.size, np.nan)
+    out[~empty] = np.nanmedian(windows[~empty], axis=1)
+    return np.asarray(np.where(empty, v, out), dtype=np.float64)
+
+
+def _calendar_days(last_day: np.datetime64 | None, n: int) -> np.ndarray | None:
+    """Month-end and quarter-end days among the ``n`` days up to ``last_day`` (None without dates)."""
+    if last_day is None:
+        return None
+    past = day_range(last_day, n)
+    return np.asarray((quarter_end_flag(past) > 0) | (month_end_flag(past) > 0))
 
 
 def _weekly_profile(v: FloatArray, base: FloatArray, season: int) -> FloatArray:
