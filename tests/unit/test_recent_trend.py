@@ -13,6 +13,7 @@ from capacity_forecaster.forecasting.calendar_features import (
     CalendarModel,
     day_range,
     days_to_month_end,
+    holiday_flag,
     quarter_end_flag,
 )
 from capacity_forecaster.forecasting.recent_trend import RecentTrend
@@ -188,6 +189,49 @@ def test_quarter_end_peak_is_a_share_of_the_level_on_weekdays_and_weekends() -> 
         fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
         errors.append(float((fc.p50[dec] - truth[dec])[-4:].mean()))
     assert abs(float(np.mean(errors))) < 0.3
+
+
+def _office_load(d: np.ndarray, quarter_share: float = 0.0) -> np.ndarray:
+    """Office load as the generator makes it: 30% less on weekends and US bank holidays, plus a quarter-end
+    share rising to ``quarter_share`` on the last day."""
+    off = (((d.astype(np.int64) + 3) % 7) >= 5) | (holiday_flag(d, "US") > 0)
+    share = quarter_share * np.clip(1.0 - days_to_month_end(d) / 7.0, 0.0, None) * quarter_end_flag(d)
+    return 55.0 * (1.0 - 0.3 * off + share)
+
+
+def test_bank_holidays_dip_like_weekends() -> None:
+    """Christmas and New Year's Day in the horizon (a Friday each in 2026-27) are forecast at the weekend
+    level, learnt from the past bank holidays; without a country they read as working days."""
+    n, horizon = 730, 90
+    days, future = day_range(LAST_DAY, n), day_range(LAST_DAY, 0, ahead=horizon)
+    y = _office_load(days) + np.random.default_rng(3).normal(0, 1.0, n)
+    truth = _office_load(future)
+    holidays = holiday_flag(future, "US") > 0
+    assert holidays.sum() >= 3  # Thanksgiving, Christmas, New Year's Day, MLK Day, Presidents' Day
+    fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
+    assert np.abs(fc.p50[holidays] - truth[holidays]).max() < 2.5
+    assert np.abs(fc.p50 - truth).mean() < 1.0
+    blind = RecentTrend(country=None).forecast_from(y, horizon, LAST_DAY)
+    assert np.all(blind.p50[holidays] - truth[holidays] > 10.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_quarter_end_with_a_holiday_in_it_still_counts_as_a_peak(seed: int) -> None:
+    """A small quarter-end peak (+6% on the last day, +3.3 points) with Christmas in the last 7 days of
+    December: the holiday's dip has its own share, so it does not cancel the December episodes' peak (every
+    past episode must peak for the peak to be used); counted as an ordinary day, it did."""
+    n, horizon = 730, 90
+    days, future = day_range(LAST_DAY, n), day_range(LAST_DAY, 0, ahead=horizon)
+    y = _office_load(days, quarter_share=0.06) + np.random.default_rng(seed).normal(0, 1.0, n)
+    truth = _office_load(future, quarter_share=0.06)
+    fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
+    last_days = np.flatnonzero(quarter_end_flag(future) > 0)[-3:]  # 29 to 31 December, working days
+    assert np.abs(fc.p50[last_days] - truth[last_days]).max() < 2.0
+
+
+def test_rejects_an_unknown_country() -> None:
+    with pytest.raises(ValueError, match="country"):
+        RecentTrend(country="XX")
 
 
 def test_one_day_spikes_do_not_bend_the_line() -> None:

@@ -235,6 +235,7 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
     )
     assert custom.models == ("prophet", "random_forest", "seasonal_naive")
     assert custom.model_settings() == {
+        "recent_trend": {"country": "GB"},
         "prophet": {"country": "GB", "seed": 3, "history_days": 0},
         "random_forest": {"country": "GB", "max_rows": 5000, "seed": 3, "n_jobs": 2},
     }

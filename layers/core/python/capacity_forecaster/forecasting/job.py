@@ -80,7 +80,7 @@ HYPERPARAMETERS: dict[str, str] = {
     "score": f"one of {', '.join(SCORES)}; default mae",
     "min_history_days": "integer 1..3650; default 56",
     "n_jobs": "integer >= 1, or -1 (or 0) for all cores; default all cores",
-    "country": "ISO country code of the bank holidays (prophet, random_forest); default US",
+    "country": "ISO country code of the bank holidays (recent_trend, prophet, random_forest); default US",
     "rf_max_rows": "integer 100..10000000, training rows of one random_forest fit; default 20000",
     "seed": "integer 0..2147483647, seed of the random_forest and of prophet's uncertainty samples; default 0",
     "grain": "daily, or hourly (reads metrics_hourly, writes forecasts_hourly and model_metrics_hourly); default daily",
@@ -136,6 +136,7 @@ class TrainingParams:
     def model_settings(self) -> dict[str, dict[str, object]]:
         """Field overrides of the models that take them (see ``engine.resolve_models``)."""
         return {
+            "recent_trend": {"country": self.country},
             "prophet": {"country": self.country, "seed": self.seed, "history_days": self.prophet_history_days},
             "random_forest": {
                 "country": self.country,

@@ -14,17 +14,19 @@ slope. Here the slope comes only from the last *segment* of the history:
    together (a quarter-end Monday is above the level by the Monday share plus the quarter-end share), as
    office load behaves: the weekly profile is the median ratio per day of the week to the 29-day centred
    median (with ``season`` 24 for hourly values, per hour of the day over a 97-hour median), scaled to a
-   mean of 1; month-end and quarter-end days (daily values only) get their share over the day of the
-   week's (per day before the end: the median over past episodes, at least two); each day is divided by
-   its total share, and one-day spikes (a day over ``spike_k`` robust deviations above or below both
-   neighbours) are smoothed out.
+   mean of 1; with daily values and dates, the bank holidays of ``country`` (offices closed: a dip like a
+   weekend's) and month-end and quarter-end days get their share over the day of the week's (holidays:
+   the median over the past ones; month and quarter ends: per day before the end, the median over past
+   episodes, at least two), and where any is found the medians are taken again without those days, which
+   would otherwise lift them; each day is divided by its total share, and one-day spikes (a day over
+   ``spike_k`` robust deviations above or below both neighbours) are smoothed out.
 2. Change points: the best single break (a new level and slope from that day on) is searched over the
    window; it is kept when it lowers the BIC by more than ``penalty`` (a break costs 3 parameters), and the
    search repeats inside the segment after it, so the last segment starts at the latest real change. Segments
    are at least ``min_segment`` days long.
 3. The point forecast extends the last segment's least-squares line and multiplies it by each future
-   day's share (day of the week, and month or quarter end when the dates are known); the yearly wave
-   goes back on.
+   day's share (day of the week, and holiday, month or quarter end when the dates are known); the yearly
+   wave goes back on.
 4. Clean-up cycles: when the window holds at least two sharp drops (more than ``cleanup_drop`` points and
    ``spike_k`` robust deviations of the day-to-day change) at regular intervals (the spacings within 25% of
    their median) and every segment between them fills (a positive slope), the forecast drops back to the
@@ -54,8 +56,10 @@ from capacity_forecaster.forecasting.baselines import (
     register_model,
 )
 from capacity_forecaster.forecasting.calendar_features import (
+    check_country,
     day_range,
     days_to_month_end,
+    holiday_flag,
     month_end_flag,
     quarter_end_flag,
 )
@@ -77,7 +81,13 @@ class RecentTrend:
     yearly_min_days: int = 548
     season: int = SEASON
     """Steps in the main cycle: 7 for daily values (the week), 24 for hourly ones (the day)."""
+    country: str | None = "US"
+    """ISO code of the country whose bank holidays get their own share (daily values with dates); None: none."""
     name: str = "recent_trend"
+
+    def __post_init__(self) -> None:
+        if self.country is not None:
+            check_country(self.country)
 
     def params(self) -> dict[str, object]:
         return asdict(self)
@@ -146,17 +156,19 @@ class RecentTrend:
         dips and quarter-end peaks twice as deep, and a quarter-end day that fell on a weekend still tells
         the size of the quarter-end peak."""
         m = w.size
+        calendar = _Calendar.of(last_day, m, horizon, self.country)
         week_hist, weekly, level = self._weekly_and_level(w, None)
         share = np.divide(w, level, out=week_hist.copy(), where=level > 1.0)
-        calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, last_day)
-        if calendar_hist.any():
-            # Peaks found: the month- and quarter-end days are left out of the medians their shares are taken
-            # against (a quarter end's week of peak days in a 29-day window lifts its median and shrinks the
-            # peak's share), and the shares are measured again.
-            week_hist, weekly, level = self._weekly_and_level(w, _calendar_days(last_day, m))
+        calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, calendar)
+        if calendar is not None and calendar_hist.any():
+            # Peaks or holidays found: those days are left out of the medians their shares are taken against
+            # (a quarter end's week of peak days in a 29-day window lifts its median and shrinks the peak's
+            # share), and the shares are measured again.
+            week_hist, weekly, level = self._weekly_and_level(w, calendar.special_past)
             share = np.divide(w, level, out=week_hist.copy(), where=level > 1.0)
-            calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, last_day)
-        return _clip_spikes(w / (week_hist + calendar_hist), self.spike_k), weekly, calendar_future
+            calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, calendar)
+        total = np.maximum(week_hist + calendar_hist, 0.05)  # a share never quite 0, so the level stays finite
+        return _clip_spikes(w / total, self.spike_k), weekly, calendar_future
 
     def _weekly_and_level(self, w: FloatArray, skip: np.ndarray | None) -> tuple[FloatArray, FloatArray, FloatArray]:
         """``(each day's weekly share, the weekly profile, the level)``: medians over 29 days (for daily
@@ -225,40 +237,93 @@ def _yearly_wave(
     return np.concatenate([np.zeros(n - k), wave[:k]]), wave[k:]
 
 
-def _calendar_excess(dev: FloatArray, horizon: int, last_day: np.datetime64 | None) -> tuple[FloatArray, FloatArray]:
-    """Month-end and quarter-end shares of the level on the history days of ``dev`` and on the horizon.
+@dataclass(frozen=True)
+class _Calendar:
+    """Which history and horizon days are month ends, quarter ends and bank holidays."""
 
-    ``dev`` is each day's share of the level over its day-of-the-week share (about 0 on ordinary days). One
-    excess per day before the end (the last 7 days of a quarter, the last 3 of other months), so a peak that
-    builds up to the last day is followed: the median ``dev`` of those days (at least 0). The excesses of a
-    kind (quarter end, month end) are used only when every past episode (at least two) peaked on average and
-    their mean is more than 3 times the ordinary days' robust spread of ``dev`` over the square root of the
-    number of days: without that, noise alone would put a small peak before every month end of every
-    series."""
+    quarter_past: np.ndarray
+    quarter_future: np.ndarray
+    month_past: np.ndarray
+    """Month-end days outside quarter ends."""
+    month_future: np.ndarray
+    left_past: np.ndarray
+    """Days to the end of the month."""
+    left_future: np.ndarray
+    month_of: np.ndarray
+    holiday_past: np.ndarray
+    holiday_future: np.ndarray
+
+    @classmethod
+    def of(cls, last_day: np.datetime64 | None, n: int, horizon: int, country: str | None) -> _Calendar | None:
+        """The calendar of ``n`` history days up to ``last_day`` and ``horizon`` days after (None without
+        dates)."""
+        if last_day is None:
+            return None
+        past, future = day_range(last_day, n), day_range(last_day, 0, ahead=horizon)
+        quarter_past, quarter_future = quarter_end_flag(past) > 0, quarter_end_flag(future) > 0
+        no_holiday = np.zeros(past.size, dtype=bool), np.zeros(future.size, dtype=bool)
+        holiday = (
+            (holiday_flag(past, country) > 0, holiday_flag(future, country) > 0) if country is not None else no_holiday
+        )
+        return cls(
+            quarter_past=quarter_past,
+            quarter_future=quarter_future,
+            month_past=(month_end_flag(past) > 0) & ~quarter_past,
+            month_future=(month_end_flag(future) > 0) & ~quarter_future,
+            left_past=days_to_month_end(past),
+            left_future=days_to_month_end(future),
+            month_of=past.astype("datetime64[M]"),
+            holiday_past=holiday[0],
+            holiday_future=holiday[1],
+        )
+
+    @property
+    def special_past(self) -> np.ndarray:
+        """History days that are not ordinary days."""
+        return np.asarray(self.quarter_past | self.month_past | self.holiday_past)
+
+
+def _calendar_excess(dev: FloatArray, horizon: int, calendar: _Calendar | None) -> tuple[FloatArray, FloatArray]:
+    """Bank-holiday, month-end and quarter-end shares of the level on the history days of ``dev`` and on the
+    horizon (zeros without a calendar).
+
+    ``dev`` is each day's share of the level over its day-of-the-week share (about 0 on ordinary days).
+
+    - Bank holidays (offices closed: usually a dip like a weekend's): the median ``dev`` of the past ones,
+      used when at least 3 of them, three quarters on the same side, put it more than 3 times the ordinary
+      days' robust spread of ``dev`` over the square root of their number away from 0.
+    - Month and quarter ends: one excess per day before the end (the last 7 days of a quarter, the last 3
+      of other months), so a peak that builds up to the last day is followed: the median ``dev`` of those
+      days (at least 0), holidays left out (they carry their own share, added to it). The excesses of a kind
+      are used only when every past episode (at least two) peaked on average and their mean is more than 3
+      times that spread over the square root of the number of days: without that, noise alone would put a
+      small peak before every month end of every series."""
     hist, fut = np.zeros(dev.size), np.zeros(horizon)
-    if last_day is None:
+    if calendar is None:
         return hist, fut
-    past, future = day_range(last_day, dev.size), day_range(last_day, 0, ahead=horizon)
-    left_past, left_future = days_to_month_end(past), days_to_month_end(future)
-    quarter_past, quarter_future = quarter_end_flag(past) > 0, quarter_end_flag(future) > 0
-    month_past = (month_end_flag(past) > 0) & ~quarter_past
-    month_future = (month_end_flag(future) > 0) & ~quarter_future
-    ordinary = ~(quarter_past | month_past)
+    cal = calendar
+    ordinary = ~cal.special_past
     spread = _MAD_SCALE * float(np.median(np.abs(dev[ordinary] - np.median(dev[ordinary]))))
-    month_of = past.astype("datetime64[M]")
-    for flag_past, flag_future in ((quarter_past, quarter_future), (month_past, month_future)):
-        episodes = [dev[flag_past & (month_of == month)] for month in np.unique(month_of[flag_past])]
+    holidays_past = cal.holiday_past
+    if holidays_past.sum() >= 3:
+        value = float(np.median(dev[holidays_past]))
+        same_side = float(np.mean(np.sign(dev[holidays_past]) == np.sign(value)))
+        if abs(value) > 3.0 * spread / np.sqrt(holidays_past.sum()) and same_side >= 0.75:
+            hist[holidays_past] += value
+            fut[cal.holiday_future] += value
+    for flag_past, flag_future in ((cal.quarter_past, cal.quarter_future), (cal.month_past, cal.month_future)):
+        working = flag_past & ~holidays_past
+        episodes = [dev[working & (cal.month_of == month)] for month in np.unique(cal.month_of[working])]
         if len(episodes) < 2:
             continue
         # A peak every past episode showed, and larger than the day-to-day noise could make by chance.
-        excess = float(np.mean(dev[flag_past]))
-        if min(float(e.mean()) for e in episodes) <= 0.0 or excess <= 3.0 * spread / np.sqrt(flag_past.sum()):
+        excess = float(np.mean(dev[working]))
+        if min(float(e.mean()) for e in episodes) <= 0.0 or excess <= 3.0 * spread / np.sqrt(working.sum()):
             continue
-        for left in np.unique(left_past[flag_past]):
-            on_past = flag_past & (left_past == left)
-            value = max(float(np.median(dev[on_past])), 0.0)
-            hist[on_past] = value
-            fut[flag_future & (left_future == left)] = value
+        for left in np.unique(cal.left_past[working]):
+            value = max(float(np.median(dev[working & (cal.left_past == left)])), 0.0)
+            hist[flag_past & (cal.left_past == left)] += value
+            fut[flag_future & (cal.left_future == left)] += value
     return hist, fut
 
 
@@ -276,14 +341,6 @@ def _centred_median(v: FloatArray, width: int, skip: np.ndarray | None = None) -
     out = np.full(v.size, np.nan)
     out[~empty] = np.nanmedian(windows[~empty], axis=1)
     return np.asarray(np.where(empty, v, out), dtype=np.float64)
-
-
-def _calendar_days(last_day: np.datetime64 | None, n: int) -> np.ndarray | None:
-    """Month-end and quarter-end days among the ``n`` days up to ``last_day`` (None without dates)."""
-    if last_day is None:
-        return None
-    past = day_range(last_day, n)
-    return np.asarray((quarter_end_flag(past) > 0) | (month_end_flag(past) > 0))
 
 
 def _weekly_profile(v: FloatArray, base: FloatArray, season: int) -> FloatArray:
