@@ -242,6 +242,19 @@ def test_one_day_spikes_do_not_bend_the_line() -> None:
     assert abs(fc.p50.mean() - 45) < 2.0
 
 
+def test_a_spike_on_the_last_day_does_not_bend_the_line() -> None:
+    """An incident on the last history day (+40 points on a steady series) is not taken as the start of a
+    steep climb; a clean-up on the last day (a fall) is kept, so the forecast starts from the emptied disk."""
+    n = 400
+    y = 45 + weekly_noise(n, seed=8)
+    y[-1] += 40
+    fc = RecentTrend().forecast(y, 60)
+    assert abs(fc.p50.mean() - 45) < 2.0 and fc.p50.max() < 55
+    disk = 30 + 0.2 * np.arange(n) % 40 + np.random.default_rng(1).normal(0, 0.3, n)
+    disk[-1] = disk[-2] - 35
+    assert RecentTrend().forecast(disk, 5).p50[0] < disk[-2] - 20
+
+
 def test_wins_the_backtest_on_a_recent_ramp() -> None:
     """Chosen as champion over the baselines on a ramp that began before the backtest's origins."""
     n = 700

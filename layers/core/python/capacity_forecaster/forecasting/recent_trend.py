@@ -357,7 +357,11 @@ def _clip_spikes(z: FloatArray, k: float) -> FloatArray:
     """One-day spikes and dips are replaced by the mean of the two neighbouring days.
 
     A day is a spike when it is more than ``k`` robust deviations above both neighbours (a dip: below both);
-    a step such as a clean-up, or a steep fill, sits level with one neighbour, so it is left alone."""
+    a step such as a clean-up, or a steep fill, sits level with one neighbour, so it is left alone. The last
+    day has one neighbour: it is a spike when it is that far above both days before it, and then it takes
+    the day before's value (the forecast would otherwise bend its whole line up to one incident on the last
+    day; if it was the first day of a higher level, the next run sees a step). A fall on the last day is
+    kept: it may be a clean-up."""
     if z.size < 3:
         return z
     diffs = np.diff(z)
@@ -367,7 +371,11 @@ def _clip_spikes(z: FloatArray, k: float) -> FloatArray:
     left, right = np.concatenate([z[:1], z[:-1]]), np.concatenate([z[1:], z[-1:]])
     odd = (z > np.maximum(left, right) + k * scale) | (z < np.minimum(left, right) - k * scale)
     odd[[0, -1]] = False  # an end day has one neighbour: cannot tell a spike from a step
-    return np.where(odd, (left + right) / 2.0, z)
+    out = np.where(odd, (left + right) / 2.0, z)
+    before = z[-3:-1]
+    if z[-1] > before.max() + k * scale:
+        out[-1] = out[-2]
+    return out
 
 
 def _centred_mean(v: FloatArray, width: int, *, shift: int) -> FloatArray:
