@@ -146,7 +146,7 @@ class RecentTrend:
         return make_forecast(point, below * scale, above * scale)
 
     def _deseasonalise(
-        self, w: FloatArray, horizon: int, last_day: np.datetime64 | None
+        self, w: FloatArray, horizon: int, last_day: np.datetime64 | None, *, refine: bool = True
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """``(w without its weekly and calendar shares and one-day spikes, the weekly profile, the calendar
         shares of the horizon days)``.
@@ -154,13 +154,14 @@ class RecentTrend:
         Weekly and calendar effects are shares of the level, added together (a quarter-end Monday is busier
         than the level by the Monday share plus the quarter-end share): a series that doubles has weekend
         dips and quarter-end peaks twice as deep, and a quarter-end day that fell on a weekend still tells
-        the size of the quarter-end peak."""
+        the size of the quarter-end peak. ``refine=False`` skips measuring the shares again without the
+        special days (enough to find where the series changed course)."""
         m = w.size
         calendar = _Calendar.of(last_day, m, horizon, self.country)
         week_hist, weekly, level = self._weekly_and_level(w, None)
         share = np.divide(w, level, out=week_hist.copy(), where=level > 1.0)
         calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, calendar)
-        if calendar is not None and calendar_hist.any():
+        if refine and calendar is not None and calendar_hist.any():
             # Peaks or holidays found: those days are left out of the medians their shares are taken against
             # (a quarter end's week of peak days in a 29-day window lifts its median and shrinks the peak's
             # share), and the shares are measured again.
@@ -184,7 +185,7 @@ class RecentTrend:
         if y.size < self.yearly_min_days:
             return None
         w = y[-self.window :]
-        z, _, _ = self._deseasonalise(w, 1, last_day)
+        z, _, _ = self._deseasonalise(w, 1, last_day, refine=False)
         breaks = self._change_points(z)
         return y.size - w.size + breaks[-1] if breaks else None
 
@@ -336,11 +337,11 @@ def _centred_median(v: FloatArray, width: int, skip: np.ndarray | None = None) -
         windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
         return np.asarray(np.median(windows, axis=1), dtype=np.float64)
     padded = np.pad(np.where(skip, np.nan, v), half, mode="constant", constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
-    empty = np.isnan(windows).all(axis=1)
-    out = np.full(v.size, np.nan)
-    out[~empty] = np.nanmedian(windows[~empty], axis=1)
-    return np.asarray(np.where(empty, v, out), dtype=np.float64)
+    ordered = np.sort(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)  # NaNs last
+    count = (~np.isnan(ordered)).sum(axis=1)
+    lower = np.take_along_axis(ordered, np.maximum(count - 1, 0)[:, None] // 2, axis=1)[:, 0]
+    upper = np.take_along_axis(ordered, (count // 2)[:, None], axis=1)[:, 0]
+    return np.asarray(np.where(count > 0, (lower + upper) / 2.0, v), dtype=np.float64)
 
 
 def _weekly_profile(v: FloatArray, base: FloatArray, season: int) -> FloatArray:
