@@ -215,6 +215,20 @@ def test_bank_holidays_dip_like_weekends() -> None:
     assert np.all(blind.p50[holidays] - truth[holidays] > 10.0)
 
 
+def test_a_holiday_on_a_weekend_is_just_a_weekend() -> None:
+    """Independence Day 2026 is a Saturday (observed on Friday 3 July): the Friday dips like a weekend, the
+    Saturday stays at the Saturday level; a holiday's dip is not added on top of a quiet day's."""
+    last, n, horizon = np.datetime64("2026-06-20"), 730, 30
+    days, future = day_range(last, n), day_range(last, 0, ahead=horizon)
+    y = _office_load(days) + np.random.default_rng(5).normal(0, 1.0, n)
+    truth = _office_load(future)
+    fc = RecentTrend().forecast_from(y, horizon, last)
+    friday = int((future == np.datetime64("2026-07-03")).argmax())
+    saturday = friday + 1
+    assert abs(fc.p50[friday] - truth[friday]) < 2.5  # 38.5: a weekend's level
+    assert abs(fc.p50[saturday] - truth[saturday]) < 2.5  # 38.5 too, not 38.5 minus another dip
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_a_quarter_end_with_a_holiday_in_it_still_counts_as_a_peak(seed: int) -> None:
     """A small quarter-end peak (+6% on the last day, +3.3 points) with Christmas in the last 7 days of

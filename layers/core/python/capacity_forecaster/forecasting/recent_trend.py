@@ -14,8 +14,8 @@ slope. Here the slope comes only from the last *segment* of the history:
    together (a quarter-end Monday is above the level by the Monday share plus the quarter-end share), as
    office load behaves: the weekly profile is the median ratio per day of the week to the 29-day centred
    median (with ``season`` 24 for hourly values, per hour of the day over a 97-hour median), scaled to a
-   mean of 1; with daily values and dates, the bank holidays of ``country`` (offices closed: a dip like a
-   weekend's) and month-end and quarter-end days get their share over the day of the week's (holidays:
+   mean of 1; with daily values and dates, the bank holidays of ``country`` that fall on busy days of the
+   week (offices closed: a dip like a weekend's) and month-end and quarter-end days get their share over the day of the week's (holidays:
    the median over the past ones; month and quarter ends: per day before the end, the median over past
    episodes, at least two), and where any is found the medians are taken again without those days, which
    would otherwise lift them; each day is divided by its total share, and one-day spikes (a day over
@@ -159,15 +159,17 @@ class RecentTrend:
         m = w.size
         calendar = _Calendar.of(last_day, m, horizon, self.country)
         week_hist, weekly, level = self._weekly_and_level(w, None)
+        week_future = weekly[(m + np.arange(horizon)) % self.season]
         share = np.divide(w, level, out=week_hist.copy(), where=level > 1.0)
-        calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, calendar)
+        calendar_hist, calendar_future = _calendar_excess(share - week_hist, week_hist, week_future, calendar)
         if refine and calendar is not None and calendar_hist.any():
             # Peaks or holidays found: those days are left out of the medians their shares are taken against
             # (a quarter end's week of peak days in a 29-day window lifts its median and shrinks the peak's
             # share), and the shares are measured again.
             week_hist, weekly, level = self._weekly_and_level(w, calendar.special_past)
+            week_future = weekly[(m + np.arange(horizon)) % self.season]
             share = np.divide(w, level, out=week_hist.copy(), where=level > 1.0)
-            calendar_hist, calendar_future = _calendar_excess(share - week_hist, horizon, calendar)
+            calendar_hist, calendar_future = _calendar_excess(share - week_hist, week_hist, week_future, calendar)
         total = np.maximum(week_hist + calendar_hist, 0.05)  # a share never quite 0, so the level stays finite
         return _clip_spikes(w / total, self.spike_k), weekly, calendar_future
 
@@ -284,13 +286,17 @@ class _Calendar:
         return np.asarray(self.quarter_past | self.month_past | self.holiday_past)
 
 
-def _calendar_excess(dev: FloatArray, horizon: int, calendar: _Calendar | None) -> tuple[FloatArray, FloatArray]:
+def _calendar_excess(
+    dev: FloatArray, week_past: FloatArray, week_future: FloatArray, calendar: _Calendar | None
+) -> tuple[FloatArray, FloatArray]:
     """Bank-holiday, month-end and quarter-end shares of the level on the history days of ``dev`` and on the
     horizon (zeros without a calendar).
 
-    ``dev`` is each day's share of the level over its day-of-the-week share (about 0 on ordinary days).
+    ``dev`` is each day's share of the level over its day-of-the-week share (about 0 on ordinary days);
+    ``week_past`` and ``week_future`` are the day-of-the-week shares of the history and horizon days.
 
-    - Bank holidays (offices closed: usually a dip like a weekend's): the median ``dev`` of the past ones,
+    - Bank holidays that fall on busy days of the week (a share of at least 1: offices closed make them
+      quiet like a weekend, which a holiday on a weekend already is): the median ``dev`` of the past ones,
       used when at least 3 of them, three quarters on the same side, put it more than 3 times the ordinary
       days' robust spread of ``dev`` over the square root of their number away from 0.
     - Month and quarter ends: one excess per day before the end (the last 7 days of a quarter, the last 3
@@ -299,19 +305,20 @@ def _calendar_excess(dev: FloatArray, horizon: int, calendar: _Calendar | None) 
       are used only when every past episode (at least two) peaked on average and their mean is more than 3
       times that spread over the square root of the number of days: without that, noise alone would put a
       small peak before every month end of every series."""
-    hist, fut = np.zeros(dev.size), np.zeros(horizon)
+    hist, fut = np.zeros(dev.size), np.zeros(week_future.size)
     if calendar is None:
         return hist, fut
     cal = calendar
     ordinary = ~cal.special_past
     spread = _MAD_SCALE * float(np.median(np.abs(dev[ordinary] - np.median(dev[ordinary]))))
     holidays_past = cal.holiday_past
-    if holidays_past.sum() >= 3:
-        value = float(np.median(dev[holidays_past]))
-        same_side = float(np.mean(np.sign(dev[holidays_past]) == np.sign(value)))
-        if abs(value) > 3.0 * spread / np.sqrt(holidays_past.sum()) and same_side >= 0.75:
-            hist[holidays_past] += value
-            fut[cal.holiday_future] += value
+    busy_past = holidays_past & (week_past >= 1.0)
+    if busy_past.sum() >= 3:
+        value = float(np.median(dev[busy_past]))
+        same_side = float(np.mean(np.sign(dev[busy_past]) == np.sign(value)))
+        if abs(value) > 3.0 * spread / np.sqrt(busy_past.sum()) and same_side >= 0.75:
+            hist[busy_past] += value
+            fut[cal.holiday_future & (week_future >= 1.0)] += value
     for flag_past, flag_future in ((cal.quarter_past, cal.quarter_future), (cal.month_past, cal.month_future)):
         working = flag_past & ~holidays_past
         episodes = [dev[working & (cal.month_of == month)] for month in np.unique(cal.month_of[working])]
