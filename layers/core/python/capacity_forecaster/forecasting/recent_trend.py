@@ -15,11 +15,12 @@ slope. Here the slope comes only from the last *segment* of the history:
    office load behaves: the weekly profile is the median ratio per day of the week to the 29-day centred
    median (with ``season`` 24 for hourly values, per hour of the day over a 97-hour median), scaled to a
    mean of 1; with daily values and dates, the bank holidays of ``country`` that fall on busy days of the
-   week (offices closed: a dip like a weekend's) and month-end and quarter-end days get their share over the day of the week's (holidays:
-   the median over the past ones; month and quarter ends: per day before the end, the median over past
-   episodes, at least two), and where any is found the medians are taken again without those days, which
-   would otherwise lift them; each day is divided by its total share, and one-day spikes (a day over
-   ``spike_k`` robust deviations above or below both neighbours) are smoothed out.
+   week (offices closed: a dip like a weekend's) and month-end and quarter-end days get their share over
+   the day of the week's (holidays: the median over the past ones; month and quarter ends: per day before
+   the end, the median over past episodes, at least two), and where any is found the medians are taken
+   again without those days, which would otherwise lift them; each day is divided by its total share, and
+   one-day spikes (a day over ``spike_k`` robust deviations above or below both neighbours, or the last
+   day that far above the two before it) are smoothed out.
 2. Change points: the best single break (a new level and slope from that day on) is searched over the
    window; it is kept when it lowers the BIC by more than ``penalty`` (a break costs 3 parameters), and the
    search repeats inside the segment after it, so the last segment starts at the latest real change. Segments
