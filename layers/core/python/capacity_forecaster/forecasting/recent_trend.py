@@ -365,24 +365,27 @@ def _weekly_profile(v: FloatArray, base: FloatArray, season: int) -> FloatArray:
 def _clip_spikes(z: FloatArray, k: float) -> FloatArray:
     """One-day spikes and dips are replaced by the mean of the two neighbouring days.
 
-    A day is a spike when it is more than ``k`` robust deviations above both neighbours (a dip: below both);
-    a step such as a clean-up, or a steep fill, sits level with one neighbour, so it is left alone. The last
-    day has one neighbour: it is a spike when it is that far above both days before it, and then it takes
-    the day before's value (the forecast would otherwise bend its whole line up to one incident on the last
-    day; if it was the first day of a higher level, the next run sees a step). A fall on the last day is
-    kept: it may be a clean-up."""
+    A day is a spike when it is more than ``k`` robust deviations above both neighbours (a dip: below both),
+    counting from the series' typical day-to-day change (its median), so the top of a steep fill and the
+    first day after its clean-up are not taken for a spike and a dip; a step such as a clean-up sits level
+    with one neighbour, so it is left alone. The last day has one neighbour: it is a spike when it is that
+    far above both days before it, and then it takes the day before's value (the forecast would otherwise
+    bend its whole line up to one incident on the last day; if it was the first day of a higher level, the
+    next run sees a step). A fall on the last day is kept: it may be a clean-up."""
     if z.size < 3:
         return z
     diffs = np.diff(z)
-    scale = _MAD_SCALE * float(np.median(np.abs(diffs - np.median(diffs)))) / np.sqrt(2.0)
+    typical = float(np.median(diffs))
+    scale = _MAD_SCALE * float(np.median(np.abs(diffs - typical))) / np.sqrt(2.0)
     if scale <= 0:
         return z
     left, right = np.concatenate([z[:1], z[:-1]]), np.concatenate([z[1:], z[-1:]])
-    odd = (z > np.maximum(left, right) + k * scale) | (z < np.minimum(left, right) - k * scale)
+    rise, fall = z - left - typical, right - z - typical  # each 0 on a steady course
+    limit = k * scale
+    odd = ((rise > limit) & (fall < -limit)) | ((rise < -limit) & (fall > limit))
     odd[[0, -1]] = False  # an end day has one neighbour: cannot tell a spike from a step
     out = np.where(odd, (left + right) / 2.0, z)
-    before = z[-3:-1]
-    if z[-1] > before.max() + k * scale:
+    if z[-1] - z[-2] - typical > limit and z[-1] - z[-3] - 2.0 * typical > limit:
         out[-1] = out[-2]
     return out
 
