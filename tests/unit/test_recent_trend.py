@@ -159,6 +159,18 @@ def test_a_steep_quiet_fill_keeps_its_rate_and_its_peaks() -> None:
     assert abs(fc.p50.max() - clean[n:].max()) < 1.5  # 85.5
 
 
+def test_a_creeping_floor_is_carried_on_to_the_next_clean_ups() -> None:
+    """A disk whose floor creeps up 0.02 points a day (what clean-ups never remove piles up), cleaned up
+    every 45 days: the fills to come start higher, so the peaks two cycles ahead are not under-forecast."""
+    n, period = 730, 45
+    t = np.arange(n + 90)
+    clean = 15 + 0.02 * t + 1.4 * np.mod(t, period)
+    history = clean[:n] + np.random.default_rng(10).normal(0, 0.3, n)
+    fc = RecentTrend().forecast(history, 90)
+    assert np.abs(fc.p50 - clean[n:]).mean() < 0.6
+    assert abs(fc.p50.max() - clean[n:].max()) < 0.8
+
+
 def test_quarter_end_peaks_come_back_with_the_dates() -> None:
     """Quarter-end days 30% above the level: the factor learned from past quarters is put back on the next
     quarter end when the dates are known, and not without them."""

@@ -30,8 +30,9 @@ slope. Here the slope comes only from the last *segment* of the history:
    wave goes back on.
 4. Clean-up cycles: when the window holds at least two sharp drops (more than ``cleanup_drop`` points and
    ``spike_k`` robust deviations of the day-to-day change) at regular intervals (the spacings within 25% of
-   their median) and every segment between them fills (a positive slope), the forecast drops back to the
-   level after the last clean-up one median interval after it, and fills again at the same rate.
+   their median) and every segment between them fills (a positive slope), the forecast drops back one
+   median interval after the last clean-up and fills again at the same rate, from a level that creeps up
+   as the levels each past fill started from did (with at least three of them).
 5. The band: the 10th and 90th percentiles of the last segment's residuals around the line, widened by the
    slope's standard error times the steps from the segment's centre (the line's own uncertainty), times
    each day's share, clipped to 0..100 like every model here.
@@ -119,11 +120,12 @@ class RecentTrend:
         future_x = (m - 1 + steps).astype(np.float64)
         cycle = _cleanup_cycle(z, self.cleanup_drop, self.spike_k, self.min_segment, self.season)
         if cycle is not None:
-            last_drop, period, slope = cycle
+            last_drop, period, slope, creep = cycle
             x = np.arange(last_drop, m, dtype=np.float64)
             seg = z[last_drop:]
             intercept = float(seg.mean() - slope * x.mean())
-            point = intercept + slope * (last_drop + np.mod(future_x - last_drop, period))
+            into = np.mod(future_x - last_drop, period)
+            point = intercept + slope * (last_drop + into) + creep * (future_x - into - last_drop)
         else:
             breaks = self._change_points(z)
             start = breaks[-1] if breaks else 0
@@ -446,9 +448,9 @@ def _best_break(z: FloatArray, min_segment: int, penalty: float) -> int | None:
 
 def _cleanup_cycle(
     z: FloatArray, drop: float, k: float, min_segment: int, season: int = SEASON
-) -> tuple[int, float, float] | None:
-    """``(index of the last clean-up, median days between clean-ups, median fill rate per day)`` for a
-    regular fill-and-clean-up series, else None."""
+) -> tuple[int, float, float, float] | None:
+    """``(index of the last clean-up, median days between clean-ups, median fill rate per day, daily creep of
+    the level each fill starts from)`` for a regular fill-and-clean-up series, else None."""
     diffs = np.diff(z)
     scale = _MAD_SCALE * float(np.median(np.abs(diffs - np.median(diffs))))
     # A clean-up is a fall of the 3-day mean: after a one-day dip the level comes back, and a clean-up
@@ -473,7 +475,12 @@ def _cleanup_cycle(
     rates = [_line(np.arange(a, b, dtype=np.float64), z[a:b])[0] for a, b in pairwise(drops)]
     if min(rates) <= 0:
         return None
-    return int(drops[-1]), period, float(np.median(rates))
+    rate = float(np.median(rates))
+    # Where each fill starts from (its line at the clean-up day): a floor that creeps up, as files that
+    # are never cleaned up pile up, is carried on to the clean-ups to come.
+    starts = np.array([z[a:b].mean() - rate * ((a + b - 1) / 2.0 - a) for a, b in pairwise(drops)])
+    creep = _line(drops[:-1].astype(np.float64), starts)[0] if starts.size >= 3 else 0.0
+    return int(drops[-1]), period, rate, float(creep)
 
 
 register_model("recent_trend", RecentTrend)
