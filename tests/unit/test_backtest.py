@@ -12,9 +12,11 @@ import pytest
 
 from capacity_forecaster.errors import ConfigError, InputError
 from capacity_forecaster.forecasting.backtest import (
+    TIE_TOLERANCE,
     BacktestConfig,
     ModelResult,
     SeriesResult,
+    choose_champion,
     evaluate_series,
     origins_for,
 )
@@ -131,8 +133,24 @@ def test_champion_is_the_best_by_the_chosen_score(score: str) -> None:
     config = BacktestConfig(horizon=30, score=score)
     y = weekly(150, noise=4.0) + 0.05 * np.arange(150)
     result = evaluate_series(y, [SeasonalNaive(), LinearTrend()], config)
-    best = min(result.results, key=lambda r: getattr(r, score))
-    assert result.champion == best.model
+    best = min(getattr(r, score) for r in result.results)
+    champion = next(r for r in result.results if r.model == result.champion)
+    assert getattr(champion, score) <= best * (1 + TIE_TOLERANCE)
+
+
+def test_a_tie_goes_to_the_better_calibrated_band() -> None:
+    """Scores within 1% are a tie: the band nearest 80% coverage wins; outside the tie the score decides."""
+    fc = SeasonalNaive().forecast(np.arange(30.0), 3)
+
+    def result(model: str, mae: float, coverage: float) -> ModelResult:
+        return ModelResult(model=model, status="ok", mae=mae, rmse=mae, coverage=coverage, forecast=fc)
+
+    tied = [result("a", 0.910, 0.744), result("b", 0.915, 0.750), result("c", 3.0, 0.80)]
+    assert choose_champion(tied, "mae") == 1
+    apart = [result("a", 0.910, 0.744), result("b", 0.930, 0.800)]
+    assert choose_champion(apart, "mae") == 0
+    failed = [ModelResult(model="x", status="failed"), result("b", 1.0, 0.5)]
+    assert choose_champion(failed, "mae") == 1
 
 
 def test_insufficient_history_falls_back_to_seasonal_naive() -> None:

@@ -3,8 +3,9 @@
 Origins sit at the end of the history: the latest leaves exactly ``backtest_horizon`` days to score, and each
 earlier one is ``step`` days before the previous. Every model is fitted on the history up to each origin and
 scored on the following ``backtest_horizon`` days; the metrics are averaged over the origins, and the
-champion is the model with the lowest chosen score. A model that raises (or returns an unusable forecast) is
-recorded as ``failed`` and the next best is used; nothing here raises for a bad series or a bad model.
+champion is the model with the lowest chosen score (within 1%, a tie: the best-calibrated band wins). A
+model that raises (or returns an unusable forecast) is recorded as ``failed`` and the next best is used;
+nothing here raises for a bad series or a bad model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ STATUS_INSUFFICIENT = "insufficient_history"
 FALLBACK_MODEL = "seasonal_naive"
 METRIC_NAMES: tuple[str, ...] = ("mae", "rmse", "smape", "mase", "coverage")
 MAX_REASON = 300
+NOMINAL_COVERAGE = 0.8
+"""Share of actuals a P10-P90 band should cover."""
 
 
 @dataclass(frozen=True)
@@ -188,20 +191,33 @@ def evaluate_model(
     )
 
 
+TIE_TOLERANCE = 0.01
+"""Scores within this share of the best are a tie (see :func:`choose_champion`)."""
+
+
 def choose_champion(results: Sequence[ModelResult], score: str) -> int | None:
-    """Index of the best ``ok`` result by ``score`` (then MAE, then list order); None when none is ok."""
+    """Index of the best ``ok`` result by ``score``; None when none is ok.
+
+    Scores within ``TIE_TOLERANCE`` (1%) of the best are a tie, which two backtest windows' worth of noise
+    cannot settle: among them the model whose P10-P90 band covered the actuals nearest its nominal 80% wins
+    (a band that says how sure the model is, when the point errors say nothing), then the lower MAE, then
+    list order."""
+
+    def value(i: int) -> float:
+        v = getattr(results[i], score)
+        return float(v) if math.isfinite(v) else math.inf
 
     def key(i: int) -> tuple[float, float, int]:
         r = results[i]
-        value, mae_value = getattr(r, score), r.mae
-        return (
-            value if math.isfinite(value) else math.inf,
-            mae_value if math.isfinite(mae_value) else math.inf,
-            i,
-        )
+        miss = abs(r.coverage - NOMINAL_COVERAGE) if math.isfinite(r.coverage) else math.inf
+        return (miss, r.mae if math.isfinite(r.mae) else math.inf, i)
 
     ok = [i for i, r in enumerate(results) if r.status == STATUS_OK and r.forecast is not None]
-    return min(ok, key=key) if ok else None
+    if not ok:
+        return None
+    best = min(value(i) for i in ok)
+    tied = [i for i in ok if value(i) <= best + TIE_TOLERANCE * abs(best)] if math.isfinite(best) else ok
+    return min(tied, key=key)
 
 
 def evaluate_series(
