@@ -48,10 +48,9 @@ from capacity_forecaster.forecasting.baselines import LOWER_Q, UPPER_Q
 from capacity_forecaster.generate import BREACH_RUN_DAYS, generate_fleet
 from capacity_forecaster.pipeline import run_pipeline
 from capacity_forecaster.rightsizing import idle_servers
-from capacity_forecaster.risk import build_risk_register
 from capacity_forecaster.schema import FORECASTS, GROUND_TRUTH, METRICS_DAILY
-from capacity_forecaster.settings import RiskSettings, Settings, load_settings
-from capacity_forecaster.stages import fleet_spec
+from capacity_forecaster.settings import Settings, load_settings
+from capacity_forecaster.stages import fleet_spec, risk_register
 from capacity_forecaster.storage.lake import open_lake
 
 TARGETS = {"breach recall": 0.95, "breach precision": 0.90, "median breach-date error": 7.0, "idle precision": 0.90}
@@ -61,23 +60,6 @@ AT_RISK = frozenset({"critical", "high", "medium"})
 """Tiers that warn of one: the P90 forecast crossing as well."""
 READINGS = {"predicted (critical, high: P50)": PREDICTED, "at risk (critical, high, medium: P90)": AT_RISK}
 RUN_DATE = date(2026, 11, 23)
-
-
-def register_for(forecasts: pd.DataFrame, daily: pd.DataFrame, risk: RiskSettings, run_date: date) -> pd.DataFrame:
-    """The risk register the risk stage would build with these risk settings."""
-    return build_risk_register(
-        forecasts,
-        daily,
-        run_date=run_date,
-        thresholds=risk.thresholds,
-        critical_days=risk.critical_days,
-        saturation_days=risk.saturation_days,
-        overprovisioned_ratio=risk.overprovisioned_ratio,
-        high_days=risk.high_days or None,
-        medium_days=risk.medium_days or None,
-        headroom=risk.headroom,
-        breach_days=risk.breach_days,
-    )
 
 
 @dataclass(frozen=True)
@@ -192,7 +174,7 @@ def main() -> None:
     for rule, risk in rules.items():
         print(f" {rule}:")
         for source, frame in (("pipeline", forecasts), ("perfect knowledge", perfect)):
-            register = register_for(frame, daily, risk, RUN_DATE)
+            register = risk_register(frame, daily, risk, RUN_DATE)
             for reading, tiers in READINGS.items():
                 result = score(register, truth, tiers=tiers)
                 scores[rule, source, reading] = result

@@ -35,7 +35,7 @@ from capacity_forecaster.schema import (
     SERVER_ATTRIBUTES,
     SERVERS,
 )
-from capacity_forecaster.settings import Settings
+from capacity_forecaster.settings import RiskSettings, Settings
 from capacity_forecaster.storage.lake import Lake, partition_key
 
 if TYPE_CHECKING:
@@ -541,6 +541,25 @@ def run_train(
 # --------------------------------------------------------------------------------------------- risk
 
 
+def risk_register(forecasts: pd.DataFrame, daily: pd.DataFrame, risk: RiskSettings, run_date: date) -> pd.DataFrame:
+    """The risk register of ``forecasts`` under the ``risk`` settings (tier windows of 0: the whole horizon)."""
+    from capacity_forecaster.risk import build_risk_register
+
+    return build_risk_register(
+        forecasts,
+        daily,
+        run_date=run_date,
+        thresholds=risk.thresholds,
+        critical_days=risk.critical_days,
+        saturation_days=risk.saturation_days,
+        overprovisioned_ratio=risk.overprovisioned_ratio,
+        high_days=risk.high_days or None,
+        medium_days=risk.medium_days or None,
+        headroom=risk.headroom,
+        breach_days=risk.breach_days,
+    )
+
+
 def run_risk(
     lake: Lake, settings: Settings, *, run_date: date | None = None, progress: ProgressReporter | None = None
 ) -> StageResult:
@@ -548,7 +567,6 @@ def run_risk(
 
     With ``training.grain: hourly`` the run's ``forecasts_hourly`` are used, each day taken at its peak hour."""
     from capacity_forecaster.forecasting.grain import daily_peaks
-    from capacity_forecaster.risk import build_risk_register
 
     reporter: ProgressReporter = progress or NullProgress()
     hourly = settings.training.grain == "hourly"
@@ -568,19 +586,7 @@ def run_risk(
         forecasts = daily_peaks(forecasts)
     with reporter.task("risk register", 1) as advance:
         daily = lake.read_table(METRICS_DAILY)
-        register = build_risk_register(
-            forecasts,
-            daily,
-            run_date=run_date,
-            thresholds=settings.risk.thresholds,
-            critical_days=settings.risk.critical_days,
-            saturation_days=settings.risk.saturation_days,
-            overprovisioned_ratio=settings.risk.overprovisioned_ratio,
-            high_days=settings.risk.high_days or None,
-            medium_days=settings.risk.medium_days or None,
-            headroom=settings.risk.headroom,
-            breach_days=settings.risk.breach_days,
-        )
+        register = risk_register(forecasts, daily, settings.risk, run_date)
         uri = lake.write_partition(RISK_REGISTER, register, {"run_date": run_date})
         advance(1)
     by_severity = register["severity"].value_counts().to_dict()
