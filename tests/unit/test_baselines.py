@@ -8,7 +8,6 @@ import pytest
 from capacity_forecaster.forecasting.baselines import (
     LinearTrend,
     Model,
-    QuantileForecast,
     SeasonalNaive,
     band_from_errors,
     column_quantiles,
@@ -16,6 +15,7 @@ from capacity_forecaster.forecasting.baselines import (
     register_model,
     registered_models,
 )
+from tests.unit.forecast_checks import assert_valid
 
 MODELS = [SeasonalNaive(), LinearTrend()]
 
@@ -24,15 +24,6 @@ def noisy_series(n: int = 200, seed: int = 0, level: float = 50.0, slope: float 
     rng = np.random.default_rng(seed)
     t = np.arange(n)
     return level + slope * t + 8 * np.sin(2 * np.pi * t / 7) + rng.normal(0, 3, n)
-
-
-def assert_valid(fc: QuantileForecast, horizon: int) -> None:
-    for arr in (fc.p10, fc.p50, fc.p90):
-        assert arr.shape == (horizon,)
-        assert np.all(np.isfinite(arr))
-        assert np.all((arr >= 0.0) & (arr <= 100.0))
-    assert np.all(fc.p10 <= fc.p50)
-    assert np.all(fc.p50 <= fc.p90)
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)

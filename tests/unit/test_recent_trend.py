@@ -8,7 +8,7 @@ import pytest
 
 from capacity_forecaster.forecasting import get_model, registered_models
 from capacity_forecaster.forecasting.backtest import BacktestConfig, evaluate_series
-from capacity_forecaster.forecasting.baselines import LinearTrend, QuantileForecast, SeasonalNaive
+from capacity_forecaster.forecasting.baselines import LinearTrend, SeasonalNaive
 from capacity_forecaster.forecasting.calendar_features import (
     CalendarModel,
     day_range,
@@ -17,6 +17,7 @@ from capacity_forecaster.forecasting.calendar_features import (
     quarter_end_flag,
 )
 from capacity_forecaster.forecasting.recent_trend import RecentTrend
+from tests.unit.forecast_checks import assert_valid
 
 LAST_DAY = np.datetime64("2026-11-22")
 
@@ -24,15 +25,6 @@ LAST_DAY = np.datetime64("2026-11-22")
 def weekly_noise(n: int, seed: int = 0, amplitude: float = 4.0, sd: float = 1.5) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return amplitude * np.sin(2 * np.pi * np.arange(n) / 7) + rng.normal(0, sd, n)
-
-
-def assert_valid(fc: QuantileForecast, horizon: int) -> None:
-    for arr in (fc.p10, fc.p50, fc.p90):
-        assert arr.shape == (horizon,)
-        assert np.all(np.isfinite(arr))
-        assert np.all((arr >= 0.0) & (arr <= 100.0))
-    assert np.all(fc.p10 <= fc.p50)
-    assert np.all(fc.p50 <= fc.p90)
 
 
 def test_registered_and_knows_the_calendar() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,15 +38,21 @@ def history(server: str, metric: str, values: list[float]) -> pd.DataFrame:
     return pd.DataFrame({"server_id": server, "metric": metric, "dt": dt, "p95": values, "imputed": False})
 
 
+RULES: dict[str, Any] = {
+    "run_date": RUN,
+    "thresholds": THRESHOLDS,
+    "critical_days": 30,
+    "saturation_days": 7,
+    "overprovisioned_ratio": 0.5,
+}
+"""The register's settings in these tests (each test overrides what it is about)."""
+
+
 def register(forecasts: list[pd.DataFrame], daily: list[pd.DataFrame], critical_days: int = 30) -> pd.DataFrame:
     reg = build_risk_register(
         pd.concat(forecasts, ignore_index=True),
         pd.concat(daily, ignore_index=True),
-        run_date=RUN,
-        thresholds=THRESHOLDS,
-        critical_days=critical_days,
-        saturation_days=7,
-        overprovisioned_ratio=0.5,
+        **(RULES | {"critical_days": critical_days}),
     )
     return reg.set_index(["server_id", "metric"])
 
@@ -154,16 +161,7 @@ def test_headroom_decides_over_provisioned() -> None:
     fc, hist = pd.concat(frames, ignore_index=True), pd.concat(daily, ignore_index=True)
 
     def finding(headroom: float) -> str:
-        reg = build_risk_register(
-            fc,
-            hist,
-            run_date=RUN,
-            thresholds=THRESHOLDS,
-            critical_days=30,
-            saturation_days=7,
-            overprovisioned_ratio=0.5,
-            headroom={"cpu": headroom, "mem": headroom},
-        )
+        reg = build_risk_register(fc, hist, **RULES, headroom={"cpu": headroom, "mem": headroom})
         return str(reg["finding"].iloc[0])
 
     assert finding(0.0) == "over-provisioned"
@@ -212,16 +210,9 @@ def test_trend_breach_and_saturation_are_not_seasonal() -> None:
 def test_breach_days_needs_that_many_consecutive_days_over() -> None:
     # P50: a 2-day excursion over 80 (days 5-6), then 80+ from day 20 for good; P90 = P50 + 5.
     p50 = [70.0] * 5 + [81.0, 82.0] + [70.0] * 13 + [85.0] * 20
-    kwargs = {
-        "run_date": RUN,
-        "thresholds": THRESHOLDS,
-        "critical_days": 30,
-        "saturation_days": 7,
-        "overprovisioned_ratio": 0.5,
-    }
     daily = history("b", "cpu", [60.0] * 30)
-    single = build_risk_register(forecast("b", "cpu", p50), daily, **kwargs).iloc[0]
-    sustained = build_risk_register(forecast("b", "cpu", p50), daily, breach_days=3, **kwargs).iloc[0]
+    single = build_risk_register(forecast("b", "cpu", p50), daily, **RULES).iloc[0]
+    sustained = build_risk_register(forecast("b", "cpu", p50), daily, breach_days=3, **RULES).iloc[0]
     assert single["breach_date_p50"] == pd.Timestamp("2026-01-06")
     assert sustained["breach_date_p50"] == pd.Timestamp("2026-01-21")
     assert sustained["days_to_breach_p50"] == 20
@@ -230,14 +221,7 @@ def test_breach_days_needs_that_many_consecutive_days_over() -> None:
 
 
 def test_breach_days_run_must_end_inside_the_horizon_and_short_horizons_need_every_day() -> None:
-    kwargs = {
-        "run_date": RUN,
-        "thresholds": THRESHOLDS,
-        "critical_days": 30,
-        "saturation_days": 7,
-        "overprovisioned_ratio": 0.5,
-        "breach_days": 3,
-    }
+    rules = RULES | {"breach_days": 3}
     daily = pd.concat([history(s, "cpu", [60.0] * 30) for s in ("e", "f", "g")], ignore_index=True)
     forecasts = pd.concat(
         [
@@ -247,7 +231,7 @@ def test_breach_days_run_must_end_inside_the_horizon_and_short_horizons_need_eve
         ],
         ignore_index=True,
     )
-    reg = build_risk_register(forecasts, daily, **kwargs).set_index("server_id")
+    reg = build_risk_register(forecasts, daily, **rules).set_index("server_id")
     assert pd.isna(reg.loc["e", "breach_date_p50"]) and reg.loc["e", "severity"] == "low"
     assert reg.loc["f", "breach_date_p50"] == pd.Timestamp(RUN)
     assert pd.isna(reg.loc["g", "breach_date_p50"])
@@ -256,15 +240,8 @@ def test_breach_days_run_must_end_inside_the_horizon_and_short_horizons_need_eve
 def test_breach_days_drops_one_day_peaks_from_the_seasonal_flag() -> None:
     p50 = _with_peaks(60.0, ["2026-01-31", "2026-02-28", "2026-03-31"], 82.0)  # one day each month end
     daily = history("m", "cpu", [60.0] * 30)
-    kwargs = {
-        "run_date": RUN,
-        "thresholds": THRESHOLDS,
-        "critical_days": 30,
-        "saturation_days": 7,
-        "overprovisioned_ratio": 0.5,
-    }
-    one_day = build_risk_register(forecast("m", "cpu", p50, spread=0.0), daily, **kwargs).iloc[0]
-    three = build_risk_register(forecast("m", "cpu", p50, spread=0.0), daily, breach_days=3, **kwargs).iloc[0]
+    one_day = build_risk_register(forecast("m", "cpu", p50, spread=0.0), daily, **RULES).iloc[0]
+    three = build_risk_register(forecast("m", "cpu", p50, spread=0.0), daily, breach_days=3, **RULES).iloc[0]
     assert one_day["seasonal_peak"] and one_day["seasonal_peak_kind"] == "month-end"
     assert not three["seasonal_peak"] and three["seasonal_peak_dates"] == ""
     assert pd.isna(three["breach_date_p50"]) and three["severity"] == "low"
