@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +11,7 @@ from infra import names
 from infra.settings import SettingsError, StackSettings
 from infra.stack import CapacityForecasterStack
 from tests.infra.template_tools import logical_id, statements
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.lambda_modules import load_handler
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +90,7 @@ def test_risk_lambda_is_told_the_topic_and_alone_may_publish(
 
 
 def test_handler_reads_the_variable_the_stack_sets() -> None:
-    spec = importlib.util.spec_from_file_location("cf_risk_notify_env", ROOT / "lambdas" / "risk" / "handler.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_handler("risk")
     assert module.NOTIFY_TOPIC_ENV == names.NOTIFY_TOPIC_ENV
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from infra.stack import CapacityForecasterStack
 from infra.storage import normalize_prefix
 from infra.training import ROOT, powertools_version
 from tests.infra.template_tools import logical_id, render, s3_object_access, statements
+from tests.lambda_modules import load_handler
 
 DEFAULTS = StackSettings()
 
@@ -152,14 +152,7 @@ def test_launcher_runs_weekly_and_dead_letters_failures(template: Template, ids:
 
 
 def test_the_launcher_and_the_rule_agree_on_job_names() -> None:
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "lambdas" / "launch_training" / "handler.py"
-    spec = importlib.util.spec_from_file_location("cf_launcher_names", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the module's dataclasses look themselves up there
-    spec.loader.exec_module(module)
+    module = load_handler("launch_training")
     assert module.JOB_PREFIX == names.TRAINING_JOB_PREFIX
     assert module.METRICS_DAILY_PREFIX == names.TRAINING_METRICS_PREFIX
     assert (module.OUTPUT_PREFIX, module.CHECKPOINT_PREFIX) == (

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import ModuleType
@@ -18,20 +15,11 @@ import pytest
 from capacity_forecaster.forecasting.job import ContractPaths, run_training_job
 from capacity_forecaster.schema import ETL_RUNS, FORECASTS, METRICS_DAILY, QUARANTINE, RISK_REGISTER
 from capacity_forecaster.storage.lake import Lake, open_lake
+from tests.lambda_modules import LambdaContext, load_handler
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
 RUN_DATE = date(2026, 11, 23)
-
-
-@dataclass
-class Context:
-    """The LambdaContext fields Powertools reads."""
-
-    function_name: str = "capacity-forecaster-test"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:capacity-forecaster-test"
-    aws_request_id: str = "5b441b59-a550-11c8-6564-f1c833cf438c"
 
 
 def load_event(name: str, **replace: str) -> dict[str, Any]:
@@ -40,15 +28,6 @@ def load_event(name: str, **replace: str) -> dict[str, Any]:
         text = text.replace(placeholder, value)
     event: dict[str, Any] = json.loads(text)
     return event
-
-
-def load_handler(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"cf_lambda_{name}", ROOT / "lambdas" / name / "handler.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -85,7 +64,7 @@ def invoke(lambda_env: str) -> Invoke:
 
     def call(name: str, event: dict[str, Any]) -> dict[str, Any]:
         module = modules.setdefault(name, load_handler(name))
-        result: dict[str, Any] = module.handler(event, Context())
+        result: dict[str, Any] = module.handler(event, LambdaContext())
         return result
 
     return call

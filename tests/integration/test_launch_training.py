@@ -7,13 +7,11 @@ moto records the ``create_training_job`` request (botocore has checked its shape
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +20,7 @@ from typing import Any
 import pytest
 
 from capacity_forecaster.forecasting import job
+from tests.lambda_modules import LambdaContext, load_handler
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENT = json.loads((ROOT / "tests" / "events" / "scheduled_event.json").read_text())
@@ -31,27 +30,11 @@ ROLE = "arn:aws:iam::123456789012:role/capacity-forecaster-training"
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
-@dataclass
-class Context:
-    """The LambdaContext fields Powertools reads."""
-
-    function_name: str = "capacity-forecaster-launch-training"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:capacity-forecaster-launch-training"
-    aws_request_id: str = "0f2b3c4d-5e6f-4a1b-8c9d-0e1f2a3b4c5d"
-
-
-CONTEXT = Context()
+CONTEXT = LambdaContext("capacity-forecaster-launch-training", 256, "0f2b3c4d-5e6f-4a1b-8c9d-0e1f2a3b4c5d")
 
 
 def load_launcher() -> ModuleType:
-    path = ROOT / "lambdas" / "launch_training" / "handler.py"
-    spec = importlib.util.spec_from_file_location("cf_lambda_launch_training", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_handler("launch_training")
 
 
 @pytest.fixture
