@@ -406,6 +406,18 @@ def test_a_short_history_has_no_yearly_wave() -> None:
     np.testing.assert_array_equal(a.p50, b.p50)
 
 
+def test_hourly_values_have_no_yearly_wave() -> None:
+    """Two months of hours hold more than ``yearly_min_days`` values, but a "year" of 365 hours is 15 days:
+    a 15-day swing in hourly values was fitted as a yearly wave and moved the forecast by 3.4 points."""
+    n, horizon = 24 * 60, 48
+    t = np.arange(n)
+    y = 30 + 6 * np.sin(2 * np.pi * t / 365.25) + np.random.default_rng(16).normal(0, 1.0, n)
+    hourly = {"season": 24, "window": 24 * 28, "min_segment": 48}
+    with_default = RecentTrend(**hourly).forecast(y, horizon)
+    never = RecentTrend(**hourly, yearly_min_days=10**9).forecast(y, horizon)
+    np.testing.assert_array_equal(with_default.p50, never.p50)
+
+
 def test_hourly_values_with_a_daily_cycle() -> None:
     """With ``season=24`` the cycle is a day of hours; an hourly stamp turns the (daily) calendar off."""
     n, horizon = 24 * 28, 48

@@ -110,7 +110,10 @@ class RecentTrend:
 
     def _forecast(self, y: FloatArray, horizon: int, last_day: np.datetime64 | None) -> QuantileForecast:
         check_horizon(horizon)
-        yearly_hist, yearly_future = _yearly_wave(y, horizon, self.yearly_min_days, self._latest_change(y, last_day))
+        if self._has_yearly_wave(y):
+            yearly_hist, yearly_future = _yearly_wave(y, horizon, self._latest_change(y, last_day))
+        else:
+            yearly_hist, yearly_future = np.zeros(y.size), np.zeros(horizon)
         w = (y - yearly_hist)[-self.window :]
         m = w.size
         steps = np.arange(1, horizon + 1)
@@ -185,11 +188,14 @@ class RecentTrend:
         calendar_past, calendar_future = _calendar_excess(share - week_past, week_past, week_future, calendar)
         return week_past + calendar_past, week_future + calendar_future, calendar_past
 
+    def _has_yearly_wave(self, y: FloatArray) -> bool:
+        """Whether a yearly wave is looked for: daily values (with hourly ones, ``season`` 24, a "year" of
+        365 steps would be 15 days) and at least ``yearly_min_days`` of them."""
+        return self.season == SEASON and y.size >= self.yearly_min_days
+
     def _latest_change(self, y: FloatArray, last_day: np.datetime64 | None) -> int | None:
         """Index in ``y`` of the latest change of course, found before the yearly wave is fitted (so that
-        the wave's fit can give the ramp its own slope); None without one or where no wave is fitted."""
-        if y.size < self.yearly_min_days:
-            return None
+        the wave's fit can give the ramp its own slope); None without one."""
         w = y[-self.window :]
         z, _ = self._deseasonalise(w, 1, last_day, refine=False)
         breaks = self._change_points(z)
@@ -208,10 +214,8 @@ class RecentTrend:
         return breaks
 
 
-def _yearly_wave(
-    y: FloatArray, horizon: int, min_days: int, change: int | None = None
-) -> tuple[FloatArray, FloatArray]:
-    """A yearly sine wave on the history and the horizon (zeros when there is none to see).
+def _yearly_wave(y: FloatArray, horizon: int, change: int | None = None) -> tuple[FloatArray, FloatArray]:
+    """A yearly sine wave on the daily history ``y`` and the horizon (zeros when there is none to see).
 
     Fitted by least squares on the weekly means of the last two years (a week's mean has no weekly pattern
     left in it and a seventh of the day-to-day noise's variance) together with a trend, the best by BIC of:
@@ -229,8 +233,6 @@ def _yearly_wave(
     a quiet series (a disk whose fill rate it speeds up and slows down), since its curve would otherwise
     read as a change of course."""
     n = y.size
-    if n < min_days:
-        return np.zeros(n), np.zeros(horizon)
     v = y[-730:]
     k = v.size
     t = np.arange(k + horizon, dtype=np.float64)
