@@ -110,8 +110,10 @@ class RecentTrend:
 
     def _forecast(self, y: FloatArray, horizon: int, last_day: np.datetime64 | None) -> QuantileForecast:
         check_horizon(horizon)
+        # Built once: both passes over the window (before and after the yearly wave) use the same days.
+        calendar = _Calendar.of(last_day, min(y.size, self.window), horizon, self.country)
         if self._has_yearly_wave(y):
-            yearly_hist, yearly_future = _yearly_wave(y, horizon, self._latest_change(y, last_day))
+            yearly_hist, yearly_future = _yearly_wave(y, horizon, self._latest_change(y, horizon, calendar))
         else:
             yearly_hist, yearly_future = np.zeros(y.size), np.zeros(horizon)
         w = (y - yearly_hist)[-self.window :]
@@ -122,7 +124,7 @@ class RecentTrend:
             unbounded = np.full(horizon, np.inf)
             return make_forecast(np.full(horizon, float(np.median(w))), -unbounded, unbounded)
 
-        z, scale = self._deseasonalise(w, horizon, last_day)
+        z, scale = self._deseasonalise(w, horizon, calendar)
         future_x = (m - 1 + steps).astype(np.float64)
         cycle = _cleanup_cycle(z, self.cleanup_drop, self.spike_k, self.min_segment, self.season)
         if cycle is not None:
@@ -154,7 +156,7 @@ class RecentTrend:
         return make_forecast(point, below * scale, above * scale)
 
     def _deseasonalise(
-        self, w: FloatArray, horizon: int, last_day: np.datetime64 | None, *, refine: bool = True
+        self, w: FloatArray, horizon: int, calendar: _Calendar | None, *, refine: bool = True
     ) -> tuple[FloatArray, FloatArray]:
         """``(w without its weekly and calendar shares and one-day spikes, each horizon day's share)``.
 
@@ -162,8 +164,8 @@ class RecentTrend:
         than the level by the Monday share plus the quarter-end share): a series that doubles has weekend
         dips and quarter-end peaks twice as deep, and a quarter-end day that fell on a weekend still tells
         the size of the quarter-end peak. ``refine=False`` skips measuring the shares again without the
-        special days (enough to find where the series changed course)."""
-        calendar = _Calendar.of(last_day, w.size, horizon, self.country)
+        special days (enough to find where the series changed course). ``calendar``: of ``w``'s days and the
+        horizon's (None without dates)."""
         past, future, calendar_hist = self._shares(w, horizon, calendar, None)
         if refine and calendar is not None and calendar_hist.any():
             # Peaks or holidays found: those days are left out of the medians their shares are taken against
@@ -193,11 +195,11 @@ class RecentTrend:
         365 steps would be 15 days) and at least ``yearly_min_days`` of them."""
         return self.season == SEASON and y.size >= self.yearly_min_days
 
-    def _latest_change(self, y: FloatArray, last_day: np.datetime64 | None) -> int | None:
+    def _latest_change(self, y: FloatArray, horizon: int, calendar: _Calendar | None) -> int | None:
         """Index in ``y`` of the latest change of course, found before the yearly wave is fitted (so that
         the wave's fit can give the ramp its own slope); None without one."""
         w = y[-self.window :]
-        z, _ = self._deseasonalise(w, 1, last_day, refine=False)
+        z, _ = self._deseasonalise(w, horizon, calendar, refine=False)
         breaks = self._change_points(z)
         return y.size - w.size + breaks[-1] if breaks else None
 
