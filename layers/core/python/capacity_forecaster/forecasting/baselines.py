@@ -231,7 +231,7 @@ class LinearTrend:
         check_horizon(horizon)
         n = y.size
         steps = np.arange(1, horizon + 1)
-        sums = _running_sums(y)
+        sums = running_sums(y)
         level, slope, x_mean = _fits(sums, np.array([n]), self.window)
         point = level[0] + slope[0] * (n - 1 + steps - x_mean[0])
 
@@ -251,12 +251,13 @@ class LinearTrend:
         return make_forecast(point, below, above)
 
 
-def _running_sums(y: FloatArray) -> dict[str, FloatArray]:
-    """Prefix sums (with a leading zero) of 1, x, x^2, y and x*y for x = 0..n-1."""
+def running_sums(y: FloatArray) -> dict[str, FloatArray]:
+    """Prefix sums (with a leading zero) of x, x^2, y, x*y and y^2 for x = 0..n-1: the least-squares line over
+    any ``y[a:b]`` (and its residual sum of squares) from a few subtractions."""
     x = np.arange(y.size, dtype=np.float64)
     return {
         name: np.concatenate([[0.0], np.cumsum(values)])
-        for name, values in (("x", x), ("xx", x * x), ("y", y), ("xy", x * y))
+        for name, values in (("x", x), ("xx", x * x), ("y", y), ("xy", x * y), ("yy", y * y))
     }
 
 

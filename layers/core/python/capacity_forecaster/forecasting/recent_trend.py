@@ -58,6 +58,7 @@ from capacity_forecaster.forecasting.baselines import (
     check_horizon,
     make_forecast,
     register_model,
+    running_sums,
 )
 from capacity_forecaster.forecasting.calendar_features import (
     check_country,
@@ -494,11 +495,7 @@ def _segment_sse(sums: dict[str, FloatArray], a: np.ndarray, b: np.ndarray) -> F
 def _best_break(z: FloatArray, min_segment: int, penalty: float) -> int | None:
     """The start of a new segment in ``z`` if splitting there beats one line by more than ``penalty`` in BIC."""
     n = z.size
-    x = np.arange(n, dtype=np.float64)
-    sums = {
-        name: np.concatenate([[0.0], np.cumsum(values)])
-        for name, values in (("x", x), ("xx", x * x), ("y", z), ("xy", x * z), ("yy", z * z))
-    }
+    sums = running_sums(z)
     cand = np.arange(min_segment, n - min_segment + 1)
     if cand.size == 0:
         return None
