@@ -73,7 +73,7 @@ HYPERPARAMETERS: dict[str, str] = {
     "run_id": "required; [A-Za-z0-9_-], up to 128 characters; names the staging folder",
     "lake_uri": "required; where outputs go: a local folder or s3://bucket/prefix",
     "horizon_days": f"integer 1..{MAX_HORIZON}; default 90",
-    "models": "comma-separated registered model names; default seasonal_naive,linear_trend,recent_trend",
+    "models": f"comma-separated registered model names; default {','.join(DEFAULT_MODELS)}",
     "backtest_origins": f"integer 1..52; default {DEFAULT_BACKTEST_ORIGINS}",
     "backtest_horizon": "integer 1..horizon_days; default min(horizon_days, 28)",
     "backtest_step": "integer 1..365 days between origins; default backtest_horizon",
