@@ -6,15 +6,16 @@ scores the register against ``reference/ground_truth``:
 - a *planted breach* is a series the generator marks ``will_breach``: its true daily P95 (noise included) is
   at or over the threshold on 3 consecutive days (``generate.BREACH_RUN_DAYS``) inside the horizon, or on
   its last 3 history days (already breaching);
-- a *predicted breach* is a series the register puts in the critical or high tier: breaching now, or its
-  P50 forecast crosses the threshold inside the horizon. The medium tier (only the P90 forecast crosses) is
-  printed as a second reading, "at risk": it is the register's warning that a breach is possible (about a
-  one-in-ten chance a day), not a prediction that one will happen;
+- a *predicted breach* is a series the register puts in the critical or high tier: breaching now, its P50
+  forecast crosses the threshold inside the horizon, or a breach inside the horizon is at least
+  ``risk.likely_breach_probability`` (1/3) likely from the forecast band (``breach_probability``). The medium
+  tier (only the P90 forecast crosses) is printed as a second reading, "at risk": it is the register's warning
+  that a breach is possible, not a prediction that one will happen;
 - breach recall = planted breaches predicted / planted breaches (target >= 95%); breach precision =
   predicted breaches that were planted / predicted breaches (target >= 90%);
 - median breach-date error = median of |register date - planted breach date| in days over the planted
-  breaches the register predicts, the register date being the P50 breach date (the P90 one in the at-risk
-  reading when the P50 stays under; target <= 7 days);
+  breaches the register predicts, the register date being the P50 breach date, or the likely breach date when
+  the P50 stays under (the P90 one in the at-risk reading when neither is set; target <= 7 days);
 - idle precision = servers the rightsizing stage's idle rule (``rightsizing.idle_servers`` with the settings'
   idle thresholds) calls idle that were planted idle / servers it calls idle (target >= 90%).
 
@@ -55,10 +56,10 @@ from capacity_forecaster.storage.lake import open_lake
 
 TARGETS = {"breach recall": 0.95, "breach precision": 0.90, "median breach-date error": 7.0, "idle precision": 0.90}
 PREDICTED = frozenset({"critical", "high"})
-"""Tiers that predict a breach: breaching now, or the P50 forecast crosses inside the horizon."""
+"""Tiers that predict a breach: breaching now, the P50 forecast crosses inside the horizon, or a breach is likely."""
 AT_RISK = frozenset({"critical", "high", "medium"})
 """Tiers that warn of one: the P90 forecast crossing as well."""
-READINGS = {"predicted (critical, high: P50)": PREDICTED, "at risk (critical, high, medium: P90)": AT_RISK}
+READINGS = {"predicted (critical, high: P50, likely)": PREDICTED, "at risk (critical, high, medium: P90)": AT_RISK}
 RUN_DATE = date(2026, 11, 23)
 
 
@@ -83,7 +84,7 @@ def score(register: pd.DataFrame, truth: pd.DataFrame, *, tiers: frozenset[str])
     flagged = merged["severity"].isin(tiers)
     planted = merged["will_breach"].astype(bool)
     hits = flagged & planted
-    predicted = merged["breach_date_p50"]
+    predicted = merged["breach_date_p50"].fillna(merged["likely_breach_date"])
     if "medium" in tiers:
         predicted = predicted.fillna(merged["breach_date_p90"])
     dated = hits & predicted.notna()
@@ -179,7 +180,7 @@ def main() -> None:
                 result = score(register, truth, tiers=tiers)
                 scores[rule, source, reading] = result
                 print(
-                    f"  {source:<17} {reading:<38} flagged {result.flagged:3d}  recall {result.recall:6.1%}  "
+                    f"  {source:<17} {reading:<39} flagged {result.flagged:3d}  recall {result.recall:6.1%}  "
                     f"precision {result.precision:6.1%}  median date error {result.median_date_error:4.1f} days"
                 )
     checked_rule, checked_reading = list(rules)[-1], next(iter(READINGS))

@@ -30,6 +30,7 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
             "severity": ["critical", "low", "medium", "low", "medium"],
             "breach_date_p50": [day("2027-01-12"), pd.NaT, pd.NaT, pd.NaT, pd.NaT],
             "breach_date_p90": [day("2027-01-05"), pd.NaT, day("2027-01-03"), pd.NaT, day("2026-12-25")],
+            "likely_breach_date": [day("2027-01-11"), pd.NaT, pd.NaT, pd.NaT, pd.NaT],
         }
     )
     return register, truth
@@ -52,6 +53,15 @@ def test_predicted_reading_is_critical_and_high_dated_by_p50() -> None:
     result = score(register, truth, tiers=PREDICTED)
     assert (result.flagged, result.recall, result.precision, result.median_date_error) == (1, 1 / 3, 1.0, 2.0)
     assert result.misses == {"sawtooth": 1, "seasonal_peak": 1} and result.false_alarms == {}
+
+
+def test_a_breach_flagged_as_likely_without_a_p50_crossing_is_dated_by_its_likely_date() -> None:
+    register, truth = frames()
+    register.loc[1, ["severity", "likely_breach_date"]] = ["high", pd.Timestamp("2027-01-17")]
+    result = score(register, truth, tiers=PREDICTED)
+    assert (result.flagged, result.recall, result.precision) == (2, 2 / 3, 1.0)
+    # a: P50 Jan 12 vs Jan 10 (its likely date is not used) -> 2 days; b: likely Jan 17 vs Jan 20 -> 3 days.
+    assert result.median_date_error == pytest.approx(2.5)
 
 
 def test_perfect_forecasts_are_the_noise_free_horizon_with_the_noise_band() -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from capacity_forecaster.risk import build_risk_register, severity
+from capacity_forecaster.risk import UPPER_Z, breach_probability, build_risk_register, run_probability, severity
 from capacity_forecaster.schema import RISK_REGISTER
 
 RUN = date(2026, 1, 1)
@@ -80,11 +82,70 @@ def test_just_under_threshold_never_breaches() -> None:
 
 
 def test_only_p90_breach_is_medium() -> None:
+    # One day at 77 with a band of +-4: P90 crosses, a breach is possible (about 1 in 6) but not likely.
+    reg = register([forecast("c", "disk", [70.0] * 29 + [77.0], spread=4.0)], [history("c", "disk", [70.0] * 30)])
+    row = reg.loc[("c", "disk")]
+    assert pd.isna(row["breach_date_p50"]) and pd.isna(row["likely_breach_date"])
+    assert row["days_to_breach_p90"] == 29
+    assert 0.1 < row["breach_probability"] < 1 / 3
+    assert row["severity"] == "medium"
+
+
+def test_p50_just_under_the_threshold_for_weeks_is_a_likely_breach() -> None:
+    """P50 77 for 30 days with a band of +-4: each day is over 80 with chance q = 1 - Phi(3 / (4 / 1.2816)),
+    so some day is over with chance 1 - (1 - q)^30, and the chance reaches 1/3 by the third day."""
     reg = register([forecast("c", "disk", [77.0] * 30, spread=4.0)], [history("c", "disk", [70.0] * 30)])
     row = reg.loc[("c", "disk")]
+    q = 1.0 - NormalDist().cdf(3.0 / (4.0 / UPPER_Z))
     assert pd.isna(row["breach_date_p50"])
-    assert row["days_to_breach_p90"] == 0
-    assert row["severity"] == "medium"
+    assert row["breach_probability"] == pytest.approx(1.0 - (1.0 - q) ** 30)
+    assert 1.0 - (1.0 - q) ** 2 < 1 / 3 <= 1.0 - (1.0 - q) ** 3
+    assert row["likely_breach_date"] == pd.Timestamp("2026-01-03")
+    assert row["severity"] == "high"
+    assert row["finding"] == "under-provisioned"
+    certain = build_risk_register(
+        forecast("c", "disk", [77.0] * 30, spread=4.0), history("c", "disk", [70.0] * 30), likely=1.0, **RULES
+    ).iloc[0]
+    assert certain["severity"] == "medium" and pd.isna(certain["likely_breach_date"])
+
+
+def test_run_probability_matches_every_outcome_counted() -> None:
+    """Chance of 3 consecutive days over within 7 independent days, against all 2^7 outcomes."""
+    p = np.array([[0.2, 0.7, 0.9, 0.4, 0.8, 0.95, 0.3], [0.5] * 7, [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]])
+    got = run_probability(p, 3)
+    for row in range(p.shape[0]):
+        for steps in range(1, 8):
+            exact = 0.0
+            for outcome in itertools.product([False, True], repeat=steps):
+                chance = float(np.prod([p[row, t] if over else 1.0 - p[row, t] for t, over in enumerate(outcome)]))
+                run = max((len(list(g)) for k, g in itertools.groupby(outcome) if k), default=0)
+                exact += chance if run >= 3 else 0.0
+            assert got[row, steps - 1] == pytest.approx(exact, abs=1e-12)
+
+
+def test_breach_probability_with_a_widening_band_matches_a_simulation() -> None:
+    """The band widens from +-2 to +-8 over 40 days: the widening is a level error shared by every day, the
+    first day's spread independent noise. 400,000 simulated paths of that model agree with the quadrature."""
+    steps, p50 = 40, np.linspace(70.0, 78.0, 40)
+    half = np.linspace(2.0, 8.0, steps)
+    fc = forecast("w", "cpu", p50.tolist()).assign(p10=p50 - half, p90=p50 + half)
+    got = breach_probability(fc, THRESHOLDS, breach_days=3).iloc[0]
+    rng = np.random.default_rng(7)
+    noise, spread = half[0] / UPPER_Z, half / UPPER_Z
+    carried = np.sqrt(spread**2 - noise**2)
+    paths = p50 + rng.standard_normal((400_000, 1)) * carried + rng.standard_normal((400_000, steps)) * noise
+    over = paths >= 80.0
+    runs = over[:, :-2] & over[:, 1:-1] & over[:, 2:]
+    assert got["breach_probability"] == pytest.approx(runs.any(axis=1).mean(), abs=0.004)
+
+
+def test_without_a_band_the_chance_is_whether_p50_has_the_run() -> None:
+    two = forecast("a", "cpu", [70.0, 81.0, 82.0, 70.0, 81.0], spread=0.0)
+    three = forecast("b", "cpu", [70.0, 81.0, 82.0, 80.0, 70.0], spread=0.0)
+    out = breach_probability(pd.concat([two, three]), THRESHOLDS, breach_days=3).set_index("server_id")
+    assert out.loc["a", "breach_probability"] == 0.0 and pd.isna(out.loc["a", "likely_breach_date"])
+    assert out.loc["b", "breach_probability"] == 1.0
+    assert out.loc["b", "likely_breach_date"] == pd.Timestamp("2026-01-02")
 
 
 def test_saturated_series_is_breaching_now_not_forecast_past_the_cap() -> None:
@@ -93,6 +154,7 @@ def test_saturated_series_is_breaching_now_not_forecast_past_the_cap() -> None:
     row = reg.loc[("d", "cpu")]
     assert row["already_breaching"]
     assert row["days_to_breach_p50"] == 0 and row["days_to_breach_p90"] == 0
+    assert row["breach_probability"] == 1.0
     assert row["severity"] == "critical"
 
 

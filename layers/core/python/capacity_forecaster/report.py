@@ -14,6 +14,7 @@ TOP_HEADERS = {
     "application": "application",
     "metric": "metric",
     "severity": "severity",
+    "breach_probability": "chance %",
     "last_p95": "last P95 %",
     "breach_date_p50": "breach P50",
     "days_to_breach_p50": "days",
@@ -27,14 +28,19 @@ SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "lo
 
 
 def top_risks(register: pd.DataFrame, servers: pd.DataFrame | None, *, top: int) -> pd.DataFrame:
-    """The ``top`` series most at risk: by severity, then soonest P50 breach, then soonest P90 breach."""
+    """The ``top`` series most at risk: by severity, then soonest P50 breach, then soonest P90 breach, then the
+    most likely breach; the breach chance in percent."""
     reg = register[register["severity"] != "low"].copy()
     if servers is not None and not servers.empty:
         reg = reg.merge(servers[["server_id", "application"]], on="server_id", how="left")
     else:
         reg["application"] = ""
     reg["_order"] = reg["severity"].map(SEVERITY_ORDER)
-    reg = reg.sort_values(["_order", "days_to_breach_p50", "days_to_breach_p90", "server_id"], na_position="last")
+    reg["_chance"] = -reg["breach_probability"]
+    reg = reg.sort_values(
+        ["_order", "days_to_breach_p50", "days_to_breach_p90", "_chance", "server_id"], na_position="last"
+    )
+    reg["breach_probability"] = (reg["breach_probability"] * 100.0).round(0)
     return reg[TOP_COLUMNS].head(top).reset_index(drop=True)
 
 
@@ -71,7 +77,8 @@ def render_summary(
     table = Table(title="Top servers at risk", header_style="bold")
     headers = TOP_HEADERS
     for column in TOP_COLUMNS:
-        table.add_column(headers[column], justify="right" if column in {"last_p95", "peak_p50"} else "left")
+        numeric = column in {"breach_probability", "last_p95", "peak_p50"}
+        table.add_column(headers[column], justify="right" if numeric else "left")
     for row in top.itertuples(index=False):
         values = [(_days if c == "days_to_breach_p50" else _cell)(getattr(row, c)) for c in TOP_COLUMNS]
         table.add_row(*values, style=SEVERITY_STYLE.get(str(row.severity), ""))

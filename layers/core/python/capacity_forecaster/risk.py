@@ -11,10 +11,17 @@ from typing import Final
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr, ndtri
 
 from capacity_forecaster.schema import RISK_REGISTER
 
 SEVERITY_ORDER: Final[dict[str, int]] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+UPPER_Z: Final = 1.2815515655446004
+"""Standard normal quantile of the P90 (``NormalDist().inv_cdf(0.9)``): (P90 - P50) / UPPER_Z is the spread."""
+SHIFT_DRAWS: Final = 64
+"""Equally likely values of the forecast's carried-over error that ``breach_probability`` averages over."""
+NEGLIGIBLE_SPREADS: Final = 8.0
+"""A series whose P50 stays more than this many spreads under the threshold every day has no chance to breach."""
 
 
 def last_actuals(daily: pd.DataFrame, *, saturation_days: int, thresholds: Mapping[str, float]) -> pd.DataFrame:
@@ -81,6 +88,82 @@ def breach_dates(forecasts: pd.DataFrame, thresholds: Mapping[str, float], *, br
         }
     ).reset_index()
     return out
+
+
+def run_probability(p_over: np.ndarray, days: int) -> np.ndarray:
+    """Chance that a run of ``days`` consecutive days over the threshold has happened by each step.
+
+    ``p_over`` is (series, steps): each day's chance of being over, days independent. A Markov chain over the
+    length of the current run (0 to ``days`` - 1) carries the chance of no completed run yet; the output has
+    the same shape, non-decreasing along the steps.
+    """
+    n, steps = p_over.shape
+    current = np.zeros((n, max(days, 1)))
+    current[:, 0] = 1.0
+    done = np.zeros(n)
+    out = np.empty((n, steps))
+    for t in range(steps):
+        q = p_over[:, t]
+        done = done + current[:, -1] * q
+        restart = current.sum(axis=1) * (1.0 - q)
+        current = np.concatenate([restart[:, None], current[:, :-1] * q[:, None]], axis=1)
+        out[:, t] = done
+    return out
+
+
+def breach_probability(
+    forecasts: pd.DataFrame, thresholds: Mapping[str, float], *, breach_days: int = 1, likely: float = 1 / 3
+) -> pd.DataFrame:
+    """Per series: the chance of a breach inside the horizon, and the day a breach becomes that likely.
+
+    A breach is ``breach_days`` consecutive days at or over the threshold (a series with fewer forecast days
+    needs all of them). Each day's value is read from the band as a normal around P50 with the spread of its
+    upper half, (P90 - P50) / 1.2816, split in two parts: the first day's spread is day-to-day noise,
+    independent from day to day; what the band widens beyond it is the forecast's level error, carried from
+    one day to the next (one draw for the whole horizon: the chance is averaged over ``SHIFT_DRAWS`` equally
+    likely values of it, the midpoints of as many equal slices of the normal). Without a band (P90 = P50) the
+    chance is 1 or 0: whether P50 itself has the run.
+
+    Output: server_id, metric, breach_probability (0..1), likely_breach_date: the first day of the run by
+    whose end the chance reaches ``likely`` (null when it never does).
+    """
+    fc = forecasts.sort_values(["server_id", "metric", "ds"])
+    grouped = fc.groupby(["server_id", "metric"], sort=True)
+    row = grouped.ngroup().to_numpy()
+    step = grouped.cumcount().to_numpy()
+    keys = grouped.size().index
+    shape = (len(keys), int(step.max()) + 1 if len(step) else 0)
+    p50 = np.full(shape, -np.inf)
+    p50[row, step] = fc["p50"].to_numpy(dtype=float)
+    spread = np.zeros(shape)
+    spread[row, step] = np.maximum(fc["p90"].to_numpy(dtype=float) - fc["p50"].to_numpy(dtype=float), 0.0) / UPPER_Z
+    days = np.full(shape, np.datetime64("NaT", "ns"))
+    days[row, step] = fc["ds"].to_numpy(dtype="datetime64[ns]")
+    threshold = keys.get_level_values("metric").map(thresholds).to_numpy(dtype=float)[:, None]
+    noise = spread[:, :1]
+    carried = np.sqrt(np.maximum(spread**2 - noise**2, 0.0))
+    run = min(breach_days, shape[1])
+    chance = np.zeros(shape)
+    near = np.flatnonzero((p50 + NEGLIGIBLE_SPREADS * spread >= threshold).any(axis=1))
+    gap_now, noise_near, carried_near = (threshold - p50)[near], noise[near], carried[near]
+    for z in ndtri((np.arange(SHIFT_DRAWS) + 0.5) / SHIFT_DRAWS):
+        gap = gap_now - z * carried_near
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p_over = np.where(noise_near > 0, ndtr(-gap / noise_near), (gap <= 0).astype(float))
+        chance[near] += run_probability(p_over, run) / SHIFT_DRAWS
+    chance = np.clip(chance, 0.0, 1.0)
+    reached = chance >= likely
+    first = np.where(reached.any(axis=1), reached.argmax(axis=1), -1)
+    start = np.maximum(first - (run - 1), 0)
+    likely_date = np.where(first >= 0, days[np.arange(len(keys)), start], np.datetime64("NaT", "ns"))
+    return pd.DataFrame(
+        {
+            "server_id": keys.get_level_values("server_id"),
+            "metric": keys.get_level_values("metric"),
+            "breach_probability": chance[:, -1] if shape[1] else np.zeros(len(keys)),
+            "likely_breach_date": pd.to_datetime(likely_date),
+        }
+    )
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -154,15 +237,19 @@ def severity(
     critical_days: int,
     high_days: int | None = None,
     medium_days: int | None = None,
+    days_likely: pd.Series | None = None,
 ) -> pd.Series:
-    """critical: breaching now or P50 within ``critical_days``; high: P50 within ``high_days``; medium: P90
-    within ``medium_days``; low otherwise. None (or 0) for ``high_days``/``medium_days`` means the whole horizon."""
+    """critical: breaching now or P50 within ``critical_days``; high: P50, or a likely breach (``days_likely``:
+    days to the day a breach becomes likely), within ``high_days``; medium: P90 within ``medium_days``; low
+    otherwise. None (or 0) for ``high_days``/``medium_days`` means the whole horizon."""
     p50 = days_p50.astype("float64").fillna(np.inf).to_numpy()
     p90 = days_p90.astype("float64").fillna(np.inf).to_numpy()
+    likely = np.full(p50.shape, np.inf) if days_likely is None else days_likely.astype("float64").fillna(np.inf)
+    soonest_high = np.minimum(p50, np.asarray(likely, dtype=float))
     tier = np.select(
         [
             already_breaching.to_numpy(dtype=bool) | (p50 <= critical_days),
-            np.isfinite(p50) & (p50 <= (high_days or np.inf)),
+            np.isfinite(soonest_high) & (soonest_high <= (high_days or np.inf)),
             np.isfinite(p90) & (p90 <= (medium_days or np.inf)),
         ],
         ["critical", "high", "medium"],
@@ -209,6 +296,7 @@ def build_risk_register(
     medium_days: int | None = None,
     headroom: Mapping[str, float] | None = None,
     breach_days: int = 1,
+    likely: float = 1 / 3,
 ) -> pd.DataFrame:
     """The risk register for one run: champion forecasts plus recent actuals -> one row per series.
 
@@ -219,18 +307,26 @@ def build_risk_register(
     margin (percent) the over-provisioned finding adds to the forecast. Breaches that come from recurring
     month-end or quarter-end peaks rather than trend are flagged with the peaks' dates. ``breach_days`` is the
     number of consecutive forecast days at or over the threshold that make a breach (1: any day).
+    ``breach_probability`` is the chance of such a breach inside the horizon (1 for a saturated series); a
+    breach at least ``likely`` probable counts as high even when P50 stays under the threshold (see
+    :func:`breach_probability`).
     """
     champions = forecasts[forecasts["is_champion"]]
     dates = breach_dates(champions, thresholds, breach_days=breach_days)
+    chances = breach_probability(champions, thresholds, breach_days=breach_days, likely=likely)
     actuals = last_actuals(daily, saturation_days=saturation_days, thresholds=thresholds)
-    reg = dates.merge(actuals, on=["server_id", "metric"], how="left")
+    reg = dates.merge(chances, on=["server_id", "metric"], how="left").merge(
+        actuals, on=["server_id", "metric"], how="left"
+    )
     reg["already_breaching"] = reg["already_breaching"].fillna(False).astype(bool)
+    reg["breach_probability"] = reg["breach_probability"].where(~reg["already_breaching"], 1.0)
     origin = pd.Timestamp(run_date)
-    for q in ("p50", "p90"):
-        col = f"breach_date_{q}"
+    days_to: dict[str, pd.Series] = {}
+    for col in ("breach_date_p50", "breach_date_p90", "likely_breach_date"):
         reg[col] = reg[col].where(~reg["already_breaching"], reg["last_actual_date"])
-        days = (reg[col] - origin).dt.days
-        reg[f"days_to_breach_{q}"] = days.clip(lower=0).astype("Int32").where(reg[col].notna())
+        days_to[col] = (reg[col] - origin).dt.days.clip(lower=0).astype("Int32").where(reg[col].notna())
+    reg["days_to_breach_p50"] = days_to["breach_date_p50"]
+    reg["days_to_breach_p90"] = days_to["breach_date_p90"]
     reg["severity"] = severity(
         reg["already_breaching"],
         reg["days_to_breach_p50"],
@@ -238,6 +334,7 @@ def build_risk_register(
         critical_days=critical_days,
         high_days=high_days,
         medium_days=medium_days,
+        days_likely=days_to["likely_breach_date"],
     )
     reg["finding"] = findings(reg, overprovisioned_ratio=overprovisioned_ratio, headroom=headroom)
     reg = reg.merge(

@@ -211,6 +211,16 @@ RISK_REGISTER = TableSchema(
         ),
         _c("seasonal_peak_kind", STRING, "quarter-end, month-end or recurring; empty when not seasonal."),
         _c("seasonal_peak_dates", STRING, "Comma-separated days of the forecast peaks over the threshold."),
+        _c(
+            "breach_probability",
+            FLOAT,
+            "Chance (0 to 1) of a breach inside the horizon, from the forecast band; 1 if breaching now.",
+        ),
+        _c(
+            "likely_breach_date",
+            DATE,
+            "First day of the breach by whose end its chance reaches risk.likely_breach_probability (null: never).",
+        ),
     ),
     partition_keys=(_RUN_DATE,),
 )

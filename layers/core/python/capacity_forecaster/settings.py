@@ -108,6 +108,10 @@ class RiskSettings:
     """P90 breach within this many days is medium; 0 means anywhere in the horizon."""
     breach_days: int = 1
     """Consecutive forecast days at or over the threshold that make a breach; 1 means the first day over."""
+    likely_breach_probability: float = 1 / 3
+    """A breach at least this likely inside the horizon is high severity even when the P50 stays under the
+    threshold: 1/3 flags whenever a miss is expected to cost more than a false alarm, a miss counted as twice
+    as costly (the flag pays when p x 2 >= 1 - p)."""
 
 
 def _default_instance_types() -> dict[str, dict[str, float]]:
@@ -424,6 +428,10 @@ def _validate(s: Settings) -> None:
         ),
         (s.risk.medium_days >= 0, "risk.medium_days must be 0 (the whole horizon) or more"),
         (1 <= s.risk.breach_days <= 30, "risk.breach_days must be between 1 and 30"),
+        (
+            0 < s.risk.likely_breach_probability <= 1,
+            "risk.likely_breach_probability must be a probability in (0, 1]",
+        ),
         (
             not s.risk.high_days or s.risk.high_days >= s.risk.critical_days,
             "risk.high_days must be 0 or at least risk.critical_days",

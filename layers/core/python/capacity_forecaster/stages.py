@@ -557,6 +557,7 @@ def risk_register(forecasts: pd.DataFrame, daily: pd.DataFrame, risk: RiskSettin
         medium_days=risk.medium_days or None,
         headroom=risk.headroom,
         breach_days=risk.breach_days,
+        likely=risk.likely_breach_probability,
     )
 
 

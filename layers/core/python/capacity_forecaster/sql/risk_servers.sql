@@ -23,6 +23,8 @@ SELECT
     r.days_to_breach_p50,
     r.breach_date_p90,
     r.days_to_breach_p90,
+    r.breach_probability,
+    r.likely_breach_date,
     r.peak_p50,
     r.peak_date,
     r.peak_p90,
