@@ -116,10 +116,11 @@ def breach_probability(
 ) -> pd.DataFrame:
     """Per series: the chance of a breach inside the horizon, and the day a breach becomes that likely.
 
-    A breach is ``breach_days`` consecutive days at or over the threshold (a series with fewer forecast days
-    needs all of them). Each day's value is read from the band as a normal around P50 with the spread of its
-    upper half, (P90 - P50) / 1.2816, split in two parts: the first day's spread is day-to-day noise,
-    independent from day to day; what the band widens beyond it is the forecast's level error, carried from
+    A breach is ``breach_days`` consecutive days at or over the threshold (a horizon shorter than that needs
+    all of its days; a series with fewer forecast days than the others counts its missing days as under).
+    Each day's value is read from the band as a normal around P50 with the spread of its upper half,
+    (P90 - P50) / 1.2816, split in two parts: the first day's spread is day-to-day noise, independent from
+    day to day; what the band widens beyond it is the forecast's level error, carried from
     one day to the next (one draw for the whole horizon: the chance is averaged over ``SHIFT_DRAWS`` equally
     likely values of it, the midpoints of as many equal slices of the normal). Without a band (P90 = P50) the
     chance is 1 or 0: whether P50 itself has the run.
