@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
+from capacity_forecaster.forecasting.baselines import UPPER_Q
 from capacity_forecaster.schema import RISK_REGISTER
 
 SEVERITY_ORDER: Final[dict[str, int]] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-UPPER_Z: Final = 1.2815515655446004
-"""Standard normal quantile of the P90 (``NormalDist().inv_cdf(0.9)``): (P90 - P50) / UPPER_Z is the spread."""
+UPPER_Z: Final = float(ndtri(UPPER_Q))
+"""Standard normal quantile of the band's upper edge (1.2816 for the P90): (P90 - P50) / UPPER_Z is the spread."""
 SHIFT_DRAWS: Final = 64
 """Equally likely values of the forecast's carried-over error that ``breach_probability`` averages over."""
 NEGLIGIBLE_SPREADS: Final = 8.0
@@ -245,8 +246,8 @@ def severity(
     otherwise. None (or 0) for ``high_days``/``medium_days`` means the whole horizon."""
     p50 = days_p50.astype("float64").fillna(np.inf).to_numpy()
     p90 = days_p90.astype("float64").fillna(np.inf).to_numpy()
-    likely = np.full(p50.shape, np.inf) if days_likely is None else days_likely.astype("float64").fillna(np.inf)
-    soonest_high = np.minimum(p50, np.asarray(likely, dtype=float))
+    likely = np.inf if days_likely is None else days_likely.astype("float64").fillna(np.inf).to_numpy()
+    soonest_high = np.minimum(p50, likely)
     tier = np.select(
         [
             already_breaching.to_numpy(dtype=bool) | (p50 <= critical_days),
