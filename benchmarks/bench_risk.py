@@ -22,9 +22,9 @@ scores the register against ``reference/ground_truth``:
 The same rules also score a *perfect-knowledge forecaster*, in the same run: P50 = the generator's noise-free
 horizon (``Fleet.expected``: level, weekly, calendar and yearly effects exactly as planted), P10/P90 = P50 -/+
 1.2816 x the planted noise's standard deviation. It is the ceiling of what any forecast can score against a
-truth that includes day-to-day noise, and the reason the targets are checked on the P50 reading: with perfect
-forecasts the at-risk reading's precision stays under 90% (a P90 that crosses is a risk, not a breach),
-while the P50 reading meets both targets.
+truth that includes day-to-day noise, and the reason the targets are checked on the predicted reading: with
+perfect forecasts the at-risk reading's precision stays under 90% (a P90 that crosses is a risk, not a
+breach), while the predicted reading meets both targets.
 
 The register is scored twice from the same forecasts: as configured by default (``risk.breach_days`` 1: the
 first forecast day over the threshold is the breach) and with ``risk.breach_days`` set to the ground truth's
