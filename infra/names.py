@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from capacity_forecaster.schema import QUARANTINE, RAW_SAMPLES
+# the lake prefixes the stages touch are declared once, beside the stages (re-exported here for the stack)
+from capacity_forecaster.access import RAW_PREFIX as RAW_PREFIX
+from capacity_forecaster.access import STAGING_TRAINING_PREFIX as STAGING_TRAINING_PREFIX
+from capacity_forecaster.access import TRAINING_CHECKPOINT_PREFIX as TRAINING_CHECKPOINT_PREFIX
+from capacity_forecaster.access import TRAINING_OUTPUT_PREFIX as TRAINING_OUTPUT_PREFIX
+from capacity_forecaster.access import UPLOADS_PREFIX, table_prefix
+from capacity_forecaster.schema import METRICS_DAILY, QUARANTINE
 
 PROJECT: Final = "capacity-forecaster"
 STACK_ID: Final = "CapacityForecaster"
@@ -22,8 +28,6 @@ TAGS: Final[dict[str, str]] = {"project": PROJECT}
 CONTEXT_NAMESPACE: Final = "capacity-forecaster"
 
 # --- lake layout (keys in the lake bucket) ------------------------------------------------------------
-RAW_PREFIX: Final = f"{RAW_SAMPLES.zone}/"
-"""Everything generated or ingested, before validation."""
 QUARANTINE_PREFIX: Final = f"{QUARANTINE.prefix}/"
 """Rejected input rows (the quarantine table's own prefix)."""
 ATHENA_RESULTS_PREFIX: Final = "athena-results/"
@@ -64,13 +68,11 @@ HANDLER_COMMANDS: Final[dict[str, str]] = {
     "risk": "risk.handler.handler",
 }
 """Function -> the image command naming its handler (``<package>.handler.handler`` under LAMBDA_TASK_ROOT)."""
-ETL_TRIGGER_PREFIX: Final = f"{RAW_PREFIX}uploads/"
+ETL_TRIGGER_PREFIX: Final = UPLOADS_PREFIX
 """Objects created under this prefix start the ETL at once. The generator's own raw exports (one object per
 day of history) are left to the daily ETL schedule, so a generation run does not start hundreds of ETL runs."""
 TRAINING_JOB_PREFIX: Final = f"{PROJECT}-"
 """Training jobs of this stack are named ``capacity-forecaster-<run date>...``; the state-change rule matches it."""
-STAGING_TRAINING_PREFIX: Final = "staging/training/"
-"""Where training jobs stage their parts until the risk Lambda publishes them (forecasting.job.STAGING_PREFIX)."""
 LAMBDA_RETRY_ATTEMPTS: Final = 2
 """Asynchronous retries of a failed invocation before it goes to the dead-letter queue."""
 LAMBDA_MAX_EVENT_AGE_HOURS: Final = 6
@@ -100,10 +102,8 @@ POWERTOOLS_LAYER_PARAMETER: Final = "/aws/service/powertools/python/x86_64/pytho
 the tracer's X-Ray SDK); the launcher uses the version pinned in lambdas/requirements.txt, like the images."""
 TRAINING_MODEL_NAMES: Final = ("seasonal_naive", "linear_trend", "recent_trend", "prophet", "random_forest")
 """The forecasting models the training image registers (capacity_forecaster.forecasting.baselines)."""
-TRAINING_METRICS_PREFIX: Final = "curated/metrics_daily/"
+TRAINING_METRICS_PREFIX: Final = table_prefix(METRICS_DAILY)
 """The training channel: every metrics_daily partition, FullyReplicated to each host."""
-TRAINING_OUTPUT_PREFIX: Final = "training/output/"
-TRAINING_CHECKPOINT_PREFIX: Final = "training/checkpoints/"
 SAGEMAKER_LOG_GROUP: Final = "/aws/sagemaker/TrainingJobs"
 
 # --- notifications ------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ at once would both process the same new raw objects, two risk runs could publish
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -27,18 +26,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from capacity_forecaster.schema import (
-    ETL_FILES,
-    ETL_RUNS,
-    FORECASTS,
-    GROUND_TRUTH,
-    METRICS_DAILY,
-    MODEL_METRICS,
-    QUARANTINE,
-    RAW_SAMPLES,
-    RISK_REGISTER,
-    SERVERS,
-)
+from capacity_forecaster.access import StageAccess
+from capacity_forecaster.access import function_access as stage_access
 from infra.names import (
     ALARM_PERIOD_MINUTES,
     DLQ_RETENTION_DAYS,
@@ -50,8 +39,6 @@ from infra.names import (
     OPS_KEY_ALIAS,
     POWERTOOLS_NAMESPACE,
     PROJECT,
-    RAW_PREFIX,
-    STAGING_TRAINING_PREFIX,
     TRAINING_JOB_PREFIX,
 )
 from infra.settings import LOG_RETENTION_DAYS, StackSettings
@@ -78,30 +65,18 @@ LAMBDA_NAG_REASONS: dict[str, str] = {
 """cdk-nag findings every function of the stack shares (basic execution role, X-Ray, the encrypted DLQ), with why."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class LakeAccess:
-    """The lake prefixes a function reads, writes and deletes under."""
-
-    read: tuple[str, ...] = ()
-    write: tuple[str, ...] = ()
-    delete: tuple[str, ...] = ()
-
-
-ACCESS: dict[str, LakeAccess] = {
-    "generate": LakeAccess(write=(RAW_SAMPLES.prefix, SERVERS.prefix, GROUND_TRUTH.prefix)),
-    "etl": LakeAccess(
-        read=(RAW_PREFIX, METRICS_DAILY.prefix, QUARANTINE.prefix, ETL_RUNS.prefix, ETL_FILES.prefix),
-        write=(METRICS_DAILY.prefix, QUARANTINE.prefix, ETL_RUNS.prefix, ETL_FILES.prefix),
-    ),
-    "risk": LakeAccess(
-        read=(STAGING_TRAINING_PREFIX, FORECASTS.prefix, METRICS_DAILY.prefix, RISK_REGISTER.prefix),
-        write=(STAGING_TRAINING_PREFIX, FORECASTS.prefix, MODEL_METRICS.prefix, RISK_REGISTER.prefix),
-        delete=(STAGING_TRAINING_PREFIX,),
-    ),
+FUNCTION_STAGES: dict[str, tuple[str, ...]] = {
+    "generate": ("generate",),
+    "etl": ("etl",),
+    "risk": ("publish", "risk"),
 }
-"""What each stage touches: generate writes the raw zone and the fleet's reference tables; the ETL reads raw
-objects and its own state; risk publishes a training run's staged parts (and deletes them) and reads the
-forecasts with the daily history, and the previous risk register to tell which critical risks are new."""
+"""The stages each function's handler runs; its role gets what they touch (``capacity_forecaster.access``)."""
+
+
+def function_access(name: str) -> StageAccess:
+    """What the function ``name`` touches: the union of its stages' declarations."""
+    return stage_access(*FUNCTION_STAGES[name])
+
 
 SERIALISED = frozenset({"etl", "risk"})
 """Functions that must not overlap (reserved concurrency 1)."""
@@ -254,18 +229,12 @@ class Pipeline(Construct):
                 removal_policy=cdk.RemovalPolicy.DESTROY,
             ),
         )
-        access = ACCESS[name]
-        if access.read:
-            self._lake.grant_read(fn, *access.read)
-        if access.write:
-            self._lake.grant_write(fn, *(p for p in access.write if p not in access.delete))
-            self._lake.grant_abort_uploads(fn)
-        if access.delete:
-            self._lake.grant_write(fn, *access.delete, allow_delete=True)
+        access = function_access(name)
+        self._lake.grant_access(fn, access)
         self._acknowledge(fn, access)
         return fn
 
-    def _acknowledge(self, fn: lambda_.DockerImageFunction, access: LakeAccess) -> None:
+    def _acknowledge(self, fn: lambda_.DockerImageFunction, access: StageAccess) -> None:
         """cdk-nag findings on the function's role that are by design, each with its reason."""
         assert fn.role is not None
         stack = cdk.Stack.of(self)

@@ -10,6 +10,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from capacity_forecaster.access import StageAccess
 from infra.names import (
     ABORT_INCOMPLETE_MULTIPART_DAYS,
     ACCESS_LOGS_PREFIX,
@@ -160,6 +161,25 @@ class DataLake(Construct):
             resource_arns=[self.bucket.arn_for_objects(f"{k}*") for k in keys],
         )
         return grant.combine(self._grant_key(grantee, KMS_ENCRYPT_ACTIONS))
+
+    def grant_delete(self, grantee: iam.IGrantable, *prefixes: str) -> iam.Grant:
+        """Let ``grantee`` delete objects under the prefixes (no key use: a delete reads nothing)."""
+        keys = [normalize_prefix(p) for p in _require(prefixes)]
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=list(DELETE_OBJECT_ACTIONS),
+            resource_arns=[self.bucket.arn_for_objects(f"{k}*") for k in keys],
+        )
+
+    def grant_access(self, grantee: iam.IGrantable, access: StageAccess) -> None:
+        """The grants of a stage declaration (``capacity_forecaster.access``): read, write, delete prefixes."""
+        if access.read:
+            self.grant_read(grantee, *access.read)
+        if access.write:
+            self.grant_write(grantee, *access.write)
+            self.grant_abort_uploads(grantee)
+        if access.delete:
+            self.grant_delete(grantee, *access.delete)
 
     def grant_read_write(self, grantee: iam.IGrantable, *prefixes: str, allow_delete: bool = False) -> iam.Grant:
         """``grant_read`` and ``grant_write`` on the same prefixes."""

@@ -22,6 +22,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from capacity_forecaster.access import STAGE_ACCESS
 from infra.names import (
     ALARM_PERIOD_MINUTES,
     LAMBDA_MAX_EVENT_AGE_HOURS,
@@ -33,12 +34,9 @@ from infra.names import (
     POWERTOOLS_NAMESPACE,
     PROJECT,
     SAGEMAKER_LOG_GROUP,
-    STAGING_TRAINING_PREFIX,
     TRAINING_CHECKPOINT_PREFIX,
     TRAINING_DOCKERFILE,
     TRAINING_JOB_PREFIX,
-    TRAINING_METRICS_PREFIX,
-    TRAINING_OUTPUT_PREFIX,
 )
 from infra.pipeline import LAMBDA_NAG_REASONS, RETENTION, ROOT
 from infra.settings import StackSettings
@@ -94,10 +92,7 @@ class Training(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="SageMaker training jobs of the Capacity Forecaster: read metrics, stage forecasts.",
         )
-        lake.grant_read(self.role, TRAINING_METRICS_PREFIX)
-        lake.grant_write(self.role, STAGING_TRAINING_PREFIX, TRAINING_OUTPUT_PREFIX)
-        lake.grant_read_write(self.role, TRAINING_CHECKPOINT_PREFIX, allow_delete=True)
-        lake.grant_abort_uploads(self.role)
+        lake.grant_access(self.role, STAGE_ACCESS["train"])
         self.image.repository.grant_pull(self.role)
         log_group_arn = stack.format_arn(
             service="logs",
@@ -232,7 +227,8 @@ class Training(Construct):
             "/aws/sagemaker/TrainingJobs:log-stream:*]": "Training jobs write one log stream per host, named "
             "after the job: the streams of SageMaker's training log group only.",
         }
-        for prefix in (TRAINING_METRICS_PREFIX, STAGING_TRAINING_PREFIX, TRAINING_OUTPUT_PREFIX):
+        train = STAGE_ACCESS["train"]
+        for prefix in sorted({*train.read, *train.write, *train.delete} - {TRAINING_CHECKPOINT_PREFIX}):
             role_reasons[f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}*]"] = (
                 f"The training job reads or writes objects under the lake prefix {prefix} only."
             )

@@ -11,7 +11,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from infra import names
-from infra.pipeline import ACCESS, SERIALISED
+from infra.pipeline import SERIALISED, function_access
 from infra.settings import SettingsError, StackSettings
 from infra.stack import CapacityForecasterStack
 from infra.storage import normalize_prefix
@@ -167,25 +167,30 @@ def test_grants_are_exactly_the_prefixes_each_stage_touches(
     template_json: dict[str, Any], ids: dict[str, str], name: str
 ) -> None:
     access = s3_object_access(template_json, ids[f"{name}-role"], ids["bucket"])
-    spec = ACCESS[name]
+    spec = function_access(name)
     assert access.get("s3:GetObject", set()) == {normalize_prefix(p) for p in spec.read}
     assert access["s3:PutObject"] == {normalize_prefix(p) for p in spec.write}
     assert access.get("s3:DeleteObject", set()) == {normalize_prefix(p) for p in spec.delete}
 
 
-def test_only_risk_deletes_and_only_its_staging_prefix(template_json: dict[str, Any], ids: dict[str, str]) -> None:
+def test_deletes_only_uploads_moved_aside_staging_and_leases(
+    template_json: dict[str, Any], ids: dict[str, str]
+) -> None:
     deleting = {
         name: access["s3:DeleteObject"]
         for name in FUNCTIONS
         if "s3:DeleteObject" in (access := s3_object_access(template_json, ids[f"{name}-role"], ids["bucket"]))
     }
-    assert deleting == {"risk": {names.STAGING_TRAINING_PREFIX}}
+    assert deleting == {
+        "etl": {names.ETL_TRIGGER_PREFIX, "state/locks/"},
+        "risk": {names.STAGING_TRAINING_PREFIX, "state/locks/"},
+    }
 
 
-def test_generator_cannot_read_and_etl_cannot_write_raw(template_json: dict[str, Any], ids: dict[str, str]) -> None:
+def test_etl_cannot_write_raw_and_generator_cannot_delete(template_json: dict[str, Any], ids: dict[str, str]) -> None:
     generate = s3_object_access(template_json, ids["generate-role"], ids["bucket"])
     etl = s3_object_access(template_json, ids["etl-role"], ids["bucket"])
-    assert "s3:GetObject" not in generate
+    assert "s3:DeleteObject" not in generate
     assert not any(p.startswith(names.RAW_PREFIX) for p in etl["s3:PutObject"])
 
 

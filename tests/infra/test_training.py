@@ -47,7 +47,11 @@ def test_job_role_reads_metrics_and_writes_only_its_prefixes(
     template_json: dict[str, Any], ids: dict[str, str]
 ) -> None:
     access = s3_object_access(template_json, ids["role"], ids["bucket"])
-    assert access["s3:GetObject"] == {names.TRAINING_METRICS_PREFIX, names.TRAINING_CHECKPOINT_PREFIX}
+    assert access["s3:GetObject"] == {
+        names.TRAINING_METRICS_PREFIX,
+        "curated/metrics_hourly/",  # the channel of training.grain hourly
+        names.TRAINING_CHECKPOINT_PREFIX,
+    }
     assert access["s3:PutObject"] == {
         normalize_prefix(names.STAGING_TRAINING_PREFIX),
         names.TRAINING_OUTPUT_PREFIX,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from capacity_forecaster import etl
+from capacity_forecaster.access import QUARANTINED_FILES_PREFIX, UPLOADS_PREFIX
 from capacity_forecaster.errors import CapacityForecasterError, InputError
 from capacity_forecaster.progress import NullProgress, ProgressReporter
 from capacity_forecaster.schema import (
@@ -41,10 +42,7 @@ from capacity_forecaster.storage.lake import Lake, partition_key
 if TYPE_CHECKING:
     from capacity_forecaster.generate import FleetSpec
 
-UPLOADS_PREFIX = "raw/uploads/"
 RAW_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".json", ".json.gz")
-QUARANTINED_FILES_PREFIX = "quarantine/files/"
-"""Whole raw files the ETL cannot read are moved under here (``dt=<run day>/<original key>``) with a reason."""
 
 
 @dataclass

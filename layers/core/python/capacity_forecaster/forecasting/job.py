@@ -37,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from capacity_forecaster.access import STAGING_TRAINING_PREFIX
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
 from capacity_forecaster.forecasting.backtest import one_line
 from capacity_forecaster.forecasting.baselines import registered_models
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("/opt/ml")
 CHANNEL = "curated"
-STAGING_PREFIX = "staging/training"
+STAGING_PREFIX = STAGING_TRAINING_PREFIX.rstrip("/")
 DEFAULT_MODELS: tuple[str, ...] = TrainingSettings.models
 DEFAULT_BACKTEST_ORIGINS: int = TrainingSettings.backtest_origins
 MAX_HORIZON = 730

@@ -1,0 +1,143 @@
+"""What each pipeline stage touches: the one declaration the cloud grants are built from.
+
+Each stage names the lake prefixes it lists and reads, writes and deletes under, and the other AWS actions it
+calls. ``infra/`` turns these into IAM statements (a function's role gets the union of the stages its handler
+runs); nothing else lists prefixes. The tests run every function against a moto server, record each AWS call
+it makes and evaluate it against the synthesized policies, so a declaration that misses a call fails there.
+
+Prefixes are lake-relative and end with ``/``; a prefix covers every key under it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from capacity_forecaster.schema import (
+    CONSOLIDATION,
+    ETL_FILES,
+    ETL_RUNS,
+    FORECASTS,
+    FORECASTS_HOURLY,
+    GROUND_TRUTH,
+    METRICS_DAILY,
+    METRICS_HOURLY,
+    MODEL_METRICS,
+    MODEL_METRICS_HOURLY,
+    QUARANTINE,
+    RAW_SAMPLES,
+    RISK_REGISTER,
+    SERVER_ATTRIBUTES,
+    SERVERS,
+    TableSchema,
+)
+
+RAW_PREFIX: Final = "raw/"
+UPLOADS_PREFIX: Final = "raw/uploads/"
+"""User uploads and CloudWatch pulls, ``raw/uploads/tenants/<tenant>/YYYY/MM/DD/<timestamp>_<name>``."""
+QUARANTINED_FILES_PREFIX: Final = "quarantine/files/"
+"""Whole raw files the ETL cannot read, moved here (``dt=<run day>/<original key>``) with a reason."""
+STAGING_TRAINING_PREFIX: Final = "staging/training/"
+"""Where training hosts stage their parts until the risk stage publishes them."""
+TRAINING_OUTPUT_PREFIX: Final = "training/output/"
+"""SageMaker's model artifacts (model.tar.gz) of each job."""
+TRAINING_CHECKPOINT_PREFIX: Final = "training/checkpoints/"
+"""SageMaker's spot-training checkpoints."""
+REPORTS_PREFIX: Final = "reports/"
+"""The HTML capacity report and its CSV/Excel exports of each run."""
+LOCKS_PREFIX: Final = "state/locks/"
+"""Lease objects that keep two runs writing the same tables from interleaving."""
+
+
+def table_prefix(table: TableSchema) -> str:
+    """A table's lake prefix with its trailing slash: ``curated/metrics_daily/``."""
+    return table.prefix.rstrip("/") + "/"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageAccess:
+    """The lake prefixes a stage lists and reads, writes and deletes under, and its other AWS actions."""
+
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    """Other IAM actions, on the resources ``infra/`` scopes them to (``sns:Publish`` on the alerts topic...)."""
+
+    def __post_init__(self) -> None:
+        for prefix in (*self.read, *self.write, *self.delete):
+            if not prefix.endswith("/") or prefix.startswith("/") or "*" in prefix:
+                raise ValueError(f"lake prefix {prefix!r} must be relative, end with '/' and hold no wildcard")
+
+    def union(self, other: StageAccess) -> StageAccess:
+        """What two stages run by one function touch together."""
+
+        def merged(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(dict.fromkeys((*a, *b)))
+
+        return StageAccess(
+            read=merged(self.read, other.read),
+            write=merged(self.write, other.write),
+            delete=merged(self.delete, other.delete),
+            actions=merged(self.actions, other.actions),
+        )
+
+
+def _tables(*tables: TableSchema) -> tuple[str, ...]:
+    return tuple(table_prefix(t) for t in tables)
+
+
+STAGE_ACCESS: Final[dict[str, StageAccess]] = {
+    # the synthetic demo fleet: raw exports, the inventory and what was planted
+    "generate": StageAccess(
+        read=(RAW_PREFIX, *_tables(SERVERS, GROUND_TRUTH)),
+        write=_tables(RAW_SAMPLES, SERVERS, GROUND_TRUTH),
+    ),
+    # new raw objects -> curated daily (and hourly) metrics, quarantine, reconciliation, processed-file list;
+    # unreadable uploads are moved under quarantine/files/ (copied, then deleted from raw/)
+    "etl": StageAccess(
+        read=(
+            RAW_PREFIX,
+            *_tables(METRICS_DAILY, METRICS_HOURLY, QUARANTINE, ETL_RUNS, ETL_FILES, SERVER_ATTRIBUTES),
+            LOCKS_PREFIX,
+        ),
+        write=(
+            *_tables(METRICS_DAILY, METRICS_HOURLY, QUARANTINE, ETL_RUNS, ETL_FILES, SERVER_ATTRIBUTES),
+            QUARANTINED_FILES_PREFIX,
+            LOCKS_PREFIX,
+        ),
+        delete=(UPLOADS_PREFIX, LOCKS_PREFIX),
+    ),
+    # the SageMaker training job: the curated channel in, staged parts and the model artifact out
+    "train": StageAccess(
+        read=(*_tables(METRICS_DAILY, METRICS_HOURLY), TRAINING_CHECKPOINT_PREFIX),
+        write=(STAGING_TRAINING_PREFIX, TRAINING_OUTPUT_PREFIX, TRAINING_CHECKPOINT_PREFIX),
+        delete=(TRAINING_CHECKPOINT_PREFIX,),
+    ),
+    # a completed training run's staged parts -> forecasts and model metrics (the staging objects removed)
+    "publish": StageAccess(
+        read=(STAGING_TRAINING_PREFIX,),
+        write=(STAGING_TRAINING_PREFIX, *_tables(FORECASTS, MODEL_METRICS, FORECASTS_HOURLY, MODEL_METRICS_HOURLY)),
+        delete=(STAGING_TRAINING_PREFIX,),
+    ),
+    # forecasts and the recent history -> the risk register (the previous one tells which risks are new)
+    "risk": StageAccess(
+        read=(*_tables(FORECASTS, FORECASTS_HOURLY, METRICS_DAILY, RISK_REGISTER), LOCKS_PREFIX),
+        write=(table_prefix(RISK_REGISTER), LOCKS_PREFIX),
+        delete=(LOCKS_PREFIX,),
+    ),
+    # the register, the history and the inventory -> the consolidation plan
+    "consolidation": StageAccess(
+        read=_tables(RISK_REGISTER, METRICS_DAILY, SERVERS, SERVER_ATTRIBUTES),
+        write=(table_prefix(CONSOLIDATION),),
+    ),
+}
+"""Stage -> what it touches. A change to what a stage reads or writes is one edit here."""
+
+
+def function_access(*stages: str) -> StageAccess:
+    """What a function that runs ``stages`` touches: the union of their declarations."""
+    access = StageAccess()
+    for stage in stages:
+        access = access.union(STAGE_ACCESS[stage])
+    return access
