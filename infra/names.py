@@ -15,6 +15,7 @@ from capacity_forecaster.access import TRAINING_CHECKPOINT_PREFIX as TRAINING_CH
 from capacity_forecaster.access import TRAINING_OUTPUT_PREFIX as TRAINING_OUTPUT_PREFIX
 from capacity_forecaster.access import UPLOADS_PREFIX, table_prefix
 from capacity_forecaster.schema import METRICS_DAILY, QUARANTINE
+from capacity_forecaster.settings import MODEL_NAMES
 
 PROJECT: Final = "capacity-forecaster"
 STACK_ID: Final = "CapacityForecaster"
@@ -100,7 +101,7 @@ Lambda runtime's own), so the layer stays a few kilobytes and nothing pulls in p
 POWERTOOLS_LAYER_PARAMETER: Final = "/aws/service/powertools/python/x86_64/python3.13/{version}"
 """AWS's public SSM parameter holding the ARN of its Powertools for AWS Lambda (Python) layer of a version (with
 the tracer's X-Ray SDK); the launcher uses the version pinned in lambdas/requirements.txt, like the images."""
-TRAINING_MODEL_NAMES: Final = ("seasonal_naive", "linear_trend", "recent_trend", "prophet", "random_forest")
+TRAINING_MODEL_NAMES: Final = MODEL_NAMES
 """The forecasting models the training image registers (capacity_forecaster.forecasting.baselines)."""
 TRAINING_METRICS_PREFIX: Final = table_prefix(METRICS_DAILY)
 """The training channel: every metrics_daily partition, FullyReplicated to each host."""

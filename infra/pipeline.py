@@ -28,6 +28,7 @@ from constructs import Construct
 
 from capacity_forecaster.access import StageAccess
 from capacity_forecaster.access import function_access as stage_access
+from capacity_forecaster.settings import settings_environment
 from infra.names import (
     ALARM_PERIOD_MINUTES,
     DLQ_RETENTION_DAYS,
@@ -185,19 +186,15 @@ class Pipeline(Construct):
         }
 
     def environment(self, name: str) -> dict[str, str]:
-        """The function's environment: Powertools and the domain package's ``CF_*`` settings."""
-        settings = self._settings
+        """The function's environment: Powertools, the lake, and the settings file's ``CF_*`` variables (those
+        off their defaults: ``capacity_forecaster.settings.settings_environment``)."""
         return {
             "POWERTOOLS_SERVICE_NAME": f"{PROJECT}-{name}",
             "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_NAMESPACE,
             "CF_LAKE": self._lake.uri,
             "CF_S3_SSE": "aws:kms",
             "CF_S3_KMS_KEY_ID": self._lake.key.key_arn,
-            "CF_FLEET_SERVERS": str(settings.fleet_servers),
-            "CF_FLEET_DAYS": str(settings.fleet_days),
-            "CF_HORIZON_DAYS": str(settings.horizon_days),
-            "CF_RISK_THRESHOLDS": settings.risk_thresholds,
-            "CF_RISK_CRITICAL_DAYS": str(settings.risk_critical_days),
+            **settings_environment(self._settings.domain_settings),
         }
 
     def _function(self, name: str) -> lambda_.DockerImageFunction:

@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import aws_cdk as cdk
 import constructs
 
-from infra.names import CONTEXT_NAMESPACE, TRAINING_MODEL_NAMES
+from infra.names import CONTEXT_NAMESPACE
+
+if TYPE_CHECKING:
+    from capacity_forecaster.settings import Settings
 
 RemovalPolicyName = Literal["retain", "destroy"]
+PROJECT_ROOT: Final = Path(__file__).resolve().parents[1]
+"""Where a relative ``settings_file`` is read from."""
 
 _BUCKET_PREFIX_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
 _GLUE_NAME_RE: Final = re.compile(r"^[a-z0-9_]+$")
@@ -79,12 +86,6 @@ class StackSettings:
     """When the generator Lambda writes the synthetic fleet's raw exports (EventBridge expression, UTC; daily)."""
     etl_schedule: str = "cron(0 3 * * ? *)"
     """When the ETL Lambda processes new raw objects (EventBridge expression, UTC; daily, after generation)."""
-    fleet_servers: int = 100
-    """Servers in the synthetic fleet the generator writes (CF_FLEET_SERVERS; 1 to 100000)."""
-    fleet_days: int = 730
-    """Days of history the generator writes (CF_FLEET_DAYS; 1 to 3650)."""
-    horizon_days: int = 90
-    """Forecast horizon in days (CF_HORIZON_DAYS; 1 to 730)."""
     lambda_memory_mb: int = 3008
     """Memory of the container-image Lambdas (128 to 10240 MB; CPU grows with it)."""
     lambda_timeout_seconds: int = 900
@@ -95,8 +96,6 @@ class StackSettings:
     """When the launcher starts a SageMaker training job (EventBridge expression, UTC; weekly, Monday 05:00)."""
     training_instance_type: str = "ml.m5.xlarge"
     """Instance type of the training job (an ``ml.*`` type)."""
-    training_instance_count: int = 1
-    """Training hosts; the series are sharded across them (1 to 20)."""
     training_volume_gb: int = 30
     """EBS volume per training host (1 to 16384 GB)."""
     training_spot: str = "true"
@@ -107,14 +106,9 @@ class StackSettings:
     """With spot, the job is stopped after this much time waiting plus training (at least the max runtime)."""
     alert_email: str = ""
     """An e-mail address subscribed to the notifications topic (empty: none; the address must confirm)."""
-    risk_thresholds: str = "cpu=80,mem=80,disk=80,net=80"
-    """Utilisation thresholds of the risk register, ``metric=percentage`` pairs (CF_RISK_THRESHOLDS; a metric
-    left out keeps 80)."""
-    risk_critical_days: int = 30
-    """A series whose P50 crosses its threshold within this many days is critical (CF_RISK_CRITICAL_DAYS)."""
-    training_models: str = "seasonal_naive,linear_trend,recent_trend"
-    """Models the weekly training job backtests and picks a champion from (comma-separated; add prophet and
-    random_forest for accuracy at a higher training cost)."""
+    settings_file: str = ""
+    """The YAML settings file of the deployed functions and training job (the local pipeline's format), a path
+    relative to the project root; empty: the defaults. See docs/settings.md for what reaches the cloud."""
     quicksight_principal_arn: str = ""
     """The QuickSight user or group (``arn:aws:quicksight:<region>:<account>:user/<namespace>/<name>`` or
     ``...:group/...``) that owns the dashboard, its data sets and data source; empty: no dashboards."""
@@ -167,31 +161,24 @@ class StackSettings:
                 out.append("partition_projection_start must be written YYYY-MM-DD")
         out += self._pipeline_problems()
         out += self._dashboard_problems()
-        out += self._forecast_problems()
+        out += self._settings_file_problems()
         return out
 
-    def _forecast_problems(self) -> list[str]:
+    def _settings_file_problems(self) -> list[str]:
         from capacity_forecaster.errors import ConfigError
-        from capacity_forecaster.settings import load_settings
 
-        out: list[str] = []
-        try:  # the Lambdas parse these variables with the domain package's own rules: validate with them here
-            load_settings(
-                environ={
-                    "CF_RISK_THRESHOLDS": self.risk_thresholds,
-                    "CF_RISK_CRITICAL_DAYS": str(self.risk_critical_days),
-                }
-            )
+        try:
+            self.domain_settings  # noqa: B018  (loaded and validated once, here)
         except ConfigError as exc:
-            out.append(f"risk_thresholds/risk_critical_days: {exc}")
-        models = self.training_models.split(",")
-        unknown = [m for m in models if m not in TRAINING_MODEL_NAMES]
-        if not self.training_models or unknown or len(set(models)) != len(models):
-            out.append(
-                f"training_models {self.training_models!r} must name distinct models of {TRAINING_MODEL_NAMES}, "
-                "comma-separated without spaces"
-            )
-        return out
+            return [f"settings_file {self.settings_file}: {exc}"]
+        return []
+
+    @functools.cached_property
+    def domain_settings(self) -> Settings:
+        """The settings file's settings, read and checked for the cloud with the domain package's own rules."""
+        from capacity_forecaster.settings import load_cloud_settings
+
+        return load_cloud_settings(PROJECT_ROOT / self.settings_file if self.settings_file else None)
 
     def _dashboard_problems(self) -> list[str]:
         out: list[str] = []
@@ -210,9 +197,6 @@ class StackSettings:
             if not _SCHEDULE_RE.match(getattr(self, name)):
                 out.append(f"{name} {getattr(self, name)!r} must be an EventBridge cron(...) or rate(...) expression")
         ranges = {
-            "fleet_servers": (1, 100_000),
-            "fleet_days": (1, 3650),
-            "horizon_days": (1, 730),
             "lambda_memory_mb": (128, 10_240),
             "lambda_timeout_seconds": (1, 900),
         }
@@ -226,7 +210,6 @@ class StackSettings:
         if self.training_spot not in ("true", "false"):
             out.append(f"training_spot {self.training_spot!r} must be 'true' or 'false'")
         for name, (low, high) in {
-            "training_instance_count": (1, 20),
             "training_volume_gb": (1, 16_384),
             "training_max_runtime_seconds": (60, 432_000),
             "training_max_wait_seconds": (60, 432_000),

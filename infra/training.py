@@ -8,6 +8,7 @@ the pipeline's risk Lambda publishes them when SageMaker reports the job Complet
 
 from __future__ import annotations
 
+import json
 import re
 
 import aws_cdk as cdk
@@ -22,7 +23,9 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from capacity_forecaster.access import STAGE_ACCESS
+from capacity_forecaster.access import STAGE_ACCESS, table_prefix
+from capacity_forecaster.schema import TRAINING_CHANNEL_TABLES
+from capacity_forecaster.settings import settings_hyperparameters
 from infra.names import (
     ALARM_PERIOD_MINUTES,
     LAMBDA_MAX_EVENT_AGE_HOURS,
@@ -198,6 +201,9 @@ class Training(Construct):
         self._acknowledge(lake)
 
     def _environment(self, lake: DataLake, settings: StackSettings) -> dict[str, str]:
+        """The launcher's: the job's image, role and resources, and the settings file's settings as the job's
+        hyperparameters (the hosts and the channel of ``training.grain`` as the request's own fields)."""
+        domain = settings.domain_settings
         return {
             "POWERTOOLS_SERVICE_NAME": f"{PROJECT}-launch-training",
             "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_NAMESPACE,
@@ -206,13 +212,13 @@ class Training(Construct):
             "CF_TRAINING_IMAGE_URI": self.image.image_uri,
             "CF_TRAINING_ROLE_ARN": self.role.role_arn,
             "CF_TRAINING_INSTANCE_TYPE": settings.training_instance_type,
-            "CF_TRAINING_INSTANCE_COUNT": str(settings.training_instance_count),
+            "CF_TRAINING_INSTANCE_COUNT": str(domain.training.hosts),
             "CF_TRAINING_VOLUME_GB": str(settings.training_volume_gb),
             "CF_TRAINING_SPOT": settings.training_spot,
             "CF_TRAINING_MAX_RUNTIME_SECONDS": str(settings.training_max_runtime_seconds),
             "CF_TRAINING_MAX_WAIT_SECONDS": str(settings.training_max_wait_seconds),
-            "CF_HORIZON_DAYS": str(settings.horizon_days),
-            "CF_TRAINING_MODELS": settings.training_models,
+            "CF_TRAINING_CHANNEL_PREFIX": table_prefix(TRAINING_CHANNEL_TABLES[domain.training.grain]),
+            "CF_TRAINING_HYPERPARAMETERS": json.dumps(settings_hyperparameters(domain), separators=(",", ":")),
         }
 
     def _acknowledge(self, lake: DataLake) -> None:

@@ -3,8 +3,13 @@
 A zip function on the light domain layer (``layers/core``, stdlib-only modules) and AWS's Powertools layer
 (logger, metrics, tracer): it needs boto3, which the Lambda runtime has, and nothing that imports pandas. The
 job follows the contract of ``capacity_forecaster.forecasting.job``: string hyperparameters, one ``curated``
-channel holding every ``curated/metrics_daily/`` partition on every host (FullyReplicated: each host picks its
-own series), outputs staged in the lake for the risk Lambda to publish when the job completes.
+channel holding every partition of the grain's metrics table on every host (FullyReplicated: each host picks
+its own series), outputs staged in the lake for the risk Lambda to publish when the job completes.
+
+The settings reach the job as the stack wrote them at synth: ``CF_TRAINING_HYPERPARAMETERS`` (a JSON object of
+the settings hyperparameters, ``capacity_forecaster.settings.settings_hyperparameters``), the host count
+(``training.hosts``) and the channel's lake prefix (``training.grain``'s table). The launcher adds the run's
+own keys (run_date, run_id, lake_uri) and checks nothing the job checks itself.
 
 Launching is idempotent: the job name is derived from the event (its day and id), so a re-delivered event
 finds its job already there and starts nothing.
@@ -12,10 +17,11 @@ finds its job already there and starts nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -32,6 +38,9 @@ from capacity_forecaster.storage.keys import parse_s3_uri
 CHANNEL = "curated"
 """The data channel the training container reads (forecasting.job.CHANNEL)."""
 METRICS_DAILY_PREFIX = "curated/metrics_daily/"
+"""The channel's prefix when the stack names none (training.grain daily)."""
+RUN_KEYS = ("run_date", "run_id", "lake_uri")
+"""The hyperparameters the launcher adds for each run; the stack's settings hyperparameters must not hold them."""
 OUTPUT_PREFIX = "training/output/"
 """Where SageMaker puts each job's model.tar.gz (the forecasts themselves go to staging/, then curated/)."""
 CHECKPOINT_PREFIX = "training/checkpoints/"
@@ -39,7 +48,7 @@ SCHEDULED = ("aws.events", "Scheduled Event")
 JOB_PREFIX = "capacity-forecaster-"
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
-_MODELS = re.compile(r"^[a-z0-9_]+(,[a-z0-9_]+)*$")
+_CHANNEL_PREFIX = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*/$")
 
 logger = Logger()
 metrics = Metrics()
@@ -60,12 +69,12 @@ class LaunchConfig:
     spot: bool = True
     max_runtime_seconds: int = 3600
     max_wait_seconds: int = 7200
-    horizon_days: int = 90
-    models: str = "seasonal_naive,linear_trend,recent_trend"
+    channel_prefix: str = METRICS_DAILY_PREFIX
+    hyperparameters: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LaunchConfig:
-        """From ``CF_TRAINING_*``, ``CF_LAKE``, ``CF_S3_KMS_KEY_ID`` and ``CF_HORIZON_DAYS``; ConfigError if wrong."""
+        """From ``CF_TRAINING_*``, ``CF_LAKE`` and ``CF_S3_KMS_KEY_ID``; ConfigError if wrong."""
         required = {
             "image_uri": "CF_TRAINING_IMAGE_URI",
             "role_arn": "CF_TRAINING_ROLE_ARN",
@@ -76,18 +85,18 @@ class LaunchConfig:
         if missing:
             raise ConfigError(f"the launcher needs {', '.join(missing)} in its environment")
         values: dict[str, Any] = {name: env[var] for name, var in required.items()}
-        integers = {
-            "instance_count": ("CF_TRAINING_INSTANCE_COUNT", 1, 20),
+        integers = {  # the host count's limits are training.hosts', checked with the settings at synth
+            "instance_count": ("CF_TRAINING_INSTANCE_COUNT", 1, None),
             "volume_gb": ("CF_TRAINING_VOLUME_GB", 1, 16384),
             "max_runtime_seconds": ("CF_TRAINING_MAX_RUNTIME_SECONDS", 60, 432000),
             "max_wait_seconds": ("CF_TRAINING_MAX_WAIT_SECONDS", 60, 432000),
-            "horizon_days": ("CF_HORIZON_DAYS", 1, 730),
         }
         for name, (var, low, high) in integers.items():
             if var in env:
                 text = env[var].strip()
-                if not text.isdigit() or not low <= int(text) <= high:
-                    raise ConfigError(f"{var}={env[var]!r} must be an integer between {low} and {high}")
+                if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+                    span = f"between {low} and {high}" if high is not None else f"of at least {low}"
+                    raise ConfigError(f"{var}={env[var]!r} must be an integer {span}")
                 values[name] = int(text)
         if "CF_TRAINING_INSTANCE_TYPE" in env:
             values["instance_type"] = env["CF_TRAINING_INSTANCE_TYPE"]
@@ -96,8 +105,10 @@ class LaunchConfig:
             if spot not in ("true", "false"):
                 raise ConfigError(f"CF_TRAINING_SPOT={env['CF_TRAINING_SPOT']!r} must be true or false")
             values["spot"] = spot == "true"
-        if "CF_TRAINING_MODELS" in env:
-            values["models"] = env["CF_TRAINING_MODELS"]
+        if "CF_TRAINING_CHANNEL_PREFIX" in env:
+            values["channel_prefix"] = env["CF_TRAINING_CHANNEL_PREFIX"]
+        if "CF_TRAINING_HYPERPARAMETERS" in env:
+            values["hyperparameters"] = _hyperparameters(env["CF_TRAINING_HYPERPARAMETERS"])
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -109,14 +120,28 @@ class LaunchConfig:
             raise ConfigError(f"CF_LAKE must be the lake bucket's root (s3://{bucket}), not {self.lake_uri!r}")
         if not _INSTANCE_TYPE.match(self.instance_type):
             raise ConfigError(f"CF_TRAINING_INSTANCE_TYPE={self.instance_type!r} is not an ml.* instance type")
-        if not _MODELS.match(self.models):
-            raise ConfigError(f"CF_TRAINING_MODELS={self.models!r} must be comma-separated model names")
+        if not _CHANNEL_PREFIX.match(self.channel_prefix):
+            raise ConfigError(f"CF_TRAINING_CHANNEL_PREFIX={self.channel_prefix!r} must be a lake prefix ending in /")
         if self.spot and self.max_wait_seconds < self.max_runtime_seconds:
             raise ConfigError("CF_TRAINING_MAX_WAIT_SECONDS must be at least CF_TRAINING_MAX_RUNTIME_SECONDS")
 
     @property
     def bucket(self) -> str:
         return parse_s3_uri(self.lake_uri)[0]
+
+
+def _hyperparameters(text: str) -> dict[str, str]:
+    """The settings hyperparameters the stack wrote: a JSON object of strings, without the run's own keys."""
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        values = None
+    if not isinstance(values, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
+        raise ConfigError("CF_TRAINING_HYPERPARAMETERS must be a JSON object of strings")
+    clash = sorted(set(values) & set(RUN_KEYS))
+    if clash:
+        raise ConfigError(f"CF_TRAINING_HYPERPARAMETERS must not set {', '.join(clash)}: the launcher sets them")
+    return values
 
 
 def job_name(run_date: date, event_id: str) -> str:
@@ -137,11 +162,10 @@ def training_request(config: LaunchConfig, *, name: str, run_date: date) -> dict
     request: dict[str, Any] = {
         "TrainingJobName": name,
         "HyperParameters": {
+            **config.hyperparameters,
             "run_date": run_date.isoformat(),
             "run_id": name,
             "lake_uri": lake,
-            "horizon_days": str(config.horizon_days),
-            "models": config.models,
         },
         "AlgorithmSpecification": {"TrainingImage": config.image_uri, "TrainingInputMode": "File"},
         "RoleArn": config.role_arn,
@@ -151,7 +175,7 @@ def training_request(config: LaunchConfig, *, name: str, run_date: date) -> dict
                 "DataSource": {
                     "S3DataSource": {
                         "S3DataType": "S3Prefix",
-                        "S3Uri": f"{lake}/{METRICS_DAILY_PREFIX}",
+                        "S3Uri": f"{lake}/{config.channel_prefix}",
                         "S3DataDistributionType": "FullyReplicated",
                     }
                 },

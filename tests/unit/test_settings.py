@@ -91,7 +91,8 @@ def test_forecasting_model_settings_reach_the_training_hyperparameters(tmp_path:
     )
     s = load_settings(path, environ={})
     values = training_hyperparameters(s, run_date=date(2026, 1, 10), run_id="r1", lake_uri="lake")
-    assert (values["country"], values["rf_max_rows"], values["seed"]) == ("GB", "5000", "9")
+    assert (values["fleet.country"], values["training.rf_max_rows"], values["training.seed"]) == ("GB", "5000", "9")
+    assert (values["run_date"], values["run_id"], values["lake_uri"]) == ("2026-01-10", "r1", "lake")
     params = parse_hyperparameters(values)
     assert params.models == ("seasonal_naive", "prophet", "random_forest")
     assert params.model_settings()["random_forest"]["max_rows"] == 5000

@@ -26,7 +26,7 @@ from capacity_forecaster.forecasting.job import (
     staging_keys,
 )
 from capacity_forecaster.schema import FORECASTS, METRICS_DAILY, MODEL_METRICS
-from capacity_forecaster.settings import TrainingSettings
+from capacity_forecaster.settings import TrainingSettings, load_settings
 from capacity_forecaster.storage.lake import Lake, open_lake
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,16 +76,16 @@ def lake(source_lake: Path, tmp_path: Path) -> Lake:
     return open_lake(str(root))
 
 
-def hyperparameters(lake: Lake, **overrides: str) -> dict[str, str]:
+def hyperparameters(lake: Lake, /, **overrides: str) -> dict[str, str]:
     values = {
         "run_date": RUN_DATE.isoformat(),
         "run_id": "test-run",
         "horizon_days": "30",
-        "models": "seasonal_naive,linear_trend",
-        "backtest_origins": "2",
-        "score": "mae",
-        "min_history_days": "56",
-        "n_jobs": "1",
+        "training.models": "seasonal_naive,linear_trend",
+        "training.backtest_origins": "2",
+        "training.score": "mae",
+        "training.min_history_days": "56",
+        "training.n_jobs": "1",
         "lake_uri": lake.uri,
     }
     values.update(overrides)
@@ -151,40 +151,34 @@ def test_good_run_stages_parts_manifest_and_model_artifact(lake: Lake, tmp_path:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"horizon_days": "abc"}, "hyperparameter horizon_days='abc' is not an integer between 1 and 730"),
-        ({"horizon_days": "0"}, "hyperparameter horizon_days='0' is not an integer between 1 and 730"),
-        ({"horizon_days": "731"}, "hyperparameter horizon_days='731' is not an integer between 1 and 730"),
+        ({"horizon_days": "abc"}, "hyperparameters: setting horizon_days='abc' is not a valid int"),
+        ({"horizon_days": "0"}, "hyperparameters: horizon_days=0 must be between 1 and 730"),
+        ({"horizon_days": "731"}, "hyperparameters: horizon_days=731 must be between 1 and 730"),
         (
             {"run_date": "2026-13-01"},
             "hyperparameter run_date='2026-13-01' is not a date in the form YYYY-MM-DD",
         ),
         ({"run_date": ""}, "hyperparameter run_date is required"),
         ({"run_id": "a/b"}, "hyperparameter run_id='a/b' is not 1 to 128 characters"),
-        ({"models": "seasonal_naive,prophet9"}, "unknown: prophet9; registered: "),
-        ({"models": " , "}, "hyperparameter models=' , ' is not a comma-separated list"),
-        ({"score": "mape"}, "hyperparameter score='mape' is not one of mae, rmse, smape, mase"),
-        ({"backtest_origins": "0"}, "hyperparameter backtest_origins='0' is not an integer between 1 and 52"),
+        ({"training.models": "seasonal_naive,prophet9"}, "training.models=seasonal_naive,prophet9 must name distinct"),
+        ({"training.models": " , "}, "hyperparameters: training.models must name at least one model"),
+        ({"training.score": "mape"}, "hyperparameters: training.score must be one of mae, rmse, smape, mase"),
+        ({"training.backtest_origins": "0"}, "training.backtest_origins must be between 1 and 52"),
         (
             {"backtest_horizon": "31"},
             "hyperparameter backtest_horizon='31' is not an integer between 1 and 30",
         ),
-        (
-            {"min_history_days": "-5"},
-            "hyperparameter min_history_days='-5' is not an integer between 1 and 3650",
-        ),
-        (
-            {"n_jobs": "many"},
-            "hyperparameter n_jobs='many' is not a positive integer, or -1 (or 0) for all cores",
-        ),
+        ({"training.min_history_days": "-5"}, "training.min_history_days must be between 14 and 3650"),
+        ({"training.n_jobs": "many"}, "hyperparameters: setting training.n_jobs='many' is not a valid int"),
+        ({"training.n_jobs": "-1"}, "training.n_jobs must be 0 (all cores) or more"),
         ({"lake_uri": "ftp://x/y"}, "hyperparameter lake_uri='ftp://x/y' is not a local folder or an s3://"),
-        ({"horizon_day": "30"}, "unknown hyperparameter(s) horizon_day; expected: "),
-        ({"country": "Atlantis"}, "hyperparameter country='Atlantis' is not an ISO country code known to"),
-        ({"rf_max_rows": "50"}, "hyperparameter rf_max_rows='50' is not an integer between 100 and 10000000"),
-        ({"seed": "-1"}, "hyperparameter seed='-1' is not an integer between 0 and 2147483647"),
-        (
-            {"prophet_history_days": "30"},
-            "hyperparameter prophet_history_days='30' is not 0 (all history) or an integer between 56 and 36500",
-        ),
+        ({"horizon_day": "30"}, "unknown hyperparameter(s) horizon_day (did you mean horizon_days?); expected: "),
+        ({"models": "prophet"}, "unknown hyperparameter(s) models (did you mean training.models?)"),
+        ({"lake": "s3://elsewhere"}, "hyperparameter lake is not a job setting: the stack sets it"),
+        ({"fleet.country": "Atlantis"}, "fleet.country='ATLANTIS' must be an ISO country code known to"),
+        ({"training.rf_max_rows": "50"}, "training.rf_max_rows must be between 100 and 10000000"),
+        ({"training.seed": "-1"}, "training.seed must be between 0 and 2147483647"),
+        ({"training.prophet_history_days": "30"}, "training.prophet_history_days must be 0 (all) or between 56"),
     ],
 )
 def test_bad_hyperparameter_fails_with_one_clear_line(
@@ -203,7 +197,7 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
             "run_id": "r1",
             "lake_uri": "s3://bucket/lake",
             "sagemaker_program": "train.py",
-            "n_jobs": "0",
+            "training.n_jobs": "0",
         }
     )
     assert params.run_date == RUN_DATE
@@ -225,13 +219,25 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
             "run_date": "2026-01-10",
             "run_id": "r1",
             "lake_uri": "lake",
-            "models": "prophet,random_forest,seasonal_naive",
-            "country": "gb",
-            "rf_max_rows": "5000",
-            "seed": "3",
-            "n_jobs": "2",
-            "prophet_history_days": "0",
+            "training.models": "prophet,random_forest,seasonal_naive",
+            "fleet.country": "gb",
+            "training.rf_max_rows": "5000",
+            "training.seed": "3",
+            "training.n_jobs": "2",
+            "training.prophet_history_days": "0",
         }
+    )
+    # the settings hyperparameters are decoded into the same Settings the YAML file gives
+    assert custom.settings == load_settings(
+        environ={},
+        overrides={
+            "training.models": ["prophet", "random_forest", "seasonal_naive"],
+            "fleet.country": "GB",
+            "training.rf_max_rows": 5000,
+            "training.seed": 3,
+            "training.n_jobs": 2,
+            "training.prophet_history_days": 0,
+        },
     )
     assert custom.models == ("prophet", "random_forest", "seasonal_naive")
     assert custom.model_settings() == {
@@ -389,7 +395,7 @@ def test_local_runner_reports_a_failing_host(lake: Lake) -> None:
     with pytest.raises(CapacityForecasterError) as err:
         run_local_training(lake, run_date=RUN_DATE, hyperparameters=hyperparameters(lake, horizon_days="abc"), hosts=2)
     assert str(err.value) == (
-        "training host algo-1 failed: hyperparameter horizon_days='abc' is not an integer between 1 and 730"
+        "training host algo-1 failed: hyperparameters: setting horizon_days='abc' is not a valid int"
     )
 
 
@@ -404,7 +410,7 @@ def test_local_runner_fills_in_run_id_and_lake_uri(lake: Lake) -> None:
     result = run_local_training(
         lake,
         run_date=RUN_DATE,
-        hyperparameters={"horizon_days": 14, "models": ["seasonal_naive"], "n_jobs": 1},
+        hyperparameters={"horizon_days": 14, "training.models": ["seasonal_naive"], "training.n_jobs": 1},
     )
     assert result.run_id.startswith("local-20260110-")
     forecasts = lake.read_table(FORECASTS, {"run_date": RUN_DATE})
@@ -417,7 +423,13 @@ def test_prophet_and_random_forest_run_under_the_contract(lake: Lake, tmp_path: 
         tmp_path,
         lake,
         hyperparameters(
-            lake, models="seasonal_naive,prophet,random_forest", country="GB", rf_max_rows="2000", n_jobs="2"
+            lake,
+            **{
+                "training.models": "seasonal_naive,prophet,random_forest",
+                "fleet.country": "GB",
+                "training.rf_max_rows": "2000",
+                "training.n_jobs": "2",
+            },
         ),
     )
     assert run_training_job(root) == 0, failure_of(root)

@@ -445,3 +445,5 @@ FORECAST_TABLES: Final[dict[str, tuple[TableSchema, TableSchema]]] = {
     "hourly": (FORECASTS_HOURLY, MODEL_METRICS_HOURLY),
 }
 """The forecasts and model-metrics tables of each training grain."""
+TRAINING_CHANNEL_TABLES: Final[dict[str, TableSchema]] = {"daily": METRICS_DAILY, "hourly": METRICS_HOURLY}
+"""The table the training job's ``curated`` channel holds at each training grain (the launcher points it there)."""

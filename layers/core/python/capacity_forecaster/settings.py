@@ -5,12 +5,14 @@ Every value is validated once here, with a one-line :class:`ConfigError` naming 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -20,6 +22,10 @@ from capacity_forecaster.schema import METRICS
 DEFAULT_LAKE = "./lake"
 DEFAULT_THRESHOLD = 80.0
 DEFAULT_HEADROOM = 10.0
+MODEL_NAMES: Final = ("seasonal_naive", "linear_trend", "recent_trend", "prophet", "random_forest")
+"""The forecasting models the training job registers (``forecasting.baselines.registered_models()``)."""
+SCORES: Final = ("mae", "rmse", "smape", "mase")
+"""The backtest scores a champion can be chosen on (``forecasting.metrics.SCORES``)."""
 
 
 @dataclass(frozen=True)
@@ -180,21 +186,6 @@ class Settings:
         return S3Config.from_env(**dict(self.s3))
 
 
-# Environment variable -> (section, key). Sections are dataclass fields of Settings.
-ENV_VARS: dict[str, tuple[str | None, str]] = {
-    "CF_LAKE": (None, "lake"),
-    "CF_HORIZON_DAYS": (None, "horizon_days"),
-    "CF_FLEET_SERVERS": ("fleet", "servers"),
-    "CF_FLEET_DAYS": ("fleet", "days"),
-    "CF_FLEET_SEED": ("fleet", "seed"),
-    "CF_FLEET_COUNTRY": ("fleet", "country"),
-    "CF_FLEET_END_DATE": ("fleet", "end_date"),
-    "CF_TRAINING_HOSTS": ("training", "hosts"),
-    "CF_TRAINING_N_JOBS": ("training", "n_jobs"),
-    "CF_RISK_THRESHOLDS": ("risk", "thresholds"),
-    "CF_RISK_CRITICAL_DAYS": ("risk", "critical_days"),
-}
-
 _SECTIONS = {
     "fleet": FleetSettings,
     "etl": EtlSettings,
@@ -205,6 +196,163 @@ _SECTIONS = {
 }
 
 
+def _setting_fields() -> dict[str, tuple[str | None, str]]:
+    out: dict[str, tuple[str | None, str]] = {}
+    for f in fields(Settings):
+        if f.name in _SECTIONS:
+            out.update({f"{f.name}.{g.name}": (f.name, g.name) for g in fields(_SECTIONS[f.name])})
+        else:
+            out[f.name] = (None, f.name)
+    return out
+
+
+SETTING_FIELDS: Final[dict[str, tuple[str | None, str]]] = _setting_fields()
+"""Every setting by its dotted name (``fleet.servers``, ``horizon_days``) -> (section or None, field)."""
+SETTINGS: Final[tuple[str, ...]] = tuple(SETTING_FIELDS)
+
+
+def env_var(dotted: str) -> str:
+    """The environment variable of a setting: ``CF_<SECTION>_<KEY>`` (``CF_FLEET_SERVERS``), ``CF_<KEY>`` on top."""
+    return "CF_" + dotted.replace(".", "_").upper()
+
+
+ENV_VARS: Final[dict[str, tuple[str | None, str]]] = {env_var(d): where for d, where in SETTING_FIELDS.items()}
+"""Environment variable -> (section, key), one for every setting (derived from the dataclass fields)."""
+
+CLOUD_REFUSED: Final[dict[str, str]] = {
+    "lake": "the stack sets it: every function and the training job use the stack's lake bucket",
+    "s3": "the stack sets it: the functions reach S3 in their own region and encrypt with the lake's KMS key",
+    "fleet.end_date": "the scheduled generator writes history up to the day before each run; a fixed end date "
+    "would regenerate the same days every day",
+}
+"""The settings a deployed stack cannot take from the settings file, each with why (docs/settings.md)."""
+CLOUD_SETTINGS: Final[tuple[str, ...]] = tuple(d for d in SETTINGS if d not in CLOUD_REFUSED)
+"""The settings that reach the deployed functions (environment) and the training job (hyperparameters)."""
+
+LAMBDA_ENVIRONMENT_BUDGET: Final = 3072
+"""Bytes (names and values) the settings may take of a function's environment: Lambda allows 4 KB in all, and
+the stack's own variables (lake, keys, topic, image, role, Powertools) need the rest."""
+MAX_HYPERPARAMETER_CHARS: Final = 2500
+"""SageMaker's limit on one hyperparameter value."""
+MAX_HYPERPARAMETERS: Final = 100
+"""SageMaker's limit on the number of hyperparameters of a training job."""
+
+
+def setting_value(settings: Settings, dotted: str) -> Any:
+    section, key = SETTING_FIELDS[dotted]
+    return getattr(getattr(settings, section) if section else settings, key)
+
+
+@lru_cache(maxsize=1)
+def default_settings() -> Settings:
+    return Settings()
+
+
+def encode_setting(value: Any) -> str:
+    """A setting's value as text: scalars as written, dates ISO, lists comma-separated, mappings as JSON.
+    :func:`settings_from_strings` reads it back through the same conversion as the YAML file and ``CF_*``."""
+    if value is None:
+        return ""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return json.dumps(_plain(value), separators=(",", ":"))
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    return {str(k): _plain(v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
+
+def settings_strings(
+    settings: Settings, *, names: tuple[str, ...] = SETTINGS, changed_only: bool = True
+) -> dict[str, str]:
+    """Dotted name -> text of each setting in ``names`` (only those that differ from the defaults, by default)."""
+    defaults = default_settings()
+    out: dict[str, str] = {}
+    for dotted in names:
+        value = setting_value(settings, dotted)
+        if not changed_only or value != setting_value(defaults, dotted):
+            out[dotted] = encode_setting(value)
+    return out
+
+
+def settings_from_strings(values: Mapping[str, str]) -> Settings:
+    """The inverse of :func:`settings_strings`: settings from dotted name -> text, the others at their defaults."""
+    raw: dict[str, Any] = {}
+    for dotted, text in values.items():
+        if dotted not in SETTING_FIELDS:
+            raise ConfigError(f"unknown setting {dotted!r}")
+        _set(raw, *SETTING_FIELDS[dotted], text)
+    return _build(raw)
+
+
+def describe_setting(dotted: str) -> str:
+    """What a setting's text looks like and its default (the limits are :func:`_validate`'s)."""
+    default = setting_value(default_settings(), dotted)
+    kinds = ((bool, "true or false"), (int, "integer"), (float, "number"), (str, "text"), (tuple, "comma-separated"))
+    kind = "JSON object" if isinstance(default, Mapping) else "YYYY-MM-DD or empty"
+    kind = next((name for t, name in kinds if isinstance(default, t)), kind)
+    text = encode_setting(default)
+    shown = repr(text) if len(text) <= 60 else "the built-in table"
+    return f"the {dotted} setting ({env_var(dotted)}): {kind}; default {shown}"
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The ``CF_*`` variables of the cloud settings that differ from the defaults (:func:`load_settings` reads them)."""
+    return {env_var(d): text for d, text in settings_hyperparameters(settings).items()}
+
+
+def settings_hyperparameters(settings: Settings) -> dict[str, str]:
+    """The training job's settings hyperparameters: dotted name -> text, the cloud settings off their defaults."""
+    return settings_strings(settings, names=CLOUD_SETTINGS)
+
+
+def cloud_problems(settings: Settings) -> list[str]:
+    """Why ``settings`` cannot be deployed as they are (empty when they can)."""
+    out = [
+        f"setting {d} cannot be set for the cloud: {reason}"
+        for d, reason in CLOUD_REFUSED.items()
+        if setting_value(settings, d) != setting_value(default_settings(), d)
+    ]
+    env = settings_environment(settings)
+    size = sum(len(k) + len(v) for k, v in env.items())
+    hyper_size = len(json.dumps(settings_hyperparameters(settings), separators=(",", ":")))
+    if max(size, hyper_size) > LAMBDA_ENVIRONMENT_BUDGET:
+        largest = max(env, key=lambda k: len(env[k]))
+        out.append(
+            f"the settings take {max(size, hyper_size)} bytes of a function's environment, more than the "
+            f"{LAMBDA_ENVIRONMENT_BUDGET} the stack leaves them of Lambda's 4 KB (largest: {largest})"
+        )
+    out += [
+        f"setting {d} is {len(text)} characters as a hyperparameter; SageMaker allows {MAX_HYPERPARAMETER_CHARS}"
+        for d, text in settings_hyperparameters(settings).items()
+        if len(text) > MAX_HYPERPARAMETER_CHARS
+    ]
+    return out
+
+
+def load_cloud_settings(config_path: str | Path | None) -> Settings:
+    """The settings of a deployed stack: the YAML file over the defaults (no ``CF_*`` variables of this machine),
+    refusing what cannot apply in the cloud. ConfigError, one line, when the file is wrong or refused."""
+    raw: dict[str, Any] = _read_yaml(Path(config_path)) if config_path else {}
+    settings = _build(raw)
+    present = [d for d in CLOUD_REFUSED if _present(raw, d)]
+    problems = [f"setting {d} cannot be set for the cloud: {CLOUD_REFUSED[d]}" for d in present]
+    problems += [p for p in cloud_problems(settings) if p not in problems]
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return settings
+
+
+def _present(raw: Mapping[str, Any], dotted: str) -> bool:
+    section, key = SETTING_FIELDS[dotted]
+    target = raw.get(section, {}) if section else raw
+    return isinstance(target, Mapping) and key in target
+
+
 def load_settings(
     config_path: str | Path | None = None,
     *,
@@ -213,7 +361,8 @@ def load_settings(
 ) -> Settings:
     """Build settings from defaults, the YAML file, ``CF_*`` variables and explicit overrides, in that order.
 
-    ``overrides`` uses dotted names (``"fleet.servers"``, ``"lake"``); None values are ignored.
+    Every setting has its variable (:func:`env_var`; values as :func:`encode_setting` writes them, empty ones
+    ignored). ``overrides`` uses dotted names (``"fleet.servers"``, ``"lake"``); None values are ignored.
     """
     env = os.environ if environ is None else environ
     path = config_path or env.get("CF_CONFIG")
@@ -264,6 +413,7 @@ def _build(raw: Mapping[str, Any]) -> Settings:
         if name in _SECTIONS:
             kwargs[name] = _build_section(name, value)
         elif name == "s3":
+            value = _json_text(value, "s3")
             if not isinstance(value, Mapping):
                 raise ConfigError("setting 's3' must be a mapping (region, endpoint_url, sse, kms_key_id...)")
             kwargs[name] = dict(value)
@@ -288,9 +438,13 @@ def _coerce(dotted: str, value: Any, cls: type) -> Any:
     """Convert a YAML or environment value to the type of the field it sets."""
     key = dotted.rpartition(".")[2]
     default = getattr(cls(), key)
+    if isinstance(default, Mapping):
+        value = _json_text(value, dotted)
     try:
         if key == "end_date":
-            return value if isinstance(value, date) or value is None else date.fromisoformat(str(value))
+            if value is None or value == "":
+                return None
+            return value if isinstance(value, date) else date.fromisoformat(str(value))
         if key == "thresholds":
             return _thresholds(value)
         if key == "metric_aliases":
@@ -299,6 +453,8 @@ def _coerce(dotted: str, value: Any, cls: type) -> Any:
             return _headroom(value)
         if key == "instance_types":
             return _instance_types(value)
+        if key == "country":
+            return str(value).strip().upper()
         if key == "models":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(m).strip() for m in items if str(m).strip())
@@ -313,6 +469,16 @@ def _coerce(dotted: str, value: Any, cls: type) -> Any:
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {dotted}={value!r} is not a valid {type(default).__name__}") from None
+
+
+def _json_text(value: Any, dotted: str) -> Any:
+    """A mapping written as JSON text (``{"cpu": 75}``, as environment and hyperparameters carry it) decoded."""
+    if not (isinstance(value, str) and value.lstrip().startswith("{")):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"setting {dotted} is not a valid JSON object ({exc.msg} at character {exc.pos})") from None
 
 
 def _thresholds(value: Any) -> dict[str, float]:
@@ -398,13 +564,18 @@ def _validate(s: Settings) -> None:
         (4 <= s.etl.outlier_window <= 366, "etl.outlier_window must be between 4 and 366 days"),
         (s.etl.outlier_z > 0, "etl.outlier_z must be more than 0"),
         (s.etl.outlier_iqr_k > 0, "etl.outlier_iqr_k must be more than 0"),
-        (bool(s.training.models), "training.models must name at least one model"),
-        (s.training.backtest_origins >= 1, "training.backtest_origins must be at least 1"),
         (
-            s.training.score in {"mae", "rmse", "smape", "mase"},
-            "training.score must be mae, rmse, smape or mase",
+            _known_country(s.fleet.country),
+            f"fleet.country={s.fleet.country!r} must be an ISO country code known to the holidays package",
         ),
-        (s.training.min_history_days >= 14, "training.min_history_days must be at least 14"),
+        (bool(s.training.models), "training.models must name at least one model"),
+        (
+            set(s.training.models) <= set(MODEL_NAMES) and len(set(s.training.models)) == len(s.training.models),
+            f"training.models={','.join(s.training.models)} must name distinct models of {', '.join(MODEL_NAMES)}",
+        ),
+        (1 <= s.training.backtest_origins <= 52, "training.backtest_origins must be between 1 and 52"),
+        (s.training.score in SCORES, f"training.score must be one of {', '.join(SCORES)}"),
+        (14 <= s.training.min_history_days <= 3650, "training.min_history_days must be between 14 and 3650"),
         (1 <= s.training.hosts <= 64, "training.hosts must be between 1 and 64"),
         (s.training.n_jobs >= 0, "training.n_jobs must be 0 (all cores) or more"),
         (100 <= s.training.rf_max_rows <= 10_000_000, "training.rf_max_rows must be between 100 and 10000000"),
@@ -447,6 +618,17 @@ def _validate(s: Settings) -> None:
     for metric, pct in s.risk.headroom.items():
         if not 0 <= pct < 100:
             raise ConfigError(f"risk.headroom.{metric}={pct} must be a percentage in [0, 100)")
+
+
+@lru_cache(maxsize=1)
+def _countries() -> frozenset[str]:
+    import holidays
+
+    return frozenset(holidays.list_supported_countries())
+
+
+def _known_country(country: str) -> bool:
+    return country == FleetSettings.country or country in _countries()
 
 
 MAX_HORIZON_HOURS = 2208

@@ -36,7 +36,7 @@ from capacity_forecaster.schema import (
     SERVER_ATTRIBUTES,
     SERVERS,
 )
-from capacity_forecaster.settings import RiskSettings, Settings
+from capacity_forecaster.settings import RiskSettings, Settings, settings_hyperparameters
 from capacity_forecaster.storage.lake import Lake, partition_key
 
 if TYPE_CHECKING:
@@ -478,25 +478,13 @@ def run_profile(lake: Lake, settings: Settings, *, progress: ProgressReporter | 
 
 
 def training_hyperparameters(settings: Settings, *, run_date: date, run_id: str, lake_uri: str) -> dict[str, str]:
-    """The training job's hyperparameters, as the strings SageMaker passes."""
-    training = settings.training
+    """The training job's hyperparameters, as the strings SageMaker passes: the run's keys and the settings
+    hyperparameters, written as the stack writes them for the cloud job (``settings_hyperparameters``)."""
     return {
+        **settings_hyperparameters(settings),
         "run_date": run_date.isoformat(),
         "run_id": run_id,
-        "horizon_days": str(settings.horizon_days),
-        "models": ",".join(training.models),
-        "backtest_origins": str(training.backtest_origins),
-        "score": training.score,
-        "min_history_days": str(training.min_history_days),
-        "n_jobs": str(training.n_jobs or -1),
         "lake_uri": lake_uri,
-        "country": settings.fleet.country,
-        "rf_max_rows": str(training.rf_max_rows),
-        "seed": str(training.seed),
-        "grain": training.grain,
-        "horizon_hours": str(training.horizon_hours),
-        "min_history_hours": str(training.min_history_hours),
-        "prophet_history_days": str(training.prophet_history_days),
     }
 
 

@@ -17,6 +17,7 @@ host finished and replaces the run's ``forecasts`` and ``model_metrics`` partiti
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -40,19 +41,24 @@ import pandas as pd
 from capacity_forecaster.access import STAGING_TRAINING_PREFIX
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
 from capacity_forecaster.forecasting.backtest import one_line
-from capacity_forecaster.forecasting.baselines import registered_models
-from capacity_forecaster.forecasting.calendar_features import check_country
 from capacity_forecaster.forecasting.engine import forecast_fleet, resolve_models
 from capacity_forecaster.forecasting.grain import get_grain, merged_settings
-from capacity_forecaster.forecasting.metrics import SCORES
 from capacity_forecaster.progress import ProgressReporter, RichProgress
 from capacity_forecaster.schema import (
     FORECAST_TABLES,
     METRICS_DAILY,
-    METRICS_HOURLY,
+    TRAINING_CHANNEL_TABLES,
     TableSchema,
 )
-from capacity_forecaster.settings import TrainingSettings
+from capacity_forecaster.settings import (
+    CLOUD_REFUSED,
+    CLOUD_SETTINGS,
+    Settings,
+    TrainingSettings,
+    describe_setting,
+    settings_from_strings,
+    settings_hyperparameters,
+)
 from capacity_forecaster.storage.lake import Lake, open_lake, parse_partition_key, read_partitioned_dir
 
 log = logging.getLogger(__name__)
@@ -62,35 +68,27 @@ CHANNEL = "curated"
 STAGING_PREFIX = STAGING_TRAINING_PREFIX.rstrip("/")
 DEFAULT_MODELS: tuple[str, ...] = TrainingSettings.models
 DEFAULT_BACKTEST_ORIGINS: int = TrainingSettings.backtest_origins
-MAX_HORIZON = 730
-MAX_HORIZON_HOURS = 2208
-CHANNEL_TABLES: dict[str, TableSchema] = {"daily": METRICS_DAILY, "hourly": METRICS_HOURLY}
+CHANNEL_TABLES: dict[str, TableSchema] = TRAINING_CHANNEL_TABLES
 """The table the ``curated`` channel holds at each grain."""
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _PART = re.compile(r"part-(\d{3})-of-(\d{3})\.json")
 
-HYPERPARAMETERS: dict[str, str] = {
+JOB_HYPERPARAMETERS: dict[str, str] = {
     "run_date": "required; the as-of day, YYYY-MM-DD (later days in the data are ignored)",
     "run_id": "required; [A-Za-z0-9_-], up to 128 characters; names the staging folder",
     "lake_uri": "required; where outputs go: a local folder or s3://bucket/prefix",
-    "horizon_days": f"integer 1..{MAX_HORIZON}; default 90",
-    "models": f"comma-separated registered model names; default {','.join(DEFAULT_MODELS)}",
-    "backtest_origins": f"integer 1..52; default {DEFAULT_BACKTEST_ORIGINS}",
-    "backtest_horizon": "integer 1..horizon_days; default min(horizon_days, 28)",
-    "backtest_step": "integer 1..365 days between origins; default backtest_horizon",
-    "score": f"one of {', '.join(SCORES)}; default mae",
-    "min_history_days": "integer 1..3650; default 56",
-    "n_jobs": "integer >= 1, or -1 (or 0) for all cores; default all cores",
-    "country": "ISO country code of the bank holidays (recent_trend, prophet, random_forest); default US",
-    "rf_max_rows": "integer 100..10000000, training rows of one random_forest fit; default 20000",
-    "seed": "integer 0..2147483647, seed of the random_forest and of prophet's uncertainty samples; default 0",
-    "grain": "daily, or hourly (reads metrics_hourly, writes forecasts_hourly and model_metrics_hourly); default daily",
-    "horizon_hours": f"integer 1..{MAX_HORIZON_HOURS}, the horizon of grain=hourly; default 168",
-    "min_history_hours": "integer 48..87600, the min_history_days of grain=hourly; default 336",
-    "prophet_history_days": "0 (all) or integer 56..36500, days of recent history each daily prophet fit sees; "
-    "default 400",
+    "backtest_horizon": "integer 1..horizon (days, or hours at grain hourly); default min(horizon, 28) "
+    "(hourly: min(horizon, 168))",
+    "backtest_step": "integer 1..365 steps between origins; default backtest_horizon",
 }
-"""With grain=hourly, backtest_horizon and backtest_step count hours (default backtest_horizon: min(horizon, 168))."""
+"""The hyperparameters of the job itself; every other one is a setting (``capacity_forecaster.settings``)."""
+HYPERPARAMETERS: dict[str, str] = {
+    **JOB_HYPERPARAMETERS,
+    **{dotted: describe_setting(dotted) for dotted in CLOUD_SETTINGS},
+}
+"""Every hyperparameter the job accepts: its own, then one per setting by dotted name (``training.models``),
+written as :func:`capacity_forecaster.settings.settings_hyperparameters` writes them and checked by the same
+rules as the settings file."""
 
 
 # ---------------------------------------------------------------------------------------- hyperparameters
@@ -98,26 +96,71 @@ HYPERPARAMETERS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class TrainingParams:
-    """The validated hyperparameters of one training job."""
+    """The validated hyperparameters of one training job: its own keys and the settings."""
 
     run_date: date
     run_id: str
     lake_uri: str
-    horizon_days: int = 90
-    models: tuple[str, ...] = DEFAULT_MODELS
-    backtest_origins: int = DEFAULT_BACKTEST_ORIGINS
+    settings: Settings = field(default_factory=Settings)
     backtest_horizon: int | None = None
     backtest_step: int | None = None
-    score: str = "mae"
-    min_history_days: int = 56
-    n_jobs: int = -1
-    country: str = "US"
-    rf_max_rows: int = 20_000
-    seed: int = 0
-    grain: str = "daily"
-    horizon_hours: int = 168
-    min_history_hours: int = 336
-    prophet_history_days: int = 400
+
+    @property
+    def training(self) -> TrainingSettings:
+        return self.settings.training
+
+    @property
+    def horizon_days(self) -> int:
+        return self.settings.horizon_days
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return self.training.models
+
+    @property
+    def backtest_origins(self) -> int:
+        return self.training.backtest_origins
+
+    @property
+    def score(self) -> str:
+        return self.training.score
+
+    @property
+    def min_history_days(self) -> int:
+        return self.training.min_history_days
+
+    @property
+    def n_jobs(self) -> int:
+        """Worker processes (-1: all cores, as ``training.n_jobs: 0`` says)."""
+        return self.training.n_jobs or -1
+
+    @property
+    def country(self) -> str:
+        return self.settings.fleet.country
+
+    @property
+    def rf_max_rows(self) -> int:
+        return self.training.rf_max_rows
+
+    @property
+    def seed(self) -> int:
+        return self.training.seed
+
+    @property
+    def grain(self) -> str:
+        return self.training.grain
+
+    @property
+    def horizon_hours(self) -> int:
+        return self.training.horizon_hours
+
+    @property
+    def min_history_hours(self) -> int:
+        return self.training.min_history_hours
+
+    @property
+    def prophet_history_days(self) -> int:
+        return self.training.prophet_history_days
 
     @property
     def horizon(self) -> int:
@@ -148,9 +191,27 @@ class TrainingParams:
         }
 
     def as_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["run_date"] = self.run_date.isoformat()
+        """The run's keys, the values the job used and the settings hyperparameters (for ``model.json``)."""
+        used: tuple[str, ...] = (
+            "horizon_days",
+            "models",
+            "backtest_origins",
+            "score",
+            "min_history_days",
+            "n_jobs",
+            "country",
+        )
+        used = (*used, "rf_max_rows", "seed", "grain", "horizon_hours", "min_history_hours", "prophet_history_days")
+        out: dict[str, Any] = {
+            "run_date": self.run_date.isoformat(),
+            "run_id": self.run_id,
+            "lake_uri": self.lake_uri,
+            "backtest_horizon": self.backtest_horizon,
+            "backtest_step": self.backtest_step,
+        }
+        out.update({name: getattr(self, name) for name in used})
         out["models"] = list(self.models)
+        out["settings"] = settings_hyperparameters(self.settings)
         return out
 
 
@@ -170,22 +231,6 @@ def _optional_int(raw: Mapping[str, str], name: str, low: int, high: int) -> int
     if number is None or not low <= number <= high:
         raise _bad(name, value, f"an integer between {low} and {high}")
     return number
-
-
-def _int(raw: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    number = _optional_int(raw, name, low, high)
-    return default if number is None else number
-
-
-def _n_jobs(raw: Mapping[str, str]) -> int:
-    value = raw.get("n_jobs", "-1")
-    try:
-        number = int(value.strip())
-    except ValueError:
-        number = None
-    if number is None or number < -1:
-        raise _bad("n_jobs", value, "a positive integer, or -1 (or 0) for all cores")
-    return -1 if number == 0 else number
 
 
 def _required(raw: Mapping[str, str], name: str) -> str:
@@ -217,14 +262,23 @@ def normalise_hyperparameters(raw: Mapping[str, object]) -> dict[str, str]:
 def parse_hyperparameters(raw_values: Mapping[str, object]) -> TrainingParams:
     """Validate the hyperparameters; raise :class:`ConfigError` with one clear line for the first bad one.
 
-    Keys starting with ``sagemaker_`` or ``_`` (added by SageMaker tooling) are ignored; any other unknown key
-    is an error, so a misspelt setting cannot silently fall back to its default.
+    The settings hyperparameters are decoded into :class:`Settings` by the settings module's own rules (the
+    same as the YAML file's and the ``CF_*`` variables'). Keys starting with ``sagemaker_`` or ``_`` (added by
+    SageMaker tooling) are ignored; any other unknown key is an error, so a misspelt setting cannot silently
+    fall back to its default.
     """
     raw = normalise_hyperparameters(raw_values)
     unknown = sorted(k for k in raw if k not in HYPERPARAMETERS and not k.startswith(("sagemaker_", "_")))
     if unknown:
+        refused = [k for k in unknown if k in CLOUD_REFUSED]
+        if refused:
+            raise ConfigError(f"hyperparameter {refused[0]} is not a job setting: {CLOUD_REFUSED[refused[0]]}")
+        same_key = [h for h in HYPERPARAMETERS if h.rpartition(".")[2] == unknown[0]]
+        close = same_key or difflib.get_close_matches(unknown[0], HYPERPARAMETERS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(
-            f"unknown hyperparameter(s) {', '.join(unknown)}; expected: {', '.join(sorted(HYPERPARAMETERS))}"
+            f"unknown hyperparameter(s) {', '.join(unknown)}{hint}; expected: {', '.join(JOB_HYPERPARAMETERS)} "
+            "or a setting's dotted name (training.models, fleet.country...: docs/settings.md)"
         )
     run_date_text = _required(raw, "run_date")
     try:
@@ -239,70 +293,20 @@ def parse_hyperparameters(raw_values: Mapping[str, object]) -> TrainingParams:
     lake_uri = _required(raw, "lake_uri")
     if "://" in lake_uri and not lake_uri.startswith("s3://"):
         raise _bad("lake_uri", raw["lake_uri"], "a local folder or an s3://bucket/prefix URI")
-
-    horizon_days = _int(raw, "horizon_days", 90, 1, MAX_HORIZON)
-    grain = raw.get("grain", "daily").strip().lower()
-    if grain not in FORECAST_TABLES:
-        raise _bad("grain", raw["grain"], "daily or hourly")
-    horizon_hours = _int(raw, "horizon_hours", 168, 1, MAX_HORIZON_HOURS)
-    horizon = horizon_hours if grain == "hourly" else horizon_days
-    models = _parse_models(raw.get("models"))
-    country = raw.get("country", "US").strip().upper()
     try:
-        check_country(country)
-    except ValueError:
-        raise _bad("country", raw["country"], "an ISO country code known to the holidays package") from None
-    score = raw.get("score", "mae").strip().lower()
-    if score not in SCORES:
-        raise _bad("score", raw["score"], f"one of {', '.join(SCORES)}")
+        settings = settings_from_strings({k: v for k, v in raw.items() if k in CLOUD_SETTINGS})
+    except ConfigError as exc:
+        raise ConfigError(f"hyperparameters: {exc}") from None
+    training = settings.training
+    horizon = training.horizon_hours if training.grain == "hourly" else settings.horizon_days
     return TrainingParams(
         run_date=run_date,
         run_id=run_id,
         lake_uri=lake_uri,
-        horizon_days=horizon_days,
-        models=models,
-        backtest_origins=_int(raw, "backtest_origins", DEFAULT_BACKTEST_ORIGINS, 1, 52),
+        settings=settings,
         backtest_horizon=_optional_int(raw, "backtest_horizon", 1, horizon),
         backtest_step=_optional_int(raw, "backtest_step", 1, 365),
-        score=score,
-        min_history_days=_int(raw, "min_history_days", 56, 1, 3650),
-        n_jobs=_n_jobs(raw),
-        country=country,
-        rf_max_rows=_int(raw, "rf_max_rows", 20_000, 100, 10_000_000),
-        seed=_int(raw, "seed", 0, 0, 2**31 - 1),
-        grain=grain,
-        horizon_hours=horizon_hours,
-        min_history_hours=_int(raw, "min_history_hours", 336, 48, 87_600),
-        prophet_history_days=_prophet_history_days(raw),
     )
-
-
-def _prophet_history_days(raw: Mapping[str, str]) -> int:
-    value = raw.get("prophet_history_days", "400")
-    try:
-        number = int(value.strip())
-    except ValueError:
-        number = None
-    if number is None or not (number == 0 or 56 <= number <= 36_500):
-        raise _bad("prophet_history_days", value, "0 (all history) or an integer between 56 and 36500")
-    return number
-
-
-def _parse_models(value: str | None) -> tuple[str, ...]:
-    if value is None:
-        return DEFAULT_MODELS
-    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
-    if not names:
-        raise _bad("models", value, "a comma-separated list of model names")
-    unknown = [n for n in names if n not in registered_models()]
-    if unknown:
-        raise _bad(
-            "models",
-            value,
-            f"a list of registered models (unknown: {', '.join(unknown)}; "
-            f"registered: {', '.join(registered_models())})",
-        )
-    return names
 
 
 # ------------------------------------------------------------------------------------------------ contract
@@ -745,9 +749,9 @@ def run_local_training(
     # with another host count) are stale.
     _clean_staging(lake, staging_prefix(run_id))
 
-    grain = params.get("grain", "daily")
+    grain = params.get("training.grain", TrainingSettings.grain)
     if grain not in CHANNEL_TABLES:
-        raise ConfigError(f"hyperparameter grain={grain!r} is not daily or hourly")
+        raise ConfigError(f"hyperparameter training.grain={grain!r} is not daily or hourly")
     with _workspace(workdir) as base:
         channel = base / "_channel"
         _download_channel(lake, channel, CHANNEL_TABLES[grain])
