@@ -8,6 +8,8 @@ from typing import Any
 
 from infra.stack import CapacityForecasterStack
 
+SETTINGS_FILE = "docs/settings.example.yaml"
+"""The example settings file (relative to the project root, as a user would give it)."""
 QUICKSIGHT_PRINCIPAL = "arn:aws:quicksight:us-east-1:123456789012:user/default/planner"
 OPTIONS: dict[str, Any] = {
     "quicksightPrincipalArn": QUICKSIGHT_PRINCIPAL,
@@ -15,15 +17,10 @@ OPTIONS: dict[str, Any] = {
     "generateSchedule": "cron(30 0 * * ? *)",
     "etlSchedule": "rate(12 hours)",
     "trainingSchedule": "cron(0 6 ? * SUN *)",
-    "fleetServers": "500",  # values given with `cdk deploy -c key=value` arrive as strings
-    "fleetDays": "1095",
-    "horizonDays": "180",
-    "riskThresholds": "cpu=75,disk=90",
-    "riskCriticalDays": "14",
     "trainingInstanceType": "ml.c5.2xlarge",
-    "trainingInstanceCount": "4",
     "trainingSpot": "false",
-    "trainingModels": "seasonal_naive,linear_trend,random_forest",
+    "trainingVolumeGb": "60",  # values given with `cdk deploy -c key=value` arrive as strings
+    "settingsFile": SETTINGS_FILE,
 }
 """A second synthesis with every optional part on and the settings off their defaults (tests of the optional
 parts and of the settings reaching the template share it: group ``cdk-synth-options``)."""

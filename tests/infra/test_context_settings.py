@@ -1,21 +1,26 @@
-"""Settings from context reach the template: schedules, fleet size, horizon, thresholds, the training job's
-instance type, count, spot and models, and the alert e-mail; and the defaults are what the README says."""
+"""Settings from context reach the template: schedules, the settings file (fleet size, horizon, thresholds, hosts,
+models: see test_settings_round_trip.py for every setting), the training job's instance type and spot, and the
+alert e-mail; and the defaults are what the README says."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from capacity_forecaster.forecasting import baselines, prophet_model, random_forest  # noqa: F401  (registers)
-from capacity_forecaster.settings import load_settings
+from capacity_forecaster.settings import ENV_VARS, load_settings
 from infra import names
 from infra.settings import SettingsError, StackSettings
 from infra.stack import CapacityForecasterStack
-from tests.infra.options import OPTIONS, OptionsSynth
+from tests.infra.options import OPTIONS, SETTINGS_FILE, OptionsSynth
 from tests.infra.template_tools import logical_id
 
 DEFAULTS = StackSettings()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def resource(synth: OptionsSynth, construct: Any) -> dict[str, Any]:
@@ -29,14 +34,10 @@ def env_of(synth: OptionsSynth, construct: Any) -> dict[str, Any]:
 def test_defaults_are_documented_choices() -> None:
     assert (DEFAULTS.generate_schedule, DEFAULTS.etl_schedule) == ("cron(0 1 * * ? *)", "cron(0 3 * * ? *)")
     assert DEFAULTS.training_schedule == "cron(0 5 ? * MON *)"  # weekly
-    assert (DEFAULTS.fleet_servers, DEFAULTS.horizon_days) == (100, 90)
-    assert (DEFAULTS.training_instance_type, DEFAULTS.training_instance_count) == ("ml.m5.xlarge", 1)
+    assert DEFAULTS.training_instance_type == "ml.m5.xlarge"
     assert (DEFAULTS.training_spot, DEFAULTS.alert_email, DEFAULTS.quicksight_principal_arn) == ("true", "", "")
-    # the stack's default thresholds and models are the local pipeline's defaults
-    local = load_settings(environ={})
-    assert load_settings(environ={"CF_RISK_THRESHOLDS": DEFAULTS.risk_thresholds}).risk == local.risk
-    assert DEFAULTS.risk_critical_days == local.risk.critical_days
-    assert tuple(DEFAULTS.training_models.split(",")) == local.training.models
+    # no settings file: the deployed functions run with the local pipeline's defaults
+    assert DEFAULTS.settings_file == "" and DEFAULTS.domain_settings == load_settings(environ={})
 
 
 def test_known_models_are_the_registered_ones() -> None:
@@ -59,21 +60,25 @@ def test_schedules_reach_the_rules(options_synth: OptionsSynth) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(names.HANDLER_COMMANDS))
-def test_fleet_horizon_and_thresholds_reach_the_data_functions(options_synth: OptionsSynth, name: str) -> None:
+def test_the_settings_file_reaches_the_data_functions(options_synth: OptionsSynth, name: str) -> None:
     env = env_of(options_synth, options_synth.stack.pipeline.functions[name])
-    assert (env["CF_FLEET_SERVERS"], env["CF_FLEET_DAYS"], env["CF_HORIZON_DAYS"]) == ("500", "1095", "180")
-    assert (env["CF_RISK_THRESHOLDS"], env["CF_RISK_CRITICAL_DAYS"]) == ("cpu=75,disk=90", "14")
-    # and the function's settings, read with the domain package's rules, are the ones asked for
+    assert (env["CF_FLEET_SERVERS"], env["CF_HORIZON_DAYS"], env["CF_RISK_CRITICAL_DAYS"]) == ("250", "120", "21")
+    assert "CF_FLEET_DAYS" not in env  # at its default: not in the environment
+    # and the function's settings, read with the domain package's rules, are the file's
     settings = load_settings(environ={k: v for k, v in env.items() if isinstance(v, str)})
-    assert dict(settings.risk.thresholds) == {"cpu": 75.0, "mem": 80.0, "disk": 90.0, "net": 80.0}
-    assert (settings.risk.critical_days, settings.fleet.servers, settings.horizon_days) == (14, 500, 180)
+    assert replace(settings, lake="./lake") == load_settings(ROOT / SETTINGS_FILE, environ={})
+    assert dict(settings.risk.thresholds) == {"cpu": 75.0, "mem": 85.0, "disk": 80.0, "net": 80.0}
+    assert (settings.risk.critical_days, settings.fleet.servers, settings.horizon_days) == (21, 250, 120)
 
 
-def test_default_thresholds_reach_the_data_functions(template_json: dict[str, Any], stack: Any) -> None:
+def test_default_settings_add_no_variables(template_json: dict[str, Any], stack: Any) -> None:
     for fn in stack.pipeline.functions.values():
         env = template_json["Resources"][logical_id(stack, fn)]["Properties"]["Environment"]["Variables"]
-        assert env["CF_RISK_THRESHOLDS"] == "cpu=80,mem=80,disk=80,net=80"
-        assert env["CF_RISK_CRITICAL_DAYS"] == "30"
+        assert sorted(k for k in env if k in ENV_VARS) == ["CF_LAKE"]
+    launcher = stack.training.launcher
+    env = template_json["Resources"][logical_id(stack, launcher)]["Properties"]["Environment"]["Variables"]
+    assert json.loads(env["CF_TRAINING_HYPERPARAMETERS"]) == {}
+    assert (env["CF_TRAINING_INSTANCE_COUNT"], env["CF_TRAINING_CHANNEL_PREFIX"]) == ("1", "curated/metrics_daily/")
 
 
 def test_training_settings_reach_the_launcher(options_synth: OptionsSynth) -> None:
@@ -81,9 +86,11 @@ def test_training_settings_reach_the_launcher(options_synth: OptionsSynth) -> No
 
     env = env_of(options_synth, options_synth.stack.training.launcher)
     assert env["CF_TRAINING_INSTANCE_TYPE"] == "ml.c5.2xlarge"
-    assert env["CF_TRAINING_INSTANCE_COUNT"] == "4"
-    assert env["CF_TRAINING_SPOT"] == "false"
-    assert env["CF_TRAINING_MODELS"] == "seasonal_naive,linear_trend,random_forest"
+    assert env["CF_TRAINING_INSTANCE_COUNT"] == "2"  # training.hosts of the settings file
+    assert (env["CF_TRAINING_SPOT"], env["CF_TRAINING_VOLUME_GB"]) == ("false", "60")
+    hyperparameters = json.loads(env["CF_TRAINING_HYPERPARAMETERS"])
+    assert hyperparameters["training.models"] == "seasonal_naive,linear_trend,recent_trend,random_forest"
+    assert not set(ENV_VARS) & set(env) - {"CF_LAKE"}, "the launcher's own variables must not be settings'"
     # the launcher accepts them as they are (tokens replaced by plausible values)
     plain = {k: v for k, v in env.items() if isinstance(v, str)}
     plain |= {
@@ -93,12 +100,7 @@ def test_training_settings_reach_the_launcher(options_synth: OptionsSynth) -> No
         "CF_TRAINING_ROLE_ARN": "arn:aws:iam::123456789012:role/job",
     }
     config = LaunchConfig.from_env(plain)
-    assert (config.instance_count, config.spot, config.models) == (4, False, env["CF_TRAINING_MODELS"])
-
-
-def test_default_launcher_models(template_json: dict[str, Any], stack: CapacityForecasterStack) -> None:
-    env = template_json["Resources"][logical_id(stack, stack.training.launcher)]["Properties"]["Environment"]
-    assert env["Variables"]["CF_TRAINING_MODELS"] == "seasonal_naive,linear_trend,recent_trend"
+    assert (config.instance_count, config.spot, config.hyperparameters) == (2, False, hyperparameters)
 
 
 def test_alert_email_subscribes_to_the_topic(options_synth: OptionsSynth) -> None:
@@ -114,20 +116,13 @@ def test_alert_email_subscribes_to_the_topic(options_synth: OptionsSynth) -> Non
 @pytest.mark.parametrize(
     ("context", "message"),
     [
-        ({"riskThresholds": "cpu:80"}, "must be written metric=percentage"),
-        ({"riskThresholds": "gpu=80"}, "unknown metric"),
-        ({"riskThresholds": "cpu=0"}, "must be a percentage"),
-        ({"riskCriticalDays": "-1"}, "critical_days"),
-        ({"trainingModels": "prophet,arima"}, "training_models"),
-        ({"trainingModels": "prophet, random_forest"}, "training_models"),
-        ({"trainingModels": "prophet,prophet"}, "training_models"),
-        ({"trainingModels": ""}, "training_models"),
         ({"trainingSchedule": "weekly"}, "training_schedule"),
         ({"trainingInstanceType": "m5.xlarge"}, "training_instance_type"),
-        ({"trainingInstanceCount": "0"}, "training_instance_count"),
         ({"trainingSpot": "yes"}, "training_spot"),
-        ({"fleetServers": "0"}, "fleet_servers"),
-        ({"horizonDays": "731"}, "horizon_days"),
+        ({"settingsFile": "no/such/settings.yaml"}, "settings_file no/such/settings.yaml: config file .* not found"),
+        # the settings that moved to the settings file are unknown context keys now
+        ({"fleetServers": "500"}, "unknown context key"),
+        ({"trainingInstanceCount": "2"}, "unknown context key"),
     ],
 )
 def test_settings_are_refused_in_one_line(context: dict[str, Any], message: str) -> None:

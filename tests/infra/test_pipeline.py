@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from capacity_forecaster.settings import ENV_VARS, Settings, load_settings
 from infra import names
 from infra.pipeline import SERIALISED, function_access
 from infra.settings import SettingsError, StackSettings
@@ -63,7 +64,10 @@ def test_environment_has_powertools_and_lake_settings(
     assert render(env["CF_LAKE"]) == f"s3://<{ids['bucket']}>"
     assert env["CF_S3_SSE"] == "aws:kms"
     assert env["CF_S3_KMS_KEY_ID"] == {"Fn::GetAtt": [ids["lake-key"], "Arn"]}
-    assert (env["CF_FLEET_SERVERS"], env["CF_FLEET_DAYS"], env["CF_HORIZON_DAYS"]) == ("100", "730", "90")
+    # no settings file: no setting variables, and the function reads the defaults (and the stack's lake)
+    assert not {k for k in env if k in ENV_VARS} - {"CF_LAKE"}
+    plain = {k: v for k, v in env.items() if isinstance(v, str)} | {"CF_LAKE": "s3://lake-bucket"}
+    assert load_settings(environ=plain) == Settings(lake="s3://lake-bucket")
 
 
 def test_every_image_command_names_a_handler_the_image_copies() -> None:
@@ -292,8 +296,6 @@ def test_eventbridge_may_invoke_each_function(template: Template, ids: dict[str,
     [
         ("generate_schedule", "every day", "cron(...) or rate(...)"),
         ("etl_schedule", "rate(1 fortnight)", "cron(...) or rate(...)"),
-        ("fleet_servers", 0, "fleet_servers must be between"),
-        ("horizon_days", 731, "horizon_days must be between"),
         ("lambda_memory_mb", 64, "lambda_memory_mb must be between"),
         ("lambda_timeout_seconds", 901, "lambda_timeout_seconds must be between"),
         ("log_retention_days", 10, "log_retention_days must be one of"),
@@ -306,6 +308,6 @@ def test_pipeline_settings_are_validated(field: str, value: Any, message: str) -
 
 def test_pipeline_settings_from_context_strings() -> None:
     settings = StackSettings.from_mapping(
-        {"capacity-forecaster:fleetServers": "500", "capacity-forecaster:etlSchedule": "rate(6 hours)"}
+        {"capacity-forecaster:lambdaMemoryMb": "4096", "capacity-forecaster:etlSchedule": "rate(6 hours)"}
     )
-    assert (settings.fleet_servers, settings.etl_schedule) == (500, "rate(6 hours)")
+    assert (settings.lambda_memory_mb, settings.etl_schedule) == (4096, "rate(6 hours)")

@@ -90,6 +90,9 @@ def test_launcher_is_a_zip_function_on_the_light_layer(template_json: dict[str, 
     assert render(env["CF_LAKE"]) == f"s3://<{ids['bucket']}>"
     assert (env["CF_TRAINING_INSTANCE_TYPE"], env["CF_TRAINING_INSTANCE_COUNT"]) == ("ml.m5.xlarge", "1")
     assert (env["CF_TRAINING_SPOT"], env["CF_TRAINING_MAX_WAIT_SECONDS"]) == ("true", "7200")
+    # the job's settings hyperparameters, precomputed at synth (none: every setting at its default)
+    assert json.loads(env["CF_TRAINING_HYPERPARAMETERS"]) == {}
+    assert env["CF_TRAINING_CHANNEL_PREFIX"] == names.TRAINING_METRICS_PREFIX
     assert env["POWERTOOLS_SERVICE_NAME"] == "capacity-forecaster-launch-training"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == names.POWERTOOLS_NAMESPACE
 

@@ -51,7 +51,7 @@ def launcher_env(monkeypatch: pytest.MonkeyPatch, moto_server: str) -> Iterator[
         "CF_TRAINING_SPOT": "true",
         "CF_TRAINING_MAX_RUNTIME_SECONDS": "3600",
         "CF_TRAINING_MAX_WAIT_SECONDS": "7200",
-        "CF_HORIZON_DAYS": "90",
+        "CF_TRAINING_HYPERPARAMETERS": json.dumps({"horizon_days": "120", "training.models": "seasonal_naive"}),
         "POWERTOOLS_SERVICE_NAME": "capacity-forecaster-launch-training",
         "POWERTOOLS_METRICS_NAMESPACE": "CapacityForecaster",
         "POWERTOOLS_TRACE_DISABLED": "true",
@@ -80,8 +80,8 @@ def test_scheduled_event_launches_the_contracted_training_job(sagemaker: Any) ->
         "run_date": "2026-11-23",
         "run_id": JOB_NAME,
         "lake_uri": lake,
-        "horizon_days": "90",
-        "models": "seasonal_naive,linear_trend,recent_trend",
+        "horizon_days": "120",
+        "training.models": "seasonal_naive",
     }
     # moto adds a canned MetricDefinitions list to the algorithm specification it returns; the request's own
     # fields are compared.
@@ -118,12 +118,24 @@ def test_the_request_honours_the_training_container_contract(launcher_env: dict[
     config = launcher.LaunchConfig.from_env(os.environ)
     request = launcher.training_request(config, name=JOB_NAME, run_date=date(2026, 11, 23))
     params = job.parse_hyperparameters(request["HyperParameters"])  # the container's own validation
-    assert (params.run_id, params.run_date, params.horizon_days) == (JOB_NAME, date(2026, 11, 23), 90)
-    assert params.models == ("seasonal_naive", "linear_trend", "recent_trend")
+    assert (params.run_id, params.run_date, params.horizon_days) == (JOB_NAME, date(2026, 11, 23), 120)
+    assert params.models == ("seasonal_naive",)
     assert all(isinstance(v, str) for v in request["HyperParameters"].values())
     [channel] = request["InputDataConfig"]
     assert channel["ChannelName"] == job.CHANNEL
-    assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith(f"/{job.METRICS_DAILY.prefix}/")
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith(f"/{job.CHANNEL_TABLES['daily'].prefix}/")
+
+
+def test_the_hourly_grain_points_the_channel_at_its_table(
+    launcher_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CF_TRAINING_CHANNEL_PREFIX", f"{job.CHANNEL_TABLES['hourly'].prefix}/")
+    launcher = load_launcher()
+    request = launcher.training_request(
+        launcher.LaunchConfig.from_env(os.environ), name=JOB_NAME, run_date=date(2026, 11, 23)
+    )
+    [channel] = request["InputDataConfig"]
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith("/curated/metrics_hourly/")
     assert request["TrainingJobName"].startswith(launcher.JOB_PREFIX)
 
 
@@ -153,7 +165,11 @@ def test_on_demand_jobs_have_no_spot_settings(launcher_env: dict[str, str], monk
     ("variable", "value", "reason"),
     [
         ("CF_TRAINING_ROLE_ARN", "", "needs CF_TRAINING_ROLE_ARN"),
-        ("CF_TRAINING_INSTANCE_COUNT", "0", "CF_TRAINING_INSTANCE_COUNT='0' must be an integer between 1 and 20"),
+        ("CF_TRAINING_INSTANCE_COUNT", "0", "CF_TRAINING_INSTANCE_COUNT='0' must be an integer of at least 1"),
+        ("CF_TRAINING_HYPERPARAMETERS", "[1]", "CF_TRAINING_HYPERPARAMETERS must be a JSON object of strings"),
+        ("CF_TRAINING_HYPERPARAMETERS", '{"horizon_days": 90}', "must be a JSON object of strings"),
+        ("CF_TRAINING_HYPERPARAMETERS", '{"run_id": "x"}', "must not set run_id: the launcher sets them"),
+        ("CF_TRAINING_CHANNEL_PREFIX", "curated/metrics_daily", "must be a lake prefix ending in /"),
         ("CF_TRAINING_SPOT", "yes", "must be true or false"),
         ("CF_TRAINING_MAX_WAIT_SECONDS", "600", "must be at least CF_TRAINING_MAX_RUNTIME_SECONDS"),
         ("CF_LAKE", "s3://bucket/capacity", "must be the lake bucket's root"),

@@ -317,18 +317,18 @@ def cloud_problems(settings: Settings) -> list[str]:
         for d, reason in CLOUD_REFUSED.items()
         if setting_value(settings, d) != setting_value(default_settings(), d)
     ]
-    env = settings_environment(settings)
-    size = sum(len(k) + len(v) for k, v in env.items())
-    hyper_size = len(json.dumps(settings_hyperparameters(settings), separators=(",", ":")))
+    hyper = settings_hyperparameters(settings)
+    size = sum(len(env_var(k)) + len(v) for k, v in hyper.items())
+    hyper_size = len(json.dumps(hyper, separators=(",", ":")))  # the launcher's CF_TRAINING_HYPERPARAMETERS
     if max(size, hyper_size) > LAMBDA_ENVIRONMENT_BUDGET:
-        largest = max(env, key=lambda k: len(env[k]))
+        largest = max(hyper, key=lambda k: len(hyper[k]))
         out.append(
             f"the settings take {max(size, hyper_size)} bytes of a function's environment, more than the "
             f"{LAMBDA_ENVIRONMENT_BUDGET} the stack leaves them of Lambda's 4 KB (largest: {largest})"
         )
     out += [
         f"setting {d} is {len(text)} characters as a hyperparameter; SageMaker allows {MAX_HYPERPARAMETER_CHARS}"
-        for d, text in settings_hyperparameters(settings).items()
+        for d, text in hyper.items()
         if len(text) > MAX_HYPERPARAMETER_CHARS
     ]
     return out
