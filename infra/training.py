@@ -2,8 +2,9 @@
 
 Weekly, the launcher (``lambdas/launch_training``, on a layer holding only the domain package's light modules)
 calls ``create_training_job`` with the image built from ``sagemaker_jobs/Dockerfile``. The job reads every
-``curated/metrics_daily/`` partition on each host, stages its forecasts under ``staging/training/`` and ends;
-the pipeline's risk Lambda publishes them when SageMaker reports the job Completed.
+partition of ``training.grain``'s metrics table on each host, stages its forecasts under ``staging/training/``
+and ends; the pipeline's risk Lambda publishes them when SageMaker reports the job Completed. The settings file's
+settings reach the job as hyperparameters, computed here at synth (docs/settings.md).
 """
 
 from __future__ import annotations

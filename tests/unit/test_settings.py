@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
 import pytest
 
 from capacity_forecaster.errors import ConfigError
-from capacity_forecaster.settings import Settings, load_settings
+from capacity_forecaster.settings import (
+    CLOUD_SETTINGS,
+    MODEL_NAMES,
+    SCORES,
+    SETTINGS,
+    Settings,
+    env_var,
+    load_settings,
+)
 
 
 def test_defaults() -> None:
@@ -150,3 +159,92 @@ def test_risk_thresholds_and_critical_days_from_the_environment() -> None:
 def test_bad_thresholds_in_the_environment(value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(environ={"CF_RISK_THRESHOLDS": value})
+
+
+# ---- one text form: environment variables and hyperparameters ---------------------------------------------
+
+
+def test_every_setting_has_its_variable_named_after_its_field() -> None:
+    from capacity_forecaster.settings import ENV_VARS, SETTING_FIELDS, env_var
+
+    assert len(ENV_VARS) == len(SETTING_FIELDS)  # no two settings share a variable
+    # today's names are kept
+    for var in ("CF_LAKE", "CF_HORIZON_DAYS", "CF_FLEET_SERVERS", "CF_RISK_THRESHOLDS", "CF_TRAINING_HOSTS"):
+        assert var in ENV_VARS
+    assert env_var("training.n_jobs") == "CF_TRAINING_N_JOBS" and env_var("lake") == "CF_LAKE"
+    assert "CF_CONFIG" not in ENV_VARS
+
+
+def test_text_form_round_trips_through_the_environment_and_from_strings() -> None:
+    from capacity_forecaster.settings import settings_from_strings, settings_strings
+
+    s = load_settings(
+        environ={},
+        overrides={
+            "fleet.end_date": date(2026, 1, 31),
+            "fleet.country": "gb",
+            "risk.thresholds": {"cpu": 70.5},
+            "risk.likely_breach_probability": 0.3,
+            "training.models": ["prophet", "seasonal_naive"],
+            "ingest.metric_aliases": {"CPU Busy": "cpu"},
+            "s3": {"region": "eu-west-1"},
+        },
+    )
+    text = settings_strings(s)
+    assert text["fleet.end_date"] == "2026-01-31" and text["fleet.country"] == "GB"
+    assert text["training.models"] == "prophet,seasonal_naive"
+    assert json.loads(text["risk.thresholds"]) == {"cpu": 70.5, "mem": 80.0, "disk": 80.0, "net": 80.0}
+    assert settings_from_strings(text) == s
+    assert load_settings(environ={env_var(d): v for d, v in text.items()}) == s
+    assert settings_strings(Settings()) == {}  # only what differs from the defaults
+    assert len(settings_strings(Settings(), changed_only=False)) == len(SETTINGS)
+
+
+def test_thresholds_keep_their_metric_equals_percentage_text() -> None:
+    assert load_settings(environ={"CF_RISK_THRESHOLDS": "cpu=70"}).risk.thresholds["cpu"] == 70.0
+    assert load_settings(environ={"CF_RISK_THRESHOLDS": '{"cpu": 70}'}).risk.thresholds["cpu"] == 70.0
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CF_RISK_HEADROOM": '{"cpu": 5'}, r"setting risk\.headroom is not a valid JSON object"),
+        ({"CF_INGEST_METRIC_ALIASES": '{"x": "gpu"}'}, "targets are cpu, mem, disk, net"),
+        ({"CF_TRAINING_MODELS": "prophet,arima"}, "training.models=prophet,arima must name distinct models"),
+        ({"CF_FLEET_COUNTRY": "atlantis"}, "fleet.country='ATLANTIS' must be an ISO country code"),
+    ],
+)
+def test_bad_text_forms_are_one_line_errors(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        load_settings(environ=environ)
+    assert "\n" not in str(err.value)
+
+
+def test_the_job_limits_are_the_settings_limits() -> None:
+    from capacity_forecaster.forecasting import baselines, job, metrics
+
+    assert sorted(MODEL_NAMES) == sorted(baselines.registered_models())
+    assert SCORES == metrics.SCORES
+    # the help text is derived from the settings, not a second copy of their limits
+    assert job.HYPERPARAMETERS["training.models"].startswith("the training.models setting (CF_TRAINING_MODELS)")
+    assert set(job.HYPERPARAMETERS) - set(job.JOB_HYPERPARAMETERS) == set(CLOUD_SETTINGS)
+
+
+def test_unknown_dotted_setting_is_refused() -> None:
+    from capacity_forecaster.settings import settings_from_strings
+
+    with pytest.raises(ConfigError, match=r"unknown setting 'training\.modles'"):
+        settings_from_strings({"training.modles": "prophet"})
+
+
+def test_cloud_refusals_and_sizes() -> None:
+    from capacity_forecaster.settings import CLOUD_REFUSED, cloud_problems, settings_environment
+
+    assert set(CLOUD_REFUSED) == {"lake", "s3", "fleet.end_date"}
+    s = load_settings(environ={}, overrides={"lake": "s3://b", "fleet.end_date": "2026-01-31"})
+    problems = cloud_problems(s)
+    assert problems == [
+        f"setting lake cannot be set for the cloud: {CLOUD_REFUSED['lake']}",
+        f"setting fleet.end_date cannot be set for the cloud: {CLOUD_REFUSED['fleet.end_date']}",
+    ]
+    assert "CF_LAKE" not in settings_environment(s)  # the stack sets it
