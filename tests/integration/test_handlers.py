@@ -80,7 +80,7 @@ def stage_training_run(lake: Lake, tmp_path: Path, run_id: str) -> None:
                 "run_date": RUN_DATE.isoformat(),
                 "run_id": run_id,
                 "horizon_days": "30",
-                "n_jobs": "1",
+                "training.n_jobs": "1",
                 "lake_uri": lake.uri,
             }
         )

@@ -191,14 +191,15 @@ def test_daily_peaks_turn_the_breach_hour_into_its_date() -> None:
 
 def test_hourly_hyperparameters_and_settings_are_validated() -> None:
     base = {"run_date": "2026-11-21", "run_id": "r", "lake_uri": "lake"}
-    params = parse_hyperparameters({**base, "grain": "hourly", "horizon_hours": "72", "backtest_horizon": "48"})
+    hourly = {"training.grain": "hourly", "training.horizon_hours": "72"}
+    params = parse_hyperparameters({**base, **hourly, "backtest_horizon": "48"})
     assert (params.grain, params.horizon, params.min_history, params.backtest_horizon) == ("hourly", 72, 336, 48)
     assert parse_hyperparameters(base).horizon == 90
     for extra, message in (
-        ({"grain": "weekly"}, "hyperparameter grain='weekly' is not daily or hourly"),
-        ({"grain": "hourly", "horizon_hours": "0"}, "horizon_hours='0' is not an integer between 1 and 2208"),
-        ({"grain": "hourly", "horizon_hours": "24", "backtest_horizon": "48"}, "between 1 and 24"),
-        ({"min_history_hours": "10"}, "min_history_hours='10' is not an integer between 48 and 87600"),
+        ({"training.grain": "weekly"}, "training.grain='weekly' must be daily or hourly"),
+        ({**hourly, "training.horizon_hours": "0"}, "training.horizon_hours=0 must be between 1 and 2208"),
+        ({**hourly, "training.horizon_hours": "24", "backtest_horizon": "48"}, "between 1 and 24"),
+        ({"training.min_history_hours": "10"}, "training.min_history_hours=10 must be between 48 and 87600"),
     ):
         with pytest.raises(ConfigError, match=message):
             parse_hyperparameters({**base, **extra})
@@ -232,12 +233,12 @@ def daily_lake(root: Path) -> Lake:
 
 def test_hourly_job_reads_metrics_hourly_and_hosts_must_agree_on_the_grain(tmp_path: Path) -> None:
     lake = daily_lake(tmp_path / "lake")
-    base = {"run_date": "2026-11-21", "lake_uri": lake.uri, "n_jobs": "1", "horizon_days": "14"}
+    base = {"run_date": "2026-11-21", "lake_uri": lake.uri, "training.n_jobs": "1", "horizon_days": "14"}
     # An hourly job whose channel holds daily partitions finds no metrics_hourly rows and says what it expected.
     root = tmp_path / "opt-ml"
     paths = ContractPaths(root)
     paths.hyperparameters.parent.mkdir(parents=True)
-    paths.hyperparameters.write_text(json.dumps({**base, "run_id": "h", "grain": "hourly"}))
+    paths.hyperparameters.write_text(json.dumps({**base, "run_id": "h", "training.grain": "hourly"}))
     shutil.copytree(Path(lake.uri) / METRICS_DAILY.prefix, paths.channel)
     assert run_training_job(root, lake=lake) == 1
     assert paths.failure.read_text().strip() == (
