@@ -7,9 +7,12 @@ named queries having been run. The dashboard has a sheet with the risk register 
 and a line chart of the latest forecasts (P10, P50, P90 by day, one small multiple per metric, with a server
 picker).
 
-QuickSight runs the Athena queries as its service role: a policy on that role (``quicksightServiceRoleName``)
-grants the workgroup, the Glue tables the views read, those lake prefixes, the query results prefix and the
-lake key through S3.
+QuickSight runs the data source's Athena queries as a role the stack creates for it (trusted by
+quicksight.amazonaws.com, named in the data source's ``AthenaParameters.RoleArn``), so no role needs to exist
+before the deploy. Its policy grants the workgroup, the Glue tables the views read, those lake prefixes, the
+query results prefix and the lake key through S3. Name an existing role in ``quicksightServiceRoleName``
+(QuickSight's own ``aws-quicksight-service-role-v0``, say) to attach that policy to it instead and let the data
+source use QuickSight's account-wide role.
 """
 
 from __future__ import annotations
@@ -262,8 +265,8 @@ def dashboard_definition(data_set_arns: Mapping[str, str], columns: Mapping[str,
 
 
 class Dashboards(Construct):
-    """The QuickSight data source over the workgroup, a data set per view, the dashboard, and the service role's
-    access to the lake."""
+    """The QuickSight data source over the workgroup, a data set per view, the dashboard, and the role the data
+    source queries with (created, or an existing one named in the settings) with its access to the lake."""
 
     def __init__(self, scope: Construct, construct_id: str, *, catalog: Catalog, settings: StackSettings) -> None:
         super().__init__(scope, construct_id)
@@ -272,6 +275,26 @@ class Dashboards(Construct):
             raise ValueError("Dashboards need settings.quicksight_principal_arn (a QuickSight user or group ARN)")
         account = cdk.Aws.ACCOUNT_ID
 
+        # the role the data source queries Athena with: the stack's own, or an existing one the user names
+        self.created_role: iam.Role | None = None
+        self.service_role: iam.IRole
+        if settings.quicksight_service_role_name:
+            self.service_role = iam.Role.from_role_name(
+                self, "QuickSightServiceRole", settings.quicksight_service_role_name
+            )
+        else:
+            self.created_role = iam.Role(
+                self,
+                "DataSourceRole",
+                assumed_by=iam.ServicePrincipal("quicksight.amazonaws.com"),
+                description="QuickSight's Athena queries of the Capacity Forecaster data sets (the views' tables).",
+            )
+            self.service_role = self.created_role
+        athena = quicksight.CfnDataSource.AthenaParametersProperty(
+            work_group=catalog.workgroup_name,
+            role_arn=self.created_role.role_arn if self.created_role is not None else None,
+        )
+
         self.data_source = quicksight.CfnDataSource(
             self,
             "DataSource",
@@ -279,9 +302,7 @@ class Dashboards(Construct):
             data_source_id=f"{PROJECT}-athena",
             name="Capacity Forecaster (Athena)",
             type="ATHENA",
-            data_source_parameters=quicksight.CfnDataSource.DataSourceParametersProperty(
-                athena_parameters=quicksight.CfnDataSource.AthenaParametersProperty(work_group=catalog.workgroup_name)
-            ),
+            data_source_parameters=quicksight.CfnDataSource.DataSourceParametersProperty(athena_parameters=athena),
             ssl_properties=quicksight.CfnDataSource.SslPropertiesProperty(disable_ssl=False),
             permissions=[
                 quicksight.CfnDataSource.ResourcePermissionProperty(
@@ -290,6 +311,19 @@ class Dashboards(Construct):
             ],
         )
         self.data_source.add_resource_dependency(catalog.workgroup)
+        tables = sorted({t for sql in catalog.views.values() for t in view_tables(sql)})
+        catalog.grant_query(self.service_role, *tables)
+        iam.Grant.add_to_principal(
+            grantee=self.service_role,
+            actions=list(QUICKSIGHT_ATHENA_EXTRA_ACTIONS),
+            resource_arns=[catalog.workgroup_arn()],
+        )
+        self._acknowledge(self.service_role, catalog=catalog, tables=tables)
+        if self.created_role is not None:
+            # QuickSight checks the data source's access when it is created: the grants must be in place first
+            policy = self.created_role.node.try_find_child("DefaultPolicy")
+            if policy is not None:
+                self.data_source.node.add_dependency(policy)
 
         schemas = view_schemas()
         self.data_sets: dict[str, quicksight.CfnDataSet] = {}
@@ -311,20 +345,6 @@ class Dashboards(Construct):
             "Definition",
             dashboard_definition({v: self.data_sets[v].attr_arn for v in DASHBOARD_VIEWS}, schemas),
         )
-
-        self.service_role: iam.IRole | None = None
-        if settings.quicksight_service_role_name:
-            self.service_role = iam.Role.from_role_name(
-                self, "QuickSightServiceRole", settings.quicksight_service_role_name
-            )
-            tables = sorted({t for sql in catalog.views.values() for t in view_tables(sql)})
-            catalog.grant_query(self.service_role, *tables)
-            iam.Grant.add_to_principal(
-                grantee=self.service_role,
-                actions=list(QUICKSIGHT_ATHENA_EXTRA_ACTIONS),
-                resource_arns=[catalog.workgroup_arn()],
-            )
-            self._acknowledge(self.service_role, catalog=catalog, tables=tables)
 
     def _acknowledge(self, role: iam.IRole, *, catalog: Catalog, tables: list[str]) -> None:
         """cdk-nag findings on the service role's policy that are by design, each with its reason."""

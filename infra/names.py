@@ -77,7 +77,7 @@ TRAINING_JOB_PREFIX: Final = f"{PROJECT}-"
 LAMBDA_RETRY_ATTEMPTS: Final = 2
 """Asynchronous retries of a failed invocation before it goes to the dead-letter queue."""
 LAMBDA_MAX_EVENT_AGE_HOURS: Final = 6
-"""An event older than this (throttled by reserved concurrency, say) goes to the dead-letter queue."""
+"""An event older than this (throttled, say) goes to the dead-letter queue."""
 DLQ_RETENTION_DAYS: Final = 14
 ALARM_PERIOD_MINUTES: Final = 5
 OPS_KEY_ALIAS: Final = f"alias/{PROJECT}/ops"

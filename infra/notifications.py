@@ -2,7 +2,9 @@
 
 Publishers: the risk Lambda (a short summary of the critical risks that are new since the previous run),
 an EventBridge rule on failed training jobs of this stack, and every alarm of the pipeline (a Lambda error,
-an event in the dead-letter queue). Subscribe an e-mail address with the ``alertEmail`` context value, or any
+an event in the dead-letter queue). The topic policy allows EventBridge (CDK's statement for the rule) and
+CloudWatch for this stack's alarms (``aws:SourceAccount`` and ``aws:SourceArn``); the key, both services of this
+account. Subscribe an e-mail address with the ``alertEmail`` context value, or any
 other endpoint to the topic named in the stack output.
 """
 
@@ -103,6 +105,20 @@ class Notifications(Construct):
         for alarm in alarms:
             alarm.add_alarm_action(action)
         self.alarms = alarms
+        # The topic's policy (created for the EventBridge rule above) replaces SNS's default one, so the alarms
+        # need their own statement: CloudWatch may publish for this stack's alarms in this account only.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowAlarmsOfThisStack",
+                actions=["sns:Publish"],
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": cdk.Aws.ACCOUNT_ID},
+                    "ArnLike": {"aws:SourceArn": [alarm.alarm_arn for alarm in alarms]},
+                },
+            )
+        )
 
         risk = pipeline.functions["risk"]
         risk.add_environment(NOTIFY_TOPIC_ENV, self.topic.topic_arn)

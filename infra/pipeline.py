@@ -5,8 +5,11 @@ SageMaker training job Completed -> risk (publishes the staged forecasts, builds
 
 Each function gets Powertools settings, the domain package's ``CF_*`` settings, grants on exactly the lake
 prefixes it reads and writes, asynchronous retries with a KMS-encrypted dead-letter queue as its on-failure
-destination, and an alarm on errors. ETL and risk run one at a time (reserved concurrency 1): two ETL runs
-at once would both process the same new raw objects, two risk runs could publish the same run twice.
+destination, and an alarm on errors. ETL and risk run one at a time, but not through reserved concurrency (a
+new account's default quota of 10 concurrent executions cannot reserve any): each run holds a lease object in
+the lake (``state/locks/etl.json``, ``state/locks/risk.json``, see ``capacity_forecaster.storage.lease``), which
+also serialises them with CLI runs on the same lake. Two ETL runs at once would both process the same new raw
+objects, two risk runs could publish the same run twice.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def function_access(name: str) -> StageAccess:
 
 
 SERIALISED = frozenset({"etl", "risk"})
-"""Functions that must not overlap (reserved concurrency 1)."""
+"""Functions that must not overlap: their stages hold a lease under ``state/locks/`` in the lake."""
 
 
 class Pipeline(Construct):
@@ -215,7 +218,6 @@ class Pipeline(Construct):
             timeout=cdk.Duration.seconds(settings.lambda_timeout_seconds),
             environment=self.environment(name),
             tracing=lambda_.Tracing.ACTIVE,
-            reserved_concurrent_executions=1 if name in SERIALISED else None,
             on_failure=destinations.SqsDestination(self.dead_letters),
             retry_attempts=LAMBDA_RETRY_ATTEMPTS,
             max_event_age=cdk.Duration.hours(LAMBDA_MAX_EVENT_AGE_HOURS),

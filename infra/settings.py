@@ -112,9 +112,10 @@ class StackSettings:
     quicksight_principal_arn: str = ""
     """The QuickSight user or group (``arn:aws:quicksight:<region>:<account>:user/<namespace>/<name>`` or
     ``...:group/...``) that owns the dashboard, its data sets and data source; empty: no dashboards."""
-    quicksight_service_role_name: str = "aws-quicksight-service-role-v0"
-    """The IAM role QuickSight uses to run Athena queries: with dashboards, a policy on it grants the workgroup,
-    the views' Glue tables and lake prefixes and the lake key (empty: attach nothing; grant it yourself)."""
+    quicksight_service_role_name: str = ""
+    """With dashboards, an existing IAM role for QuickSight's Athena queries (``aws-quicksight-service-role-v0``,
+    say): a policy on it grants the workgroup, the views' Glue tables and lake prefixes and the lake key. Empty:
+    the stack creates that role itself and names it in the data source, so none needs to exist."""
 
     def __post_init__(self) -> None:
         problems = list(self._problems())

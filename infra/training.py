@@ -110,6 +110,16 @@ class Training(Construct):
                 resources=[log_group_arn, f"{log_group_arn}:log-stream:*"],
             )
         )
+        # SageMaker writes every training job's logs to one account-wide group, which may already exist (any
+        # earlier SageMaker job creates it): CDK's LogRetention custom resource creates it only if missing and
+        # sets its retention either way; the group is left in place when the stack is deleted.
+        self.log_retention = logs.LogRetention(
+            self,
+            "JobLogRetention",
+            log_group_name=SAGEMAKER_LOG_GROUP,
+            retention=RETENTION[settings.log_retention_days],
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -148,7 +158,6 @@ class Training(Construct):
             timeout=cdk.Duration.seconds(LAUNCHER_TIMEOUT_SECONDS),
             environment=self._environment(lake, settings),
             tracing=lambda_.Tracing.ACTIVE,
-            reserved_concurrent_executions=1,
             on_failure=destinations.SqsDestination(dead_letters),
             retry_attempts=LAMBDA_RETRY_ATTEMPTS,
             max_event_age=cdk.Duration.hours(LAMBDA_MAX_EVENT_AGE_HOURS),
@@ -200,6 +209,22 @@ class Training(Construct):
             ],
         )
         self._acknowledge(lake)
+        self._acknowledge_log_retention()
+
+    def _acknowledge_log_retention(self) -> None:
+        """cdk-nag findings on CDK's LogRetention provider (a singleton function of the stack), with why."""
+        stack = cdk.Stack.of(self)
+        [provider] = [c for c in stack.node.children if c.node.id.startswith("LogRetention")]
+        role = provider.node.find_child("ServiceRole")
+        reasons = {
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSLambdaBasicExecutionRole]": "CDK's LogRetention provider needs its own logs and logs:CreateLogGroup, "
+            "which this managed policy holds, to create SageMaker's training log group when it is missing.",
+            "AwsSolutions-IAM5[Resource::*]": "CDK's LogRetention provider sets (and on request removes) the "
+            "retention of the log group named in each custom resource; CDK grants it on any group.",
+        }
+        for rule_id, reason in reasons.items():
+            cdk.Validations.of(role).acknowledge(cdk.Acknowledgment(id=rule_id, reason=reason))
 
     def _environment(self, lake: DataLake, settings: StackSettings) -> dict[str, str]:
         """The launcher's: the job's image, role and resources, and the settings file's settings as the job's

@@ -1,16 +1,24 @@
-"""ETL Lambda: on its daily schedule, or when an object lands under raw/, process the new raw objects."""
+"""ETL Lambda: on its daily schedule, or when an object lands under raw/, process the new raw objects.
+
+ETL runs are serialised by the ``etl`` lease in the lake (``state/locks/etl.json``), shared with CLI runs on
+the same lake, not by reserved concurrency. An invocation that finds the lease held returns ``busy`` (counted
+as ``LeaseBusy``, not an error, not retried): the run holding the lease processes, before it ends, every raw
+object that landed while it ran, so the object of this event is not lost.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capacity_forecaster.errors import InputError
 from capacity_forecaster.stages import run_etl
 from capacity_forecaster.storage.errors import InvalidKeyError
 from capacity_forecaster.storage.keys import parse_s3_uri, validate_key
+from capacity_forecaster.storage.lease import LeaseHeld
 from common.runtime import (
     SCHEDULED,
     as_eventbridge,
@@ -60,7 +68,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             raise InputError(f"expected a Scheduled or Object Created event, got {received.detail_type!r}")
     except InputError as exc:
         return reject(logger, metrics, str(exc))
-    result = run_etl(lake_from(settings), settings)
+    try:
+        result = run_etl(lake_from(settings), settings)
+    except LeaseHeld as exc:
+        logger.info("another ETL run holds the lease; it processes this event's objects", extra={"reason": str(exc)})
+        metrics.add_metric(name="LeaseBusy", unit=MetricUnit.Count, value=1)
+        return {"status": "busy", "trigger": trigger, "reason": str(exc)}
     publish_counts(
         metrics,
         result.counts,

@@ -12,7 +12,9 @@ the settings hyperparameters, ``capacity_forecaster.settings.settings_hyperparam
 own keys (run_date, run_id, lake_uri) and checks nothing the job checks itself.
 
 Launching is idempotent: the job name is derived from the event (its day and id), so a re-delivered event
-finds its job already there and starts nothing.
+finds its job already there (or, delivered twice at once, SageMaker refuses the second name) and starts
+nothing; no reserved concurrency is needed. The job gets ``CF_S3_SSE``/``CF_S3_KMS_KEY_ID`` in its environment,
+so what it stages under ``staging/training/`` is encrypted with the lake's KMS key.
 """
 
 from __future__ import annotations
@@ -155,6 +157,12 @@ def job_name(run_date: date, event_id: str) -> str:
     return name
 
 
+def job_environment(config: LaunchConfig) -> dict[str, str]:
+    """The training container's environment: the S3 client (``S3Config.from_env``) encrypts what the job stages
+    with SSE-KMS under the lake's key, as the Lambdas do."""
+    return {"CF_S3_SSE": "aws:kms", "CF_S3_KMS_KEY_ID": config.kms_key_arn}
+
+
 def training_request(config: LaunchConfig, *, name: str, run_date: date) -> dict[str, Any]:
     """The ``create_training_job`` request for one run (the run id is the job name)."""
     lake = f"s3://{config.bucket}"
@@ -190,6 +198,8 @@ def training_request(config: LaunchConfig, *, name: str, run_date: date) -> dict
             "VolumeSizeInGB": config.volume_gb,
         },
         "StoppingCondition": stopping,
+        # the job stages its outputs through the domain package's S3 client: SSE-KMS with the lake's key
+        "Environment": job_environment(config),
         "EnableManagedSpotTraining": config.spot,
         "Tags": [{"Key": "project", "Value": "capacity-forecaster"}, {"Key": "run_date", "Value": str(run_date)}],
     }
@@ -239,7 +249,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.info("training job already launched", extra={"training_job_name": name})
         metrics.add_metric(name="TrainingJobsAlreadyLaunched", unit=MetricUnit.Count, value=1)
         return {"status": "already-launched", "training_job_name": name}
-    response = client.create_training_job(**training_request(config, name=name, run_date=run_date))
+    try:
+        response = client.create_training_job(**training_request(config, name=name, run_date=run_date))
+    except ClientError as exc:
+        # Two deliveries of one event at once (nothing reserves the launcher's concurrency): the name is taken.
+        if exc.response.get("Error", {}).get("Code") != "ResourceInUse":
+            raise
+        logger.info("training job launched concurrently", extra={"training_job_name": name})
+        metrics.add_metric(name="TrainingJobsAlreadyLaunched", unit=MetricUnit.Count, value=1)
+        return {"status": "already-launched", "training_job_name": name}
     logger.info(
         "training job launched",
         extra={"training_job_name": name, "run_date": str(run_date), "hosts": config.instance_count},

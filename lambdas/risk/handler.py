@@ -1,4 +1,10 @@
-"""Risk Lambda: when a training job completes, publish its staged forecasts and build the risk register."""
+"""Risk Lambda: when a training job completes, publish its staged forecasts and build the risk register.
+
+Publishing and the register run under the ``risk`` lease in the lake (``state/locks/risk.json``), shared with
+``capacity-forecaster risk`` on the same lake, instead of reserved concurrency. An invocation that finds the
+lease held raises (one line in the log, counted as ``LeaseBusy``), so Lambda's asynchronous retry runs it again
+later: this event names a training run nothing else would publish.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from capacity_forecaster.errors import InputError
 from capacity_forecaster.forecasting.job import publish_training_run
 from capacity_forecaster.schema import RISK_REGISTER
-from capacity_forecaster.stages import run_risk
+from capacity_forecaster.stages import RISK_LEASE, run_risk
 from capacity_forecaster.storage.lake import Lake
+from capacity_forecaster.storage.lease import Lease, LeaseHeld
 from common.runtime import as_eventbridge, is_kind, lake_from, publish_counts, reject, settings_from_env
 
 if TYPE_CHECKING:
@@ -64,11 +71,19 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"status": "skipped", "training_job_status": status}
     run_id, run_date = run
     lake = lake_from(settings)
-    published = publish_training_run(lake, run_id=run_id, run_date=run_date)
-    result = run_risk(lake, settings, run_date=run_date)
+    try:
+        with Lease(lake.store, RISK_LEASE) as lease:
+            published = publish_training_run(lake, run_id=run_id, run_date=run_date)
+            result = run_risk(lake, settings, run_date=run_date, held=lease)
+            notified = notify_new_critical(
+                lake, run_id=run_id, run_date=run_date, topic_arn=os.environ.get(NOTIFY_TOPIC_ENV)
+            )
+    except LeaseHeld as exc:
+        logger.warning("another risk run holds the lease; the event is retried", extra={"reason": str(exc)})
+        metrics.add_metric(name="LeaseBusy", unit=MetricUnit.Count, value=1)
+        raise
     publish_counts(metrics, result.counts, {"severity_critical": "CriticalRisks", "severity_high": "HighRisks"})
     logger.info("risk register written", extra={"run_id": run_id, **result.counts})
-    notified = notify_new_critical(lake, run_id=run_id, run_date=run_date, topic_arn=os.environ.get(NOTIFY_TOPIC_ENV))
     return {"status": "succeeded", "run_id": run_id, "series": published.series, "notified": notified, **result.counts}
 
 

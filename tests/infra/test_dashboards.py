@@ -74,7 +74,11 @@ def test_data_source_is_athena_over_the_workgroup(dash: DashboardSynth) -> None:
     (resource,) = sources.values()
     props = resource["Properties"]
     assert props["Type"] == "ATHENA"
-    assert props["DataSourceParameters"] == {"AthenaParameters": {"WorkGroup": DEFAULTS.athena_workgroup_name}}
+    assert dash.stack.dashboards is not None and dash.stack.dashboards.created_role is not None
+    role = logical_id(dash.stack, dash.stack.dashboards.created_role)
+    assert props["DataSourceParameters"] == {
+        "AthenaParameters": {"WorkGroup": DEFAULTS.athena_workgroup_name, "RoleArn": {"Fn::GetAtt": [role, "Arn"]}}
+    }
     assert props["SslProperties"] == {"DisableSsl": False}
     assert props["AwsAccountId"] == {"Ref": "AWS::AccountId"}
     assert props["Permissions"] == [{"Principal": PRINCIPAL, "Actions": list(DATA_SOURCE_ACTIONS)}]
@@ -201,11 +205,33 @@ def _values_of(node: Any, key: str) -> list[Any]:
     return []
 
 
+def test_the_stack_creates_the_role_quicksight_queries_with(dash: DashboardSynth) -> None:
+    """No role has to exist before the deploy: the data source names the stack's own, trusted by QuickSight only,
+    and is created after its policy (QuickSight checks its access when the data source is made)."""
+    assert DEFAULTS.quicksight_service_role_name == ""
+    assert dash.stack.dashboards is not None and dash.stack.dashboards.created_role is not None
+    role_id = logical_id(dash.stack, dash.stack.dashboards.created_role)
+    role = dash.template_json["Resources"][role_id]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "quicksight.amazonaws.com"}}
+    ]
+    assert "ManagedPolicyArns" not in role and "RoleName" not in role
+    [policy_id] = [
+        k
+        for k, p in of_type(dash.template_json, "AWS::IAM::Policy").items()
+        if p["Properties"]["Roles"] == [{"Ref": role_id}]
+    ]
+    (source,) = of_type(dash.template_json, "AWS::QuickSight::DataSource").values()
+    assert policy_id in source["DependsOn"]
+
+
 def test_service_role_may_query_the_views_tables(dash: DashboardSynth) -> None:
+    assert dash.stack.dashboards is not None and dash.stack.dashboards.created_role is not None
+    role_id = logical_id(dash.stack, dash.stack.dashboards.created_role)
     policies = [
         p
         for p in of_type(dash.template_json, "AWS::IAM::Policy").values()
-        if p["Properties"]["Roles"] == [DEFAULTS.quicksight_service_role_name]
+        if p["Properties"]["Roles"] == [{"Ref": role_id}]
     ]
     assert len(policies) == 1
     statements = policies[0]["Properties"]["PolicyDocument"]["Statement"]
@@ -245,7 +271,7 @@ def test_nag_finds_nothing_unacknowledged_and_acks_are_narrow(dash: DashboardSyn
     dashboard_acks = [a for a in acknowledgments(dash.assembly_dir) if "/Dashboards/" in a[0]]
     assert dashboard_acks, "the service role's prefix grants are acknowledged with reasons"
     for construct_path, rule, reason in dashboard_acks:
-        assert construct_path.endswith("/Dashboards/QuickSightServiceRole"), construct_path
+        assert construct_path.endswith("/Dashboards/DataSourceRole"), construct_path
         assert rule.removeprefix("Annotation::").startswith("AwsSolutions-IAM5[Resource::"), rule
         assert len(reason) >= MIN_REASON
 
@@ -259,16 +285,26 @@ def test_cfn_lint_finds_nothing(dash: DashboardSynth) -> None:
 # ---- the construct and its pure parts, without a synthesis --------------------------------------------------
 
 
-def test_service_role_policy_is_optional() -> None:
+def test_an_existing_role_can_be_named_instead() -> None:
+    """``quicksightServiceRoleName``: the policy goes on that role (by name: QuickSight's own lives under the
+    service-role/ path), no role is created, and the data source uses QuickSight's account-wide role."""
     app = cdk.App(context=load_cdk_context())
     stack = cdk.Stack(app, "DashboardsProbe")
-    settings = StackSettings(quicksight_principal_arn=PRINCIPAL, quicksight_service_role_name="")
+    settings = StackSettings(
+        quicksight_principal_arn=PRINCIPAL, quicksight_service_role_name="aws-quicksight-service-role-v0"
+    )
     lake = DataLake(stack, "Lake", settings=settings)
     catalog = Catalog(stack, "Catalog", lake=lake, settings=settings)
     dashboards = Dashboards(stack, "Dashboards", catalog=catalog, settings=settings)
-    assert dashboards.service_role is None
+    assert dashboards.created_role is None
     template = Template.from_stack(stack)
-    template.resource_count_is("AWS::IAM::Policy", 0)
+    template.resource_count_is("AWS::IAM::Role", 0)
+    [policy] = template.find_resources("AWS::IAM::Policy").values()
+    assert policy["Properties"]["Roles"] == ["aws-quicksight-service-role-v0"]
+    [source] = template.find_resources("AWS::QuickSight::DataSource").values()
+    assert source["Properties"]["DataSourceParameters"] == {
+        "AthenaParameters": {"WorkGroup": DEFAULTS.athena_workgroup_name}
+    }
     template.resource_count_is("AWS::QuickSight::DataSet", len(views()))
 
 

@@ -28,12 +28,18 @@ def test_every_function_dead_letters_into_the_queue(
     template_json: dict[str, Any], stack: CapacityForecasterStack
 ) -> None:
     queue = {"Fn::GetAtt": [logical_id(stack, stack.pipeline.dead_letters), "Arn"]}
-    functions = of_type(template_json, "AWS::Lambda::Function")
+    # CloudFormation calls custom resource providers synchronously (CDK's LogRetention): no events to lose there
+    providers = {
+        r["Properties"]["ServiceToken"]["Fn::GetAtt"][0]
+        for r in template_json["Resources"].values()
+        if r["Type"].startswith("Custom::")
+    }
+    functions = set(of_type(template_json, "AWS::Lambda::Function")) - providers
     configs = {
         c["Properties"]["FunctionName"]["Ref"]: c["Properties"]
         for c in of_type(template_json, "AWS::Lambda::EventInvokeConfig").values()
     }
-    assert set(configs) == set(functions)  # every function, the launcher included
+    assert set(configs) == functions  # every function, the launcher included
     for config in configs.values():
         assert config["DestinationConfig"] == {"OnFailure": {"Destination": queue}}
         assert config["MaximumRetryAttempts"] == 2

@@ -45,6 +45,23 @@ def test_topic_is_encrypted_with_its_own_key_and_tls_only(template: Template, id
     )
 
 
+def test_topic_policy_lets_cloudwatch_publish_for_this_stacks_alarms(
+    template_json: dict[str, Any], ids: dict[str, str], stack: CapacityForecasterStack
+) -> None:
+    """The topic policy replaces SNS's default one: without this statement no alarm could notify."""
+    [policy] = [r["Properties"] for r in template_json["Resources"].values() if r["Type"] == "AWS::SNS::TopicPolicy"]
+    assert policy["Topics"] == [{"Ref": ids["topic"]}]
+    allowed = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    [alarms] = [s for s in allowed if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert alarms["Action"] == "sns:Publish" and alarms["Resource"] == {"Ref": ids["topic"]}
+    assert alarms["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    alarm_ids = sorted(logical_id(stack, a) for a in stack.notifications.alarms)
+    assert sorted(a["Fn::GetAtt"][0] for a in alarms["Condition"]["ArnLike"]["aws:SourceArn"]) == alarm_ids
+    every_alarm = sorted(k for k, r in template_json["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm")
+    assert alarm_ids == every_alarm
+    assert sorted(s["Principal"]["Service"] for s in allowed) == ["cloudwatch.amazonaws.com", "events.amazonaws.com"]
+
+
 def test_only_this_accounts_eventbridge_and_alarms_may_use_the_key(
     template_json: dict[str, Any], ids: dict[str, str]
 ) -> None:

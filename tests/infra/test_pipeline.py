@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from capacity_forecaster.access import LOCKS_PREFIX
 from capacity_forecaster.settings import ENV_VARS, Settings, load_settings
 from infra import names
 from infra.pipeline import SERIALISED, function_access
@@ -93,13 +94,25 @@ def test_staged_build_context_holds_only_what_the_images_copy(assembly_dir: Path
     assert not list(context.rglob("__pycache__"))
 
 
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_reserved_concurrency_only_where_overlap_is_unsafe(
+def test_no_function_reserves_concurrency(template_json: dict[str, Any]) -> None:
+    """A new account's default quota (10 concurrent executions) cannot reserve any: nothing may ask for it."""
+    functions = [r for r in template_json["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    assert len(functions) >= len(FUNCTIONS) + 1
+    assert [r for r in functions if "ReservedConcurrentExecutions" in r["Properties"]] == []
+    assert "ReservedConcurrentExecutions" not in json.dumps(template_json)
+
+
+@pytest.mark.parametrize("name", sorted(SERIALISED))
+def test_serialised_functions_may_take_and_release_their_lease(
     template_json: dict[str, Any], ids: dict[str, str], name: str
 ) -> None:
-    props = template_json["Resources"][ids[name]]["Properties"]
-    assert props.get("ReservedConcurrentExecutions") == (1 if name in {"etl", "risk"} else None)
-    assert name in SERIALISED or name == "generate"
+    """The lease object: read it (and a conditional delete needs GetObject too), create or take it over, delete it;
+    list its prefix (the lake's existence checks list a key as a prefix)."""
+    access = s3_object_access(template_json, ids[f"{name}-role"], ids["bucket"])
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert LOCKS_PREFIX in access[action], action
+    listing = [s for s in statements(template_json, ids[f"{name}-role"]) if s["Action"] == "s3:ListBucket"]
+    assert any(f"{LOCKS_PREFIX}*" in s["Condition"]["StringLike"]["s3:prefix"] for s in listing)
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

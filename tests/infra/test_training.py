@@ -82,7 +82,7 @@ def test_launcher_is_a_zip_function_on_the_light_layer(template_json: dict[str, 
     props = template_json["Resources"][ids["launcher"]]["Properties"]
     assert (props["Runtime"], props["Handler"], props["Architectures"]) == ("python3.13", "handler.handler", ["x86_64"])
     assert props["Layers"] == [{"Ref": ids["layer"]}, POWERTOOLS_LAYER]
-    assert props["ReservedConcurrentExecutions"] == 1
+    assert "ReservedConcurrentExecutions" not in props  # a re-delivered event finds its job by name
     assert props["TracingConfig"] == {"Mode": "Active"}
     env = props["Environment"]["Variables"]
     assert env["CF_TRAINING_ROLE_ARN"] == {"Fn::GetAtt": [ids["role"], "Arn"]}
@@ -166,3 +166,28 @@ def test_the_launcher_and_the_rule_agree_on_job_names() -> None:
         names.TRAINING_OUTPUT_PREFIX,
         names.TRAINING_CHECKPOINT_PREFIX,
     )
+
+
+def test_sagemaker_log_group_gets_the_retention_without_being_owned(
+    template_json: dict[str, Any], stack: CapacityForecasterStack
+) -> None:
+    """The account-wide /aws/sagemaker/TrainingJobs group may exist already: no AWS::Logs::LogGroup of that name
+    (which would fail there), but CDK's LogRetention resource, which creates it if missing and keeps it."""
+    groups = [
+        r["Properties"].get("LogGroupName")
+        for r in template_json["Resources"].values()
+        if r["Type"] == "AWS::Logs::LogGroup"
+    ]
+    assert names.SAGEMAKER_LOG_GROUP not in groups
+    [retention] = [r["Properties"] for r in template_json["Resources"].values() if r["Type"] == "Custom::LogRetention"]
+    assert retention["LogGroupName"] == names.SAGEMAKER_LOG_GROUP
+    assert retention["RetentionInDays"] == DEFAULTS.log_retention_days
+    assert retention["RemovalPolicy"] == "retain"
+    provider = retention["ServiceToken"]["Fn::GetAtt"][0]
+    role = template_json["Resources"][provider]["Properties"]["Role"]["Fn::GetAtt"][0]
+    actions = {a for st in statements(template_json, role) for a in st["Action"]}
+    assert actions == {"logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy"}
+    managed = template_json["Resources"][role]["Properties"]["ManagedPolicyArns"]
+    assert [render(m) for m in managed] == [
+        "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+    ]

@@ -265,3 +265,46 @@ def _dotted() -> list[str]:
     return [
         m.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for m in LAYER_MODULES if m.endswith("py")
     ]
+
+
+def test_the_job_stages_its_outputs_with_the_lake_key(
+    launcher_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, s3_bucket: str, s3_boto_client: Any, tmp_path: Path
+) -> None:
+    """The training container, given the environment the launcher asks SageMaker for, writes every staged object
+    SSE-KMS with the lake's key (moto server: the S3 requests carry the encryption headers, moto records them)."""
+    from capacity_forecaster.settings import load_settings
+    from capacity_forecaster.stages import run_etl, run_generate
+    from capacity_forecaster.storage.lake import open_lake
+
+    lake_uri = f"s3://{s3_bucket}"
+    monkeypatch.setenv("CF_LAKE", lake_uri)
+    monkeypatch.setenv("CF_S3_ENDPOINT_URL", s3_boto_client.meta.endpoint_url)
+    settings = load_settings(environ={}, overrides={"lake": lake_uri, "fleet.servers": 3, "fleet.days": 60})
+    lake = open_lake(lake_uri, settings.s3_config())  # the lake as the pipeline writes it (AES256 here)
+    run_generate(lake, settings, run_date=date(2026, 11, 23))
+    run_etl(lake, settings)
+
+    launcher = load_launcher()
+    request = launcher.training_request(
+        launcher.LaunchConfig.from_env(os.environ), name=JOB_NAME, run_date=date(2026, 11, 23)
+    )
+    assert request["Environment"] == {"CF_S3_SSE": "aws:kms", "CF_S3_KMS_KEY_ID": KEY}
+    for name, value in request["Environment"].items():  # what SageMaker sets in the container
+        monkeypatch.setenv(name, value)
+    paths = job.ContractPaths(tmp_path / "opt-ml")
+    paths.hyperparameters.parent.mkdir(parents=True)
+    paths.hyperparameters.write_text(json.dumps({**request["HyperParameters"], "n_jobs": "1", "horizon_days": "14"}))
+    paths.resource_config.write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    for info in lake.store.list(job.METRICS_DAILY.prefix + "/"):
+        lake.store.download_file(info.key, paths.channel / info.key[len(job.METRICS_DAILY.prefix) + 1 :])
+    paths.model_dir.mkdir()
+    assert job.run_training_job(paths.root) == 0  # no lake given: the job opens lake_uri with S3Config.from_env()
+
+    staged = [
+        o["Key"]
+        for o in s3_boto_client.list_objects_v2(Bucket=s3_bucket, Prefix=job.staging_prefix(JOB_NAME))["Contents"]
+    ]
+    assert len(staged) == 3  # the host's forecasts, model metrics and manifest
+    for key in staged:
+        head = s3_boto_client.head_object(Bucket=s3_bucket, Key=key)
+        assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", KEY), key

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -38,11 +39,19 @@ from capacity_forecaster.schema import (
 )
 from capacity_forecaster.settings import RiskSettings, Settings, settings_hyperparameters
 from capacity_forecaster.storage.lake import Lake, partition_key
+from capacity_forecaster.storage.lease import Lease
 
 if TYPE_CHECKING:
     from capacity_forecaster.generate import FleetSpec
 
 RAW_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".json", ".json.gz")
+ETL_LEASE = "etl"
+"""The lease every ETL run holds (``state/locks/etl.json``): CLI runs and the ETL Lambda, one at a time."""
+RISK_LEASE = "risk"
+"""The lease of publishing a training run and building its risk register (the risk Lambda, ``risk`` in the CLI)."""
+MAX_ETL_PASSES = 3
+"""An ETL run processes, before it releases its lease, raw objects that landed while it ran: at most this many
+passes in all (a run refused by the lease counts on it)."""
 
 
 @dataclass
@@ -163,17 +172,67 @@ def run_etl(
     """Validate new raw objects, quarantine bad rows, and rewrite the daily partitions they touch.
 
     Each raw object is processed once (tracked in ``etl_files``); ``full`` reprocesses everything. Counts
-    reconcile: rows in = rows written + rows quarantined. Every run appends a row to ``etl_runs``.
+    reconcile: rows in = rows written + rows quarantined. Every pass appends a row to ``etl_runs``.
+
+    The run holds the ``etl`` lease (:class:`~capacity_forecaster.storage.lease.LeaseHeld`, a one-line error,
+    when another ETL run holds it). Before releasing it, the run looks for raw objects that landed meanwhile
+    and processes them in another pass, so a run refused by the lease loses nothing.
     """
-    reporter: ProgressReporter = progress or NullProgress()
-    started = now or utc_now()
-    run_id = f"etl-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    manifest = _read_manifest(lake)
+    with Lease(lake.store, ETL_LEASE):
+        result = _etl_pass(lake, settings, now=now, full=full, progress=progress)
+        passes = 1
+        while passes < MAX_ETL_PASSES and _new_raw_objects(lake, _read_manifest(lake), full=False):
+            result = _merge_passes(result, _etl_pass(lake, settings, now=now, full=False, progress=progress))
+            passes += 1
+    if passes > 1:
+        result.counts["passes"] = passes
+    return result
+
+
+def _new_raw_objects(lake: Lake, manifest: pd.DataFrame, *, full: bool) -> list[Any]:
+    """Raw objects not yet processed in their current version (every raw object with ``full``)."""
     objects = [o for o in lake.store.list("raw/") if is_raw_input(o.key)]
     seen = set() if full else set(zip(manifest["key"], manifest["fingerprint"], strict=True))
     new = [o for o in objects if (o.key, _fingerprint(o)) not in seen]
     # A key listed twice (or re-delivered unchanged) is processed once.
-    new = list({o.key: o for o in new}.values())
+    return list({o.key: o for o in new}.values())
+
+
+def _merge_passes(first: StageResult, later: StageResult) -> StageResult:
+    """The counts of two ETL passes together: numbers added, lists joined, the run ids listed."""
+    counts = dict(first.counts)
+    for key, value in later.counts.items():
+        mine = counts.get(key)
+        if key == "run_id":
+            counts["run_ids"] = [*counts.get("run_ids", [mine]), value]
+        elif isinstance(value, int) and isinstance(mine, int):
+            counts[key] = mine + value
+        elif isinstance(value, list):
+            counts[key] = [*(mine or []), *value]
+        elif isinstance(value, dict):
+            merged = dict(mine or {})
+            for reason, n in value.items():
+                merged[reason] = merged.get(reason, 0) + n
+            counts[key] = merged
+        else:
+            counts[key] = value
+    return StageResult(first.stage, counts, [*first.written, *later.written])
+
+
+def _etl_pass(
+    lake: Lake,
+    settings: Settings,
+    *,
+    now: datetime | None,
+    full: bool,
+    progress: ProgressReporter | None,
+) -> StageResult:
+    """One pass of the ETL over the raw objects new at its start (see :func:`run_etl`)."""
+    reporter: ProgressReporter = progress or NullProgress()
+    started = now or utc_now()
+    run_id = f"etl-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    manifest = _read_manifest(lake)
+    new = _new_raw_objects(lake, manifest, full=full)
 
     frames, file_rows, rejected_files = [], [], []
     with reporter.task("etl: read raw files", len(new)) as advance:
@@ -547,12 +606,32 @@ def risk_register(forecasts: pd.DataFrame, daily: pd.DataFrame, risk: RiskSettin
     )
 
 
+def risk_lease(lake: Lake, held: Lease | None = None) -> AbstractContextManager[object]:
+    """The ``risk`` lease to hold around publishing a run and building its register; nothing new when the
+    caller already holds it (``held``)."""
+    return nullcontext() if held is not None and held.held else Lease(lake.store, RISK_LEASE)
+
+
 def run_risk(
-    lake: Lake, settings: Settings, *, run_date: date | None = None, progress: ProgressReporter | None = None
+    lake: Lake,
+    settings: Settings,
+    *,
+    run_date: date | None = None,
+    progress: ProgressReporter | None = None,
+    held: Lease | None = None,
 ) -> StageResult:
     """Build the risk register from a run's forecasts (the latest run when no date is given).
 
-    With ``training.grain: hourly`` the run's ``forecasts_hourly`` are used, each day taken at its peak hour."""
+    With ``training.grain: hourly`` the run's ``forecasts_hourly`` are used, each day taken at its peak hour.
+    Runs under the ``risk`` lease (``LeaseHeld`` when another risk run holds it) unless ``held`` is that lease,
+    taken by the caller around more work (the risk Lambda publishes the training run under it first)."""
+    with risk_lease(lake, held):
+        return _run_risk(lake, settings, run_date=run_date, progress=progress)
+
+
+def _run_risk(
+    lake: Lake, settings: Settings, *, run_date: date | None, progress: ProgressReporter | None
+) -> StageResult:
     from capacity_forecaster.forecasting.grain import daily_peaks
 
     reporter: ProgressReporter = progress or NullProgress()

@@ -13,7 +13,7 @@ from botocore import exceptions as bce
 from s3transfer import exceptions as s3te
 
 from capacity_forecaster.errors import CapacityForecasterError
-from capacity_forecaster.storage.object_store import ObjectNotFound
+from capacity_forecaster.storage.object_store import ObjectNotFound, PreconditionFailed
 
 __all__ = [
     "InvalidKeyError",
@@ -22,6 +22,7 @@ __all__ = [
     "S3ConnectionError",
     "S3CredentialsError",
     "S3ObjectNotFoundError",
+    "S3PreconditionFailedError",
     "S3ThrottledError",
     "S3TransferError",
     "StorageError",
@@ -129,6 +130,14 @@ class S3ObjectNotFoundError(StorageError, ObjectNotFound):
     hint = "check the key, or list the prefix to see what is there"
 
 
+class S3PreconditionFailedError(StorageError, PreconditionFailed):
+    """A conditional request (``If-None-Match``/``If-Match``) found the object other than expected (412), or
+    raced another conditional write of the same key (409). Also a :class:`PreconditionFailed`."""
+
+    problem = "the object is not as the conditional request expected:"
+    hint = "another writer got there first"
+
+
 class S3ThrottledError(StorageError):
     """S3 kept answering SlowDown/503 until the retry mode gave up."""
 
@@ -196,6 +205,7 @@ _REGION_CODES = frozenset(
 _TRANSFER_CODES = frozenset(
     {"NoSuchUpload", "InvalidPart", "InvalidPartOrder", "EntityTooSmall", "BadDigest", "IncompleteBody"}
 )
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 _SERVER_CODES = frozenset({"InternalError", "500", "502", "504", "RequestTimeout"})
 _BUCKET_OPERATIONS = frozenset(
     {
@@ -305,6 +315,8 @@ def _from_client_error(exc: bce.ClientError, operation: str, bucket: str | None,
         return S3BucketNotFoundError(**{**common, "key": None})
     if code in ("NoSuchKey", "404", "NotFound"):
         return S3ObjectNotFoundError(**common)
+    if code in _PRECONDITION_CODES:
+        return S3PreconditionFailedError(**common)
     if code in _THROTTLE_CODES:
         return S3ThrottledError(**common)
     if code in _REGION_CODES:

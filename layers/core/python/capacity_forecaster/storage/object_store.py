@@ -2,10 +2,17 @@
 
 Both implement :class:`ObjectStore`. Keys are relative, ``/``-separated lake keys such as
 ``curated/metrics_daily/dt=2026-01-01/data.parquet``; every write replaces the whole object atomically.
+
+The conditional operations (``create_exclusive``, ``get_with_etag``, ``replace_if``, ``delete_if``) are what a
+lease (:mod:`capacity_forecaster.storage.lease`) needs: on S3 they are conditional requests (``If-None-Match: *``,
+``If-Match: <ETag>``); locally an exclusive hard link of a complete temporary file, and compare-and-swap steps
+under an advisory lock of the folder (``fcntl.flock``, where the platform has it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -14,6 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows: the compare-and-swap steps run unguarded there
+    fcntl = None  # type: ignore[assignment]
 
 from capacity_forecaster.storage.keys import validate_key
 
@@ -75,9 +87,36 @@ class ObjectStore(Protocol):
         """Delete one object; deleting a missing object is not an error."""
         ...
 
+    def create_exclusive(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
+        """Write ``key`` only if no object is there; return its ETag. :class:`PreconditionFailed` if one is."""
+        ...
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and ETag; :class:`ObjectNotFound` when missing."""
+        ...
+
+    def replace_if(self, key: str, data: bytes, etag: str, *, content_type: str | None = None) -> str:
+        """Replace ``key`` only if its ETag is still ``etag``; return the new ETag. :class:`PreconditionFailed`
+        if it changed or is gone."""
+        ...
+
+    def delete_if(self, key: str, etag: str) -> None:
+        """Delete ``key`` only if its ETag is still ``etag`` (gone already: not an error).
+        :class:`PreconditionFailed` if it changed."""
+        ...
+
 
 class ObjectNotFound(FileNotFoundError):
     """The object does not exist in the store."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write or delete found the object other than expected (there already, changed, or gone)."""
+
+
+def content_etag(data: bytes) -> str:
+    """The ETag of a local object: the MD5 of its bytes in hex (what S3 gives a single-part upload)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 class LocalObjectStore:
@@ -169,6 +208,77 @@ class LocalObjectStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    # -- conditional operations (leases)
+
+    def create_exclusive(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
+        """A complete temporary file hard-linked to the key: the link fails if the key exists, so two creators
+        never both succeed and no reader sees a partial object. Without hard links, an ``O_EXCL`` create."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise PreconditionFailed(f"an object is already at {path}") from None
+            except OSError:  # no hard links on this file system
+                self._create_excl(path, data)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return content_etag(data)
+
+    @staticmethod
+    def _create_excl(path: Path, data: bytes) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise PreconditionFailed(f"an object is already at {path}") from None
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        data = self.get_bytes(key)
+        return data, content_etag(data)
+
+    @contextlib.contextmanager
+    def _guard(self, key: str) -> Iterator[Path]:
+        """Hold an exclusive advisory lock for a compare-and-swap on ``key`` (a file in a hidden ``.guards``
+        folder beside it, never listed); yields the key's path."""
+        path = self._path(key)
+        folder = path.parent / ".guards"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / path.name, "a+b") as guard:
+            if fcntl is not None:
+                fcntl.flock(guard.fileno(), fcntl.LOCK_EX)
+            yield path
+
+    def replace_if(self, key: str, data: bytes, etag: str, *, content_type: str | None = None) -> str:
+        with self._guard(key) as path:
+            try:
+                current = content_etag(path.read_bytes())
+            except FileNotFoundError:
+                raise PreconditionFailed(f"no object at {path} any more") from None
+            if current != etag:
+                raise PreconditionFailed(f"the object at {path} has changed")
+            self.put_bytes(key, data, content_type=content_type)
+        return content_etag(data)
+
+    def delete_if(self, key: str, etag: str) -> None:
+        with self._guard(key) as path:
+            try:
+                current = content_etag(path.read_bytes())
+            except FileNotFoundError:
+                return
+            if current != etag:
+                raise PreconditionFailed(f"the object at {path} has changed")
+            path.unlink()
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -36,6 +36,7 @@ from capacity_forecaster.storage.errors import (
     S3BucketNotFoundError,
     S3CredentialsError,
     S3ObjectNotFoundError,
+    S3PreconditionFailedError,
     S3ThrottledError,
     S3TransferError,
     StorageError,
@@ -281,6 +282,10 @@ def _etag(value: str | None) -> str:
     return (value or "").strip('"')
 
 
+def _quoted(etag: str) -> str:
+    return f'"{_etag(etag)}"'
+
+
 @dataclass(frozen=True)
 class AccessCheck:
     """One line of a ``doctor`` report."""
@@ -427,6 +432,61 @@ class S3Client:
                 **self._sse_args(),
             )
         return self.uri(bucket, key)
+
+    def put_conditional(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str | None = None,
+        content_type: str | None = None,
+        source: str = "cli",
+    ) -> str:
+        """Write ``data`` only if no object is at ``key`` (``If-None-Match: *``) or, with ``if_match``, only if
+        the object's ETag is still that; return the new ETag. :class:`S3PreconditionFailedError` otherwise (a
+        missing object under ``if_match`` included)."""
+        validate_key(key)
+        condition = {"IfMatch": _quoted(if_match)} if if_match is not None else {"IfNoneMatch": "*"}
+        with self._translated("PutObject", bucket, key):
+            try:
+                response = self._s3.put_object(
+                    Bucket=bucket,
+                    Key=key,
+                    Body=data,
+                    ContentType=content_type or guess_content_type(key),
+                    Metadata=build_metadata(source=source),
+                    **condition,
+                    **self._sse_args(),
+                )
+            except ClientError as exc:
+                if if_match is not None and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    raise S3PreconditionFailedError(
+                        code="NoSuchKey", bucket=bucket, key=key, operation="PutObject"
+                    ) from None
+                raise
+        return _etag(response.get("ETag"))
+
+    def get_with_etag(self, bucket: str, key: str) -> tuple[bytes, str]:
+        """The whole object and its ETag; :class:`S3ObjectNotFoundError` when it does not exist."""
+        validate_key(key)
+        with self._translated("GetObject", bucket, key):
+            response = self._s3.get_object(Bucket=bucket, Key=key)
+            body = response["Body"]
+            try:
+                return cast(bytes, body.read()), _etag(response.get("ETag"))
+            finally:
+                body.close()
+
+    def delete_if_match(self, bucket: str, key: str, etag: str) -> None:
+        """Delete ``key`` only if its ETag is still ``etag`` (a conditional delete; S3 needs s3:GetObject on the
+        key as well as s3:DeleteObject for it). Already gone: not an error."""
+        validate_key(key)
+        try:
+            with self._translated("DeleteObject", bucket, key):
+                self._s3.delete_object(Bucket=bucket, Key=key, IfMatch=_quoted(etag))
+        except S3ObjectNotFoundError:
+            return
 
     def upload_file(
         self,

@@ -84,5 +84,26 @@ class S3ObjectStore:
         """Delete one object; deleting a missing object is not an error."""
         self.client.delete(self.bucket, self._full(key))
 
+    # -- conditional operations (leases): S3 conditional requests
+
+    def create_exclusive(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
+        """``PutObject`` with ``If-None-Match: *``: S3 refuses it (412) when an object is at the key."""
+        return self.client.put_conditional(
+            self.bucket, self._full(key), data, content_type=content_type, source=self.source
+        )
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        return self.client.get_with_etag(self.bucket, self._full(key))
+
+    def replace_if(self, key: str, data: bytes, etag: str, *, content_type: str | None = None) -> str:
+        """``PutObject`` with ``If-Match: <etag>``."""
+        return self.client.put_conditional(
+            self.bucket, self._full(key), data, if_match=etag, content_type=content_type, source=self.source
+        )
+
+    def delete_if(self, key: str, etag: str) -> None:
+        """``DeleteObject`` with ``If-Match: <etag>``."""
+        self.client.delete_if_match(self.bucket, self._full(key), etag)
+
     def __repr__(self) -> str:
         return f"S3ObjectStore({self.uri!r})"

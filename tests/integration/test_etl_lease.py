@@ -1,0 +1,153 @@
+"""Runs that write the same tables, one at a time: two ETL runs on one lake (local and on the moto server), the
+CLI's exit status, and what the ETL and risk Lambdas do when another run holds the lease."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from capacity_forecaster import etl
+from capacity_forecaster.cli import main
+from capacity_forecaster.ingest import ingest_files
+from capacity_forecaster.schema import ETL_RUNS, METRICS_DAILY
+from capacity_forecaster.settings import Settings, load_settings
+from capacity_forecaster.stages import ETL_LEASE, RISK_LEASE, StageResult, run_etl
+from capacity_forecaster.storage.lake import Lake, open_lake
+from capacity_forecaster.storage.lease import Lease, LeaseHeld, lease_key
+from tests.lambda_modules import LambdaContext, load_handler
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+EVENTS = Path(__file__).resolve().parents[1] / "events"
+
+
+def export(folder: Path, name: str, day: str, server: str) -> Path:
+    lines = ["timestamp,server_id,metric,value"] + [f"{day}T10:{5 * i:02d}:00Z,{server},cpu,{10 + i}" for i in range(6)]
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake_and_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Lake, Settings]]:
+    if request.param == "local":
+        uri = str(tmp_path / "lake")
+        yield open_lake(uri), load_settings(environ={}, overrides={"lake": uri})
+        return
+    bucket: str = request.getfixturevalue("s3_bucket")
+    request.getfixturevalue("s3_endpoint_env")  # CF_S3_ENDPOINT_URL: the moto server
+    settings = load_settings(environ={}, overrides={"lake": f"s3://{bucket}"})
+    yield open_lake(settings.lake, settings.s3_config()), settings
+
+
+def test_two_etl_runs_at_once_one_runs_one_is_refused_and_etl_runs_counts_once(
+    lake_and_settings: tuple[Lake, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake, settings = lake_and_settings
+    ingest_files(lake, [export(tmp_path, "a.csv", "2026-11-20", "s1")], now=NOW)
+    # The run that gets the lease waits inside its pass until the other run has given up: they overlap for sure.
+    other_done = threading.Event()
+    real_read = etl.read_raw_object
+
+    def slow_read(*args: Any, **kwargs: Any) -> Any:
+        assert other_done.wait(timeout=60)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(etl, "read_raw_object", slow_read)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, list[Any]] = {"succeeded": [], "refused": []}
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            outcomes["succeeded"].append(run_etl(lake, settings, now=NOW))
+        except LeaseHeld as exc:
+            outcomes["refused"].append(str(exc))
+            other_done.set()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(outcomes["succeeded"]) == 1 and len(outcomes["refused"]) == 1
+    [result] = outcomes["succeeded"]
+    assert isinstance(result, StageResult) and result.counts["rows_in"] == 6 and "passes" not in result.counts
+    assert outcomes["refused"][0].startswith(
+        f"another etl run holds the lease at {lake.store.uri_for(lease_key(ETL_LEASE))}"
+    )
+    runs = lake.read_table(ETL_RUNS)
+    assert len(runs) == 1 and runs["rows_in"].tolist() == [6]
+    assert len(lake.read_table(METRICS_DAILY)) == 1
+    assert not lake.store.exists(lease_key(ETL_LEASE))
+
+
+def test_objects_that_land_during_a_run_are_processed_before_it_releases_the_lease(
+    lake_and_settings: tuple[Lake, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake, settings = lake_and_settings
+    ingest_files(lake, [export(tmp_path, "a.csv", "2026-11-20", "s1")], now=NOW)
+    real_read = etl.read_raw_object
+    landed: list[str] = []
+
+    def read_and_upload(*args: Any, **kwargs: Any) -> Any:
+        if not landed:  # an upload arrives while the first pass runs (its ETL event would find the lease held)
+            landed.append("b.csv")
+            ingest_files(lake, [export(tmp_path, "b.csv", "2026-11-21", "s2")], now=NOW)
+            with pytest.raises(LeaseHeld):
+                run_etl(lake, settings, now=NOW)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(etl, "read_raw_object", read_and_upload)
+    result = run_etl(lake, settings, now=NOW)
+    assert result.counts["passes"] == 2 and result.counts["files_read"] == 2 and result.counts["rows_in"] == 12
+    assert len(result.counts["run_ids"]) == 2
+    assert sorted(lake.read_table(METRICS_DAILY)["server_id"]) == ["s1", "s2"]
+    assert lake.read_table(ETL_RUNS)["rows_in"].sum() == 12  # each pass records its own rows, once
+
+
+def test_cli_exits_2_with_one_line_naming_the_holder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lake_dir = tmp_path / "lake"
+    lake = open_lake(lake_dir)
+    with Lease(lake.store, ETL_LEASE, owner="lambda capacity-forecaster-etl", renew=False):
+        assert main(["etl", "--lake", str(lake_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("error: another etl run holds the lease at ")
+    assert "lambda capacity-forecaster-etl since " in err and " until " in err
+    assert main(["etl", "--lake", str(lake_dir)]) == 0  # released: the next run goes ahead
+
+
+@pytest.fixture
+def lambda_lake(monkeypatch: pytest.MonkeyPatch, s3_bucket: str, moto_server: str) -> Lake:
+    for key, value in {
+        "CF_LAKE": f"s3://{s3_bucket}",
+        "CF_S3_ENDPOINT_URL": moto_server,
+        "POWERTOOLS_SERVICE_NAME": "capacity-forecaster",
+        "POWERTOOLS_METRICS_NAMESPACE": "CapacityForecaster",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return open_lake(f"s3://{s3_bucket}", load_settings().s3_config())
+
+
+def test_etl_lambda_returns_busy_while_a_cli_run_holds_the_lease(lambda_lake: Lake) -> None:
+    event = (EVENTS / "scheduled_event.json").read_text()
+    with Lease(lambda_lake.store, ETL_LEASE, owner="ops@laptop pid 7", renew=False):
+        result = load_handler("etl").handler(json.loads(event), LambdaContext())
+    assert result["status"] == "busy"
+    assert "ops@laptop pid 7 since " in result["reason"]
+    assert load_handler("etl").handler(json.loads(event), LambdaContext())["status"] == "succeeded"
+
+
+def test_risk_lambda_raises_for_a_retry_while_the_lease_is_held(lambda_lake: Lake) -> None:
+    event = json.loads((EVENTS / "sagemaker_training_job_state_change.json").read_text())
+    with Lease(lambda_lake.store, RISK_LEASE, owner="ops@laptop pid 8", renew=False):
+        with pytest.raises(LeaseHeld, match="ops@laptop pid 8"):
+            load_handler("risk").handler(event, LambdaContext())
+        assert lambda_lake.store.exists(lease_key(RISK_LEASE))  # the holder's lease is left alone
