@@ -321,7 +321,7 @@ def test_outputs(template: Template, ids: dict[str, str]) -> None:
 
 def test_iam_only_for_the_functions_and_the_training_job(template: Template) -> None:
     """Grants arrive with the functions that need them: one role each (and the training job's), no users."""
-    template.resource_count_is("AWS::IAM::Role", len(names.HANDLER_COMMANDS) + 2)
+    template.resource_count_is("AWS::IAM::Role", 4)  # etl, risk, the launcher, the training job (no demo)
     template.resource_count_is("AWS::IAM::User", 0)
 
 
