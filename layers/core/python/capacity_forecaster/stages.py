@@ -181,7 +181,8 @@ def run_generate(
     n_days = int(raw["dt"].nunique())
     with reporter.task("write raw samples", n_days) as advance:
         written += lake.write_table(RAW_SAMPLES, raw, on_written=advance)
-    written.append(lake.store.put_bytes(DEMO_FLEET_KEY, json.dumps(_fleet_record(spec), indent=1).encode()))
+    if continued is None or n_days:  # after the days it names, so a failed run is written again next time
+        written.append(lake.store.put_bytes(DEMO_FLEET_KEY, json.dumps(_fleet_record(spec), indent=1).encode()))
     counts: dict[str, Any] = {
         "servers": len(fleet.servers),
         "days": n_days,
