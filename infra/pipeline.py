@@ -2,6 +2,7 @@
 
 generate (daily schedule) -> raw/ -> etl (daily schedule, and objects created under raw/uploads/) -> curated/
 SageMaker training job Completed -> risk (publishes the staged forecasts, builds the risk register).
+The generator is the demo's: it is deployed only with the ``demo`` switch (StackSettings.demo, docs/demo.md).
 
 Each function gets Powertools settings, the domain package's ``CF_*`` settings, grants on exactly the lake
 prefixes it reads and writes, asynchronous retries with a KMS-encrypted dead-letter queue as its on-failure
@@ -76,6 +77,9 @@ FUNCTION_STAGES: dict[str, tuple[str, ...]] = {
 }
 """The stages each function's handler runs; its role gets what they touch (``capacity_forecaster.access``)."""
 
+DEMO_FUNCTIONS = frozenset({"generate"})
+"""Functions deployed only with the ``demo`` switch (StackSettings.demo): the synthetic fleet's generator."""
+
 
 def function_access(name: str) -> StageAccess:
     """What the function ``name`` touches: the union of its stages' declarations."""
@@ -143,17 +147,13 @@ class Pipeline(Construct):
         self.functions: dict[str, lambda_.DockerImageFunction] = {}
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for name in HANDLER_COMMANDS:
+            if name in DEMO_FUNCTIONS and not settings.demo:
+                continue  # a stack without the demo generates no data (docs/demo.md)
             self.functions[name] = self._function(name)
             self.alarms[name] = self._errors_alarm(name)
 
         lake.enable_event_bridge()
         self.rules = {
-            "generate-schedule": self._rule(
-                "GenerateSchedule",
-                "generate",
-                description="Writes the synthetic fleet's raw exports daily.",
-                schedule=events.Schedule.expression(settings.generate_schedule),
-            ),
             "etl-schedule": self._rule(
                 "EtlSchedule",
                 "etl",
@@ -187,6 +187,13 @@ class Pipeline(Construct):
                 ),
             ),
         }
+        if settings.demo:
+            self.rules["generate-schedule"] = self._rule(
+                "GenerateSchedule",
+                "generate",
+                description="Appends the synthetic demo fleet's new days to raw/ daily.",
+                schedule=events.Schedule.expression(settings.generate_schedule),
+            )
 
     def environment(self, name: str) -> dict[str, str]:
         """The function's environment: Powertools, the lake, and the settings file's ``CF_*`` variables (those

@@ -82,8 +82,13 @@ class StackSettings:
     empty to be destroyed; the key is scheduled for deletion)."""
     partition_projection_start: str = "2015-01-01"
     """First day of the projected date partitions (ISO date; the range runs to NOW)."""
+    demo: bool = False
+    """Deploy the demo generator: a Lambda that appends a synthetic fleet's new days to raw/ on
+    ``generate_schedule`` (into a lake holding no user uploads). Off: the stack generates no data (docs/demo.md).
+    ``true``/``false``, as a boolean or a string (``cdk deploy -c capacity-forecaster:demo=true``)."""
     generate_schedule: str = "cron(0 1 * * ? *)"
-    """When the generator Lambda writes the synthetic fleet's raw exports (EventBridge expression, UTC; daily)."""
+    """When the demo generator Lambda appends the synthetic fleet's new days (EventBridge expression, UTC;
+    daily; used with ``demo`` only)."""
     etl_schedule: str = "cron(0 3 * * ? *)"
     """When the ETL Lambda processes new raw objects (EventBridge expression, UTC; daily, after generation)."""
     lambda_memory_mb: int = 3008
@@ -151,6 +156,8 @@ class StackSettings:
             out.append(f"raw_transition_days must be 0 or at least {IA_MIN_DAYS} (S3 Standard-IA minimum)")
         if transition > 0 and 0 < expiry <= transition:
             out.append("raw_expiration_days must be later than raw_transition_days")
+        if not isinstance(self.demo, bool):
+            out.append(f"demo {self.demo!r} must be true or false")
         if self.removal_policy not in get_args(RemovalPolicyName):
             out.append(f"removal_policy {self.removal_policy!r} must be one of {get_args(RemovalPolicyName)}")
         try:
@@ -256,9 +263,12 @@ class StackSettings:
         if unknown:
             raise SettingsError(f"unknown context key(s) {unknown}; known: {sorted(keys.values())}")
         is_int = {f.name: isinstance(f.default, int) for f in dataclasses.fields(cls)}
+        is_bool = {f.name: isinstance(f.default, bool) for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for name, key in keys.items():
-            if key in context and context[key] is not None:
+            if key in context and context[key] is not None and is_bool[name]:
+                values[name] = _coerce_bool(key, context[key])
+            elif key in context and context[key] is not None:
                 values[name] = _coerce(key, context[key], as_int=is_int[name])
         return cls(**values)
 
@@ -271,6 +281,15 @@ class StackSettings:
 def _camel(snake: str) -> str:
     first, *rest = snake.split("_")
     return first + "".join(w.capitalize() for w in rest)
+
+
+def _coerce_bool(key: str, value: Any) -> bool:
+    """A boolean from cdk.json (true/false) or the command line (the strings "true"/"false", any case)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise SettingsError(f"context {key} must be true or false, got {value!r}")
 
 
 def _coerce(key: str, value: Any, *, as_int: bool) -> Any:

@@ -39,7 +39,7 @@ class CapacityForecasterStack(cdk.Stack):
         self.lake = DataLake(self, "DataLake", settings=settings)
         # 2. catalog: one Glue table per lake table, and the Athena workgroup
         self.catalog = Catalog(self, "Catalog", lake=self.lake, settings=settings)
-        # 3. pipeline: the generate, etl and risk Lambdas, their schedules and event rules
+        # 3. pipeline: the etl and risk Lambdas (and the demo generator), their schedules and event rules
         self.pipeline = Pipeline(self, "Pipeline", lake=self.lake, settings=settings)
         # 4. training: the SageMaker image and role, and the weekly launcher
         self.training = Training(
@@ -67,6 +67,8 @@ class CapacityForecasterStack(cdk.Stack):
             outputs[OUTPUT_DASHBOARD_ID] = (self.dashboards.dashboard.dashboard_id, "QuickSight dashboard id.")
         functions = {**self.pipeline.functions, "launch_training": self.training.launcher}
         for name, output_id in OUTPUT_FUNCTION_NAMES.items():
+            if name not in functions:  # the demo generator, without the demo switch
+                continue
             outputs[output_id] = (functions[name].function_name, f"The {name} Lambda, to invoke by hand.")
         for output_id, (value, description) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, description=description)

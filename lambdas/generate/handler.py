@@ -1,4 +1,9 @@
-"""Generation Lambda: on its daily schedule, write the synthetic fleet's raw exports up to yesterday."""
+"""Generation Lambda (demo stacks only): on its daily schedule, append the synthetic fleet's days up to yesterday.
+
+The first run writes the whole history, the inventory and the ground truth; later runs write only the days
+after the last one the lake holds, continuing the same fleet, and rewrite nothing. A lake holding user uploads
+is refused (status rejected), so synthetic servers never mix with a user's fleet.
+"""
 
 from __future__ import annotations
 
@@ -35,9 +40,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             raise InputError(f"expected a Scheduled Event, got {scheduled.detail_type!r} from {scheduled.source!r}")
         run_date = event_date(scheduled)
         settings = settings_from_env()
+        result = run_generate(lake_from(settings), settings, run_date=run_date, append=True)
     except InputError as exc:
         return reject(logger, metrics, str(exc))
-    result = run_generate(lake_from(settings), settings, run_date=run_date)
     publish_counts(metrics, result.counts, {"servers": "GeneratedServers", "raw_rows": "GeneratedRows"})
     logger.info("generated fleet", extra=result.counts)
     return {"status": "succeeded", "run_date": run_date.isoformat(), **result.counts}

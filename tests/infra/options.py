@@ -14,6 +14,7 @@ QUICKSIGHT_PRINCIPAL = "arn:aws:quicksight:us-east-1:123456789012:user/default/p
 OPTIONS: dict[str, Any] = {
     "quicksightPrincipalArn": QUICKSIGHT_PRINCIPAL,
     "alertEmail": "capacity@example.com",
+    "demo": "true",  # the demo generator, its schedule and grants
     "generateSchedule": "cron(30 0 * * ? *)",
     "etlSchedule": "rate(12 hours)",
     "trainingSchedule": "cron(0 6 ? * SUN *)",

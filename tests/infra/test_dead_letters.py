@@ -18,7 +18,7 @@ def test_every_rule_target_dead_letters_into_the_queue(
 ) -> None:
     queue = {"Fn::GetAtt": [logical_id(stack, stack.pipeline.dead_letters), "Arn"]}
     rules = of_type(template_json, "AWS::Events::Rule")
-    assert len(rules) == 6  # generate, etl (schedule and uploads), risk, training launch, training failed
+    assert len(rules) == 5  # etl (schedule and uploads), risk, training launch, training failed (no demo)
     for rule_id, rule in rules.items():
         for target in rule["Properties"]["Targets"]:
             assert target["DeadLetterConfig"] == {"Arn": queue}, rule_id

@@ -86,9 +86,12 @@ def test_failed_training_jobs_of_this_stack_notify(template_json: dict[str, Any]
     assert "failed" in transformer["InputTemplate"]
 
 
-def test_every_alarm_notifies_the_topic(template_json: dict[str, Any], ids: dict[str, str]) -> None:
+def test_every_alarm_notifies_the_topic(
+    template_json: dict[str, Any], ids: dict[str, str], stack: CapacityForecasterStack
+) -> None:
     alarms = [r["Properties"] for r in template_json["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    assert len(alarms) == len(names.HANDLER_COMMANDS) + 2  # each data Lambda, the dead letters, the launcher
+    assert len(alarms) == len(stack.pipeline.functions) + 2  # each data Lambda, the dead letters, the launcher
+    assert "generate" not in stack.pipeline.functions  # without the demo
     for alarm in alarms:
         assert alarm["AlarmActions"] == [{"Ref": ids["topic"]}]
 
@@ -98,7 +101,7 @@ def test_risk_lambda_is_told_the_topic_and_alone_may_publish(
 ) -> None:
     env = template_json["Resources"][ids["risk"]]["Properties"]["Environment"]["Variables"]
     assert env[names.NOTIFY_TOPIC_ENV] == {"Ref": ids["topic"]}
-    for name in ("generate", "etl", "risk", "launcher"):
+    for name in ("etl", "risk", "launcher"):
         publish = [s for s in statements(template_json, ids[f"{name}-role"]) if s["Action"] == "sns:Publish"]
         if name == "risk":
             assert [s["Resource"] for s in publish] == [{"Ref": ids["topic"]}]

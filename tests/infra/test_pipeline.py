@@ -1,4 +1,5 @@
-"""CDK assertions on the pipeline: container-image Lambdas, grants per prefix, dead letters, alarms, rules."""
+"""CDK assertions on the pipeline: container-image Lambdas, grants per prefix, dead letters, alarms, rules, and
+the demo switch (the generator only with ``demo``: the options synthesis turns it on)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from aws_cdk.assertions import Match, Template
 from capacity_forecaster.access import LOCKS_PREFIX
 from capacity_forecaster.settings import ENV_VARS, Settings, load_settings
 from infra import names
-from infra.pipeline import SERIALISED, function_access
+from infra.pipeline import DEMO_FUNCTIONS, SERIALISED, function_access
 from infra.settings import SettingsError, StackSettings
 from infra.stack import CapacityForecasterStack
 from infra.storage import normalize_prefix
+from tests.infra.options import OPTIONS, OptionsSynth
 from tests.infra.template_tools import logical_id, render, s3_object_access, statements
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = StackSettings()
-FUNCTIONS = tuple(names.HANDLER_COMMANDS)
+OPTIONS_GENERATE_SCHEDULE = OPTIONS["generateSchedule"]
+FUNCTIONS = tuple(n for n in names.HANDLER_COMMANDS if n not in DEMO_FUNCTIONS)
+"""The data functions of a stack without the demo (the default): etl and risk."""
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,7 @@ def ids(stack: CapacityForecasterStack) -> dict[str, str]:
 # ---- functions ----------------------------------------------------------------------------------------
 
 
-def test_three_container_image_functions_from_one_image(template_json: dict[str, Any], ids: dict[str, str]) -> None:
+def test_two_container_image_functions_from_one_image(template_json: dict[str, Any], ids: dict[str, str]) -> None:
     functions = {name: template_json["Resources"][ids[name]]["Properties"] for name in FUNCTIONS}
     assert {f["PackageType"] for f in functions.values()} == {"Image"}
     assert len({json.dumps(f["Code"], sort_keys=True) for f in functions.values()}) == 1
@@ -204,10 +208,8 @@ def test_deletes_only_uploads_moved_aside_staging_and_leases(
     }
 
 
-def test_etl_cannot_write_raw_and_generator_cannot_delete(template_json: dict[str, Any], ids: dict[str, str]) -> None:
-    generate = s3_object_access(template_json, ids["generate-role"], ids["bucket"])
+def test_etl_cannot_write_raw(template_json: dict[str, Any], ids: dict[str, str]) -> None:
     etl = s3_object_access(template_json, ids["etl-role"], ids["bucket"])
-    assert "s3:DeleteObject" not in generate
     assert not any(p.startswith(names.RAW_PREFIX) for p in etl["s3:PutObject"])
 
 
@@ -237,11 +239,9 @@ def rule_targets(template_json: dict[str, Any], function_id: str) -> list[dict[s
 
 
 def test_schedules_from_settings(template_json: dict[str, Any], ids: dict[str, str]) -> None:
-    generate = rule_targets(template_json, ids["generate"])
-    assert [r.get("ScheduleExpression") for r in generate] == [DEFAULTS.generate_schedule]
-    etl = [r["ScheduleExpression"] for r in rule_targets(template_json, ids["etl"]) if "ScheduleExpression" in r]
-    assert etl == [DEFAULTS.etl_schedule]
-    for rule in generate:
+    etl = [r for r in rule_targets(template_json, ids["etl"]) if "ScheduleExpression" in r]
+    assert [r["ScheduleExpression"] for r in etl] == [DEFAULTS.etl_schedule]
+    for rule in etl:
         assert rule["Targets"][0]["RetryPolicy"]["MaximumRetryAttempts"] == names.LAMBDA_RETRY_ATTEMPTS
 
 
@@ -324,3 +324,95 @@ def test_pipeline_settings_from_context_strings() -> None:
         {"capacity-forecaster:lambdaMemoryMb": "4096", "capacity-forecaster:etlSchedule": "rate(6 hours)"}
     )
     assert (settings.lambda_memory_mb, settings.etl_schedule) == (4096, "rate(6 hours)")
+
+
+# ---- the demo switch ----------------------------------------------------------------------------------
+
+
+def image_commands(template_json: dict[str, Any]) -> list[str]:
+    return [
+        command
+        for r in template_json["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+        for command in r["Properties"].get("ImageConfig", {}).get("Command", [])
+    ]
+
+
+def raw_writers(template_json: dict[str, Any]) -> list[str]:
+    """Roles whose policies allow PutObject anywhere under raw/."""
+    found = []
+    for policy_id, policy in template_json["Resources"].items():
+        if policy["Type"] != "AWS::IAM::Policy":
+            continue
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            if "s3:PutObject" in actions and any(f"/{names.RAW_PREFIX}" in json.dumps(r) for r in resources):
+                found.append(policy_id)
+    return found
+
+
+def test_without_the_demo_the_stack_generates_nothing(
+    template_json: dict[str, Any], stack: CapacityForecasterStack
+) -> None:
+    assert DEFAULTS.demo is False and not stack.settings.demo
+    assert names.HANDLER_COMMANDS["generate"] not in image_commands(template_json)
+    assert sorted(image_commands(template_json)) == sorted(names.HANDLER_COMMANDS[n] for n in FUNCTIONS)
+    schedules = {
+        r["Properties"].get("ScheduleExpression")
+        for r in template_json["Resources"].values()
+        if r["Type"] == "AWS::Events::Rule"
+    }
+    assert DEFAULTS.generate_schedule not in schedules and "generate-schedule" not in stack.pipeline.rules
+    assert raw_writers(template_json) == []  # no role may write raw/: the grants went with the function
+    assert names.OUTPUT_FUNCTION_NAMES["generate"] not in template_json["Outputs"]
+    alarms = [r for r in template_json["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert not any("generate" in r["Properties"]["AlarmDescription"] for r in alarms)
+
+
+def test_with_the_demo_the_generator_its_schedule_grants_alarm_and_output(options_synth: OptionsSynth) -> None:
+    stack, template_json = options_synth.stack, options_synth.template_json
+    assert stack.settings.demo is True  # the options synthesis passes demo as the string "true"
+    fn = stack.pipeline.functions["generate"]
+    assert fn.role is not None
+    fn_id, role_id = logical_id(stack, fn), logical_id(stack, fn.role)
+    bucket_id = logical_id(stack, stack.lake.bucket)
+    assert image_commands(template_json).count(names.HANDLER_COMMANDS["generate"]) == 1
+    [rule] = rule_targets(template_json, fn_id)
+    assert rule["ScheduleExpression"] == OPTIONS_GENERATE_SCHEDULE
+    access = s3_object_access(template_json, role_id, bucket_id)
+    spec = function_access("generate")
+    assert access["s3:GetObject"] == {normalize_prefix(p) for p in spec.read}
+    assert access["s3:PutObject"] == {normalize_prefix(p) for p in spec.write}
+    assert "s3:DeleteObject" not in access  # the generator never deletes
+    assert len(raw_writers(template_json)) == 1
+    output = template_json["Outputs"][names.OUTPUT_FUNCTION_NAMES["generate"]]
+    assert output["Value"] == {"Ref": fn_id}
+    Template.from_json(template_json).has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {"MetricName": "Errors", "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": fn_id}}]},
+    )
+
+
+def test_the_demo_synthesis_has_no_unacknowledged_finding(options_synth: OptionsSynth) -> None:
+    report = json.loads((options_synth.assembly_dir / "validation-report.json").read_text(encoding="utf-8"))
+    findings = [
+        f"{v['ruleName']} at {c['constructPath']}"
+        for plugin in report["pluginReports"]
+        for v in plugin.get("violations", [])
+        for c in v.get("violatingConstructs", [])
+    ]
+    assert findings == []
+
+
+@pytest.mark.parametrize(
+    ("value", "demo"), [(True, True), (False, False), ("true", True), ("false", False), ("TRUE", True)]
+)
+def test_demo_switch_from_context_booleans_and_strings(value: Any, demo: bool) -> None:
+    assert StackSettings.from_mapping({"capacity-forecaster:demo": value}).demo is demo
+
+
+@pytest.mark.parametrize("value", ["yes", "1", 1, ""])
+def test_demo_switch_refuses_anything_else(value: Any) -> None:
+    with pytest.raises(SettingsError, match="capacity-forecaster:demo must be true or false"):
+        StackSettings.from_mapping({"capacity-forecaster:demo": value})

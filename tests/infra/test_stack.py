@@ -16,6 +16,7 @@ from app import load_cdk_context
 from capacity_forecaster.schema import TABLES, TableSchema
 from infra import names
 from infra.catalog import Catalog, glue_type
+from infra.pipeline import DEMO_FUNCTIONS
 from infra.settings import SettingsError, StackSettings
 from infra.stack import CapacityForecasterStack
 from infra.storage import DataLake, normalize_prefix
@@ -322,7 +323,7 @@ def test_outputs(template: Template, ids: dict[str, str]) -> None:
 def test_iam_only_for_the_functions_and_the_training_job(template: Template) -> None:
     """Grants arrive with the functions that need them: one role each (the launcher's, the training job's and
     that of CDK's LogRetention provider, which sets the SageMaker log group's retention, included), no users."""
-    template.resource_count_is("AWS::IAM::Role", len(names.HANDLER_COMMANDS) + 3)
+    template.resource_count_is("AWS::IAM::Role", len(set(names.HANDLER_COMMANDS) - DEMO_FUNCTIONS) + 3)
     template.resource_count_is("AWS::IAM::User", 0)
 
 

@@ -47,6 +47,8 @@ REPORTS_PREFIX: Final = "reports/"
 """The HTML capacity report and its CSV/Excel exports of each run."""
 LOCKS_PREFIX: Final = "state/locks/"
 """Lease objects that keep two runs writing the same tables from interleaving."""
+DEMO_FLEET_PREFIX: Final = "state/demo/"
+"""The demo generator's record of the fleet it writes (``fleet.json``): its first and last day and shape."""
 
 
 def table_prefix(table: TableSchema) -> str:
@@ -90,8 +92,8 @@ def _tables(*tables: TableSchema) -> tuple[str, ...]:
 STAGE_ACCESS: Final[dict[str, StageAccess]] = {
     # the synthetic demo fleet: raw exports, the inventory and what was planted
     "generate": StageAccess(
-        read=(RAW_PREFIX, *_tables(SERVERS, GROUND_TRUTH)),
-        write=_tables(RAW_SAMPLES, SERVERS, GROUND_TRUTH),
+        read=(RAW_PREFIX, *_tables(SERVERS, GROUND_TRUTH), DEMO_FLEET_PREFIX),
+        write=(*_tables(RAW_SAMPLES, SERVERS, GROUND_TRUTH), DEMO_FLEET_PREFIX),
     ),
     # new raw objects -> curated daily (and hourly) metrics, quarantine, reconciliation, processed-file list;
     # unreadable uploads are moved under quarantine/files/ (copied, then deleted from raw/)

@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     _fleet_args(p)
     p.add_argument("--horizon", type=_positive, help="days after the history the ground truth covers (90)")
     p.add_argument("--run-date", type=_date, help="date of the run (default: today, UTC)")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="write only the days after the lake's last one, continuing its fleet; rewrite nothing (as the "
+        "deployed demo does)",
+    )
 
     p = add(
         "ingest",
@@ -310,7 +316,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
     settings = _settings(args)
     with RichProgress() as progress:
         result = run_generate(
-            _lake(settings), settings, run_date=_run_date(args), raw_days=args.raw_day, progress=progress
+            _lake(settings),
+            settings,
+            run_date=_run_date(args),
+            raw_days=args.raw_day,
+            append=args.append,
+            progress=progress,
         )
     _print_counts(result)
 

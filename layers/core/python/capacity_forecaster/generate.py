@@ -22,6 +22,14 @@ idle servers), clipped again, with missing days removed: a (server, day) is miss
 probability ``missing_rate``. ``Fleet.future`` holds the true series for the ``horizon_days`` after
 ``end_date``: no spikes and no gaps. It is what forecasts are scored on.
 
+A fleet is laid out on its *design period*, the ``days`` days from its first day (``FleetSpec.start_date``)
+plus the horizon: the ramps pivot on the period's last history day and the level shifts fall inside it. The
+history can run on past that period (``FleetSpec.first_day``, for a demo lake that grows by a day at a time):
+ramps keep their slope, disks keep filling and being cleaned up, levels stay. Every random draw that spans
+days is made day by day (one block of draws per day, in day order, from a stream of its own), so a day's
+values depend on the seed, the fleet's first day, ``days`` and that day only: generating up to a later
+``end_date`` gives the same values on the days both cover.
+
 Ground truth (``Fleet.ground_truth``, one row per server and metric):
 
 - A *sustained breach* is a run of at least 3 consecutive days whose true daily P95 is at or over the
@@ -250,6 +258,9 @@ class FleetSpec:
     """What to generate (keyword-only). ``end_date`` is the last observed day; the horizon follows it.
 
     ``thresholds`` maps metric -> percent (metrics left out get 80); the ground truth is computed for them.
+    ``first_day`` None: the history is the ``days`` days ending on ``end_date``. A date: the fleet started that
+    day, its design period is the ``days`` days from it, and the history runs on to ``end_date`` (at least
+    ``days`` days): what a demo lake extended day by day holds.
     """
 
     servers: int = 100
@@ -260,6 +271,7 @@ class FleetSpec:
     country: str = "US"
     thresholds: Mapping[str, float] = field(default_factory=_default_thresholds, hash=False)
     missing_rate: float = 0.01
+    first_day: date | None = None
 
     def __post_init__(self) -> None:
         _check_int("servers", self.servers, 1, None)
@@ -275,11 +287,24 @@ class FleetSpec:
         if not isinstance(self.missing_rate, int | float) or not 0.0 <= self.missing_rate <= 0.5:
             raise ConfigError(f"missing_rate must be between 0 and 0.5, got {self.missing_rate!r}")
         object.__setattr__(self, "thresholds", _checked_thresholds(self.thresholds))
+        if self.first_day is not None:
+            if isinstance(self.first_day, datetime) or not isinstance(self.first_day, date):
+                raise ConfigError(f"first_day must be a date, got {self.first_day!r}")
+            if self.history_days < self.days:
+                raise ConfigError(
+                    f"end_date {self.end_date} is before the last day of the fleet's {self.days}-day design period "
+                    f"from {self.first_day}"
+                )
 
     @property
     def start_date(self) -> date:
         """The first observed day."""
-        return self.end_date - timedelta(days=self.days - 1)
+        return self.first_day if self.first_day is not None else self.end_date - timedelta(days=self.days - 1)
+
+    @property
+    def history_days(self) -> int:
+        """Observed days, ``start_date`` to ``end_date``: ``days`` unless ``first_day`` starts earlier."""
+        return (self.end_date - self.start_date).days + 1
 
 
 def _check_int(name: str, value: object, low: int, high: int | None) -> None:
@@ -331,12 +356,16 @@ class _Calendar:
 
     days: np.ndarray  # datetime64[D]
     n_hist: int
+    n_design: int
+    """Days of the design period (the fleet's ``days`` plus the horizon); its day ``n_design - horizon - 1``
+    is the pivot of the ramps. Equal to T unless the history runs on past the design period."""
+    horizon: int
     features: FloatArray
     """(6, T): offwork (weekend or bank holiday), weekend, month_end, quarter_end, cos and sin of the year."""
 
 
 def _calendar(spec: FleetSpec) -> _Calendar:
-    days = np.datetime64(spec.start_date, "D") + np.arange(spec.days + spec.horizon_days)
+    days = np.datetime64(spec.start_date, "D") + np.arange(spec.history_days + spec.horizon_days)
     weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
     weekend = weekday >= 5
     years = range(int(str(days[0])[:4]), int(str(days[-1])[:4]) + 1)
@@ -350,7 +379,10 @@ def _calendar(spec: FleetSpec) -> _Calendar:
     doy = (days - days.astype("datetime64[Y]")).astype(np.int64)
     angle = 2.0 * np.pi * doy / 365.25
     features = np.vstack([offwork, weekend, month_end, quarter_end, np.cos(angle), np.sin(angle)]).astype(float)
-    return _Calendar(days=days, n_hist=spec.days, features=features)
+    n_design = spec.days + spec.horizon_days
+    return _Calendar(
+        days=days, n_hist=spec.history_days, n_design=n_design, horizon=spec.horizon_days, features=features
+    )
 
 
 # -------------------------------------------------------------------------------------------- inventory
@@ -433,8 +465,8 @@ def _levels(
     """The de-seasonalised level (servers x days) of every series, by pattern."""
     n_days = cal.days.size
     t = np.arange(n_days, dtype=float)
-    t_rel = t - (cal.n_hist - 1)  # 0 on the last history day
-    horizon = n_days - cal.n_hist
+    t_rel = t - (cal.n_design - cal.horizon - 1)  # 0 on the last history day of the design period
+    horizon = cal.horizon
     level = np.empty((patterns.size, n_days))
     for code, name in enumerate(PATTERNS):
         rows = np.flatnonzero(patterns == code)
@@ -457,7 +489,7 @@ def _levels(
         elif name == "sawtooth":
             block = _sawtooth(rng, k, thr, t_rel)
         else:  # level_shift
-            block = _level_shifts(rng, profile, k, n_days)
+            block = _level_shifts(rng, profile, k, n_days, cal.n_design)
         level[rows] = block
     return level
 
@@ -473,13 +505,14 @@ def _sawtooth(rng: np.random.Generator, k: int, thr: float, t_rel: FloatArray) -
     return floor[:, None] + creep[:, None] * t_rel[None, :] + (peak - floor)[:, None] * fill
 
 
-def _level_shifts(rng: np.random.Generator, profile: MetricProfile, k: int, n_days: int) -> FloatArray:
-    """A steady level that jumps by 6 to 18 points, up or down, 1 to 3 times (kept within 20..95)."""
+def _level_shifts(rng: np.random.Generator, profile: MetricProfile, k: int, n_days: int, n_design: int) -> FloatArray:
+    """A steady level that jumps by 6 to 18 points, up or down, 1 to 3 times within the design period (kept
+    within 20..95)."""
     level = np.repeat(_uniform(rng, profile.base, k)[:, None], n_days, axis=1)
     n_shifts = rng.integers(1, 4, k)
     day = np.arange(n_days)
     for i in range(3):
-        when = rng.integers(n_days // 10, n_days, k)
+        when = rng.integers(n_design // 10, n_design, k)
         size = rng.uniform(6.0, 18.0, k) * rng.choice([-1.0, 1.0], k) * (i < n_shifts)
         level += size[:, None] * (day[None, :] >= when[:, None])
     return np.clip(level, 20.0, 95.0, out=level)
@@ -531,14 +564,24 @@ def _metric_series(rng: np.random.Generator, metric: str, inv: _Inventory, cal: 
     seasonal = _seasonal(rng, profile, patterns, inv, cal)
     noise_sd = _uniform(rng, profile.noise, patterns.size) * np.where(inv.idle, _IDLE_DAMPING, 1.0)
     expected = level * (1.0 + seasonal)
-    true = expected + rng.standard_normal(level.shape) * noise_sd[:, None]
+    true = expected + _by_day(rng.standard_normal((level.shape[1], level.shape[0]))) * noise_sd[:, None]
     return _MetricSeries(patterns, np.round(np.clip(true, 0.0, 100.0), 2), np.clip(expected, 0.0, 100.0), noise_sd)
 
 
+def _by_day(draws: FloatArray) -> FloatArray:
+    """Draws made day by day (days x servers, a block of one per server each day) as servers x days.
+
+    A longer history draws more blocks after the same ones, so the values of a day do not depend on how many
+    days follow it."""
+    return draws.T
+
+
 def _with_spikes(rng: np.random.Generator, history: FloatArray, rate: float, idle: np.ndarray) -> FloatArray:
-    """Add occasional upward spikes of 15 to 45 points (incidents) to non-idle series."""
-    hit = (rng.random(history.shape) < rate) & ~idle[:, None]
-    size = rng.uniform(15.0, 45.0, history.shape)
+    """Add occasional upward spikes of 15 to 45 points (incidents) to non-idle series (drawn day by day)."""
+    n_s, n_d = history.shape
+    u = rng.random((n_d, 2, n_s))
+    hit = (_by_day(u[:, 0]) < rate) & ~idle[:, None]
+    size = 15.0 + 30.0 * _by_day(u[:, 1])
     return np.round(np.clip(history + np.where(hit, size, 0.0), 0.0, 100.0), 2)
 
 
@@ -651,8 +694,10 @@ def generate_fleet(spec: FleetSpec) -> Fleet:
         patterns[:, m], true[:, m], noise_sd[:, m] = series.patterns, series.true, series.noise_sd
         expected[:, m] = series.expected[:, cal.n_hist :]
         rate = METRIC_PROFILES[metric].spike_rate
-        observed[:, m] = _with_spikes(rng, true[:, m, : cal.n_hist], rate, inv.idle)
-    present = np.random.default_rng([spec.seed, 2]).random((spec.servers, 1, cal.n_hist)) >= spec.missing_rate
+        spikes = np.random.default_rng([spec.seed, 3, m])
+        observed[:, m] = _with_spikes(spikes, true[:, m, : cal.n_hist], rate, inv.idle)
+    gaps = np.random.default_rng([spec.seed, 2]).random((cal.n_hist, spec.servers))
+    present = (_by_day(gaps) >= spec.missing_rate)[:, None, :]
     keep = np.broadcast_to(present, observed.shape)
     ids = inv.frame["server_id"].tolist()
     return Fleet(

@@ -10,14 +10,14 @@ import json
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from capacity_forecaster import etl
-from capacity_forecaster.access import QUARANTINED_FILES_PREFIX, UPLOADS_PREFIX
+from capacity_forecaster.access import DEMO_FLEET_PREFIX, QUARANTINED_FILES_PREFIX, UPLOADS_PREFIX
 from capacity_forecaster.errors import CapacityForecasterError, InputError
 from capacity_forecaster.progress import NullProgress, ProgressReporter
 from capacity_forecaster.schema import (
@@ -70,6 +70,10 @@ def utc_now() -> datetime:
 # --------------------------------------------------------------------------------------------- generate
 
 
+DEMO_FLEET_KEY = DEMO_FLEET_PREFIX + "fleet.json"
+"""The generator's record of the fleet a lake holds: what the next appending run continues."""
+
+
 def fleet_spec(settings: Settings, run_date: date) -> FleetSpec:
     """What the generate stage generates for ``run_date``: the fleet settings, the horizon, the risk
     thresholds (for the ground truth), history ending the day before the run unless ``fleet.end_date`` says."""
@@ -87,18 +91,74 @@ def fleet_spec(settings: Settings, run_date: date) -> FleetSpec:
     )
 
 
+def refuse_user_uploads(lake: Lake) -> None:
+    """Raise :class:`InputError` when the lake holds user uploads: the demo fleet needs a lake of its own."""
+    upload = next(iter(lake.store.list(UPLOADS_PREFIX)), None)
+    if upload is not None:
+        raise InputError(
+            f"the lake holds user uploads ({upload.key}): the demo generator writes synthetic srv-* servers and "
+            "their inventory, so it runs only on a lake of its own"
+        )
+
+
+def _fleet_record(spec: FleetSpec) -> dict[str, Any]:
+    """What makes the fleet's values: a later run rebuilds the same fleet from it (``FleetSpec`` fields)."""
+    return {
+        "first_day": spec.start_date.isoformat(),
+        "last_day": spec.end_date.isoformat(),
+        "servers": spec.servers,
+        "days": spec.days,
+        "horizon_days": spec.horizon_days,
+        "seed": spec.seed,
+        "country": spec.country,
+        "thresholds": dict(spec.thresholds),
+        "missing_rate": spec.missing_rate,
+    }
+
+
+def _continued_spec(lake: Lake, spec: FleetSpec) -> tuple[FleetSpec, date] | None:
+    """The lake's fleet extended to ``spec.end_date`` and the last day it holds; None for a lake without one.
+
+    The fleet's shape comes from the lake's record (settings changed since do not change a fleet half
+    written); a lake written before records were kept is read from its raw partitions and ``spec``."""
+    from capacity_forecaster.generate import FleetSpec
+
+    if lake.store.exists(DEMO_FLEET_KEY):
+        try:
+            record = json.loads(lake.store.get_bytes(DEMO_FLEET_KEY))
+            fields = {k: v for k, v in record.items() if k not in ("first_day", "last_day")}
+            first, last = date.fromisoformat(record["first_day"]), date.fromisoformat(record["last_day"])
+            return FleetSpec(**fields, first_day=first, end_date=max(spec.end_date, last)), last
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{DEMO_FLEET_KEY} in the lake is not a fleet record this version reads ({exc})") from None
+    days = sorted(date.fromisoformat(v["dt"]) for v in lake.list_partitions(RAW_SAMPLES))
+    if not days:
+        return None
+    first, last = days[0], days[-1]
+    if (last - first).days + 1 < spec.days:
+        raise InputError(
+            f"the lake's synthetic history ({first} to {last}) is shorter than fleet.days={spec.days}, and it has "
+            f"no {DEMO_FLEET_KEY} to say how it was made: generate into a lake of its own"
+        )
+    return replace(spec, first_day=first, end_date=max(spec.end_date, last)), last
+
+
 def run_generate(
     lake: Lake,
     settings: Settings,
     *,
     run_date: date,
     raw_days: Sequence[date] = (),
+    append: bool = False,
     progress: ProgressReporter | None = None,
 ) -> StageResult:
     """Generate the synthetic fleet into the raw zone: one daily-P95 export partition per day.
 
     Days named in ``raw_days`` get 5-minute samples instead, for the ETL to aggregate. The fleet inventory and
-    the planted ground truth go to their own tables.
+    the planted ground truth go to their own tables. With ``append``, a lake that already holds a fleet gets
+    only the days after its last one, continuing it (the values a generation of the whole span gives), and
+    nothing it holds is rewritten; the inventory and ground truth are written by the first run only. A lake
+    holding user uploads is refused (:class:`InputError`).
     """
     from capacity_forecaster.generate import (
         daily_as_raw_samples,
@@ -107,35 +167,41 @@ def run_generate(
     )
 
     reporter: ProgressReporter = progress or NullProgress()
-    fleet_settings = settings.fleet
+    refuse_user_uploads(lake)
     spec = fleet_spec(settings, run_date)
+    continued = _continued_spec(lake, spec) if append else None
+    if continued is not None:
+        spec, last = continued
     with reporter.task("generate fleet", 1) as advance:
         fleet = generate_fleet(spec)
         advance(1)
-    raw = daily_as_raw_samples(fleet.daily)
-    if raw_days:
-        wanted = {pd.Timestamp(d) for d in raw_days}
-        samples = generate_raw_samples(fleet, list(raw_days), seed=fleet_settings.seed)
-        raw = pd.concat([raw[~raw["dt"].isin(wanted)], samples], ignore_index=True)
-    written = [
-        lake.write_table(SERVERS, fleet.servers)[0],
-        lake.write_table(GROUND_TRUTH, fleet.ground_truth)[0],
-    ]
+    daily = fleet.daily if continued is None else fleet.daily[fleet.daily["dt"] > pd.Timestamp(last)]
+    raw = daily_as_raw_samples(daily)
+    sampled = [d for d in raw_days if continued is None or d > last]  # appending: the new days only
+    if sampled:
+        samples = generate_raw_samples(fleet, sampled, seed=spec.seed)
+        raw = pd.concat([raw[~raw["dt"].isin({pd.Timestamp(d) for d in sampled})], samples], ignore_index=True)
+    written = []
+    if continued is None:
+        written += [
+            lake.write_table(SERVERS, fleet.servers)[0],
+            lake.write_table(GROUND_TRUTH, fleet.ground_truth)[0],
+        ]
     n_days = int(raw["dt"].nunique())
     with reporter.task("write raw samples", n_days) as advance:
         written += lake.write_table(RAW_SAMPLES, raw, on_written=advance)
-    return StageResult(
-        "generate",
-        {
-            "servers": len(fleet.servers),
-            "days": n_days,
-            "raw_rows": len(raw),
-            "first_day": raw["dt"].min().date().isoformat(),
-            "last_day": raw["dt"].max().date().isoformat(),
-            "series_breaching_in_truth": int(fleet.ground_truth["will_breach"].sum()),
-        },
-        written,
-    )
+    if continued is None or n_days:  # after the days it names, so a failed run is written again next time
+        written.append(lake.store.put_bytes(DEMO_FLEET_KEY, json.dumps(_fleet_record(spec), indent=1).encode()))
+    counts: dict[str, Any] = {
+        "servers": len(fleet.servers),
+        "days": n_days,
+        "raw_rows": len(raw),
+        "first_day": raw["dt"].min().date().isoformat() if n_days else None,
+        "last_day": raw["dt"].max().date().isoformat() if n_days else None,
+    }
+    if continued is None:
+        counts["series_breaching_in_truth"] = int(fleet.ground_truth["will_breach"].sum())
+    return StageResult("generate", counts, written)
 
 
 # --------------------------------------------------------------------------------------------- etl
