@@ -66,7 +66,7 @@ def test_acquire_refuse_release(store: ObjectStore) -> None:
     first = Lease(store, "etl", owner="ops@laptop pid 1", clock=clock_at(T0), renew=False).acquire()
     body = json.loads(store.get_bytes(lease_key("etl")))
     assert body["owner"] == "ops@laptop pid 1"
-    assert (body["acquired_at"], body["expires_at"]) == ("2026-11-23T10:00:00Z", "2026-11-23T10:10:00Z")
+    assert (body["acquired_at"], body["expires_at"]) == ("2026-11-23T10:00:00.000Z", "2026-11-23T10:10:00.000Z")
 
     second = Lease(store, "etl", owner="lambda etl", clock=clock_at(T0 + timedelta(minutes=5)), renew=False)
     with pytest.raises(LeaseHeld) as refused:
@@ -113,9 +113,9 @@ def test_an_unreadable_lease_object_is_taken_over(store: ObjectStore) -> None:
 
 
 def test_the_holder_renews_its_lease(store: ObjectStore) -> None:
-    with Lease(store, "etl", ttl=timedelta(seconds=0.6)) as lease:
+    with Lease(store, "etl", ttl=timedelta(seconds=1.5)) as lease:
         first = read_record(store, "etl").expires_at
-        time.sleep(1.0)  # two renewals at 0.2 s intervals at least
+        time.sleep(2.0)  # renewals every 0.5 s: three or four of them, past the first expiry
         assert read_record(store, "etl").expires_at > first
         with pytest.raises(LeaseHeld):
             Lease(store, "etl", renew=False).acquire()

@@ -49,8 +49,8 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _iso(moment: datetime, timespec: str = "seconds") -> str:
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def lease_key(name: str) -> str:
@@ -87,8 +87,8 @@ class LeaseRecord:
             "name": self.name,
             "owner": self.owner,
             "token": self.token,
-            "acquired_at": _iso(self.acquired_at),
-            "expires_at": _iso(self.expires_at),
+            "acquired_at": _iso(self.acquired_at, "milliseconds"),
+            "expires_at": _iso(self.expires_at, "milliseconds"),
         }
         return json.dumps(body, sort_keys=True).encode()
 
