@@ -137,6 +137,8 @@ def test_the_hourly_grain_points_the_channel_at_its_table(
     [channel] = request["InputDataConfig"]
     assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith("/curated/metrics_hourly/")
     assert request["TrainingJobName"].startswith(launcher.JOB_PREFIX)
+    # the keys the launcher adds are the job's own required ones, none of them a setting
+    assert set(launcher.RUN_KEYS) == {k for k, v in job.JOB_HYPERPARAMETERS.items() if v.startswith("required")}
 
 
 def test_a_redelivered_event_launches_nothing_more(sagemaker: Any) -> None:
