@@ -68,7 +68,7 @@ LAMBDA_NAG_REASONS: dict[str, str] = {
 FUNCTION_STAGES: dict[str, tuple[str, ...]] = {
     "generate": ("generate",),
     "etl": ("etl",),
-    "risk": ("publish", "risk"),
+    "risk": ("publish", "risk", "consolidation", "report"),
 }
 """The stages each function's handler runs; its role gets what they touch (``capacity_forecaster.access``)."""
 
