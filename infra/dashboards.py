@@ -295,6 +295,8 @@ class Dashboards(Construct):
         self.data_sets: dict[str, quicksight.CfnDataSet] = {}
         for view, sql in sorted(catalog.views.items()):
             self.data_sets[view] = self._data_set(view, sql, schemas[view], catalog=catalog, principal=principal)
+            if catalog.views_resource is not None:  # the views exist before the data sets over them
+                self.data_sets[view].node.add_dependency(catalog.views_resource)
 
         self.dashboard = quicksight.CfnDashboard(
             self,

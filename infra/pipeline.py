@@ -26,7 +26,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from capacity_forecaster.access import StageAccess
+from capacity_forecaster.access import ACCOUNT_WIDE_ACTIONS, StageAccess
 from capacity_forecaster.access import function_access as stage_access
 from infra.names import (
     ALARM_PERIOD_MINUTES,
@@ -37,6 +37,7 @@ from infra.names import (
     LAMBDA_MAX_EVENT_AGE_HOURS,
     LAMBDA_RETRY_ATTEMPTS,
     OPS_KEY_ALIAS,
+    OPTIONAL_FUNCTIONS,
     POWERTOOLS_NAMESPACE,
     PROJECT,
     TRAINING_JOB_PREFIX,
@@ -69,6 +70,7 @@ FUNCTION_STAGES: dict[str, tuple[str, ...]] = {
     "generate": ("generate",),
     "etl": ("etl",),
     "risk": ("publish", "risk", "consolidation", "report"),
+    "pull_cloudwatch": ("pull_cloudwatch",),
 }
 """The stages each function's handler runs; its role gets what they touch (``capacity_forecaster.access``)."""
 
@@ -139,6 +141,8 @@ class Pipeline(Construct):
         self.functions: dict[str, lambda_.DockerImageFunction] = {}
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for name in HANDLER_COMMANDS:
+            if name in OPTIONAL_FUNCTIONS and not self._enabled(name):
+                continue
             self.functions[name] = self._function(name)
             self.alarms[name] = self._errors_alarm(name)
 
@@ -183,6 +187,27 @@ class Pipeline(Construct):
                 ),
             ),
         }
+        if "pull_cloudwatch" in self.functions:
+            self.rules["cloudwatch-schedule"] = self._rule(
+                "CloudWatchSchedule",
+                "pull_cloudwatch",
+                description="Pulls the tagged EC2 instances' CloudWatch metrics into raw/uploads/ (starts the ETL).",
+                schedule=events.Schedule.expression(settings.cloudwatch_schedule),
+            )
+
+    def _enabled(self, name: str) -> bool:
+        """Whether an optional function is configured (the CloudWatch puller: a tag filter is set)."""
+        return name != "pull_cloudwatch" or bool(self._settings.cloudwatch_tag_filter)
+
+    def _function_environment(self, name: str) -> dict[str, str]:
+        """What one function reads beyond :meth:`environment` (the puller's tags and days)."""
+        if name != "pull_cloudwatch":
+            return {}
+        settings = self._settings
+        return {
+            "CF_CLOUDWATCH_TAGS": settings.cloudwatch_tag_filter,
+            "CF_CLOUDWATCH_DAYS": str(settings.cloudwatch_days),
+        }
 
     def environment(self, name: str) -> dict[str, str]:
         """The function's environment: Powertools and the domain package's ``CF_*`` settings."""
@@ -216,7 +241,7 @@ class Pipeline(Construct):
             architecture=lambda_.Architecture.X86_64,
             memory_size=settings.lambda_memory_mb,
             timeout=cdk.Duration.seconds(settings.lambda_timeout_seconds),
-            environment=self.environment(name),
+            environment={**self.environment(name), **self._function_environment(name)},
             tracing=lambda_.Tracing.ACTIVE,
             reserved_concurrent_executions=1 if name in SERIALISED else None,
             on_failure=destinations.SqsDestination(self.dead_letters),
@@ -231,6 +256,9 @@ class Pipeline(Construct):
         )
         access = function_access(name)
         self._lake.grant_access(fn, access)
+        account_wide = sorted(set(access.actions) & ACCOUNT_WIDE_ACTIONS)
+        if account_wide:
+            fn.add_to_role_policy(iam.PolicyStatement(actions=account_wide, resources=["*"]))
         self._acknowledge(fn, access)
         return fn
 
@@ -246,6 +274,12 @@ class Pipeline(Construct):
             reasons[f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix.rstrip('/')}/*]"] = (
                 f"Objects under the lake prefix {prefix.rstrip('/')}/ that this stage reads or writes: "
                 "the narrowest scope for a stage writing one object per partition."
+            )
+        account_wide = sorted(set(access.actions) & ACCOUNT_WIDE_ACTIONS)
+        if account_wide:
+            reasons["AwsSolutions-IAM5[Resource::*]"] += (
+                f" {', '.join(account_wide)} support no resource-level permissions either; they only read EC2 "
+                "instance descriptions and CloudWatch metrics of the account."
             )
         for rule_id, reason in reasons.items():
             cdk.Validations.of(fn.role).acknowledge(cdk.Acknowledgment(id=rule_id, reason=reason))

@@ -24,6 +24,9 @@ OPTIONS: dict[str, Any] = {
     "trainingInstanceCount": "4",
     "trainingSpot": "false",
     "trainingModels": "seasonal_naive,linear_trend,random_forest",
+    "cloudwatchTagFilter": "Team=web,Env=prod",
+    "cloudwatchSchedule": "cron(15 2 * * ? *)",
+    "cloudwatchDays": "3",
 }
 """A second synthesis with every optional part on and the settings off their defaults (tests of the optional
 parts and of the settings reaching the template share it: group ``cdk-synth-options``)."""

@@ -268,7 +268,9 @@ def test_service_role_policy_is_optional() -> None:
     dashboards = Dashboards(stack, "Dashboards", catalog=catalog, settings=settings)
     assert dashboards.service_role is None
     template = Template.from_stack(stack)
-    template.resource_count_is("AWS::IAM::Policy", 0)
+    # the only policies are those of the stack's own roles (the catalog's views handler): none on a named role
+    roles = [r for p in template.find_resources("AWS::IAM::Policy").values() for r in p["Properties"]["Roles"]]
+    assert roles and all(isinstance(r, dict) and "Ref" in r for r in roles)
     template.resource_count_is("AWS::QuickSight::DataSet", len(views()))
 
 
@@ -354,3 +356,9 @@ def test_definition_needs_the_views_it_shows() -> None:
     schemas["risk_servers"] = pa.schema([f for f in schemas["risk_servers"] if f.name != "severity_rank"])
     with pytest.raises(ValueError, match=r"risk_servers\.severity_rank"):
         dashboard_definition({v: "arn:x" for v in DASHBOARD_VIEWS}, schemas)
+
+
+def test_data_sets_wait_for_the_views(dash: DashboardSynth) -> None:
+    [views_id] = [k for k, v in dash.template_json["Resources"].items() if v["Type"] == "Custom::AthenaViews"]
+    sets = of_type(dash.template_json, "AWS::QuickSight::DataSet")
+    assert sets and all(views_id in r.get("DependsOn", []) for r in sets.values())

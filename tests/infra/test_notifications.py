@@ -71,7 +71,8 @@ def test_failed_training_jobs_of_this_stack_notify(template_json: dict[str, Any]
 
 def test_every_alarm_notifies_the_topic(template_json: dict[str, Any], ids: dict[str, str]) -> None:
     alarms = [r["Properties"] for r in template_json["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    assert len(alarms) == len(names.HANDLER_COMMANDS) + 2  # each data Lambda, the dead letters, the launcher
+    default_functions = set(names.HANDLER_COMMANDS) - names.OPTIONAL_FUNCTIONS
+    assert len(alarms) == len(default_functions) + 2  # each data Lambda, the dead letters, the launcher
     for alarm in alarms:
         assert alarm["AlarmActions"] == [{"Ref": ids["topic"]}]
 

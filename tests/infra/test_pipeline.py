@@ -19,7 +19,8 @@ from tests.infra.template_tools import logical_id, render, s3_object_access, sta
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = StackSettings()
-FUNCTIONS = tuple(names.HANDLER_COMMANDS)
+FUNCTIONS = tuple(n for n in names.HANDLER_COMMANDS if n not in names.OPTIONAL_FUNCTIONS)
+"""The functions of the default synthesis (the CloudWatch puller is off without a tag filter)."""
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +310,68 @@ def test_pipeline_settings_from_context_strings() -> None:
         {"capacity-forecaster:fleetServers": "500", "capacity-forecaster:etlSchedule": "rate(6 hours)"}
     )
     assert (settings.fleet_servers, settings.etl_schedule) == (500, "rate(6 hours)")
+
+
+# ---- the CloudWatch puller (optional) -------------------------------------------------------------------
+
+
+def _account_wide_statements(template_json: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        s
+        for r in template_json["Resources"].values()
+        if r["Type"] == "AWS::IAM::Policy"
+        for s in r["Properties"]["PolicyDocument"]["Statement"]
+        if "ec2:DescribeInstances" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    ]
+
+
+def test_no_cloudwatch_puller_without_a_tag_filter(
+    template_json: dict[str, Any], stack: CapacityForecasterStack
+) -> None:
+    assert "pull_cloudwatch" not in stack.pipeline.functions and "cloudwatch-schedule" not in stack.pipeline.rules
+    commands = [
+        r["Properties"].get("ImageConfig", {}).get("Command")
+        for r in template_json["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+    ]
+    assert [names.HANDLER_COMMANDS["pull_cloudwatch"]] not in commands
+    assert _account_wide_statements(template_json) == []
+
+
+def test_cloudwatch_puller_with_its_tags_days_schedule_and_grants(options_synth: Any) -> None:
+    from capacity_forecaster.access import CLOUDWATCH_PULL_ACTIONS
+    from tests.infra.options import OPTIONS
+
+    stack, template_json = options_synth.stack, options_synth.template_json
+    fn = stack.pipeline.functions["pull_cloudwatch"]
+    props = template_json["Resources"][logical_id(stack, fn)]["Properties"]
+    assert props["ImageConfig"] == {"Command": [names.HANDLER_COMMANDS["pull_cloudwatch"]]}
+    env = props["Environment"]["Variables"]
+    assert (env["CF_CLOUDWATCH_TAGS"], env["CF_CLOUDWATCH_DAYS"]) == (OPTIONS["cloudwatchTagFilter"], "3")
+    rule = template_json["Resources"][logical_id(stack, stack.pipeline.rules["cloudwatch-schedule"])]["Properties"]
+    assert rule["ScheduleExpression"] == OPTIONS["cloudwatchSchedule"]
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": [logical_id(stack, fn), "Arn"]}
+    [statement] = _account_wide_statements(template_json)
+    # on "*" (no resource-level permissions), merged by CDK with X-Ray's actions, which are on "*" too
+    assert statement["Resource"] == "*" and set(CLOUDWATCH_PULL_ACTIONS) <= set(statement["Action"])
+    assert {a for a in statement["Action"] if a not in CLOUDWATCH_PULL_ACTIONS} <= {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+    }
+    assert fn.role is not None
+    access = s3_object_access(template_json, logical_id(stack, fn.role), logical_id(stack, stack.lake.bucket))
+    assert access["s3:PutObject"] == {names.ETL_TRIGGER_PREFIX}  # raw/uploads/: each object starts the ETL
+    assert "s3:GetObject" not in access and "s3:DeleteObject" not in access
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("cloudwatch_tag_filter", "Team", "is not Key=Value"),
+        ("cloudwatch_days", 500, "reaches back further than CloudWatch keeps data"),
+        ("cloudwatch_schedule", "daily", "cloudwatch_schedule 'daily' must be an EventBridge cron"),
+    ],
+)
+def test_cloudwatch_settings_are_validated_with_the_pullers_rules(field: str, value: Any, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        StackSettings(**{field: value})
