@@ -7,6 +7,8 @@ projection on the Hive-style date partitions, so no crawler and no partition reg
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from graphlib import CycleError, TopologicalSorter
@@ -166,7 +168,9 @@ class Catalog(Construct):
     to ``athena-results/`` in the lake bucket, encrypted with the lake key, and cancels any query that scans
     more than the configured cutoff. ``views`` (name -> ``CREATE OR REPLACE VIEW`` statement) defaults to the
     domain package's ``sql/*.sql``, the statements ``capacity-forecaster query`` runs on DuckDB: each becomes
-    one Athena named query that creates or refreshes the view when run.
+    one Athena named query that creates or refreshes the view when run, and a custom resource
+    (``Custom::AthenaViews``, lambdas/create_views through CDK's Provider) runs them all at every deploy, after
+    the tables, so the views exist right after ``cdk deploy``.
     """
 
     def __init__(
@@ -297,12 +301,22 @@ class Catalog(Construct):
                 "Database": self.database_name,
                 "WorkGroup": self.workgroup_name,
                 "Views": [{"Name": name, "Sql": self.views[name].strip()} for name in view_order(self.views)],
+                # a table whose columns change makes the views over it stale: replace them then too
+                "TablesDigest": self._tables_digest(),
             },
         )
         # The statements name the database, the workgroup and the tables: wait for all of them.
         resource.node.add_dependency(self.database, self.workgroup, *self.tables.values())
         self._acknowledge_views(handler, provider)
         return resource
+
+    def _tables_digest(self) -> str:
+        """A digest of every table's columns and partition keys, as the Glue tables declare them."""
+        columns = {
+            name: [(c.name, glue_type(c.type)) for c in (*table.columns, *table.partition_keys)]
+            for name, table in sorted(self.table_schemas.items())
+        }
+        return hashlib.sha256(json.dumps(columns, sort_keys=True).encode()).hexdigest()[:16]
 
     def _acknowledge_views(self, handler: lambda_.Function, provider: cr.Provider) -> None:
         """cdk-nag findings on the view handler and CDK's Provider framework that are by design, with why."""

@@ -1,7 +1,9 @@
 """The pipeline: the data Lambdas (one container image, a command each), their schedules and event rules.
 
 generate (daily schedule) -> raw/ -> etl (daily schedule, and objects created under raw/uploads/) -> curated/
-SageMaker training job Completed -> risk (publishes the staged forecasts, builds the risk register).
+SageMaker training job Completed -> risk (publishes the staged forecasts, builds the risk register, the
+consolidation plan and the report under reports/, and sends the run summary).
+pull_cloudwatch (daily schedule, only with a cloudwatchTagFilter) -> raw/uploads/ -> etl.
 
 Each function gets Powertools settings, the domain package's ``CF_*`` settings, grants on exactly the lake
 prefixes it reads and writes, asynchronous retries with a KMS-encrypted dead-letter queue as its on-failure

@@ -150,3 +150,30 @@ def test_view_order_puts_a_view_after_the_views_it_reads() -> None:
     assert order == ["base", "middle", "top"]
     with pytest.raises(ValueError, match="cycle"):
         view_order({"a": "SELECT * FROM b", "b": "SELECT * FROM a"})
+
+
+def test_the_views_are_replaced_when_a_table_changes_its_columns() -> None:
+    import dataclasses
+
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from app import load_cdk_context
+    from capacity_forecaster.schema import TABLES
+    from infra.catalog import Catalog
+    from infra.storage import DataLake
+
+    def views_properties(tables: list[Any]) -> dict[str, Any]:
+        stack = cdk.Stack(cdk.App(context=load_cdk_context()), "ViewsProbe")
+        lake = DataLake(stack, "Lake", settings=DEFAULTS)
+        Catalog(stack, "Catalog", lake=lake, settings=DEFAULTS, tables=tables)
+        [resource] = Template.from_stack(stack).find_resources("Custom::AthenaViews").values()
+        return dict(resource["Properties"])
+
+    tables = list(TABLES.values())
+    register = TABLES["risk_register"]
+    fewer = dataclasses.replace(register, columns=register.columns[:-1])
+    before = views_properties(tables)
+    after = views_properties([fewer if t is register else t for t in tables])
+    assert before["TablesDigest"] != after["TablesDigest"]
+    assert before["Views"] == after["Views"]
