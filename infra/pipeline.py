@@ -228,7 +228,7 @@ class Pipeline(Construct):
         }
 
     def _function(self, name: str) -> lambda_.DockerImageFunction:
-        title = name.capitalize()
+        title = _title(name)
         settings = self._settings
         fn = lambda_.DockerImageFunction(
             self,
@@ -289,7 +289,7 @@ class Pipeline(Construct):
     def _errors_alarm(self, name: str) -> cloudwatch.Alarm:
         return cloudwatch.Alarm(
             self,
-            f"{name.capitalize()}Errors",
+            f"{_title(name)}Errors",
             alarm_description=f"The {name} Lambda failed (see its logs; the event is retried, then dead-lettered).",
             metric=self.functions[name].metric_errors(
                 period=cdk.Duration.minutes(ALARM_PERIOD_MINUTES), statistic="Sum"
@@ -324,6 +324,11 @@ class Pipeline(Construct):
                 )
             ],
         )
+
+
+def _title(name: str) -> str:
+    """A function's name in its construct ids: ``pull_cloudwatch`` -> ``PullCloudwatch``."""
+    return "".join(word.capitalize() for word in name.split("_"))
 
 
 RETENTION: dict[int, logs.RetentionDays] = dict(
