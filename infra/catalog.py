@@ -117,7 +117,13 @@ VIEWS_HANDLER_CODE: Final = "lambdas/create_views"
 """The custom resource's zip function (boto3 only) that runs the view statements at deploy time."""
 VIEWS_HANDLER_TIMEOUT_SECONDS: Final = 600
 """Room for every view's statement (each waited for at most lambdas/create_views MAX_WAIT_SECONDS)."""
-VIEW_DDL_ATHENA_ACTIONS: Final = ("athena:StartQueryExecution", "athena:GetQueryExecution", "athena:StopQueryExecution")
+VIEW_DDL_ATHENA_ACTIONS: Final = (
+    "athena:StartQueryExecution",
+    "athena:GetQueryExecution",
+    "athena:StopQueryExecution",
+    "athena:GetWorkGroup",
+)
+"""What the views handler does in the workgroup: start each statement, poll it, stop it when it overruns."""
 VIEW_DDL_GLUE_ACTIONS: Final = (
     "glue:GetDatabase",
     "glue:GetTable",
@@ -249,7 +255,11 @@ class Catalog(Construct):
 
     def _views_resource(self) -> cdk.CustomResource:
         """A custom resource that runs each view's statement in the workgroup at every deploy (in dependency
-        order, after the tables and the workgroup exist), so the views are there right after ``cdk deploy``."""
+        order, after the tables and the workgroup exist), so the views are there right after ``cdk deploy``.
+
+        CDK's ``custom_resources.Provider`` rather than a bare CfnCustomResource with a hand-written cfn-response:
+        the framework sends CloudFormation the answer, so a crash or a timeout of the handler still fails the deploy
+        with its message instead of leaving the stack waiting for an hour; it costs one framework function."""
         handler = lambda_.Function(
             self,
             "ViewsHandler",
