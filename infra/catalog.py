@@ -7,7 +7,12 @@ projection on the Hive-style date partitions, so no crawler and no partition reg
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Iterable, Mapping
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
 from typing import Final
 
 import aws_cdk as cdk
@@ -15,6 +20,9 @@ import pyarrow as pa
 from aws_cdk import aws_athena as athena
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from capacity_forecaster.query import views as planner_views
@@ -104,6 +112,41 @@ def projection_parameters(table: TableSchema, *, location: str, date_range: str)
     return params
 
 
+ROOT = Path(__file__).resolve().parents[1]
+VIEWS_HANDLER_CODE: Final = "lambdas/create_views"
+"""The custom resource's zip function (boto3 only) that runs the view statements at deploy time."""
+VIEWS_HANDLER_TIMEOUT_SECONDS: Final = 600
+"""Room for every view's statement (each waited for at most lambdas/create_views MAX_WAIT_SECONDS)."""
+VIEW_DDL_ATHENA_ACTIONS: Final = (
+    "athena:StartQueryExecution",
+    "athena:GetQueryExecution",
+    "athena:StopQueryExecution",
+    "athena:GetWorkGroup",
+)
+"""What the views handler does in the workgroup: start each statement, poll it, stop it when it overruns."""
+VIEW_DDL_GLUE_ACTIONS: Final = (
+    "glue:GetDatabase",
+    "glue:GetTable",
+    "glue:GetTables",
+    "glue:CreateTable",
+    "glue:UpdateTable",
+    "glue:DeleteTable",
+)
+"""What Athena's CREATE OR REPLACE VIEW and DROP VIEW need in the Glue catalog (a view is a Glue table)."""
+
+
+def view_order(views: Mapping[str, str]) -> list[str]:
+    """The views' names in dependency order: a view that selects from another view comes after it."""
+    graph = {
+        name: {other for other in views if other != name and re.search(rf"\b(?:from|join)\s+{other}\b", sql.lower())}
+        for name, sql in views.items()
+    }
+    try:
+        return list(TopologicalSorter({n: graph[n] for n in sorted(graph)}).static_order())
+    except CycleError as exc:
+        raise ValueError(f"the views select from each other in a cycle: {exc.args[1]}") from None
+
+
 NAMED_QUERY_DESCRIPTION_MAX: Final = 1024
 """Athena's limit on a named query's description."""
 
@@ -131,7 +174,9 @@ class Catalog(Construct):
     to ``athena-results/`` in the lake bucket, encrypted with the lake key, and cancels any query that scans
     more than the configured cutoff. ``views`` (name -> ``CREATE OR REPLACE VIEW`` statement) defaults to the
     domain package's ``sql/*.sql``, the statements ``capacity-forecaster query`` runs on DuckDB: each becomes
-    one Athena named query that creates or refreshes the view when run.
+    one Athena named query that creates or refreshes the view when run, and a custom resource
+    (``Custom::AthenaViews``, lambdas/create_views through CDK's Provider) runs them all at every deploy, after
+    the tables, so the views exist right after ``cdk deploy``.
     """
 
     def __init__(
@@ -206,6 +251,120 @@ class Catalog(Construct):
             query.add_resource_dependency(self.workgroup)
             query.add_resource_dependency(self.database)
             self.named_queries[name] = query
+        self.views_resource = self._views_resource() if self.views else None
+
+    def _views_resource(self) -> cdk.CustomResource:
+        """A custom resource that runs each view's statement in the workgroup at every deploy (in dependency
+        order, after the tables and the workgroup exist), so the views are there right after ``cdk deploy``.
+
+        CDK's ``custom_resources.Provider`` rather than a bare CfnCustomResource with a hand-written cfn-response:
+        the framework sends CloudFormation the answer, so a crash or a timeout of the handler still fails the deploy
+        with its message instead of leaving the stack waiting for an hour; it costs one framework function."""
+        handler = lambda_.Function(
+            self,
+            "ViewsHandler",
+            description="Creates or replaces the Capacity Forecaster Athena views at deploy time.",
+            runtime=lambda_.Runtime.PYTHON_3_13,
+            architecture=lambda_.Architecture.X86_64,
+            handler="handler.on_event",
+            code=lambda_.Code.from_asset(str(ROOT / VIEWS_HANDLER_CODE), exclude=["__pycache__", "*.pyc"]),
+            timeout=cdk.Duration.seconds(VIEWS_HANDLER_TIMEOUT_SECONDS),
+            log_group=logs.LogGroup(
+                self,
+                "ViewsHandlerLogs",
+                retention=logs.RetentionDays.ONE_MONTH,
+                removal_policy=cdk.RemovalPolicy.DESTROY,
+            ),
+        )
+        stack = cdk.Stack.of(self)
+        handler.add_to_role_policy(
+            iam.PolicyStatement(actions=list(VIEW_DDL_ATHENA_ACTIONS), resources=[self.workgroup_arn()])
+        )
+        handler.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=list(VIEW_DDL_GLUE_ACTIONS),
+                resources=[
+                    stack.format_arn(service="glue", resource="catalog"),
+                    self.database_arn(),
+                    self.table_arn("*"),
+                ],
+            )
+        )
+        self._lake.grant_read_write(handler, ATHENA_RESULTS_PREFIX)
+        provider = cr.Provider(
+            self,
+            "ViewsProvider",
+            on_event_handler=handler,
+            log_group=logs.LogGroup(
+                self,
+                "ViewsProviderLogs",
+                retention=logs.RetentionDays.ONE_MONTH,
+                removal_policy=cdk.RemovalPolicy.DESTROY,
+            ),
+        )
+        resource = cdk.CustomResource(
+            self,
+            "Views",
+            service_token=provider.service_token,
+            resource_type="Custom::AthenaViews",
+            properties={
+                "Database": self.database_name,
+                "WorkGroup": self.workgroup_name,
+                "Views": [{"Name": name, "Sql": self.views[name].strip()} for name in view_order(self.views)],
+                # a table whose columns change makes the views over it stale: replace them then too
+                "TablesDigest": self._tables_digest(),
+            },
+        )
+        # The statements name the database, the workgroup and the tables: wait for all of them.
+        resource.node.add_dependency(self.database, self.workgroup, *self.tables.values())
+        self._acknowledge_views(handler, provider)
+        return resource
+
+    def _tables_digest(self) -> str:
+        """A digest of every table's columns and partition keys, as the Glue tables declare them."""
+        columns = {
+            name: [(c.name, glue_type(c.type)) for c in (*table.columns, *table.partition_keys)]
+            for name, table in sorted(self.table_schemas.items())
+        }
+        return hashlib.sha256(json.dumps(columns, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _acknowledge_views(self, handler: lambda_.Function, provider: cr.Provider) -> None:
+        """cdk-nag findings on the view handler and CDK's Provider framework that are by design, with why."""
+        stack = cdk.Stack.of(self)
+        bucket = self._lake.bucket.node.default_child
+        assert isinstance(bucket, cdk.CfnElement)
+        bucket_id = stack.resolve(bucket.logical_id)
+        reasons = {
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSLambdaBasicExecutionRole]": "The AWS managed basic execution policy only lets the function write "
+            "its own logs; it grants no data access.",
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>:table/"
+            f"{self.database_name}/*]": "A view is a Glue table of the project's database; the views are named "
+            "in the SQL files, and CREATE OR REPLACE VIEW reads the tables each view selects from.",
+            f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{ATHENA_RESULTS_PREFIX.rstrip('/')}/*]": "Athena writes "
+            "each statement's result under the workgroup's result prefix, and only there.",
+            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Athena encrypts the statements' results with the "
+            "lake key (through S3 only).",
+            "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "CDK's grant for writing KMS-encrypted results; limited "
+            "to the lake key, through S3 only.",
+            "AwsSolutions-L1": "Python 3.13 on purpose: the version the project, its layer and its container images "
+            "are built and tested with; it moves with them.",
+        }
+        for rule_id, reason in reasons.items():
+            cdk.Validations.of(handler).acknowledge(cdk.Acknowledgment(id=rule_id, reason=reason))
+        function = handler.node.default_child
+        assert isinstance(function, cdk.CfnElement)
+        handler_id = stack.resolve(function.logical_id)
+        framework = {
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSLambdaBasicExecutionRole]": "CDK's custom resource Provider framework function: the managed policy "
+            "only lets it write its own logs.",
+            f"AwsSolutions-IAM5[Resource::<{handler_id}.Arn>:*]": "CDK's Provider framework invokes "
+            "every version of the one views handler.",
+            "AwsSolutions-L1": "CDK's Provider framework function; CDK chooses its runtime.",
+        }
+        for rule_id, reason in framework.items():
+            cdk.Validations.of(provider).acknowledge(cdk.Acknowledgment(id=rule_id, reason=reason))
 
     def _glue_table(self, table: TableSchema, *, date_range: str) -> glue.CfnTable:
         location = self._lake.uri_for(table.prefix)

@@ -2,10 +2,11 @@
 
 Created only when the ``quicksightPrincipalArn`` context value names a QuickSight user or group, which then
 owns every QuickSight resource here. Each data set is a direct query (no SPICE import, always the newest run)
-of its view's SELECT, with the tables qualified by the Glue database, so the data sets do not depend on the
-named queries having been run. The dashboard has a sheet with the risk register (a table, most urgent first)
-and a line chart of the latest forecasts (P10, P50, P90 by day, one small multiple per metric, with a server
-picker).
+of its view's SELECT, with the tables qualified by the Glue database: the same statement as the view, from the
+same SQL file, and its grants stay on the tables. The data sets are created after the catalog's views resource
+has created the views (a dependency), so the views and the data sets answer alike from the first deploy.
+The dashboard has a sheet with the risk register (a table, most urgent first) and a line chart of the latest
+forecasts (P10, P50, P90 by day, one small multiple per metric, with a server picker).
 
 QuickSight runs the data source's Athena queries as a role the stack creates for it (trusted by
 quicksight.amazonaws.com, named in the data source's ``AthenaParameters.RoleArn``), so no role needs to exist
@@ -329,6 +330,8 @@ class Dashboards(Construct):
         self.data_sets: dict[str, quicksight.CfnDataSet] = {}
         for view, sql in sorted(catalog.views.items()):
             self.data_sets[view] = self._data_set(view, sql, schemas[view], catalog=catalog, principal=principal)
+            if catalog.views_resource is not None:  # the views exist before the data sets over them
+                self.data_sets[view].node.add_dependency(catalog.views_resource)
 
         self.dashboard = quicksight.CfnDashboard(
             self,

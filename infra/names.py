@@ -67,8 +67,11 @@ HANDLER_COMMANDS: Final[dict[str, str]] = {
     "generate": "generate.handler.handler",
     "etl": "etl.handler.handler",
     "risk": "risk.handler.handler",
+    "pull_cloudwatch": "pull_cloudwatch.handler.handler",
 }
 """Function -> the image command naming its handler (``<package>.handler.handler`` under LAMBDA_TASK_ROOT)."""
+OPTIONAL_FUNCTIONS: Final = frozenset({"pull_cloudwatch"})
+"""Functions the stack creates only when configured (pull_cloudwatch: with a cloudwatchTagFilter)."""
 ETL_TRIGGER_PREFIX: Final = UPLOADS_PREFIX
 """Objects created under this prefix start the ETL at once. The generator's own raw exports (one object per
 day of history) are left to the daily ETL schedule, so a generation run does not start hundreds of ETL runs."""

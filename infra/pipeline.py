@@ -1,8 +1,10 @@
 """The pipeline: the data Lambdas (one container image, a command each), their schedules and event rules.
 
 generate (daily schedule) -> raw/ -> etl (daily schedule, and objects created under raw/uploads/) -> curated/
-SageMaker training job Completed -> risk (publishes the staged forecasts, builds the risk register).
+SageMaker training job Completed -> risk (publishes the staged forecasts, builds the risk register, the
+consolidation plan and the report under reports/, and sends the run summary).
 The generator is the demo's: it is deployed only with the ``demo`` switch (StackSettings.demo, docs/demo.md).
+pull_cloudwatch (daily schedule, only with a cloudwatchTagFilter) -> raw/uploads/ -> etl.
 
 Each function gets Powertools settings, the domain package's ``CF_*`` settings, grants on exactly the lake
 prefixes it reads and writes, asynchronous retries with a KMS-encrypted dead-letter queue as its on-failure
@@ -30,7 +32,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from capacity_forecaster.access import StageAccess
+from capacity_forecaster.access import ACCOUNT_WIDE_ACTIONS, StageAccess
 from capacity_forecaster.access import function_access as stage_access
 from capacity_forecaster.settings import settings_environment
 from infra.names import (
@@ -42,6 +44,7 @@ from infra.names import (
     LAMBDA_MAX_EVENT_AGE_HOURS,
     LAMBDA_RETRY_ATTEMPTS,
     OPS_KEY_ALIAS,
+    OPTIONAL_FUNCTIONS,
     POWERTOOLS_NAMESPACE,
     PROJECT,
     TRAINING_JOB_PREFIX,
@@ -73,7 +76,8 @@ LAMBDA_NAG_REASONS: dict[str, str] = {
 FUNCTION_STAGES: dict[str, tuple[str, ...]] = {
     "generate": ("generate",),
     "etl": ("etl",),
-    "risk": ("publish", "risk"),
+    "risk": ("publish", "risk", "consolidation", "report"),
+    "pull_cloudwatch": ("pull_cloudwatch",),
 }
 """The stages each function's handler runs; its role gets what they touch (``capacity_forecaster.access``)."""
 
@@ -147,8 +151,8 @@ class Pipeline(Construct):
         self.functions: dict[str, lambda_.DockerImageFunction] = {}
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for name in HANDLER_COMMANDS:
-            if name in DEMO_FUNCTIONS and not settings.demo:
-                continue  # a stack without the demo generates no data (docs/demo.md)
+            if not self._enabled(name):
+                continue  # the demo's generator only with the demo switch (docs/demo.md), the puller with tags
             self.functions[name] = self._function(name)
             self.alarms[name] = self._errors_alarm(name)
 
@@ -194,6 +198,30 @@ class Pipeline(Construct):
                 description="Appends the synthetic demo fleet's new days to raw/ daily.",
                 schedule=events.Schedule.expression(settings.generate_schedule),
             )
+        if "pull_cloudwatch" in self.functions:
+            self.rules["cloudwatch-schedule"] = self._rule(
+                "CloudWatchSchedule",
+                "pull_cloudwatch",
+                description="Pulls the tagged EC2 instances' CloudWatch metrics into raw/uploads/ (starts the ETL).",
+                schedule=events.Schedule.expression(settings.cloudwatch_schedule),
+            )
+
+    def _enabled(self, name: str) -> bool:
+        """Whether a function is deployed: the demo's generator only with the demo switch, the CloudWatch puller
+        only with a tag filter, the others always."""
+        if name in DEMO_FUNCTIONS:
+            return self._settings.demo
+        return name not in OPTIONAL_FUNCTIONS or bool(self._settings.cloudwatch_tag_filter)
+
+    def _function_environment(self, name: str) -> dict[str, str]:
+        """What one function reads beyond :meth:`environment` (the puller's tags and days)."""
+        if name != "pull_cloudwatch":
+            return {}
+        settings = self._settings
+        return {
+            "CF_CLOUDWATCH_TAGS": settings.cloudwatch_tag_filter,
+            "CF_CLOUDWATCH_DAYS": str(settings.cloudwatch_days),
+        }
 
     def environment(self, name: str) -> dict[str, str]:
         """The function's environment: Powertools, the lake, and the settings file's ``CF_*`` variables (those
@@ -208,7 +236,7 @@ class Pipeline(Construct):
         }
 
     def _function(self, name: str) -> lambda_.DockerImageFunction:
-        title = name.capitalize()
+        title = _title(name)
         settings = self._settings
         fn = lambda_.DockerImageFunction(
             self,
@@ -223,7 +251,7 @@ class Pipeline(Construct):
             architecture=lambda_.Architecture.X86_64,
             memory_size=settings.lambda_memory_mb,
             timeout=cdk.Duration.seconds(settings.lambda_timeout_seconds),
-            environment=self.environment(name),
+            environment={**self.environment(name), **self._function_environment(name)},
             tracing=lambda_.Tracing.ACTIVE,
             on_failure=destinations.SqsDestination(self.dead_letters),
             retry_attempts=LAMBDA_RETRY_ATTEMPTS,
@@ -237,6 +265,9 @@ class Pipeline(Construct):
         )
         access = function_access(name)
         self._lake.grant_access(fn, access)
+        account_wide = sorted(set(access.actions) & ACCOUNT_WIDE_ACTIONS)
+        if account_wide:
+            fn.add_to_role_policy(iam.PolicyStatement(actions=account_wide, resources=["*"]))
         self._acknowledge(fn, access)
         return fn
 
@@ -253,13 +284,19 @@ class Pipeline(Construct):
                 f"Objects under the lake prefix {prefix.rstrip('/')}/ that this stage reads or writes: "
                 "the narrowest scope for a stage writing one object per partition."
             )
+        account_wide = sorted(set(access.actions) & ACCOUNT_WIDE_ACTIONS)
+        if account_wide:
+            reasons["AwsSolutions-IAM5[Resource::*]"] += (
+                f" {', '.join(account_wide)} support no resource-level permissions either; they only read EC2 "
+                "instance descriptions and CloudWatch metrics of the account."
+            )
         for rule_id, reason in reasons.items():
             cdk.Validations.of(fn.role).acknowledge(cdk.Acknowledgment(id=rule_id, reason=reason))
 
     def _errors_alarm(self, name: str) -> cloudwatch.Alarm:
         return cloudwatch.Alarm(
             self,
-            f"{name.capitalize()}Errors",
+            f"{_title(name)}Errors",
             alarm_description=f"The {name} Lambda failed (see its logs; the event is retried, then dead-lettered).",
             metric=self.functions[name].metric_errors(
                 period=cdk.Duration.minutes(ALARM_PERIOD_MINUTES), statistic="Sum"
@@ -294,6 +331,11 @@ class Pipeline(Construct):
                 )
             ],
         )
+
+
+def _title(name: str) -> str:
+    """A function's name in its construct ids: ``pull_cloudwatch`` -> ``PullCloudwatch``."""
+    return "".join(word.capitalize() for word in name.split("_"))
 
 
 RETENTION: dict[int, logs.RetentionDays] = dict(

@@ -114,6 +114,14 @@ class StackSettings:
     settings_file: str = ""
     """The YAML settings file of the deployed functions and training job (the local pipeline's format), a path
     relative to the project root; empty: the defaults. See docs/settings.md for what reaches the cloud."""
+    cloudwatch_tag_filter: str = ""
+    """``Key=Value[,Key2=Value2]``: a scheduled function pulls the CloudWatch metrics of the EC2 instances carrying
+    every one of these tags into ``raw/uploads/`` (CF_CLOUDWATCH_TAGS); empty: no puller function, rule or grants."""
+    cloudwatch_schedule: str = "cron(0 2 * * ? *)"
+    """When the CloudWatch puller runs (EventBridge expression, UTC; daily, before the ETL's schedule)."""
+    cloudwatch_days: int = 1
+    """Complete UTC days each pull fetches (CF_CLOUDWATCH_DAYS; 1 to 454; overlapping days are quarantined by the
+    ETL as duplicates)."""
     quicksight_principal_arn: str = ""
     """The QuickSight user or group (``arn:aws:quicksight:<region>:<account>:user/<namespace>/<name>`` or
     ``...:group/...``) that owns the dashboard, its data sets and data source; empty: no dashboards."""
@@ -201,7 +209,8 @@ class StackSettings:
 
     def _pipeline_problems(self) -> list[str]:
         out: list[str] = []
-        for name in ("generate_schedule", "etl_schedule"):
+        out += _cloudwatch_problems(self.cloudwatch_tag_filter, self.cloudwatch_days)
+        for name in ("generate_schedule", "etl_schedule", "cloudwatch_schedule"):
             if not _SCHEDULE_RE.match(getattr(self, name)):
                 out.append(f"{name} {getattr(self, name)!r} must be an EventBridge cron(...) or rate(...) expression")
         ranges = {
@@ -276,6 +285,23 @@ class StackSettings:
     def from_node(cls, node: constructs.Node) -> StackSettings:
         """Settings from the context visible at a construct (the app's, usually)."""
         return cls.from_mapping(node.get_all_context())
+
+
+def _cloudwatch_problems(tag_filter: str, days: int) -> list[str]:
+    """The puller's settings checked with the rules ``pull-cloudwatch`` applies to ``--tag`` and ``--days``."""
+    from capacity_forecaster.cloudwatch_pull import choose_period, parse_tag_filters
+    from capacity_forecaster.errors import InputError
+
+    out = []
+    try:
+        parse_tag_filters(tag_filter)
+    except InputError as exc:
+        out.append(f"cloudwatch_tag_filter {tag_filter!r}: {exc}")
+    try:
+        choose_period(days)
+    except InputError as exc:
+        out.append(f"cloudwatch_days: {exc}")
+    return out
 
 
 def _camel(snake: str) -> str:

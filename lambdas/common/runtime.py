@@ -51,10 +51,18 @@ def is_kind(event: EventBridgeEvent, source: str, detail_type: str) -> bool:
 
 def event_date(event: EventBridgeEvent) -> date:
     """The UTC day of the event's time (EventBridge times are ISO 8601 with a Z)."""
+    return event_time(event).date()
+
+
+def event_time(event: EventBridgeEvent) -> datetime:
+    """The event's time, timezone-aware (EventBridge times are ISO 8601 with a Z)."""
     try:
-        return datetime.fromisoformat(event.time.replace("Z", "+00:00")).date()
+        when = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
     except ValueError:
         raise InputError(f"event time {event.time!r} is not an ISO 8601 date-time") from None
+    if when.tzinfo is None:
+        raise InputError(f"event time {event.time!r} has no time zone")
+    return when
 
 
 def reject(logger: Logger, metrics: Metrics, reason: str) -> dict[str, Any]:

@@ -20,8 +20,9 @@ OPTIONS: dict[str, Any] = {
     "trainingSchedule": "cron(0 6 ? * SUN *)",
     "trainingInstanceType": "ml.c5.2xlarge",
     "trainingSpot": "false",
-    "trainingVolumeGb": "60",  # values given with `cdk deploy -c key=value` arrive as strings
-    "settingsFile": SETTINGS_FILE,
+    "cloudwatchTagFilter": "Team=web,Env=prod",
+    "cloudwatchSchedule": "cron(15 2 * * ? *)",
+    "cloudwatchDays": "3",
 }
 """A second synthesis with every optional part on and the settings off their defaults (tests of the optional
 parts and of the settings reaching the template share it: group ``cdk-synth-options``)."""

@@ -24,8 +24,9 @@ from tests.infra.template_tools import logical_id, render, s3_object_access, sta
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = StackSettings()
 OPTIONS_GENERATE_SCHEDULE = OPTIONS["generateSchedule"]
-FUNCTIONS = tuple(n for n in names.HANDLER_COMMANDS if n not in DEMO_FUNCTIONS)
-"""The data functions of a stack without the demo (the default): etl and risk."""
+FUNCTIONS = tuple(n for n in names.HANDLER_COMMANDS if n not in DEMO_FUNCTIONS | names.OPTIONAL_FUNCTIONS)
+"""The data functions of the default synthesis: etl and risk (no demo generator, no CloudWatch puller without a
+tag filter)."""
 
 
 @pytest.fixture(scope="module")
@@ -385,7 +386,7 @@ def test_with_the_demo_the_generator_its_schedule_grants_alarm_and_output(option
     assert access["s3:GetObject"] == {normalize_prefix(p) for p in spec.read}
     assert access["s3:PutObject"] == {normalize_prefix(p) for p in spec.write}
     assert "s3:DeleteObject" not in access  # the generator never deletes
-    assert len(raw_writers(template_json)) == 1
+    assert len(raw_writers(template_json)) == 2  # the generator and the CloudWatch puller (raw/uploads/)
     output = template_json["Outputs"][names.OUTPUT_FUNCTION_NAMES["generate"]]
     assert output["Value"] == {"Ref": fn_id}
     Template.from_json(template_json).has_resource_properties(
@@ -416,3 +417,68 @@ def test_demo_switch_from_context_booleans_and_strings(value: Any, demo: bool) -
 def test_demo_switch_refuses_anything_else(value: Any) -> None:
     with pytest.raises(SettingsError, match="capacity-forecaster:demo must be true or false"):
         StackSettings.from_mapping({"capacity-forecaster:demo": value})
+
+
+# ---- the CloudWatch puller (optional) -------------------------------------------------------------------
+
+
+def _account_wide_statements(template_json: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        s
+        for r in template_json["Resources"].values()
+        if r["Type"] == "AWS::IAM::Policy"
+        for s in r["Properties"]["PolicyDocument"]["Statement"]
+        if "ec2:DescribeInstances" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    ]
+
+
+def test_no_cloudwatch_puller_without_a_tag_filter(
+    template_json: dict[str, Any], stack: CapacityForecasterStack
+) -> None:
+    assert "pull_cloudwatch" not in stack.pipeline.functions and "cloudwatch-schedule" not in stack.pipeline.rules
+    commands = [
+        r["Properties"].get("ImageConfig", {}).get("Command")
+        for r in template_json["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+    ]
+    assert [names.HANDLER_COMMANDS["pull_cloudwatch"]] not in commands
+    assert _account_wide_statements(template_json) == []
+
+
+def test_cloudwatch_puller_with_its_tags_days_schedule_and_grants(options_synth: Any) -> None:
+    from capacity_forecaster.access import CLOUDWATCH_PULL_ACTIONS
+    from tests.infra.options import OPTIONS
+
+    stack, template_json = options_synth.stack, options_synth.template_json
+    fn = stack.pipeline.functions["pull_cloudwatch"]
+    props = template_json["Resources"][logical_id(stack, fn)]["Properties"]
+    assert props["ImageConfig"] == {"Command": [names.HANDLER_COMMANDS["pull_cloudwatch"]]}
+    env = props["Environment"]["Variables"]
+    assert (env["CF_CLOUDWATCH_TAGS"], env["CF_CLOUDWATCH_DAYS"]) == (OPTIONS["cloudwatchTagFilter"], "3")
+    rule = template_json["Resources"][logical_id(stack, stack.pipeline.rules["cloudwatch-schedule"])]["Properties"]
+    assert rule["ScheduleExpression"] == OPTIONS["cloudwatchSchedule"]
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": [logical_id(stack, fn), "Arn"]}
+    [statement] = _account_wide_statements(template_json)
+    # on "*" (no resource-level permissions), merged by CDK with X-Ray's actions, which are on "*" too
+    assert statement["Resource"] == "*" and set(CLOUDWATCH_PULL_ACTIONS) <= set(statement["Action"])
+    assert {a for a in statement["Action"] if a not in CLOUDWATCH_PULL_ACTIONS} <= {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+    }
+    assert fn.role is not None
+    access = s3_object_access(template_json, logical_id(stack, fn.role), logical_id(stack, stack.lake.bucket))
+    assert access["s3:PutObject"] == {names.ETL_TRIGGER_PREFIX}  # raw/uploads/: each object starts the ETL
+    assert "s3:GetObject" not in access and "s3:DeleteObject" not in access
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("cloudwatch_tag_filter", "Team", "is not Key=Value"),
+        ("cloudwatch_days", 500, "reaches back further than CloudWatch keeps data"),
+        ("cloudwatch_schedule", "daily", "cloudwatch_schedule 'daily' must be an EventBridge cron"),
+    ],
+)
+def test_cloudwatch_settings_are_validated_with_the_pullers_rules(field: str, value: Any, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        StackSettings(**{field: value})

@@ -238,3 +238,72 @@ def test_clients_take_the_retry_settings(aws_env: str, tmp_path: Path) -> None:
         assert client.meta.region_name == "us-west-2"
     with pytest.raises(InputError, match="at least one --tag"):
         pull_cloudwatch(open_lake(tmp_path / "lake"), clients, tags=[], days=1)
+
+
+def test_scheduled_puller_lambda_fills_raw_uploads_that_the_etl_reads(
+    fleet: Fleet, s3_bucket: str, moto_server: str, s3_boto_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.lambda_modules import LambdaContext, load_handler
+
+    lake_uri = f"s3://{s3_bucket}"
+    for name, value in {
+        "CF_LAKE": lake_uri,
+        "CF_S3_ENDPOINT_URL": moto_server,
+        "CF_CLOUDWATCH_TAGS": f"Team={fleet.tag},Env=prod",
+        "CF_CLOUDWATCH_DAYS": "4",
+        "POWERTOOLS_SERVICE_NAME": "capacity-forecaster-pull_cloudwatch",
+        "POWERTOOLS_METRICS_NAMESPACE": "CapacityForecaster",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    puller = load_handler("pull_cloudwatch")
+    now = datetime.now(UTC).replace(microsecond=0)
+    event = json.loads((Path(__file__).parents[1] / "events" / "scheduled_event.json").read_text())
+    event["time"] = now.isoformat().replace("+00:00", "Z")
+
+    result = puller.handler(event, LambdaContext())
+    assert result["status"] == "succeeded"
+    assert (result["instances"], result["points"], result["period"]) == (3, 360, 300)
+    assert result["series_CPUUtilization"] == 3 and result["series_mem_used_percent"] == 1
+    [uri] = result["written"]
+    key = uri.removeprefix(f"s3://{s3_bucket}/")
+    assert key.startswith(f"raw/uploads/tenants/default/{now:%Y/%m/%d}/")
+    assert s3_boto_client.head_object(Bucket=s3_bucket, Key=key)["Metadata"]["source"] == "pull-cloudwatch"
+    # A retried event (the same time) writes the same object again, not a second one.
+    assert puller.handler(event, LambdaContext())["written"] == [uri]
+    assert [o.key for o in open_lake(lake_uri, S3Config.from_env()).store.list("raw/")] == [key]
+
+    settings = load_settings(environ={}, overrides={"lake": lake_uri})
+    lake = open_lake(lake_uri, settings.s3_config())
+    counts = run_etl(lake, settings).counts
+    assert (counts["files_read"], counts["rows_in"], counts["rows_written"]) == (1, 360, 360)
+    daily = _daily(lake)
+    assert daily.keys() == fleet.expected.keys()
+    for key_, p95 in fleet.expected.items():
+        assert daily[key_] == pytest.approx(p95, abs=1e-9), key_
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"CF_CLOUDWATCH_TAGS": ""}, "CF_CLOUDWATCH_TAGS names no tag"),
+        ({"CF_CLOUDWATCH_TAGS": "Team"}, "is not Key=Value"),
+        ({"CF_CLOUDWATCH_DAYS": "500"}, "reaches back further than CloudWatch keeps data"),
+        ({"CF_CLOUDWATCH_TAGS": "Team=nobody-has-this"}, "no running or stopped EC2 instance carries the tag"),
+    ],
+)
+def test_puller_lambda_rejects_bad_settings_in_one_line(
+    aws_env: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], reason: str
+) -> None:
+    from tests.lambda_modules import LambdaContext, load_handler
+
+    monkeypatch.setenv("CF_LAKE", f"s3://{s3_bucket}")
+    monkeypatch.setenv("CF_S3_ENDPOINT_URL", aws_env)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "CapacityForecaster")
+    monkeypatch.setenv("CF_CLOUDWATCH_TAGS", "Team=web")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    event = json.loads((Path(__file__).parents[1] / "events" / "scheduled_event.json").read_text())
+    result = load_handler("pull_cloudwatch").handler(event, LambdaContext())
+    assert result["status"] == "rejected" and reason in result["reason"] and "\n" not in result["reason"]

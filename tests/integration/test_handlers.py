@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 
 from capacity_forecaster.forecasting.job import ContractPaths, run_training_job
-from capacity_forecaster.schema import ETL_RUNS, FORECASTS, METRICS_DAILY, QUARANTINE, RISK_REGISTER
+from capacity_forecaster.outputs import new_critical
+from capacity_forecaster.schema import (
+    CONSOLIDATION,
+    ETL_RUNS,
+    FORECASTS,
+    FORECASTS_HOURLY,
+    METRICS_DAILY,
+    METRICS_HOURLY,
+    QUARANTINE,
+    RISK_REGISTER,
+)
 from capacity_forecaster.storage.lake import Lake, open_lake
 from tests.lambda_modules import LambdaContext, load_handler
 
@@ -70,30 +80,24 @@ def invoke(lambda_env: str) -> Invoke:
     return call
 
 
-def stage_training_run(lake: Lake, tmp_path: Path, run_id: str) -> None:
+def stage_training_run(
+    lake: Lake, tmp_path: Path, run_id: str, run_date: date = RUN_DATE, **hyperparameters: str
+) -> None:
     """What a completed SageMaker job leaves behind: its host's staged parts and manifest (not yet published)."""
-    paths = ContractPaths(tmp_path / "opt-ml")
+    paths = ContractPaths(tmp_path / f"opt-ml-{run_id}")
     paths.hyperparameters.parent.mkdir(parents=True)
-    paths.hyperparameters.write_text(
-        json.dumps(
-            {
-                "run_date": RUN_DATE.isoformat(),
-                "run_id": run_id,
-                "horizon_days": "30",
-                "training.n_jobs": "1",
-                "lake_uri": lake.uri,
-            }
-        )
-    )
+    params = {"run_date": run_date.isoformat(), "run_id": run_id, "horizon_days": "30", "training.n_jobs": "1"}
+    paths.hyperparameters.write_text(json.dumps({**params, "lake_uri": lake.uri, **hyperparameters}))
     paths.resource_config.write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
-    for info in lake.store.list(METRICS_DAILY.prefix + "/"):
-        lake.store.download_file(info.key, paths.channel / info.key[len(METRICS_DAILY.prefix) + 1 :])
+    channel = METRICS_HOURLY if hyperparameters.get("grain") == "hourly" else METRICS_DAILY
+    for info in lake.store.list(channel.prefix + "/"):
+        lake.store.download_file(info.key, paths.channel / info.key[len(channel.prefix) + 1 :])
     paths.model_dir.mkdir()
     assert run_training_job(paths.root, lake=lake) == 0
 
 
 def test_scheduled_generate_then_object_created_etl_then_training_completed_risk(
-    invoke: Invoke, lake: Lake, s3_bucket: str, tmp_path: Path
+    invoke: Invoke, lake: Lake, s3_bucket: str, tmp_path: Path, s3_boto_client: Any
 ) -> None:
     generated = invoke("generate", load_event("scheduled_event.json"))
     assert generated["status"] == "succeeded" and generated["servers"] == 6
@@ -118,9 +122,51 @@ def test_scheduled_generate_then_object_created_etl_then_training_completed_risk
     assert lake.list_partitions(FORECASTS) == [{"run_date": "2026-11-23"}]
     assert len(lake.read_table(RISK_REGISTER)) == 24
     assert not [o.key for o in lake.store.list("staging/") if not o.key.endswith("published.json")]
-    # A re-delivered Completed event publishes nothing twice and rebuilds the same register.
+    # ... then the consolidation plan and the report with its exports, each object with its content type
+    plan = lake.read_table(CONSOLIDATION)
+    assert set(plan["run_date"].astype(str)) == {"2026-11-23"} and len(plan) == 6
+    assert risk["servers_freed"] == int((plan["action"] == "consolidate").sum())
+    assert risk["monthly_savings"] == round(float(plan["monthly_savings"].sum()), 2)
+    assert_report(lake, s3_boto_client, risk["report"], register_rows=24, plan_rows=6)
+    # A re-delivered Completed event publishes nothing twice and rebuilds the same register, plan and report.
     assert invoke("risk", completed)["series"] == 24
-    assert len(lake.read_table(RISK_REGISTER)) == 24
+    assert len(lake.read_table(RISK_REGISTER)) == 24 and len(lake.read_table(CONSOLIDATION)) == 6
+    assert len(list(lake.store.list("reports/"))) == 4
+
+
+def s3_bucket_of(lake: Lake) -> str:
+    return lake.uri.removeprefix("s3://").split("/")[0]
+
+
+REPORT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+def assert_report(
+    lake: Lake, s3: Any, report_uri: str, *, day: str = "2026-11-23", register_rows: int, plan_rows: int
+) -> None:
+    """The run's report, CSV exports and workbook under reports/run_date=<day>/, readable, with content types."""
+    import io
+
+    import pandas as pd
+
+    bucket = s3_bucket_of(lake)
+    prefix = f"reports/run_date={day}/"
+    assert report_uri == f"s3://{bucket}/{prefix}capacity-report-{day}.html"
+    keys = sorted(o.key for o in lake.store.list(prefix))
+    names = [f"capacity-report-{day}.html", f"capacity-report-{day}.xlsx", f"consolidation-{day}.csv"]
+    assert keys == sorted(prefix + n for n in [*names, f"risk-register-{day}.csv"])
+    for key in keys:
+        suffix = "." + key.rsplit(".", 1)[1]
+        assert s3.head_object(Bucket=bucket, Key=key)["ContentType"] == REPORT_TYPES[suffix]
+    html = lake.store.get_bytes(prefix + names[0]).decode()
+    assert html.startswith("<!DOCTYPE html>") and f"run {day}" in html
+    assert len(pd.read_csv(io.BytesIO(lake.store.get_bytes(f"{prefix}risk-register-{day}.csv")))) == register_rows
+    sheets = pd.read_excel(io.BytesIO(lake.store.get_bytes(prefix + names[1])), sheet_name=None, engine="openpyxl")
+    assert (len(sheets["risk_register"]), len(sheets["consolidation"])) == (register_rows, plan_rows)
 
 
 def test_etl_quarantines_a_bad_upload_and_reconciles(invoke: Invoke, lake: Lake, s3_bucket: str) -> None:
@@ -185,7 +231,7 @@ def test_risk_skips_failed_jobs_and_rejects_missing_hyperparameters(invoke: Invo
     assert result["status"] == "rejected" and "no run_id/run_date" in result["reason"]
 
 
-def test_risk_publishes_new_critical_risks_to_the_topic(
+def test_risk_publishes_the_run_summary_with_new_critical_risks_and_the_report(
     invoke: Invoke, lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_server: str
 ) -> None:
     import uuid
@@ -217,12 +263,56 @@ def test_risk_publishes_new_critical_risks_to_the_topic(
     assert len(listed) == min(len(critical), 10)
     listed_series = {tuple(line[2:].split(":")[0].split(" ")) for line in listed}
     assert listed_series <= set(zip(critical["server_id"], critical["metric"], strict=True))
+    assert f"Report: {risk['report']}" in body.splitlines()
+    assert f"Consolidation: {risk['servers_freed']} server(s) to consolidate" in body
+
+    # The next run finds the same critical series: nothing new, and the run summary is still sent.
+    stage_training_run(lake, tmp_path, "run-next", run_date=date(2026, 11, 24))
+    event = load_event("sagemaker_training_job_state_change.json", RUN_ID="run-next")
+    event["detail"]["HyperParameters"]["run_date"] = "2026-11-24"
+    again = invoke("risk", event)
+    assert again["status"] == "succeeded" and again["notified"] == again["new_critical"] == 0
+    [message] = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
+    notification = json.loads(message["Body"])
+    assert notification["Subject"] == "Capacity Forecaster 2026-11-24: 0 new critical risk(s)"
+    assert "Report: s3://" in notification["Message"] and "reports/run_date=2026-11-24/" in again["report"]
+    assert not [line for line in notification["Message"].splitlines() if line.startswith("- ")]
+
+
+def test_hourly_run_builds_the_register_plan_and_report_from_forecasts_hourly(
+    invoke: Invoke, lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_boto_client: Any
+) -> None:
+    """An upload of 5-minute samples, the ETL at the hourly grain, a training run at the hourly grain: the risk
+    Lambda reads the grain the run trained at from what it publishes (its own training.grain is left daily)."""
+    from tests.e2e.test_forecast_grains import five_minute_trace
+
+    five_minute_trace(tmp_path / "trace.csv")
+    key = "raw/uploads/tenants/default/2026/11/22/20261122T060000Z_trace.csv"
+    lake.store.put_bytes(key, (tmp_path / "trace.csv").read_bytes())
+    config = tmp_path / "hourly.yaml"
+    config.write_text("etl: {grain: hourly}\n")
+    monkeypatch.setenv("CF_CONFIG", str(config))
+    assert invoke("etl", load_event("scheduled_event.json"))["rows_written"] > 60_000
+    assert lake.list_partitions(METRICS_HOURLY)
+
+    monkeypatch.delenv("CF_CONFIG")
+    params = {"grain": "hourly", "models": "seasonal_naive,linear_trend", "horizon_hours": "168"}
+    stage_training_run(lake, tmp_path, "run-hourly", run_date=date(2026, 11, 22), **params)
+    event = load_event("sagemaker_training_job_state_change.json", RUN_ID="run-hourly")
+    event["detail"]["HyperParameters"] |= {"run_date": "2026-11-22", **params}
+    risk = invoke("risk", event)
+    assert risk["status"] == "succeeded" and risk["series"] == 12 and risk["run_date"] == "2026-11-22"
+    assert lake.list_partitions(FORECASTS_HOURLY) == [{"run_date": "2026-11-22"}]
+    assert not lake.list_partitions(FORECASTS)
+    register = lake.read_table(RISK_REGISTER)
+    assert len(register) == 12 and set(register["run_date"].astype(str)) == {"2026-11-22"}
+    assert lake.list_partitions(CONSOLIDATION) == [{"run_date": "2026-11-22"}]
+    assert_report(lake, s3_boto_client, risk["report"], day="2026-11-22", register_rows=12, plan_rows=0)
 
 
 def test_only_series_newly_critical_since_the_previous_run_are_new() -> None:
     import pandas as pd
 
-    risk = load_handler("risk")
     now = pd.DataFrame(
         {
             "server_id": ["a", "a", "b", "c"],
@@ -232,6 +322,6 @@ def test_only_series_newly_critical_since_the_previous_run_are_new() -> None:
         }
     )
     before = pd.DataFrame({"server_id": ["a", "c"], "metric": ["cpu", "disk"], "severity": ["critical", "high"]})
-    new = risk.new_critical(now, before)
+    new = new_critical(now, before)
     assert list(zip(new["server_id"], new["metric"], strict=True)) == [("a", "mem"), ("c", "disk")]
-    assert len(risk.new_critical(now, None)) == 3
+    assert len(new_critical(now, None)) == 3

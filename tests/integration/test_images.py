@@ -51,11 +51,20 @@ IMAGES = {
             "generate.handler",
             "etl.handler",
             "risk.handler",
+            "pull_cloudwatch.handler",
             # imported inside the stage functions, so at the first invocation
             "capacity_forecaster.generate",
             "capacity_forecaster.etl",
             "capacity_forecaster.risk",
             "capacity_forecaster.forecasting.job",
+            "capacity_forecaster.outputs",
+            "capacity_forecaster.cloudwatch_pull",
+            "capacity_forecaster.html_report",
+            "capacity_forecaster.rightsizing",
+            "sklearn.cluster",  # rightsizing.cluster_profiles
+            "sklearn.metrics",
+            "sklearn.preprocessing",
+            "openpyxl",  # the report's Excel export (pandas' ExcelWriter engine)
         ),
         required_loaded=("aws_xray_sdk",),  # Powertools' tracer, enabled in Lambda
     ),

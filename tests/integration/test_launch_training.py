@@ -295,7 +295,9 @@ def test_the_job_stages_its_outputs_with_the_lake_key(
         monkeypatch.setenv(name, value)
     paths = job.ContractPaths(tmp_path / "opt-ml")
     paths.hyperparameters.parent.mkdir(parents=True)
-    paths.hyperparameters.write_text(json.dumps({**request["HyperParameters"], "training.n_jobs": "1", "horizon_days": "14"}))
+    paths.hyperparameters.write_text(
+        json.dumps({**request["HyperParameters"], "training.n_jobs": "1", "horizon_days": "14"})
+    )
     paths.resource_config.write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
     for info in lake.store.list(job.METRICS_DAILY.prefix + "/"):
         lake.store.download_file(info.key, paths.channel / info.key[len(job.METRICS_DAILY.prefix) + 1 :])

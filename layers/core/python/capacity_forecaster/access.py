@@ -51,6 +51,12 @@ DEMO_FLEET_PREFIX: Final = "state/demo/"
 """The demo generator's record of the fleet it writes (``fleet.json``): its first and last day and shape."""
 
 
+CLOUDWATCH_PULL_ACTIONS: Final = ("ec2:DescribeInstances", "cloudwatch:ListMetrics", "cloudwatch:GetMetricData")
+"""What the CloudWatch puller calls besides the lake (capacity_forecaster.cloudwatch_pull)."""
+ACCOUNT_WIDE_ACTIONS: Final = frozenset(CLOUDWATCH_PULL_ACTIONS)
+"""Actions that support no resource-level permissions: ``infra/`` grants them on ``*``."""
+
+
 def table_prefix(table: TableSchema) -> str:
     """A table's lake prefix with its trailing slash: ``curated/metrics_daily/``."""
     return table.prefix.rstrip("/") + "/"
@@ -133,6 +139,13 @@ STAGE_ACCESS: Final[dict[str, StageAccess]] = {
         read=_tables(RISK_REGISTER, METRICS_DAILY, SERVERS, SERVER_ATTRIBUTES),
         write=(table_prefix(CONSOLIDATION),),
     ),
+    # the register, the plan, the champion forecasts and recent history -> the HTML report and its exports
+    "report": StageAccess(
+        read=_tables(RISK_REGISTER, CONSOLIDATION, SERVERS, FORECASTS, FORECASTS_HOURLY, METRICS_DAILY),
+        write=(REPORTS_PREFIX,),
+    ),
+    # the tagged EC2 instances' CloudWatch metrics -> one raw upload per GetMetricData request
+    "pull_cloudwatch": StageAccess(write=(UPLOADS_PREFIX,), actions=CLOUDWATCH_PULL_ACTIONS),
 }
 """Stage -> what it touches. A change to what a stage reads or writes is one edit here."""
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from capacity_forecaster.access import CLOUDWATCH_PULL_ACTIONS
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
 
 EC2_NAMESPACE: Final = "AWS/EC2"
@@ -40,7 +41,7 @@ LIVE_STATES: Final[tuple[str, ...]] = ("pending", "running", "stopping", "stoppe
 # midnight, so it reaches back up to one day more than it covers.
 RETENTION: Final[tuple[tuple[int, int], ...]] = ((63, 300), (455, 3600))
 MAX_DAYS: Final = RETENTION[-1][0] - 1
-IAM_ACTIONS: Final = "ec2:DescribeInstances, cloudwatch:ListMetrics and cloudwatch:GetMetricData"
+IAM_ACTIONS: Final = ", ".join(CLOUDWATCH_PULL_ACTIONS[:-1]) + " and " + CLOUDWATCH_PULL_ACTIONS[-1]
 
 _TAG_KEY = re.compile(r"[^=\s][^=]{0,127}")
 _CREDENTIAL_CODES = frozenset(
@@ -88,6 +89,11 @@ class TagFilter:
 
     def __str__(self) -> str:
         return f"{self.key}={self.value}"
+
+
+def parse_tag_filters(text: str) -> list[TagFilter]:
+    """``"Team=web,Env=prod"`` -> both filters (an instance must carry every one); [] for an empty text."""
+    return [TagFilter.parse(part) for part in text.split(",") if part.strip()] if text.strip() else []
 
 
 @dataclass(frozen=True)

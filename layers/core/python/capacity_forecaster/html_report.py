@@ -7,6 +7,7 @@ plus CSV and Excel exports of the risk register and the consolidation plan.
 from __future__ import annotations
 
 import html
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -18,7 +19,7 @@ import pandas as pd
 
 from capacity_forecaster.report import TOP_HEADERS, top_risks
 from capacity_forecaster.risk import SEVERITY_ORDER
-from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, METRICS, METRICS_DAILY, SERVERS
+from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, FORECASTS_HOURLY, METRICS, METRICS_DAILY, SERVERS
 from capacity_forecaster.storage.lake import Lake
 
 SECTIONS: Final[tuple[tuple[str, str], ...]] = (
@@ -57,8 +58,14 @@ class ReportData:
     charts: int = 6
 
 
-def load_report_data(lake: Lake, *, run_date: date | None = None, top: int = 15, charts: int = 6) -> ReportData:
-    """Read what the report needs for ``run_date`` (default: the newest risk register)."""
+def load_report_data(
+    lake: Lake, *, run_date: date | None = None, top: int = 15, charts: int = 6, hourly: bool = False
+) -> ReportData:
+    """Read what the report needs for ``run_date`` (default: the newest risk register).
+
+    ``hourly``: the run forecast ``forecasts_hourly`` (``training.grain: hourly``); the charts show each day's peak
+    hour, as the risk register read them."""
+    from capacity_forecaster.forecasting.grain import daily_peaks
     from capacity_forecaster.rightsizing import server_features
     from capacity_forecaster.stages import read_risk_register
 
@@ -66,7 +73,9 @@ def load_report_data(lake: Lake, *, run_date: date | None = None, top: int = 15,
     servers = lake.read_table(SERVERS)
     plan = lake.read_table(CONSOLIDATION, where={"run_date": run_date})
     leaders = top_risks(register, servers, top=charts)[["server_id", "metric"]]
-    forecasts = lake.read_table(FORECASTS, where={"run_date": run_date})
+    forecasts = lake.read_table(FORECASTS_HOURLY if hourly else FORECASTS, where={"run_date": run_date})
+    if hourly and not forecasts.empty:
+        forecasts = daily_peaks(forecasts)
     forecasts = forecasts[forecasts["is_champion"]].merge(leaders, on=["server_id", "metric"])
     start = pd.Timestamp(run_date) - pd.Timedelta(days=HISTORY_DAYS)
     days = [d.date() for d in pd.date_range(start, pd.Timestamp(run_date), freq="D")]
@@ -353,26 +362,49 @@ def _for_export(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+REPORT_CONTENT_TYPES: Final[dict[str, str]] = {
+    "html": "text/html; charset=utf-8",
+    "risk_csv": "text/csv; charset=utf-8",
+    "consolidation_csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+"""The content type of each report file (what the lake's objects are stored with)."""
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    """One file of the report: its name, its bytes and its content type."""
+
+    name: str
+    data: bytes
+    content_type: str
+
+
+def report_files(data: ReportData) -> dict[str, ReportFile]:
+    """The HTML report, the CSV exports and one Excel workbook, rendered in memory; name -> file."""
+    stamp = data.run_date.isoformat()
+    register = _for_export(data.register.merge(data.servers, on="server_id", how="left"))
+    plan = _for_export(data.plan)
+    workbook = io.BytesIO()
+    with pd.ExcelWriter(workbook, engine="openpyxl") as writer:
+        register.to_excel(writer, sheet_name="risk_register", index=False)
+        plan.to_excel(writer, sheet_name="consolidation", index=False)
+    payloads = {
+        "html": (f"capacity-report-{stamp}.html", render_html(data).encode("utf-8")),
+        "risk_csv": (f"risk-register-{stamp}.csv", register.to_csv(index=False).encode("utf-8")),
+        "consolidation_csv": (f"consolidation-{stamp}.csv", plan.to_csv(index=False).encode("utf-8")),
+        "xlsx": (f"capacity-report-{stamp}.xlsx", workbook.getvalue()),
+    }
+    return {key: ReportFile(name, payload, REPORT_CONTENT_TYPES[key]) for key, (name, payload) in payloads.items()}
+
+
 def write_report(data: ReportData, out_dir: Path) -> dict[str, Path]:
     """Write the HTML report, CSV exports and one Excel workbook into ``out_dir``; returns name -> path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = data.run_date.isoformat()
-    paths = {
-        "html": out_dir / f"capacity-report-{stamp}.html",
-        "risk_csv": out_dir / f"risk-register-{stamp}.csv",
-        "consolidation_csv": out_dir / f"consolidation-{stamp}.csv",
-        "xlsx": out_dir / f"capacity-report-{stamp}.xlsx",
-    }
-    register = _for_export(data.register.merge(data.servers, on="server_id", how="left"))
-    plan = _for_export(data.plan)
-    _atomic_write(paths["html"], render_html(data).encode("utf-8"))
-    _atomic_write(paths["risk_csv"], register.to_csv(index=False).encode("utf-8"))
-    _atomic_write(paths["consolidation_csv"], plan.to_csv(index=False).encode("utf-8"))
-    tmp = paths["xlsx"].with_suffix(".xlsx.tmp")
-    with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
-        register.to_excel(writer, sheet_name="risk_register", index=False)
-        plan.to_excel(writer, sheet_name="consolidation", index=False)
-    tmp.replace(paths["xlsx"])
+    paths = {}
+    for key, file in report_files(data).items():
+        paths[key] = out_dir / file.name
+        _atomic_write(paths[key], file.data)
     return paths
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from capacity_forecaster import etl
-from capacity_forecaster.access import DEMO_FLEET_PREFIX, QUARANTINED_FILES_PREFIX, UPLOADS_PREFIX
+from capacity_forecaster.access import DEMO_FLEET_PREFIX, QUARANTINED_FILES_PREFIX, REPORTS_PREFIX, UPLOADS_PREFIX
 from capacity_forecaster.errors import CapacityForecasterError, InputError
 from capacity_forecaster.progress import NullProgress, ProgressReporter
 from capacity_forecaster.schema import (
@@ -792,4 +792,37 @@ def run_consolidation(
             **rightsizing.savings_summary(plan),
         },
         [uri],
+    )
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def report_prefix(run_date: date) -> str:
+    """Where a run's report and exports go in the lake: ``reports/run_date=YYYY-MM-DD/``."""
+    return f"{REPORTS_PREFIX}run_date={run_date.isoformat()}/"
+
+
+def run_report(
+    lake: Lake, settings: Settings, *, run_date: date | None = None, progress: ProgressReporter | None = None
+) -> StageResult:
+    """Write the HTML report, its CSV exports and the Excel workbook of a run into the lake, under
+    :func:`report_prefix`, each object with its content type; counts name the HTML report's URI."""
+    from capacity_forecaster.html_report import load_report_data, report_files
+
+    reporter: ProgressReporter = progress or NullProgress()
+    with reporter.task("report", 1) as advance:
+        data = load_report_data(
+            lake, run_date=run_date, top=settings.risk.top, hourly=settings.training.grain == "hourly"
+        )
+        prefix = report_prefix(data.run_date)
+        written = {
+            key: lake.store.put_bytes(prefix + file.name, file.data, content_type=file.content_type)
+            for key, file in report_files(data).items()
+        }
+        advance(1)
+    return StageResult(
+        "report",
+        {"run_date": data.run_date.isoformat(), "files": len(written), "report": written["html"]},
+        list(written.values()),
     )

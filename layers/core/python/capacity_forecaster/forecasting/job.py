@@ -550,6 +550,8 @@ class PublishResult:
     model_metric_rows: int
     written: tuple[str, ...] = field(default=())
     already_published: bool = False
+    grain: str = "daily"
+    """The grain the run trained at: its forecasts are in ``forecasts`` (daily) or ``forecasts_hourly``."""
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -605,6 +607,7 @@ def publish_training_run(lake: Lake, *, run_id: str, run_date: date) -> PublishR
         forecast_rows=len(forecasts),
         model_metric_rows=len(metrics),
         written=written,
+        grain=grain,
     )
     lake.store.put_bytes(record_key, json.dumps(result.as_json(), indent=2).encode(), content_type="application/json")
     _clean_staging(lake, prefix)
@@ -706,6 +709,7 @@ def _read_record(lake: Lake, key: str, run_date: date) -> PublishResult | None:
         forecast_rows=int(data["forecast_rows"]),
         model_metric_rows=int(data["model_metric_rows"]),
         written=tuple(data.get("written", ())),
+        grain=str(data.get("grain", "daily")),
         already_published=True,
     )
 
