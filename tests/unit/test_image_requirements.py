@@ -31,4 +31,3 @@ def test_image_pins_agree_with_pyproject(path: str) -> None:
         name: (version, project[name]) for name, version in image.items() if project.get(name, version) != version
     }
     assert differ == {}, f"{path} pins differ from pyproject.toml (image, pyproject)"
-
