@@ -7,7 +7,7 @@ generate, the scheduled ETL, the ETL on an S3 Object Created event for an upload
 unreadable file), the launcher, the training job on 2 hosts under the /opt/ml contract, and the risk Lambda on
 the job's Completed event. Every AWS call of every step is recorded for :mod:`tests.cloud.iam`.
 
-The fleet is kept tiny through the functions' own variables (:data:`FLEET_OVERRIDES`), so the flow takes a
+The fleet is kept tiny through the functions' own settings variables (:data:`FLEET`), so the flow takes a
 minute or two once the image packages are cached (see :mod:`tests.images`).
 """
 
@@ -19,7 +19,7 @@ import json
 import tarfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,12 @@ from tests.images import ROOT, image_path, images
 EVENTS = ROOT / "tests" / "events"
 HERE = Path(__file__).resolve().parent
 DEMO_CONTEXT = {"capacity-forecaster:demo": True}
-FLEET_OVERRIDES = {"CF_FLEET_SERVERS": "8", "CF_FLEET_DAYS": "120"}
-"""A tiny fleet: set on every function whose template environment has these variables (generate must)."""
+FLEET = {"CF_FLEET_SERVERS": "8", "CF_FLEET_DAYS": "120"}
+"""A tiny fleet: settings variables added to the data functions' template environment (the flow checks the
+generator read them)."""
 TRAINING_HOSTS = 2
-LAUNCHER_OVERRIDES = {"CF_TRAINING_INSTANCE_COUNT": str(TRAINING_HOSTS)}
+LAUNCHER = {"CF_TRAINING_INSTANCE_COUNT": str(TRAINING_HOSTS)}
+"""Added to the launcher's environment (the flow checks the launched job has this many hosts)."""
 UPLOAD_KEY = "raw/uploads/tenants/acme/2026/11/23/20261123T061000Z_inventory.csv"
 UNREADABLE_KEY = "raw/uploads/tenants/acme/2026/11/23/20261123T061500Z_broken.parquet"
 SUCCESS = frozenset({"succeeded", "launched"})
@@ -106,6 +108,10 @@ def cloud_stack(tmp_path_factory: pytest.TempPathFactory) -> CloudStack:
 # -------------------------------------------------------------------------------------------------- flow
 
 
+class FlowFailed(Exception):
+    """A step of the flow failed (not the expected failure an xfail test waits for)."""
+
+
 @dataclass
 class Flow:
     """The moto lake after the whole pipeline ran, with every step's run and calls."""
@@ -121,6 +127,11 @@ class Flow:
     """Step -> the folders its image has on its path."""
     seconds: float = 0.0
     failure: str | None = None
+
+    def require(self) -> None:
+        """Raise :class:`FlowFailed` when a step failed."""
+        if self.failure is not None:
+            raise FlowFailed(self.failure)
 
     @property
     def calls(self) -> list[tuple[Run, dict[str, Any]]]:
@@ -149,10 +160,10 @@ def _clients(endpoint: str) -> dict[str, Any]:
 
 
 def function_environment(resolver: Resolver, logical_id: str, overrides: Mapping[str, str]) -> dict[str, str]:
-    """The function's Environment Variables from the template, resolved, with ``overrides`` of the ones it has."""
+    """The function's Environment Variables from the template, resolved, with ``overrides`` on top."""
     props = resolver.resources[logical_id]["Properties"]
     variables = {k: str(v) for k, v in resolver.resolve((props.get("Environment") or {}).get("Variables", {})).items()}
-    return variables | {k: v for k, v in overrides.items() if k in variables}
+    return variables | dict(overrides)
 
 
 class Steps:
@@ -298,39 +309,57 @@ def _reset(endpoint: str) -> None:
         response.read()
 
 
+@dataclass
+class Provisioned:
+    """The template on a fresh moto account: names, policies, and the functions by the handler they run."""
+
+    resolver: Resolver
+    policies: PolicySet
+    facts: AccountFacts
+    functions: dict[str, str]
+    """Image command (handler) -> logical id of the container-image function running it."""
+    clients: dict[str, Any]
+
+
 @pytest.fixture(scope="module")
-def flow(cloud_stack: CloudStack, moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
-    """The whole pipeline run once on a fresh moto lake; a failing step stops the flow and is reported."""
+def provisioned(cloud_stack: CloudStack, moto_server: str) -> Provisioned:
+    """The synthesized template's keys, roles, queues, topics and bucket created on a reset moto server."""
+    _reset(moto_server)
+    clients = _clients(moto_server)
+    resolver = provision(cloud_stack.template, clients)
+    return Provisioned(
+        resolver, policy_set(resolver), account_facts(resolver), _commands(cloud_stack.template), clients
+    )
+
+
+@pytest.fixture(scope="module")
+def flow(
+    cloud_stack: CloudStack, provisioned: Provisioned, moto_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Flow:
+    """The whole pipeline run once on the provisioned moto account; the first failing step stops the flow and
+    is reported in ``Flow.failure`` (the tests that need the flow raise :class:`FlowFailed` with it)."""
     from infra.names import HANDLER_COMMANDS
 
     started = time.perf_counter()
-    _reset(moto_server)
-    clients = _clients(moto_server)
-    template = cloud_stack.template
-    resolver = provision(template, clients)
-    facts = account_facts(resolver)
-    functions = _commands(template)
+    resolver, functions, clients = provisioned.resolver, provisioned.functions, provisioned.clients
     missing = [h for h in ("generate", "etl", "risk") if HANDLER_COMMANDS[h] not in functions]
     assert not missing, f"the template has no function running {missing}"
     generate_env = function_environment(resolver, functions[HANDLER_COMMANDS["generate"]], {})
-    absent = [k for k in FLEET_OVERRIDES if k not in generate_env]
-    assert not absent, f"the generate function's environment no longer sets {absent}: update FLEET_OVERRIDES"
     bucket = generate_env["CF_LAKE"].removeprefix("s3://").split("/", 1)[0]
     risk_env = function_environment(resolver, functions[HANDLER_COMMANDS["risk"]], {})
     topic = next(v for v in risk_env.values() if v.startswith("arn:aws:sns:"))
-    inbox = clients["sqs"].create_queue(QueueName="cloud-test-inbox")["QueueUrl"]
-    inbox_arn = clients["sqs"].get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    sqs = clients["sqs"]
+    inbox = sqs.create_queue(QueueName="cloud-test-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     clients["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
 
-    result = Flow(resolver, policy_set(resolver), facts, bucket, topic)
+    result = Flow(resolver, provisioned.policies, provisioned.facts, bucket, topic)
     steps = Steps(result, moto_server, tmp_path_factory.mktemp("cloud-flow"), clients)
     try:
         _run_steps(steps, result, cloud_stack, functions, clients, inbox)
     finally:
         result.seconds = time.perf_counter() - started
-    yield result
+    return result
 
 
 def _run_steps(
@@ -346,28 +375,30 @@ def _run_steps(
         result.failure = _status_ok(run_)
         return result.failure is None
 
-    if not ok(
-        steps.function("generate", functions[HANDLER_COMMANDS["generate"]], "lambdas", scheduled, FLEET_OVERRIDES)
-    ):
+    generated = steps.function("generate", functions[HANDLER_COMMANDS["generate"]], "lambdas", scheduled, FLEET)
+    if not ok(generated):
         return
-    if not ok(steps.function("etl:schedule", etl, "lambdas", scheduled, FLEET_OVERRIDES)):
+    if (generated.result or {}).get("servers") != int(FLEET["CF_FLEET_SERVERS"]):
+        result.failure = f"the generator did not read {FLEET} (it returned {generated.result}): update FLEET"
+        return
+    if not ok(steps.function("etl:schedule", etl, "lambdas", scheduled, FLEET)):
         return
     _upload(clients["s3"], bucket)
     created = load_event("s3_object_created.json", BUCKET=bucket, KEY=UPLOAD_KEY)
-    if not ok(steps.function("etl:upload", etl, "lambdas", created, FLEET_OVERRIDES)):
+    if not ok(steps.function("etl:upload", etl, "lambdas", created, FLEET)):
         return
-    launcher_env = function_environment(result.resolver, stack.launcher, {})
-    absent = [k for k in LAUNCHER_OVERRIDES if k not in launcher_env]
-    assert not absent, f"the launcher's environment no longer sets {absent}: update LAUNCHER_OVERRIDES"
-    launched = steps.function("launch", stack.launcher, "launcher", scheduled, LAUNCHER_OVERRIDES)
+    launched = steps.function("launch", stack.launcher, "launcher", scheduled, LAUNCHER)
     if not ok(launched):
         return
     job_name = str((launched.result or {})["training_job_name"])
+    job = clients["sagemaker"].describe_training_job(TrainingJobName=job_name)
+    if job["ResourceConfig"]["InstanceCount"] != TRAINING_HOSTS:
+        result.failure = f"the launcher did not read {LAUNCHER} (job {job['ResourceConfig']}): update LAUNCHER"
+        return
     if not all(ok(host) for host in steps.training(job_name)):
         return
-    job = clients["sagemaker"].describe_training_job(TrainingJobName=job_name)
     completed = _completed_event(job, bucket)
-    if not ok(steps.function("risk", functions[HANDLER_COMMANDS["risk"]], "lambdas", completed, FLEET_OVERRIDES)):
+    if not ok(steps.function("risk", functions[HANDLER_COMMANDS["risk"]], "lambdas", completed, FLEET)):
         return
     messages = clients["sqs"].receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1)
     result.notifications = [json.loads(m["Body"]) for m in messages.get("Messages", [])]
