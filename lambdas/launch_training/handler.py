@@ -160,6 +160,8 @@ def training_request(config: LaunchConfig, *, name: str, run_date: date) -> dict
             }
         ],
         "OutputDataConfig": {"S3OutputPath": f"{lake}/{OUTPUT_PREFIX}", "KmsKeyId": config.kms_key_arn},
+        # the container's S3 client (S3Config.from_env) writes the staged outputs with the lake's key
+        "Environment": {"CF_S3_SSE": "aws:kms", "CF_S3_KMS_KEY_ID": config.kms_key_arn},
         "ResourceConfig": {
             "InstanceType": config.instance_type,
             "InstanceCount": config.instance_count,

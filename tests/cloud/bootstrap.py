@@ -44,6 +44,7 @@ KEEP = (
     "Namespace",
     "Tags",
     "OutputDataConfig",
+    "Environment",
 )
 RESPONSE_KEEP = ("ServerSideEncryption", "SSEKMSKeyId", "TrainingJobArn", "MessageId", "KeyCount")
 

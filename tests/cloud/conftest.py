@@ -205,6 +205,17 @@ class Steps:
         self.flow.runs.append(result)
         return result
 
+    def job_environment(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """The Environment SageMaker passes to the containers: moto's DescribeTrainingJob leaves it out, so it
+        is read from the recorded CreateTrainingJob request of the job."""
+        if "Environment" in job:
+            return dict(job["Environment"])
+        for _, call in self.flow.calls:
+            params = call["params"]
+            if call["operation"] == "CreateTrainingJob" and params.get("TrainingJobName") == job["TrainingJobName"]:
+                return dict(params.get("Environment") or {})
+        return {}
+
     def training(self, job_name: str) -> list[Run]:
         """The launched job as SageMaker runs it: the channel downloaded, one container per host, the model
         uploaded; the downloads and upload are recorded as the job role's calls too."""
@@ -242,7 +253,7 @@ class Steps:
                 "SM_CONTRACT_ROOT": str(root),
                 "TRAINING_JOB_NAME": job_name,
                 "TRAINING_JOB_ARN": str(job["TrainingJobArn"]),
-                **{str(k): str(v) for k, v in (job.get("Environment") or {}).items()},
+                **{str(k): str(v) for k, v in self.job_environment(job).items()},
             }
             spec = {"script": str(path[-1] / "train.py")}
             started = time.perf_counter()

@@ -186,12 +186,6 @@ def test_every_function_writes_with_the_lake_key(flow: Flow) -> None:
     assert _unencrypted_writes(flow, training=False) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 13: the training job gets no CF_S3_SSE/CF_S3_KMS_KEY_ID, so its staged outputs are written "
-    "SSE-S3 (AES256) instead of with the lake's KMS key",
-)
 def test_the_training_job_writes_with_the_lake_key(flow: Flow) -> None:
     flow.require()
     assert _unencrypted_writes(flow, training=True) == []

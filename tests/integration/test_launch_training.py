@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from capacity_forecaster.forecasting import job
+from capacity_forecaster.storage.s3_client import S3Config
 from tests.lambda_modules import LambdaContext, load_handler
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,6 +126,9 @@ def test_the_request_honours_the_training_container_contract(launcher_env: dict[
     assert channel["ChannelName"] == job.CHANNEL
     assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith(f"/{job.METRICS_DAILY.prefix}/")
     assert request["TrainingJobName"].startswith(launcher.JOB_PREFIX)
+    # the container's S3 client writes its staged outputs with the lake's key (moto does not keep Environment)
+    s3 = S3Config.from_env(request["Environment"])
+    assert (s3.sse, s3.kms_key_id) == ("aws:kms", KEY)
 
 
 def test_a_redelivered_event_launches_nothing_more(sagemaker: Any) -> None:
