@@ -12,96 +12,17 @@ The installed folder is cached per requirements file content under ``~/.cache/ca
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux2014_x86_64")
-"""Lambda's Python 3.13 runtime (Amazon Linux 2023) and python:3.13-slim both have glibc newer than 2.28."""
-PYTHON_VERSION = "3.13"
-DOMAIN = ROOT / "layers" / "core" / "python"
+from tests.images import image_path, images, outside_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image-packages")]
-
-
-@dataclass(frozen=True)
-class Image:
-    requirements: Path
-    code: Path
-    """The folder the image copies its handlers from (on the path beside the domain package)."""
-    modules: tuple[str, ...]
-    required_loaded: tuple[str, ...] = ()
-    """Modules that must end up loaded (an optional dependency the code reaches at import time)."""
-
-
-IMAGES = {
-    "lambdas": Image(
-        requirements=ROOT / "lambdas" / "requirements.txt",
-        code=ROOT / "lambdas",
-        modules=(
-            "generate.handler",
-            "etl.handler",
-            "risk.handler",
-            "pull_cloudwatch.handler",
-            # imported inside the stage functions, so at the first invocation
-            "capacity_forecaster.generate",
-            "capacity_forecaster.etl",
-            "capacity_forecaster.risk",
-            "capacity_forecaster.forecasting.job",
-            "capacity_forecaster.outputs",
-            "capacity_forecaster.cloudwatch_pull",
-            "capacity_forecaster.html_report",
-            "capacity_forecaster.rightsizing",
-            "sklearn.cluster",  # rightsizing.cluster_profiles
-            "sklearn.metrics",
-            "sklearn.preprocessing",
-            "openpyxl",  # the report's Excel export (pandas' ExcelWriter engine)
-        ),
-        required_loaded=("aws_xray_sdk",),  # Powertools' tracer, enabled in Lambda
-    ),
-    "training": Image(
-        requirements=ROOT / "sagemaker_jobs" / "requirements.txt",
-        code=ROOT / "sagemaker_jobs",
-        modules=("train", "capacity_forecaster.forecasting.engine", "capacity_forecaster.forecasting.job"),
-    ),
-}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CF_IMAGE_CACHE", Path.home() / ".cache" / "capacity-forecaster" / "images"))
-
-
-def installed(name: str, image: Image) -> Path:
-    """The image's requirements installed for the platform (cached by the requirements' content)."""
-    args = ["--implementation", "cp", "--python-version", PYTHON_VERSION, "--only-binary=:all:"]
-    for platform in PLATFORMS:
-        args += ["--platform", platform]
-    digest = hashlib.sha256(image.requirements.read_bytes() + " ".join(args).encode()).hexdigest()[:16]
-    target = cache_root() / f"{name}-{digest}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=target.parent))
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args]
-    command += ["--target", str(scratch), "--requirement", str(image.requirements)]
-    try:
-        subprocess.run(command, check=True, capture_output=True, text=True)
-        scratch.rename(target)  # atomic: a half-installed folder is never taken for a cached one
-    except subprocess.CalledProcessError as exc:
-        shutil.rmtree(scratch, ignore_errors=True)
-        pytest.fail(f"pip could not install {image.requirements.name} for {PLATFORMS}: {exc.stderr[-2000:]}")
-    except OSError:
-        shutil.rmtree(scratch, ignore_errors=True)  # another worker finished first
-    return target
 
 
 PROBE = """
@@ -113,11 +34,10 @@ print(json.dumps({"path": sys.path, "files": {n: f for n, f in files.items() if 
 """
 
 
-@pytest.mark.parametrize("name", sorted(IMAGES))
+@pytest.mark.parametrize("name", ["lambdas", "training", "launcher"])
 def test_every_module_imports_with_only_the_image_requirements(name: str, tmp_path: Path) -> None:
-    image = IMAGES[name]
-    packages = installed(name, image)
-    allowed = [packages, DOMAIN, image.code]
+    image = images()[name]
+    allowed = image_path(name, image)
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": os.pathsep.join(map(str, allowed)),
@@ -137,16 +57,6 @@ def test_every_module_imports_with_only_the_image_requirements(name: str, tmp_pa
     )
     assert run.returncode == 0, f"{name} image: {run.stderr.strip().splitlines()[-1:]}"
     report = json.loads(run.stdout)
-    stdlib = Path(os.__file__).resolve().parent
-    site = stdlib / "site-packages"
-
-    def inside(file: str) -> bool:
-        path = Path(file).resolve()
-        if path.is_relative_to(site):
-            return False
-        return any(path.is_relative_to(p.resolve()) for p in [*allowed, stdlib])
-
-    outside = {module: file for module, file in report["files"].items() if not inside(file)}
-    assert outside == {}, f"{name} image: modules loaded from outside the image's folders"
+    assert outside_image(report["files"], allowed) == {}, f"{name} image: modules loaded from outside its folders"
     for module in image.required_loaded:
         assert module in report["files"], f"{name} image: {module} was not loaded"

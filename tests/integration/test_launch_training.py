@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from capacity_forecaster.forecasting import job
+from capacity_forecaster.storage.s3_client import S3Config
 from tests.lambda_modules import LambdaContext, load_handler
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,6 +140,9 @@ def test_the_hourly_grain_points_the_channel_at_its_table(
     assert request["TrainingJobName"].startswith(launcher.JOB_PREFIX)
     # the keys the launcher adds are the job's own required ones, none of them a setting
     assert set(launcher.RUN_KEYS) == {k for k, v in job.JOB_HYPERPARAMETERS.items() if v.startswith("required")}
+    # the container's S3 client writes its staged outputs with the lake's key (moto does not keep Environment)
+    s3 = S3Config.from_env(request["Environment"])
+    assert (s3.sse, s3.kms_key_id) == ("aws:kms", KEY)
 
 
 def test_a_redelivered_event_launches_nothing_more(sagemaker: Any) -> None:
