@@ -18,8 +18,7 @@ import io
 import json
 import tarfile
 import time
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,12 +313,6 @@ def _status_ok(result: Run) -> str | None:
     return None
 
 
-def _reset(endpoint: str) -> None:
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
-
-
 @dataclass
 class Provisioned:
     """The template on a fresh moto account: names, policies, and the functions by the handler they run."""
@@ -333,10 +326,24 @@ class Provisioned:
 
 
 @pytest.fixture(scope="module")
-def provisioned(cloud_stack: CloudStack, moto_server: str) -> Provisioned:
-    """The synthesized template's keys, roles, queues, topics and bucket created on a reset moto server."""
-    _reset(moto_server)
-    clients = _clients(moto_server)
+def cloud_moto(moto_server: str) -> Iterator[str]:
+    """A moto server of the flow's own (the session's server, shared with other tests, is left alone); the fake
+    credentials are those ``moto_server`` set."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def provisioned(cloud_stack: CloudStack, cloud_moto: str) -> Provisioned:
+    """The synthesized template's keys, roles, queues, topics and bucket created on the flow's moto server."""
+    clients = _clients(cloud_moto)
     resolver = provision(cloud_stack.template, clients)
     return Provisioned(
         resolver, policy_set(resolver), account_facts(resolver), _commands(cloud_stack.template), clients
@@ -345,7 +352,7 @@ def provisioned(cloud_stack: CloudStack, moto_server: str) -> Provisioned:
 
 @pytest.fixture(scope="module")
 def flow(
-    cloud_stack: CloudStack, provisioned: Provisioned, moto_server: str, tmp_path_factory: pytest.TempPathFactory
+    cloud_stack: CloudStack, provisioned: Provisioned, cloud_moto: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Flow:
     """The whole pipeline run once on the provisioned moto account; the first failing step stops the flow and
     is reported in ``Flow.failure`` (the tests that need the flow raise :class:`FlowFailed` with it)."""
@@ -365,7 +372,7 @@ def flow(
     clients["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
 
     result = Flow(resolver, provisioned.policies, provisioned.facts, bucket, topic)
-    steps = Steps(result, moto_server, tmp_path_factory.mktemp("cloud-flow"), clients)
+    steps = Steps(result, cloud_moto, tmp_path_factory.mktemp("cloud-flow"), clients)
     try:
         _run_steps(steps, result, cloud_stack, functions, clients, inbox)
     finally:

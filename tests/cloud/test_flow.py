@@ -50,12 +50,12 @@ def _denied(decisions: list[Decision]) -> list[Decision]:
     return [d for d in decisions if not d.allowed]
 
 
-def test_every_function_runs_in_its_image_and_fills_the_lake(flow: Flow, moto_server: str) -> None:
+def test_every_function_runs_in_its_image_and_fills_the_lake(flow: Flow, cloud_moto: str) -> None:
     flow.require()
     steps = [r.step for r in flow.runs]
     assert steps[:5] == ["generate", "etl:schedule", "etl:upload", "launch", "train:algo-1"], steps
     assert {"train:algo-2", "train:sagemaker"} <= set(steps) and steps[-1] == "risk"
-    lake = _lake(flow, moto_server)
+    lake = _lake(flow, cloud_moto)
     empty = [t.name for t in EXPECTED_TABLES if lake.read_table(t).empty]
     assert not empty, f"tables left empty by the flow: {empty}"
     upload = next(r for r in flow.runs if r.step == "etl:upload").result or {}

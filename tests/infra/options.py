@@ -20,6 +20,8 @@ OPTIONS: dict[str, Any] = {
     "trainingSchedule": "cron(0 6 ? * SUN *)",
     "trainingInstanceType": "ml.c5.2xlarge",
     "trainingSpot": "false",
+    "trainingVolumeGb": "60",  # values given with `cdk deploy -c key=value` arrive as strings
+    "settingsFile": SETTINGS_FILE,
     "cloudwatchTagFilter": "Team=web,Env=prod",
     "cloudwatchSchedule": "cron(15 2 * * ? *)",
     "cloudwatchDays": "3",

@@ -3,6 +3,8 @@ queue, which EventBridge (of this account, from these rules only) may write to."
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from infra.stack import CapacityForecasterStack
@@ -28,13 +30,26 @@ def test_every_function_dead_letters_into_the_queue(
     template_json: dict[str, Any], stack: CapacityForecasterStack
 ) -> None:
     queue = {"Fn::GetAtt": [logical_id(stack, stack.pipeline.dead_letters), "Arn"]}
-    # CloudFormation calls custom resource providers synchronously (CDK's LogRetention): no events to lose there
+    # CloudFormation calls custom resource providers synchronously (CDK's LogRetention, the views' Provider
+    # framework), and the framework calls its handler synchronously: no events to lose there
     providers = {
         r["Properties"]["ServiceToken"]["Fn::GetAtt"][0]
         for r in template_json["Resources"].values()
         if r["Type"].startswith("Custom::")
     }
-    functions = set(of_type(template_json, "AWS::Lambda::Function")) - providers
+    handlers = {
+        ref
+        for name in providers
+        for ref in re.findall(r'"Ref": "([A-Za-z0-9]+)"', json.dumps(template_json["Resources"][name]["Properties"]))
+        if template_json["Resources"].get(ref, {}).get("Type") == "AWS::Lambda::Function"
+    }
+    handlers |= {
+        arn["Fn::GetAtt"][0]
+        for name in providers
+        for arn in template_json["Resources"][name]["Properties"].get("Environment", {}).get("Variables", {}).values()
+        if isinstance(arn, dict) and "Fn::GetAtt" in arn
+    }
+    functions = set(of_type(template_json, "AWS::Lambda::Function")) - providers - handlers
     configs = {
         c["Properties"]["FunctionName"]["Ref"]: c["Properties"]
         for c in of_type(template_json, "AWS::Lambda::EventInvokeConfig").values()

@@ -89,7 +89,7 @@ def stage_training_run(
     params = {"run_date": run_date.isoformat(), "run_id": run_id, "horizon_days": "30", "training.n_jobs": "1"}
     paths.hyperparameters.write_text(json.dumps({**params, "lake_uri": lake.uri, **hyperparameters}))
     paths.resource_config.write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
-    channel = METRICS_HOURLY if hyperparameters.get("grain") == "hourly" else METRICS_DAILY
+    channel = METRICS_HOURLY if hyperparameters.get("training.grain") == "hourly" else METRICS_DAILY
     for info in lake.store.list(channel.prefix + "/"):
         lake.store.download_file(info.key, paths.channel / info.key[len(channel.prefix) + 1 :])
     paths.model_dir.mkdir()
@@ -296,7 +296,11 @@ def test_hourly_run_builds_the_register_plan_and_report_from_forecasts_hourly(
     assert lake.list_partitions(METRICS_HOURLY)
 
     monkeypatch.delenv("CF_CONFIG")
-    params = {"grain": "hourly", "models": "seasonal_naive,linear_trend", "horizon_hours": "168"}
+    params = {
+        "training.grain": "hourly",
+        "training.models": "seasonal_naive,linear_trend",
+        "training.horizon_hours": "168",
+    }
     stage_training_run(lake, tmp_path, "run-hourly", run_date=date(2026, 11, 22), **params)
     event = load_event("sagemaker_training_job_state_change.json", RUN_ID="run-hourly")
     event["detail"]["HyperParameters"] |= {"run_date": "2026-11-22", **params}
