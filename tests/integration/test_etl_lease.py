@@ -151,3 +151,26 @@ def test_risk_lambda_raises_for_a_retry_while_the_lease_is_held(lambda_lake: Lak
         with pytest.raises(LeaseHeld, match="ops@laptop pid 8"):
             load_handler("risk").handler(event, LambdaContext())
         assert lambda_lake.store.exists(lease_key(RISK_LEASE))  # the holder's lease is left alone
+
+
+def test_local_training_is_refused_while_another_holds_the_train_or_risk_lease(tmp_path: Path) -> None:
+    """`capacity-forecaster train` on a lake: one local training run at a time (a second one would clean the
+    first one's staging), and its publication waits for no one: it is refused while the risk lease is held."""
+    from datetime import date
+
+    from capacity_forecaster.forecasting.job import TRAIN_LEASE
+    from capacity_forecaster.stages import run_generate, run_train
+
+    uri = str(tmp_path / "lake")
+    lake = open_lake(uri)
+    settings = load_settings(
+        environ={},
+        overrides={"lake": uri, "fleet.servers": 2, "fleet.days": 60, "training.models": "seasonal_naive"},
+    )
+    run_generate(lake, settings, run_date=date(2026, 11, 23))
+    run_etl(lake, settings)
+    for name in (TRAIN_LEASE, RISK_LEASE):
+        with Lease(lake.store, name, owner="someone else"), pytest.raises(LeaseHeld, match="someone else"):
+            run_train(lake, settings, run_date=date(2026, 11, 23))
+        assert not lake.store.exists(lease_key(name))  # released by its holder, not by the refused run
+    assert run_train(lake, settings, run_date=date(2026, 11, 23)).counts["series"] == 8

@@ -60,6 +60,7 @@ from capacity_forecaster.settings import (
     settings_hyperparameters,
 )
 from capacity_forecaster.storage.lake import Lake, open_lake, parse_partition_key, read_partitioned_dir
+from capacity_forecaster.storage.lease import Lease
 
 log = logging.getLogger(__name__)
 
@@ -723,6 +724,10 @@ def _clean_staging(lake: Lake, prefix: str) -> None:
 # -------------------------------------------------------------------------------------------- local runner
 
 
+TRAIN_LEASE = "train"
+"""The lease a local training run holds on its lake (``state/locks/train.json``)."""
+
+
 def run_local_training(
     lake: Lake,
     *,
@@ -747,25 +752,31 @@ def run_local_training(
     params["run_date"] = run_date.isoformat()
     params.setdefault("lake_uri", lake.uri)
     params.setdefault("run_id", f"local-{run_date:%Y%m%d}-{uuid.uuid4().hex[:8]}")
-    run_id = params["run_id"]
-    names = [f"algo-{k}" for k in range(1, hosts + 1)]
-    # This call runs every host of the run: leftovers of an earlier, interrupted run with the same id (perhaps
-    # with another host count) are stale.
-    _clean_staging(lake, staging_prefix(run_id))
+    from capacity_forecaster.stages import RISK_LEASE
 
-    grain = params.get("training.grain", TrainingSettings.grain)
-    if grain not in CHANNEL_TABLES:
-        raise ConfigError(f"hyperparameter training.grain={grain!r} is not daily or hourly")
-    with _workspace(workdir) as base:
-        channel = base / "_channel"
-        _download_channel(lake, channel, CHANNEL_TABLES[grain])
-        for name in names:
-            root = base / name
-            _build_contract(root, params, name, names, channel)
-            if run_training_job(root, progress=progress, lake=lake) != 0:
-                reason = ContractPaths(root).failure.read_text(encoding="utf-8").strip()
-                raise CapacityForecasterError(f"training host {name} failed: {reason}")
-    return publish_training_run(lake, run_id=run_id, run_date=run_date)
+    # One local training run at a time on a lake (a second one would clean this one's staging), and its
+    # publication under the risk lease that the risk Lambda and `capacity-forecaster risk` hold.
+    with Lease(lake.store, TRAIN_LEASE):
+        run_id = params["run_id"]
+        names = [f"algo-{k}" for k in range(1, hosts + 1)]
+        # This call runs every host of the run: leftovers of an earlier, interrupted run with the same id (perhaps
+        # with another host count) are stale.
+        _clean_staging(lake, staging_prefix(run_id))
+
+        grain = params.get("training.grain", TrainingSettings.grain)
+        if grain not in CHANNEL_TABLES:
+            raise ConfigError(f"hyperparameter training.grain={grain!r} is not daily or hourly")
+        with _workspace(workdir) as base:
+            channel = base / "_channel"
+            _download_channel(lake, channel, CHANNEL_TABLES[grain])
+            for name in names:
+                root = base / name
+                _build_contract(root, params, name, names, channel)
+                if run_training_job(root, progress=progress, lake=lake) != 0:
+                    reason = ContractPaths(root).failure.read_text(encoding="utf-8").strip()
+                    raise CapacityForecasterError(f"training host {name} failed: {reason}")
+        with Lease(lake.store, RISK_LEASE):
+            return publish_training_run(lake, run_id=run_id, run_date=run_date)
 
 
 def _stringify(values: Mapping[str, object]) -> dict[str, str]:
