@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -71,15 +72,19 @@ def sagemaker(launcher_env: dict[str, str]) -> Any:
 
 def test_scheduled_event_launches_the_contracted_training_job(sagemaker: Any) -> None:
     launcher = load_launcher()
-    result = launcher.handler(EVENT, CONTEXT)
-    assert result["status"] == "launched" and result["training_job_name"] == JOB_NAME
+    # the recorded event, with an id of this test's own: other tests launch jobs on the same moto server
+    event = {**EVENT, "id": f"{uuid.uuid4().hex[:8]}-{EVENT['id']}"}
+    name = launcher.job_name(date(2026, 11, 23), event["id"])
+    assert name.startswith("capacity-forecaster-20261123-") and len(name) == len(JOB_NAME)
+    result = launcher.handler(event, CONTEXT)
+    assert result["status"] == "launched" and result["training_job_name"] == name
 
-    recorded = sagemaker.describe_training_job(TrainingJobName=JOB_NAME)
+    recorded = sagemaker.describe_training_job(TrainingJobName=name)
     lake = "s3://capacity-forecaster-lake-123456789012-us-east-1"
     assert recorded["TrainingJobArn"] == result["training_job_arn"]
     assert recorded["HyperParameters"] == {
         "run_date": "2026-11-23",
-        "run_id": JOB_NAME,
+        "run_id": name,
         "lake_uri": lake,
         "horizon_days": "120",
         "training.models": "seasonal_naive",
@@ -111,7 +116,7 @@ def test_scheduled_event_launches_the_contracted_training_job(sagemaker: Any) ->
     assert recorded["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30}
     assert recorded["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     assert recorded["EnableManagedSpotTraining"] is True
-    assert recorded["CheckpointConfig"] == {"S3Uri": f"{lake}/training/checkpoints/{JOB_NAME}/"}
+    assert recorded["CheckpointConfig"] == {"S3Uri": f"{lake}/training/checkpoints/{name}/"}
 
 
 def test_the_request_honours_the_training_container_contract(launcher_env: dict[str, str]) -> None:
