@@ -23,11 +23,9 @@ from typing import Any, Final
 
 import aws_cdk as cdk
 import pyarrow as pa
-import sqlglot
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_quicksight as quicksight
 from constructs import Construct
-from sqlglot import exp
 
 from capacity_forecaster.query import view_tables
 from capacity_forecaster.view_schemas import view_schemas
@@ -68,6 +66,8 @@ DASHBOARD_ACTIONS: Final = (
 """What an owner may do with each kind of QuickSight resource (QuickSight's own owner sets)."""
 
 QUICKSIGHT_ATHENA_EXTRA_ACTIONS: Final = ("athena:GetQueryResultsStream",)
+ATHENA_CATALOG: Final = "AwsDataCatalog"
+"""The Glue Data Catalog as Athena (and a QuickSight data set's relational table) names it."""
 """QuickSight reads Athena results through the streaming API, beyond what Catalog.grant_query covers."""
 
 DASHBOARD_VIEWS: Final = ("risk_servers", "latest_forecasts")
@@ -114,20 +114,6 @@ def quicksight_sub_type(arrow_type: pa.DataType) -> str | None:
     if pa.types.is_decimal(arrow_type):
         return "FIXED"
     return None
-
-
-def view_select(sql: str, *, database: str) -> str:
-    """The SELECT of a ``CREATE OR REPLACE VIEW`` statement in Trino SQL, its tables qualified by ``database``
-    (QuickSight's custom SQL has no default database); the view's own CTEs stay unqualified."""
-    tree = sqlglot.parse_one(sql, read="trino")
-    if not isinstance(tree, exp.Create) or tree.args.get("kind") != "VIEW":
-        raise ValueError("expected a CREATE VIEW statement")
-    select = tree.expression.copy()
-    ctes = {cte.alias for cte in select.find_all(exp.CTE)}
-    for table in select.find_all(exp.Table):
-        if not table.args.get("db") and table.name not in ctes:
-            table.set("db", exp.to_identifier(database))
-    return select.sql(dialect="trino", pretty=True)
 
 
 def _column(data_set: str, name: str) -> dict[str, str]:
@@ -314,6 +300,12 @@ class Dashboards(Construct):
         self.data_source.add_resource_dependency(catalog.workgroup)
         tables = sorted({t for sql in catalog.views.values() for t in view_tables(sql)})
         catalog.grant_query(self.service_role, *tables)
+        # the data sets read the views: their Glue definitions too (Athena expands a view from its definition)
+        iam.Grant.add_to_principal(
+            grantee=self.service_role,
+            actions=["glue:GetTable"],
+            resource_arns=[catalog.table_arn(view) for view in sorted(catalog.views)],
+        )
         iam.Grant.add_to_principal(
             grantee=self.service_role,
             actions=list(QUICKSIGHT_ATHENA_EXTRA_ACTIONS),
@@ -328,8 +320,8 @@ class Dashboards(Construct):
 
         schemas = view_schemas()
         self.data_sets: dict[str, quicksight.CfnDataSet] = {}
-        for view, sql in sorted(catalog.views.items()):
-            self.data_sets[view] = self._data_set(view, sql, schemas[view], catalog=catalog, principal=principal)
+        for view in sorted(catalog.views):
+            self.data_sets[view] = self._data_set(view, schemas[view], catalog=catalog, principal=principal)
             if catalog.views_resource is not None:  # the views exist before the data sets over them
                 self.data_sets[view].node.add_dependency(catalog.views_resource)
 
@@ -367,9 +359,7 @@ class Dashboards(Construct):
                 )
             )
 
-    def _data_set(
-        self, view: str, sql: str, schema: pa.Schema, *, catalog: Catalog, principal: str
-    ) -> quicksight.CfnDataSet:
+    def _data_set(self, view: str, schema: pa.Schema, *, catalog: Catalog, principal: str) -> quicksight.CfnDataSet:
         return quicksight.CfnDataSet(
             self,
             f"DataSet-{view}",
@@ -379,11 +369,13 @@ class Dashboards(Construct):
             import_mode="DIRECT_QUERY",
             physical_table_map={
                 view.replace("_", "-"): quicksight.CfnDataSet.PhysicalTableProperty(
-                    custom_sql=quicksight.CfnDataSet.CustomSqlProperty(
+                    # the view itself, as Athena has it in the Glue database (created at deploy by the catalog)
+                    relational_table=quicksight.CfnDataSet.RelationalTableProperty(
                         data_source_arn=self.data_source.attr_arn,
+                        catalog=ATHENA_CATALOG,
+                        schema=catalog.database_name,
                         name=view,
-                        sql_query=view_select(sql, database=catalog.database_name),
-                        columns=[
+                        input_columns=[
                             quicksight.CfnDataSet.InputColumnProperty(
                                 name=f.name, type=quicksight_type(f.type), sub_type=quicksight_sub_type(f.type)
                             )

@@ -13,15 +13,15 @@ import pytest
 import sqlglot
 from aws_cdk.assertions import Template
 from cfnlint.api import ManualArgs, lint_file
-from sqlglot import exp
 
 from app import load_cdk_context
 from capacity_forecaster.query import view_tables, views
 from capacity_forecaster.schema import TABLES
 from capacity_forecaster.view_schemas import view_schemas
 from infra import names
-from infra.catalog import ATHENA_QUERY_ACTIONS, Catalog
+from infra.catalog import ATHENA_QUERY_ACTIONS, Catalog, view_order
 from infra.dashboards import (
+    ATHENA_CATALOG,
     DASHBOARD_ACTIONS,
     DASHBOARD_VIEWS,
     DATA_SET_ACTIONS,
@@ -31,7 +31,6 @@ from infra.dashboards import (
     dashboard_definition,
     quicksight_sub_type,
     quicksight_type,
-    view_select,
 )
 from infra.settings import SettingsError, StackSettings
 from infra.stack import CapacityForecasterStack
@@ -90,7 +89,7 @@ def data_sets(dash: DashboardSynth) -> dict[str, dict[str, Any]]:
     found = {}
     for resource in of_type(dash.template_json, "AWS::QuickSight::DataSet").values():
         (table,) = resource["Properties"]["PhysicalTableMap"].values()
-        found[table["CustomSql"]["Name"]] = resource["Properties"]
+        found[table["RelationalTable"]["Name"]] = resource["Properties"]
     return found
 
 
@@ -102,42 +101,37 @@ def test_one_direct_query_data_set_per_view(dash: DashboardSynth) -> None:
     for view, props in found.items():
         assert props["ImportMode"] == "DIRECT_QUERY"
         assert props["Permissions"] == [{"Principal": PRINCIPAL, "Actions": list(DATA_SET_ACTIONS)}]
-        custom = props["PhysicalTableMap"][view.replace("_", "-")]["CustomSql"]
-        assert custom["DataSourceArn"] == {"Fn::GetAtt": [source_id, "Arn"]}
+        table = props["PhysicalTableMap"][view.replace("_", "-")]["RelationalTable"]
+        assert table["DataSourceArn"] == {"Fn::GetAtt": [source_id, "Arn"]}
+        # the view itself, in the Glue database the catalog creates it in at deploy
+        assert (table["Catalog"], table["Schema"], table["Name"]) == (
+            ATHENA_CATALOG,
+            DEFAULTS.glue_database_name,
+            view,
+        )
         schema = view_schemas()[view]
-        assert custom["Columns"] == [
+        assert table["InputColumns"] == [
             {"Name": f.name, "Type": quicksight_type(f.type)}
             | ({"SubType": "FLOAT"} if pa.types.is_floating(f.type) else {})
             for f in schema
         ]
-        assert any(c.get("SubType") == "FLOAT" for c in custom["Columns"])
+        assert any(c.get("SubType") == "FLOAT" for c in table["InputColumns"])
 
 
 @pytest.mark.parametrize("view", sorted(views()))
-def test_data_set_sql_is_the_view_select_on_qualified_tables(dash: DashboardSynth, view: str) -> None:
-    props = data_sets(dash)[view]
-    sql = props["PhysicalTableMap"][view.replace("_", "-")]["CustomSql"]["SqlQuery"]
-    assert sql == view_select(views()[view], database=DEFAULTS.glue_database_name)
-    tree = sqlglot.parse_one(sql, read="trino")
-    assert isinstance(tree, exp.Select)
-    ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
-    tables = [t for t in tree.find_all(exp.Table) if t.name not in ctes]
-    assert {t.name for t in tables} == set(view_tables(views()[view]))
-    assert {t.db for t in tables} == {DEFAULTS.glue_database_name}
-
-
-@pytest.mark.parametrize("view", sorted(views()))
-def test_data_set_sql_returns_the_declared_columns(view: str) -> None:
-    """The qualified SELECT runs (on DuckDB, tables in a schema named like the Glue database) and returns the
-    columns the data set declares, in order and with their types."""
+def test_the_view_returns_the_columns_its_data_set_declares(view: str) -> None:
+    """The view's statement, run as written (transpiled to DuckDB) in a schema named like the Glue database over
+    empty tables, creates a view whose columns are those the data set declares, in order and with their types."""
     database = DEFAULTS.glue_database_name
     con = duckdb.connect(":memory:")
     con.execute(f"CREATE SCHEMA {database}")
+    con.execute(f"SET schema = '{database}'")
     for name, table in TABLES.items():
         con.register(f"_empty_{name}", table.arrow_schema(with_partitions=True).empty_table())
         con.execute(f'CREATE VIEW {database}."{name}" AS SELECT * FROM "_empty_{name}"')
-    sql = sqlglot.transpile(view_select(views()[view], database=database), read="trino", write="duckdb")[0]
-    schema = con.sql(sql).to_arrow_table().schema
+    for name in view_order(views()):  # the views the view reads are created first, as at deploy
+        con.execute(sqlglot.transpile(views()[name], read="trino", write="duckdb")[0])
+    schema = con.sql(f'SELECT * FROM {database}."{view}"').to_arrow_table().schema
     assert [(f.name, quicksight_type(f.type)) for f in schema] == [
         (f.name, quicksight_type(f.type)) for f in view_schemas()[view]
     ]
@@ -246,7 +240,7 @@ def test_service_role_may_query_the_views_tables(dash: DashboardSynth) -> None:
         assert allowed[action] == {workgroup}, action
     read_tables = sorted({t for sql in views().values() for t in view_tables(sql)})
     glue_tables = {r.rsplit("/", 1)[1] for r in allowed["glue:GetTable"] if ":table/" in r}
-    assert glue_tables == set(read_tables)
+    assert glue_tables == set(read_tables) | set(views())  # the tables the views read, and the views
     bucket = logical_id(dash.stack, dash.stack.lake.bucket)
     objects = {r.removeprefix(f"<{bucket}.Arn>/") for r in allowed["s3:GetObject"]}
     assert objects == {f"{TABLES[t].prefix}/*" for t in read_tables} | {f"{names.ATHENA_RESULTS_PREFIX}*"}
@@ -371,21 +365,6 @@ def test_quicksight_sub_type(arrow: pa.DataType, sub_type: str | None) -> None:
 def test_quicksight_type_refuses_what_it_cannot_map() -> None:
     with pytest.raises(TypeError, match="no QuickSight column type"):
         quicksight_type(pa.list_(pa.string()))
-
-
-def test_view_select_qualifies_tables_but_not_ctes() -> None:
-    sql = (
-        "-- x\nCREATE OR REPLACE VIEW v AS WITH latest AS (SELECT max(d) AS d FROM t) "
-        "SELECT * FROM t JOIN latest ON t.d = latest.d"
-    )
-    select = sqlglot.parse_one(view_select(sql, database="db"), read="trino")
-    tables = {(t.db, t.name) for t in select.find_all(exp.Table)}
-    assert tables == {("db", "t"), ("", "latest")}
-
-
-def test_view_select_refuses_other_statements() -> None:
-    with pytest.raises(ValueError, match="CREATE VIEW"):
-        view_select("SELECT 1", database="db")
 
 
 def test_definition_needs_the_views_it_shows() -> None:
