@@ -207,6 +207,39 @@ def test_removing_one_grant_denies_a_recorded_call(flow: Flow, cloud_stack: Clou
     assert all(flow.policies.evaluate(d.request).allowed for d in denied)
 
 
+def test_removing_the_puller_or_views_grants_denies_their_calls(flow: Flow, cloud_stack: CloudStack) -> None:
+    """Drop the puller's EC2/CloudWatch statement and the views handler's Glue statement in a copy of the
+    template: exactly those calls of theirs are denied."""
+    flow.require()
+    template = copy.deepcopy(cloud_stack.template)
+    resolver = Resolver(template, refs=flow.resolver.refs, attrs=flow.resolver.attrs)
+    cases = {"pull_cloudwatch": "ec2:DescribeInstances", "views": "glue:CreateTable"}
+    principals, removed = {}, {}
+
+    def grants(statement: dict[str, Any], action: str) -> bool:
+        actions = statement.get("Action", [])
+        return action in (actions if isinstance(actions, list) else [actions])
+
+    for step, action in cases.items():
+        run = next(r for r in flow.runs if r.step == step)
+        role = resolver.logical_id_of(run.principal)
+        principals[step] = run.principal
+        dropped = []
+        for resource in template["Resources"].values():
+            if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role} in resource["Properties"]["Roles"]:
+                statements = resource["Properties"]["PolicyDocument"]["Statement"]
+                dropped += [st for st in statements if grants(st, action)]
+                statements[:] = [st for st in statements if not grants(st, action)]
+        assert len(dropped) == 1, f"{step}: {len(dropped)} statements grant {action}"
+        removed[step] = set(dropped[0]["Action"])
+    weaker = policy_set(resolver)
+    for step, actions in removed.items():
+        requests = [r for r in _requests(flow) if r.principal == principals[step]]
+        denied = {d.request.action for d in _denied([weaker.evaluate(r) for r in requests])}
+        recorded = {r.action for r in requests} & actions
+        assert recorded and denied == recorded, f"{step}: denied {sorted(denied)}, recorded {sorted(recorded)}"
+
+
 def test_every_alarm_can_publish_to_its_topic(provisioned: Provisioned) -> None:
     """Principal cloudwatch.amazonaws.com, aws:SourceAccount = the account: the topic policy and the topic
     key's policy must both allow each alarm's action."""
