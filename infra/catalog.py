@@ -35,6 +35,7 @@ from infra.names import (
     PARQUET_OUTPUT_FORMAT,
     PARQUET_SERDE,
     PROJECTION_DATE_FORMAT,
+    VIEWS_HANDLER_CODE,
 )
 from infra.settings import StackSettings
 from infra.storage import DataLake
@@ -113,8 +114,6 @@ def projection_parameters(table: TableSchema, *, location: str, date_range: str)
 
 
 ROOT = Path(__file__).resolve().parents[1]
-VIEWS_HANDLER_CODE: Final = "lambdas/create_views"
-"""The custom resource's zip function (boto3 only) that runs the view statements at deploy time."""
 VIEWS_HANDLER_TIMEOUT_SECONDS: Final = 600
 """Room for every view's statement (each waited for at most lambdas/create_views MAX_WAIT_SECONDS)."""
 VIEW_DDL_ATHENA_ACTIONS: Final = (

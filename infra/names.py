@@ -88,6 +88,8 @@ OPS_KEY_ALIAS: Final = f"alias/{PROJECT}/ops"
 # --- training (SageMaker jobs and their launcher) -----------------------------------------------------------
 TRAINING_DOCKERFILE: Final = "sagemaker_jobs/Dockerfile"
 LAUNCHER_CODE: Final = "lambdas/launch_training"
+VIEWS_HANDLER_CODE: Final = "lambdas/create_views"
+"""The ``Custom::AthenaViews`` resource's zip function (boto3 only) that runs the view statements at deploy time."""
 LAYER_ROOT: Final = "layers/core"
 """The domain layer's folder (Lambda layer layout: python/capacity_forecaster/...)."""
 LAYER_MODULES: Final = (

@@ -1,8 +1,9 @@
 """What each deployed runtime has on its path: its requirements installed for the platform, and its own code.
 
-Three runtimes: the data Lambdas' image (lambdas/Dockerfile), the SageMaker training image
-(sagemaker_jobs/Dockerfile) and the zip launcher (its own folder, the domain layer's few modules
-``infra.names.LAYER_MODULES``, AWS's Powertools layer and the Lambda runtime's boto3).
+Four runtimes: the data Lambdas' image (lambdas/Dockerfile), the SageMaker training image
+(sagemaker_jobs/Dockerfile), the zip launcher (its own folder, the domain layer's few modules
+``infra.names.LAYER_MODULES``, AWS's Powertools layer and the Lambda runtime's boto3) and the zip views handler of
+the ``Custom::AthenaViews`` resource (its own folder and the Lambda runtime's boto3).
 
 :func:`installed` runs ``pip install --platform ... --python-version 3.13 --only-binary=:all: --target DIR`` of an
 image's requirements (the wheels the image build would get on Linux x86_64) and caches DIR per requirements
@@ -35,6 +36,8 @@ LAMBDA_REQUIREMENTS = ROOT / "lambdas" / "requirements.txt"
 LAUNCHER_PACKAGES = ("boto3", "aws-lambda-powertools")
 """What the launcher's runtime provides besides its code: the Lambda runtime's boto3 (with its botocore) and
 AWS's Powertools layer, at the versions lambdas/requirements.txt pins."""
+VIEWS_PACKAGES = ("boto3",)
+"""What the views handler's runtime provides besides its code: the Lambda runtime's boto3 (with its botocore)."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,8 @@ def launcher_layer(cache: Path | None = None) -> Path:
 
 
 def images() -> dict[str, Image]:
-    """The three runtimes of the stack (the launcher's layer folder is built on first use)."""
-    from infra.names import LAUNCHER_CODE
+    """The four runtimes of the stack (the launcher's layer folder is built on first use)."""
+    from infra.names import LAUNCHER_CODE, VIEWS_HANDLER_CODE
 
     return {
         "lambdas": Image(
@@ -120,6 +123,11 @@ def images() -> dict[str, Image]:
             code=(launcher_layer(), ROOT / LAUNCHER_CODE),
             modules=("handler",),
             required_loaded=("aws_xray_sdk",),
+        ),
+        "views": Image(
+            requirements=pinned(LAMBDA_REQUIREMENTS, VIEWS_PACKAGES),
+            code=(ROOT / VIEWS_HANDLER_CODE,),
+            modules=("handler",),
         ),
     }
 

@@ -3,8 +3,9 @@
 The runner passes this file's text to ``python -S -c`` (so no folder of the test suite lands on the path) with
 one argument, a JSON spec. Before anything imports boto3, every botocore ``Session`` created from then on gets
 two event hooks: ``provide-client-params`` keeps the call's service, operation and parameters (bucket, key,
-prefix, topic, training job, KMS and SSE settings; bodies are left out), ``after-call`` adds the HTTP status,
-the error code and the response's encryption facts, and writes the call as one JSON line to ``spec["calls"]``.
+prefix, topic, training job, KMS and SSE settings, Athena workgroup and the head of a statement; bodies are left
+out), ``after-call`` adds the HTTP status, the error code and the response's encryption facts, and writes the call
+as one JSON line to ``spec["calls"]``.
 
 Then either ``spec["handler"]`` (``module:function``) is called with the event in ``spec["event"]`` and a
 Lambda context, its return value written to ``spec["result"]`` and printed; or ``spec["script"]`` is run as
@@ -45,8 +46,20 @@ KEEP = (
     "Tags",
     "OutputDataConfig",
     "Environment",
+    "WorkGroup",
+    "QueryExecutionId",
+    "QueryExecutionContext",
 )
-RESPONSE_KEEP = ("ServerSideEncryption", "SSEKMSKeyId", "TrainingJobArn", "MessageId", "KeyCount")
+RESPONSE_KEEP = ("ServerSideEncryption", "SSEKMSKeyId", "TrainingJobArn", "MessageId", "KeyCount", "QueryExecutionId")
+
+
+def statement_head(sql: str) -> str:
+    """The start of an SQL statement without its leading ``--`` comment lines (what it does, e.g. which view
+    it creates)."""
+    lines = sql.strip().splitlines()
+    while lines and lines[0].lstrip().startswith("--"):
+        lines.pop(0)
+    return " ".join(" ".join(lines).split())[:200]
 
 
 def _plain(value: Any, depth: int = 0) -> Any:
@@ -62,12 +75,19 @@ def _plain(value: Any, depth: int = 0) -> Any:
 
 
 def recorder(path: str, source: str = "") -> tuple[Callable[..., None], Callable[..., None]]:
-    """The two hooks (before, after) that append each call to ``path`` as one JSON line."""
+    """The two hooks (before, after) that append each call to ``path`` as one JSON line.
+
+    An Athena call on a query execution gets the ``WorkGroup`` the query was started in (its IAM resource)."""
+    workgroups: dict[str, str] = {}
 
     def before(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
         kept: dict[str, Any] = {k: _plain(params[k]) for k in KEEP if k in params}
         if "Delete" in params:
             kept["Delete"] = {"Objects": [{"Key": o.get("Key")} for o in params["Delete"].get("Objects", [])]}
+        if "QueryString" in params:
+            kept["QueryString"] = statement_head(str(params["QueryString"]))
+        if "QueryExecutionId" in params and "WorkGroup" not in params and params["QueryExecutionId"] in workgroups:
+            kept["WorkGroup"] = workgroups[params["QueryExecutionId"]]
         context["cf_call"] = {
             "service": model.service_model.service_name,
             "operation": model.name,
@@ -84,6 +104,8 @@ def recorder(path: str, source: str = "") -> tuple[Callable[..., None], Callable
         call["error"] = (parsed.get("Error") or {}).get("Code") if isinstance(parsed, dict) else None
         if isinstance(parsed, dict):
             call["response"] = {k: _plain(parsed[k]) for k in RESPONSE_KEEP if k in parsed}
+            if call["operation"] == "StartQueryExecution" and "QueryExecutionId" in parsed:
+                workgroups[str(parsed["QueryExecutionId"])] = str(call["params"].get("WorkGroup", "primary"))
         with open(path, "a", encoding="utf-8") as out:
             out.write(json.dumps(call, default=str) + "\n")
 

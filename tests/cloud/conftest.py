@@ -1,11 +1,15 @@
 """The deployed pipeline on moto: the synthesized template provisioned there, every function run in its image.
 
-``cloud_stack`` synthesizes the app once per session (with the demo switch on when the default template has no
-generate function); ``flow`` provisions the template's keys, roles, queue, topic and bucket on the session's
-moto server and runs, each in its own subprocess with only its image's packages, in order: the scheduled
-generate, the scheduled ETL, the ETL on an S3 Object Created event for an upload with an extra column (plus an
-unreadable file), the launcher, the training job on 2 hosts under the /opt/ml contract, and the risk Lambda on
-the job's Completed event. Every AWS call of every step is recorded for :mod:`tests.cloud.iam`.
+``cloud_stack`` synthesizes the app once per session with :data:`FLOW_CONTEXT` (the demo switch on and a
+CloudWatch tag filter, so the generator and the puller are deployed); ``flow`` provisions the template's keys,
+roles, queue, topic, bucket, workgroup and Glue database on a moto server of its own and runs, each in its own
+subprocess with only its image's packages, in order: the views custom resource's handler on the Create event of
+``Custom::AthenaViews`` (what ``cdk deploy`` does first), the scheduled generate, the scheduled ETL, the ETL on an
+S3 Object Created event for an upload with an extra column (plus an unreadable file), the CloudWatch puller on
+its schedule against tagged moto EC2 instances and their metrics, the ETL on the object it wrote, the launcher,
+the training job on 2 hosts under the /opt/ml contract, and the risk Lambda on the job's Completed event (risk
+register, consolidation plan, report and the run summary on the alerts topic). Every AWS call of every step is
+recorded for :mod:`tests.cloud.iam`.
 
 The fleet is kept tiny through the functions' own settings variables (:data:`FLEET`), so the flow takes a
 minute or two once the image packages are cached (see :mod:`tests.images`).
@@ -18,8 +22,10 @@ import io
 import json
 import tarfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +39,9 @@ from tests.images import ROOT, image_path, images
 
 EVENTS = ROOT / "tests" / "events"
 HERE = Path(__file__).resolve().parent
-DEMO_CONTEXT = {"capacity-forecaster:demo": True}
+TAG_FILTER = "Team=web"
+FLOW_CONTEXT = {"capacity-forecaster:demo": True, "capacity-forecaster:cloudwatchTagFilter": TAG_FILTER}
+"""The flow's stack: the demo's generator and the CloudWatch puller (for the instances tagged Team=web) on."""
 FLEET = {"CF_FLEET_SERVERS": "8", "CF_FLEET_DAYS": "120"}
 """A tiny fleet: settings variables added to the data functions' template environment (the flow checks the
 generator read them)."""
@@ -93,15 +101,11 @@ def synthesize(context: Mapping[str, Any], outdir: Path) -> CloudStack:
 
 @pytest.fixture(scope="session")
 def cloud_stack(tmp_path_factory: pytest.TempPathFactory) -> CloudStack:
-    """The synthesized stack: the default one, or with the demo switch on when the default has no generator."""
+    """The stack synthesized once with the project's context and :data:`FLOW_CONTEXT` on top."""
     from app import load_cdk_context
-    from infra.names import HANDLER_COMMANDS
 
-    context = {**load_cdk_context(), "@aws-cdk/core:failSynthOnValidationErrors": False}
-    synthesized = synthesize(context, tmp_path_factory.mktemp("cloud-cdk.out"))
-    if HANDLER_COMMANDS["generate"] not in _commands(synthesized.template):
-        synthesized = synthesize({**context, **DEMO_CONTEXT}, tmp_path_factory.mktemp("cloud-cdk.out-demo"))
-    return synthesized
+    context = {**load_cdk_context(), "@aws-cdk/core:failSynthOnValidationErrors": False, **FLOW_CONTEXT}
+    return synthesize(context, tmp_path_factory.mktemp("cloud-cdk.out"))
 
 
 # -------------------------------------------------------------------------------------------------- flow
@@ -126,6 +130,13 @@ class Flow:
     """Step -> the folders its image has on its path."""
     seconds: float = 0.0
     failure: str | None = None
+    views: list[str] = field(default_factory=list)
+    """The views the Custom::AthenaViews resource lists, in its order."""
+    pulled: list[str] = field(default_factory=list)
+    """The moto EC2 instances carrying the puller's tags (an untagged one is in ``untagged``)."""
+    untagged: list[str] = field(default_factory=list)
+    run_date: str = ""
+    """The run date of the training job the risk Lambda completed."""
 
     def require(self) -> None:
         """Raise :class:`FlowFailed` when a step failed."""
@@ -153,9 +164,8 @@ def _clients(endpoint: str) -> dict[str, Any]:
         aws_access_key_id="testing", aws_secret_access_key="testing", aws_session_token="testing", region_name=REGION
     )
     config = Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "total_max_attempts": 2})
-    return {s: session.client(s, endpoint_url=endpoint, config=config) for s in ("kms", "iam", "sqs", "sns", "s3")} | {
-        "sagemaker": session.client("sagemaker", endpoint_url=endpoint, config=config)
-    }
+    services: tuple[Any, ...] = ("kms", "iam", "sqs", "sns", "s3", "sagemaker", "athena", "glue", "ec2", "cloudwatch")
+    return {s: session.client(s, endpoint_url=endpoint, config=config) for s in services}
 
 
 def function_environment(resolver: Resolver, logical_id: str, overrides: Mapping[str, str]) -> dict[str, str]:
@@ -360,7 +370,7 @@ def flow(
 
     started = time.perf_counter()
     resolver, functions, clients = provisioned.resolver, provisioned.functions, provisioned.clients
-    missing = [h for h in ("generate", "etl", "risk") if HANDLER_COMMANDS[h] not in functions]
+    missing = [h for h in ("generate", "etl", "risk", "pull_cloudwatch") if HANDLER_COMMANDS[h] not in functions]
     assert not missing, f"the template has no function running {missing}"
     generate_env = function_environment(resolver, functions[HANDLER_COMMANDS["generate"]], {})
     bucket = generate_env["CF_LAKE"].removeprefix("s3://").split("/", 1)[0]
@@ -393,6 +403,8 @@ def _run_steps(
         result.failure = _status_ok(run_)
         return result.failure is None
 
+    if not _create_views(steps, result, clients):
+        return
     generated = steps.function("generate", functions[HANDLER_COMMANDS["generate"]], "lambdas", scheduled, FLEET)
     if not ok(generated):
         return
@@ -405,6 +417,19 @@ def _run_steps(
     created = load_event("s3_object_created.json", BUCKET=bucket, KEY=UPLOAD_KEY)
     if not ok(steps.function("etl:upload", etl, "lambdas", created, FLEET)):
         return
+    puller = functions[HANDLER_COMMANDS["pull_cloudwatch"]]
+    puller_env = function_environment(result.resolver, puller, {})
+    result.pulled, result.untagged = _instances_in_cloudwatch(clients, puller_env)
+    pulled = steps.function("pull_cloudwatch", puller, "lambdas", scheduled, {})
+    if not ok(pulled):
+        return
+    written = [str(uri).removeprefix(f"s3://{bucket}/") for uri in (pulled.result or {}).get("written", [])]
+    if len(written) != 1:
+        result.failure = f"the puller wrote {written}, not one object:\n{pulled.tail()}"
+        return
+    created = load_event("s3_object_created.json", BUCKET=bucket, KEY=written[0])
+    if not ok(steps.function("etl:cloudwatch", etl, "lambdas", created, FLEET)):
+        return
     launched = steps.function("launch", stack.launcher, "launcher", scheduled, LAUNCHER)
     if not ok(launched):
         return
@@ -416,10 +441,77 @@ def _run_steps(
     if not all(ok(host) for host in steps.training(job_name)):
         return
     completed = _completed_event(job, bucket)
+    result.run_date = str(job["HyperParameters"]["run_date"])
     if not ok(steps.function("risk", functions[HANDLER_COMMANDS["risk"]], "lambdas", completed, FLEET)):
         return
     messages = clients["sqs"].receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1)
     result.notifications = [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+def _create_views(steps: Steps, result: Flow, clients: Mapping[str, Any]) -> bool:
+    """The views handler on the Create event CDK's Provider framework passes it for the ``Custom::AthenaViews``
+    resource (the framework function's ``USER_ON_EVENT_FUNCTION_ARN`` names the handler); False when it failed."""
+    resolver = result.resolver
+    [(logical_id, resource)] = resolver.of_type("Custom::AthenaViews").items()
+    properties = resolver.resolve(resource["Properties"])
+    framework = resolver.logical_id_of(properties["ServiceToken"])
+    assert framework is not None, f"{logical_id}: its ServiceToken names no function of the template"
+    user_handler = function_environment(resolver, framework, {})["USER_ON_EVENT_FUNCTION_ARN"]
+    handler = resolver.logical_id_of(user_handler)
+    assert handler is not None, f"{framework}: its onEvent handler {user_handler} is not a function of the template"
+    event = {
+        "RequestType": "Create",
+        "ServiceToken": properties["ServiceToken"],
+        "ResponseURL": "...",  # the framework answers CloudFormation itself
+        "StackId": resolver.pseudo()["AWS::StackId"],
+        "RequestId": str(uuid.uuid4()),
+        "LogicalResourceId": logical_id,
+        "ResourceType": resource["Type"],
+        "ResourceProperties": properties,
+    }
+    result.views = [str(v["Name"]) for v in properties["Views"]]
+    ran = steps.function("views", handler, "views", event, {})
+    expected, answer = {"Views": ",".join(result.views)}, ran.result or {}
+    if ran.returncode != 0 or not answer.get("PhysicalResourceId") or answer.get("Data") != expected:
+        result.failure = f"the views handler returned {ran.result}, not the views {expected}:\n{ran.tail()}"
+        return False
+    return True
+
+
+def _instances_in_cloudwatch(clients: Mapping[str, Any], puller_env: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """Two moto EC2 instances carrying the puller's tags and one that does not, with CPUUtilization over the
+    window the puller's Scheduled Event covers (and the agent's mem_used_percent for the first one); the ids of
+    the tagged and of the untagged instances."""
+    from capacity_forecaster.cloudwatch_pull import AGENT_NAMESPACE, parse_tag_filters, pull_window
+
+    ec2, cloudwatch = clients["ec2"], clients["cloudwatch"]
+    tags = [{"Key": t.key, "Value": t.value} for t in parse_tag_filters(puller_env["CF_CLOUDWATCH_TAGS"])]
+    other = [{"Key": "Team", "Value": "not-" + "-".join(t["Value"] for t in tags)}]
+
+    def launch(count: int, instance_tags: list[dict[str, str]]) -> list[str]:
+        spec = [{"ResourceType": "instance", "Tags": instance_tags}]
+        response = ec2.run_instances(ImageId="ami-12c6146b", MinCount=count, MaxCount=count, TagSpecifications=spec)
+        return sorted(i["InstanceId"] for i in response["Instances"])
+
+    tagged, untagged = launch(2, tags), launch(1, other)
+    now = datetime.fromisoformat(load_event("scheduled_event.json")["time"].replace("Z", "+00:00"))
+    start, end = pull_window(int(puller_env.get("CF_CLOUDWATCH_DAYS", "1")), now)
+    times = [start + timedelta(minutes=30 * k) for k in range(int((end - start) / timedelta(minutes=30)))]
+    series = [("AWS/EC2", "CPUUtilization", i, {"InstanceId": i}, 20 + 10 * n) for n, i in enumerate(tagged + untagged)]
+    series.append((AGENT_NAMESPACE, "mem_used_percent", tagged[0], {"InstanceId": tagged[0]}, 55))
+    for namespace, name, _, dimensions, level in series:
+        for batch in range(0, len(times), 500):
+            data = [
+                {
+                    "MetricName": name,
+                    "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()],
+                    "Timestamp": t,
+                    "Value": float(level + (k % 12)),
+                }
+                for k, t in enumerate(times[batch : batch + 500])
+            ]
+            cloudwatch.put_metric_data(Namespace=namespace, MetricData=data)
+    return tagged, untagged
 
 
 def _upload(s3: Any, bucket: str) -> None:

@@ -9,7 +9,9 @@ case-sensitively; conditions: String*, Arn*, Bool, Numeric*, Null, with ``...IfE
 treats them. Every call is assumed to be made over TLS 1.3.
 
 :func:`requests_for` maps one recorded call (service, operation, params, response facts) to the IAM requests it
-needs; a call it does not know raises :class:`UnmappedCall`, so a new kind of call cannot pass unchecked.
+needs; a call it does not know raises :class:`UnmappedCall`, so a new kind of call cannot pass unchecked. An
+Athena statement also needs what Athena does with the caller's permissions (Glue for a view's DDL, the result
+written to the workgroup's location): those requests are modelled from the statement and the workgroup.
 """
 
 from __future__ import annotations
@@ -278,6 +280,9 @@ class AccountFacts:
     """Bucket name -> the KMS key ARN of its default encryption (buckets encrypted with a KMS key)."""
     topic_keys: Mapping[str, str] = field(default_factory=dict)
     """Topic ARN -> the KMS key ARN it is encrypted with."""
+    workgroup_results: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """Athena workgroup name -> (its result location ``s3://bucket/prefix/``, the KMS key ARN of its SSE_KMS
+    results or "")."""
 
     def key_arn(self, key: str) -> str:
         return key if key.startswith("arn:") else f"arn:aws:kms:{self.region}:{self.account}:key/{key}"
@@ -326,6 +331,12 @@ _GLOBAL = {
 """Calls on actions without resource-level permissions (the resource is ``*``)."""
 _UNAUTHORISED = {("sts", "GetCallerIdentity")}
 """Calls that need no permission."""
+_ATHENA = {"StartQueryExecution", "GetQueryExecution", "StopQueryExecution", "GetQueryResults", "GetWorkGroup"}
+"""Athena calls authorised on the workgroup (the one a query execution was started in)."""
+_VIEW_DDL = re.compile(
+    r'^(?P<verb>CREATE(?:\s+OR\s+REPLACE)?\s+VIEW|DROP\s+VIEW(?:\s+IF\s+EXISTS)?)\s+"?(?P<name>[A-Za-z0-9_]+)"?',
+    re.IGNORECASE,
+)
 
 
 def _s3_kms(
@@ -432,9 +443,57 @@ def requests_for(call: Mapping[str, Any], principal: str, facts: AccountFacts) -
         if not key:
             raise UnmappedCall(f"{label}: a KMS call without a key id")
         return [Request(principal, f"kms:{operation}", facts.key_arn(key), context, label)]
+    if service == "athena" and operation in _ATHENA:
+        return _athena(facts, principal, call, label)
     raise UnmappedCall(f"{label}: no IAM mapping for {service} {operation}")
 
 
+def _athena(facts: AccountFacts, principal: str, call: Mapping[str, Any], label: str) -> list[Request]:
+    """An Athena call on its workgroup; for a statement it starts, also what Athena then does with the caller's
+    permissions: the Glue catalog calls of a view's DDL (the only statements this evaluator knows: any other
+    is unmapped, so it cannot pass without its table reads) and the result written to the workgroup's result
+    location (``<query id>.txt``, with the workgroup's KMS key)."""
+    params, response = call.get("params") or {}, call.get("response") or {}
+    operation = str(call.get("operation"))
+    workgroup = str(params.get("WorkGroup") or ("primary" if operation == "StartQueryExecution" else ""))
+    if not workgroup:
+        raise UnmappedCall(f"{label}: the query execution's workgroup is unknown")
+    context = facts.base_context(principal)
+    arn = f"arn:aws:athena:{facts.region}:{facts.account}:workgroup/{workgroup}"
+    out = [Request(principal, f"athena:{operation}", arn, context, label)]
+    if operation != "StartQueryExecution":
+        return out
+    ddl = _VIEW_DDL.match(str(params.get("QueryString", "")))
+    database = str((params.get("QueryExecutionContext") or {}).get("Database") or "default")
+    if ddl is None:
+        raise UnmappedCall(f"{label}: only view DDL statements are mapped, not {params.get('QueryString')!r}")
+    glue = f"arn:aws:glue:{facts.region}:{facts.account}"
+    database_arns = (f"{glue}:catalog", f"{glue}:database/{database}")
+    table_arns = (*database_arns, f"{glue}:table/{database}/{ddl['name'].lower()}")
+    # CREATE OR REPLACE creates the view's Glue table or updates it, whichever it finds: both are asked for.
+    changes = ("glue:CreateTable", "glue:UpdateTable") if ddl["verb"].upper().startswith("CREATE") else ()
+    table_actions = ("glue:GetTable", *(changes or ("glue:DeleteTable",)))
+    out += [Request(principal, "glue:GetDatabase", r, context, label) for r in database_arns]
+    out += [Request(principal, a, r, context, label) for a in table_actions for r in table_arns]
+    if workgroup not in facts.workgroup_results:
+        raise UnmappedCall(f"{label}: workgroup {workgroup} has no result location in the template")
+    location, key = facts.workgroup_results[workgroup]
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    query_id = str(response.get("QueryExecutionId") or "")
+    if not query_id:
+        raise UnmappedCall(f"{label}: no query execution id in the response")
+    sse = {"s3:x-amz-server-side-encryption": "aws:kms"} if key else {}
+    out.append(Request(principal, "s3:GetBucketLocation", f"arn:aws:s3:::{bucket}", context, label))
+    out.append(
+        Request(principal, "s3:PutObject", f"arn:aws:s3:::{bucket}/{prefix}{query_id}.txt", context | sse, label)
+    )
+    if key:
+        via = context | {"kms:ViaService": f"s3.{facts.region}.amazonaws.com", "kms:CallerAccount": facts.account}
+        out.append(Request(principal, "kms:GenerateDataKey", facts.key_arn(key), via, label))
+    return out
+
+
 def _describe(params: Mapping[str, Any]) -> str:
-    parts = [f"{k}={params[k]}" for k in ("Bucket", "Key", "Prefix", "TopicArn", "TrainingJobName") if k in params]
+    names = ("Bucket", "Key", "Prefix", "TopicArn", "TrainingJobName", "WorkGroup", "QueryExecutionId")
+    parts = [f"{k}={params[k]}" for k in names if k in params]
     return " ".join(parts)

@@ -1,9 +1,10 @@
 """The synthesized template on a moto server: its resources created there, its intrinsics resolved to them.
 
-:func:`provision` creates, for each KMS key, IAM role, SQS queue, SNS topic and S3 bucket of the template, the
-same resource on moto (with the template's name where it sets one, the bucket's default encryption and the
-topic's key), and returns a :class:`Resolver` that turns ``Ref``, ``Fn::GetAtt``, ``Fn::Join``, ``Fn::Sub``,
-``Fn::Select``, ``Fn::Split`` and the pseudo parameters into those physical names. Resources moto is not asked to
+:func:`provision` creates, for each KMS key, IAM role, SQS queue, SNS topic, S3 bucket, Athena workgroup and Glue
+database of the template, the same resource on moto (with the template's name where it sets one, the bucket's
+default encryption, the topic's key and the workgroup's result location), and returns a :class:`Resolver` that
+turns ``Ref``, ``Fn::GetAtt``, ``Fn::Join``, ``Fn::Sub``, ``Fn::Select``, ``Fn::Split`` and the pseudo parameters
+into those physical names. Resources moto is not asked to
 create (functions, alarms, rules...) get deterministic names and ARNs. :func:`policy_set` collects the identity
 and resource policies of the template, resolved, for :mod:`tests.cloud.iam`.
 """
@@ -140,9 +141,10 @@ def _default_name(stack: str, logical_id: str, limit: int = 64) -> str:
 
 
 def provision(template: Mapping[str, Any], clients: Mapping[str, Any]) -> Resolver:
-    """Create the template's keys, roles, queues, topics and buckets on moto; the resolver to their names.
+    """Create the template's keys, roles, queues, topics, buckets, Athena workgroups and Glue databases on moto;
+    the resolver to their names.
 
-    ``clients``: boto3 clients on the moto server by service name (kms, iam, sqs, sns, s3).
+    ``clients``: boto3 clients on the moto server by service name (kms, iam, sqs, sns, s3, athena, glue).
     """
     resolver = Resolver(template)
     account, region = resolver.account, resolver.region
@@ -197,12 +199,30 @@ def provision(template: Mapping[str, Any], clients: Mapping[str, Any]) -> Resolv
             clients["s3"].put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
         resolver.refs[name], resolver.attrs[(name, "Arn")] = bucket, f"arn:aws:s3:::{bucket}"
         resolver.attrs[(name, "DomainName")] = f"{bucket}.s3.amazonaws.com"
+    for name, resource in resolver.of_type("AWS::Athena::WorkGroup").items():
+        props = resolver.resolve(resource.get("Properties", {}))
+        results = (props.get("WorkGroupConfiguration") or {}).get("ResultConfiguration") or {}
+        encryption = results.get("EncryptionConfiguration") or {}
+        configuration = {
+            "ResultConfiguration": {
+                **({"OutputLocation": results["OutputLocation"]} if "OutputLocation" in results else {}),
+                **({"EncryptionConfiguration": encryption} if encryption else {}),
+            }
+        }
+        clients["athena"].create_work_group(Name=props["Name"], Configuration=configuration)
+        resolver.refs[name] = props["Name"]
+        resolver.attrs[(name, "Arn")] = f"arn:aws:athena:{region}:{account}:workgroup/{props['Name']}"
+    for name, resource in resolver.of_type("AWS::Glue::Database").items():
+        database = resolver.resolve(resource.get("Properties", {}))["DatabaseInput"]
+        clients["glue"].create_database(DatabaseInput=database)
+        resolver.refs[name] = database["Name"]
     return resolver
 
 
 def account_facts(resolver: Resolver) -> AccountFacts:
-    """The account's ids and which KMS key encrypts each bucket (by default) and each topic."""
-    bucket_keys, topic_keys = {}, {}
+    """The account's ids, which KMS key encrypts each bucket (by default) and each topic, and where each Athena
+    workgroup writes its results."""
+    bucket_keys, topic_keys, workgroups = {}, {}, {}
     for name, resource in resolver.of_type("AWS::S3::Bucket").items():
         rules = resolver.resolve(resource.get("Properties", {}).get("BucketEncryption", {})).get(
             "ServerSideEncryptionConfiguration", []
@@ -215,7 +235,15 @@ def account_facts(resolver: Resolver) -> AccountFacts:
         key = resource.get("Properties", {}).get("KmsMasterKeyId")
         if key is not None:
             topic_keys[resolver.ref(name)] = str(resolver.resolve(key))
-    return AccountFacts(resolver.account, resolver.region, bucket_keys, topic_keys)
+    for _, resource in resolver.of_type("AWS::Athena::WorkGroup").items():
+        props = resolver.resolve(resource.get("Properties", {}))
+        results = (props.get("WorkGroupConfiguration") or {}).get("ResultConfiguration") or {}
+        if "OutputLocation" in results:
+            encryption = results.get("EncryptionConfiguration") or {}
+            key = str(encryption.get("KmsKey", "")) if encryption.get("EncryptionOption") == "SSE_KMS" else ""
+            location = str(results["OutputLocation"])
+            workgroups[str(props["Name"])] = (location if location.endswith("/") else location + "/", key)
+    return AccountFacts(resolver.account, resolver.region, bucket_keys, topic_keys, workgroups)
 
 
 def role_statements(resolver: Resolver, role: str) -> list[Mapping[str, Any]]:

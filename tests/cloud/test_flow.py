@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from capacity_forecaster import schema
-from capacity_forecaster.access import QUARANTINED_FILES_PREFIX
+from capacity_forecaster.access import CLOUDWATCH_PULL_ACTIONS, QUARANTINED_FILES_PREFIX
 from tests.cloud.conftest import UNREADABLE_KEY, UPLOAD_KEY, CloudStack, Flow, Provisioned
 from tests.cloud.iam import Decision, Request, UnmappedCall, requests_for
 from tests.cloud.template import Resolver, policy_set
@@ -24,7 +24,14 @@ EXPECTED_TABLES = (
     schema.FORECASTS,
     schema.MODEL_METRICS,
     schema.RISK_REGISTER,
+    schema.CONSOLIDATION,
 )
+REPORT_TYPES = {
+    "html": "text/html; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+"""The content type of each kind of report object (docs/cloud.md, "Where the reports land")."""
 
 
 def _lake(flow: Flow, endpoint: str) -> Any:
@@ -53,7 +60,8 @@ def _denied(decisions: list[Decision]) -> list[Decision]:
 def test_every_function_runs_in_its_image_and_fills_the_lake(flow: Flow, cloud_moto: str) -> None:
     flow.require()
     steps = [r.step for r in flow.runs]
-    assert steps[:5] == ["generate", "etl:schedule", "etl:upload", "launch", "train:algo-1"], steps
+    assert steps[:4] == ["views", "generate", "etl:schedule", "etl:upload"], steps
+    assert steps[4:8] == ["pull_cloudwatch", "etl:cloudwatch", "launch", "train:algo-1"], steps
     assert {"train:algo-2", "train:sagemaker"} <= set(steps) and steps[-1] == "risk"
     lake = _lake(flow, cloud_moto)
     empty = [t.name for t in EXPECTED_TABLES if lake.read_table(t).empty]
@@ -74,6 +82,55 @@ def test_every_function_runs_in_its_image_and_fills_the_lake(flow: Flow, cloud_m
     assert risk["notified"] > 0 and flow.notifications, "the risk Lambda published nothing to the alerts topic"
     publishes = [c for r, c in flow.calls if c["service"] == "sns" and c["operation"] == "Publish"]
     assert [c["params"]["TopicArn"] for c in publishes] == [flow.topic] and publishes[0]["status"] == 200
+
+
+def test_the_pulled_instances_reach_metrics_daily(flow: Flow, cloud_moto: str) -> None:
+    """The puller's object, through the ETL on its Object Created event: every tagged instance's CPU (and the
+    agent's memory where it was put) in metrics_daily, the untagged instance nowhere."""
+    flow.require()
+    pulled = next(r for r in flow.runs if r.step == "pull_cloudwatch").result or {}
+    assert pulled["instances"] == len(flow.pulled) and pulled["series_mem_used_percent"] == 1, pulled
+    etl = next(r for r in flow.runs if r.step == "etl:cloudwatch").result or {}
+    assert etl["trigger"] == str(pulled["written"][0]).removeprefix(f"s3://{flow.bucket}/"), etl
+    daily = _lake(flow, cloud_moto).read_table(schema.METRICS_DAILY)
+    observed = daily[~daily["imputed"]]
+    series = set(zip(observed["server_id"], observed["metric"], strict=True))
+    assert {(i, "cpu") for i in flow.pulled} | {(flow.pulled[0], "mem")} <= series, sorted(series)
+    assert not set(daily["server_id"]) & set(flow.untagged), "the untagged instance was pulled"
+
+
+def test_the_risk_run_writes_the_report_and_names_it_in_the_summary(flow: Flow, provisioned: Provisioned) -> None:
+    """The report and its exports under reports/run_date=<run date>/, each with its content type, and the run
+    summary on the alerts topic naming the report's s3:// key."""
+    flow.require()
+    s3 = provisioned.clients["s3"]
+    prefix = f"reports/run_date={flow.run_date}/"
+    listed = s3.list_objects_v2(Bucket=flow.bucket, Prefix=prefix).get("Contents", [])
+    types = {o["Key"]: s3.head_object(Bucket=flow.bucket, Key=o["Key"])["ContentType"] for o in listed}
+    assert Counter(key.rsplit(".", 1)[-1] for key in types) == {"html": 1, "csv": 2, "xlsx": 1}, types
+    assert all(REPORT_TYPES[key.rsplit(".", 1)[-1]] == kind for key, kind in types.items()), types
+    [html] = [key for key in types if key.endswith(".html")]
+    report = f"s3://{flow.bucket}/{html}"
+    risk = next(r for r in flow.runs if r.step == "risk").result or {}
+    assert risk["report"] == report, risk
+    messages = [str(n.get("Message", n)) for n in flow.notifications]
+    assert len(messages) == 1 and f"Report: {report}" in messages[0], messages
+
+
+def test_the_views_resource_creates_every_view_in_the_workgroup(flow: Flow, provisioned: Provisioned) -> None:
+    """The Custom::AthenaViews handler started each view's statement, in the resource's order, in the
+    template's workgroup and database, and each succeeded."""
+    flow.require()
+    athena = provisioned.clients["athena"]
+    [resource] = provisioned.resolver.of_type("Custom::AthenaViews").values()
+    props = provisioned.resolver.resolve(resource["Properties"])
+    ids = athena.list_query_executions(WorkGroup=props["WorkGroup"])["QueryExecutionIds"]
+    ran = [athena.get_query_execution(QueryExecutionId=i)["QueryExecution"] for i in ids]
+    ran.sort(key=lambda q: q["Status"]["SubmissionDateTime"])
+    assert flow.views == [v["Name"] for v in props["Views"]] and flow.views
+    assert [q["Query"] for q in ran] == [v["Sql"] for v in props["Views"]]
+    assert {q["QueryExecutionContext"]["Database"] for q in ran} == {props["Database"]}
+    assert {q["Status"]["State"] for q in ran} == {"SUCCEEDED"}
 
 
 def test_nothing_is_loaded_from_outside_each_image(flow: Flow) -> None:
@@ -101,6 +158,22 @@ def test_every_recorded_call_is_allowed_by_the_synthesized_policies(flow: Flow) 
     flow.require()
     assert len(flow.calls) > 0
     assert not denied, "\n".join(f"{d} [{d.request.call}]" for d in denied)
+
+
+def test_the_puller_and_the_views_handler_are_checked_against_their_own_roles(flow: Flow) -> None:
+    """The puller's EC2 and CloudWatch calls and the views handler's Athena calls (with the Glue calls and the
+    result write Athena makes for them) are evaluated as requests of their own function's role."""
+    flow.require()
+    requests = _requests(flow)
+    for step, wanted in (
+        ("pull_cloudwatch", {*CLOUDWATCH_PULL_ACTIONS, "s3:PutObject"}),
+        ("views", {"athena:StartQueryExecution", "athena:GetQueryExecution", "glue:CreateTable", "s3:PutObject"}),
+    ):
+        run = next(r for r in flow.runs if r.step == step)
+        role = flow.resolver.logical_id_of(run.principal)
+        assert role is not None and flow.resolver.resources[role]["Type"] == "AWS::IAM::Role", run.principal
+        actions = {r.action for r in requests if r.principal == run.principal}
+        assert wanted <= actions, f"{step}: {sorted(actions)}"
 
 
 def test_removing_one_grant_denies_a_recorded_call(flow: Flow, cloud_stack: CloudStack) -> None:
@@ -132,6 +205,39 @@ def test_removing_one_grant_denies_a_recorded_call(flow: Flow, cloud_stack: Clou
     assert {d.request.action for d in denied} == {"s3:DeleteObject"}
     assert any(d.request.resource.endswith(UNREADABLE_KEY) for d in denied)
     assert all(flow.policies.evaluate(d.request).allowed for d in denied)
+
+
+def test_removing_the_puller_or_views_grants_denies_their_calls(flow: Flow, cloud_stack: CloudStack) -> None:
+    """Drop the puller's EC2/CloudWatch statement and the views handler's Glue statement in a copy of the
+    template: exactly those calls of theirs are denied."""
+    flow.require()
+    template = copy.deepcopy(cloud_stack.template)
+    resolver = Resolver(template, refs=flow.resolver.refs, attrs=flow.resolver.attrs)
+    cases = {"pull_cloudwatch": "ec2:DescribeInstances", "views": "glue:CreateTable"}
+    principals, removed = {}, {}
+
+    def grants(statement: dict[str, Any], action: str) -> bool:
+        actions = statement.get("Action", [])
+        return action in (actions if isinstance(actions, list) else [actions])
+
+    for step, action in cases.items():
+        run = next(r for r in flow.runs if r.step == step)
+        role = resolver.logical_id_of(run.principal)
+        principals[step] = run.principal
+        dropped = []
+        for resource in template["Resources"].values():
+            if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role} in resource["Properties"]["Roles"]:
+                statements = resource["Properties"]["PolicyDocument"]["Statement"]
+                dropped += [st for st in statements if grants(st, action)]
+                statements[:] = [st for st in statements if not grants(st, action)]
+        assert len(dropped) == 1, f"{step}: {len(dropped)} statements grant {action}"
+        removed[step] = set(dropped[0]["Action"])
+    weaker = policy_set(resolver)
+    for step, actions in removed.items():
+        requests = [r for r in _requests(flow) if r.principal == principals[step]]
+        denied = {d.request.action for d in _denied([weaker.evaluate(r) for r in requests])}
+        recorded = {r.action for r in requests} & actions
+        assert recorded and denied == recorded, f"{step}: denied {sorted(denied)}, recorded {sorted(recorded)}"
 
 
 def test_every_alarm_can_publish_to_its_topic(provisioned: Provisioned) -> None:
