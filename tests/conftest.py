@@ -12,7 +12,7 @@ import os
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,20 @@ def aws_environ_before_moto() -> dict[str, str]:
     return dict(_ENV_BEFORE_MOTO)
 
 
+@contextmanager
+def loopback_moto_server() -> Iterator[str]:
+    """A moto server on 127.0.0.1 (a free port) while the block runs; its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto server on 127.0.0.1 (a free port) for the session; yields its endpoint URL.
@@ -65,8 +79,6 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     Sets fake credentials and ``AWS_DEFAULT_REGION=us-east-1`` in ``os.environ`` and removes ``AWS_PROFILE``
     (and the other variables that would send boto3 elsewhere) until the session ends.
     """
-    from moto.server import ThreadedMotoServer
-
     empty = tmp_path_factory.mktemp("aws-config")
     with pytest.MonkeyPatch.context() as mp:
         for name in UNSET_AWS_ENV:
@@ -80,13 +92,10 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         werkzeug_log = logging.getLogger("werkzeug")
         old_level = werkzeug_log.level
         werkzeug_log.setLevel(max(old_level, logging.WARNING))
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
         try:
-            yield f"http://{host}:{port}"
+            with loopback_moto_server() as endpoint:
+                yield endpoint
         finally:
-            server.stop()
             werkzeug_log.setLevel(old_level)
 
 

@@ -35,6 +35,7 @@ from tests.cloud import bootstrap
 from tests.cloud.iam import AccountFacts, PolicySet
 from tests.cloud.runner import Run, base_environment, finish, lambda_environment, read_lines, run, start
 from tests.cloud.template import REGION, Resolver, account_facts, policy_set, provision
+from tests.conftest import loopback_moto_server
 from tests.images import ROOT, image_path, images
 
 EVENTS = ROOT / "tests" / "events"
@@ -339,15 +340,8 @@ class Provisioned:
 def cloud_moto(moto_server: str) -> Iterator[str]:
     """A moto server of the flow's own (the session's server, shared with other tests, is left alone); the fake
     credentials are those ``moto_server`` set."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with loopback_moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
