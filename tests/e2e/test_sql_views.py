@@ -23,6 +23,7 @@ from capacity_forecaster.query import connect, run_query, view_tables, views
 from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, METRICS_DAILY, RISK_REGISTER, SERVERS, TABLES
 from capacity_forecaster.settings import load_settings
 from capacity_forecaster.storage.lake import Lake, open_lake
+from capacity_forecaster.storage.s3_client import S3Config
 
 pytestmark = pytest.mark.slow
 
@@ -244,7 +245,7 @@ def test_the_connection_alone_reads_no_file_and_cannot_be_unlocked(lake: Lake, o
 
 @pytest.mark.usefixtures("s3_endpoint_env")
 def test_query_on_an_s3_lake_is_read_only(
-    lake: Lake, s3_bucket: str, s3_boto_client: Any, capsys: pytest.CaptureFixture[str]
+    lake: Lake, s3_bucket: str, s3_boto_client: Any, s3_config: S3Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = Path(lake.uri)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -255,4 +256,11 @@ def test_query_on_an_s3_lake_is_read_only(
         assert query_json(capsys, uri, sql) == query_json(capsys, lake.uri, sql)
     for template in HOSTILE[:13]:
         assert_refused(capsys, uri, template.format(lake=uri, out=f"s3://{s3_bucket}/elsewhere"))
+    con = connect(open_lake(uri, s3_config), ["servers"])
+    try:
+        for template in HOSTILE[:2] + HOSTILE[11:12]:
+            with pytest.raises(duckdb.Error):
+                con.execute(template.format(lake=uri, out=f"s3://{s3_bucket}/elsewhere")).fetchall()
+    finally:
+        con.close()
     assert s3_snapshot(s3_boto_client, s3_bucket) == before
