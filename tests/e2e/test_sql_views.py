@@ -1,10 +1,17 @@
-"""The planners' SQL views: each parses as Trino SQL (what Athena runs) and runs on DuckDB over a small lake."""
+"""The planners' SQL views: each parses as Trino SQL (what Athena runs) and runs on DuckDB over a small lake;
+``query`` runs them and the documented queries, and nothing else: hostile SQL is refused in one line and leaves the
+lake (local or S3) byte-identical and nothing written outside it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from datetime import date
+from pathlib import Path
+from typing import Any
 
+import duckdb
 import pandas as pd
 import pytest
 import sqlglot
@@ -12,12 +19,15 @@ from sqlglot import exp
 
 from capacity_forecaster.cli import main
 from capacity_forecaster.pipeline import run_pipeline
-from capacity_forecaster.query import run_query, view_tables, views
+from capacity_forecaster.query import connect, run_query, view_tables, views
 from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, METRICS_DAILY, RISK_REGISTER, SERVERS, TABLES
 from capacity_forecaster.settings import load_settings
 from capacity_forecaster.storage.lake import Lake, open_lake
+from capacity_forecaster.storage.s3_client import S3Config
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 
 RUN_DATE = date(2026, 11, 23)
 PAST_RUN = date(2026, 11, 1)
@@ -109,3 +119,148 @@ def test_cli_query_uses_the_views(lake: Lake, capsys: pytest.CaptureFixture[str]
     sql = "SELECT CAST(sum(servers) AS BIGINT) AS n FROM fleet_summary"
     assert main(["query", "--lake", lake.uri, sql, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"n": SERVERS_N}]
+
+
+def documented_queries() -> list[str]:
+    """Every ``capacity-forecaster query "<SQL>"`` in the README and docs/."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        found += re.findall(r'capacity-forecaster query "([^"]+)"', path.read_text(encoding="utf-8"))
+    return found
+
+
+# What a user may run besides the documented queries: each view, and the read-only statements that are not SELECT.
+READ_ONLY = [
+    *(f"SELECT * FROM {name}" for name in sorted(views())),
+    "WITH r AS (SELECT * FROM risk_servers) SELECT severity, count(*) AS n FROM r GROUP BY severity",
+    "DESCRIBE risk_servers",
+    "SUMMARIZE servers",
+    "EXPLAIN SELECT * FROM fleet_summary",
+]
+
+# {lake}: the lake's root; {out}: a folder outside it that holds one Parquet file (outside.parquet).
+HOSTILE = [
+    "COPY (SELECT 1 AS x) TO '{lake}/curated/servers/data.parquet' (FORMAT parquet)",
+    "COPY servers TO '{out}/servers.csv'",
+    "COPY servers FROM '{out}/outside.parquet'",
+    "EXPORT DATABASE '{out}/export'",
+    "ATTACH '{out}/other.duckdb' AS other",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/passwd')",
+    "SELECT * FROM read_parquet('{out}/outside.parquet')",
+    "SELECT * FROM '{out}/outside.parquet'",
+    "SELECT * FROM read_parquet('{lake}/curated/servers/data.parquet')",
+    "SELECT * FROM glob('/*')",
+    "SET enable_external_access = true",
+    "RESET lock_configuration",
+    "PRAGMA enable_profiling",
+    "CREATE TABLE t AS SELECT * FROM servers",
+    "CREATE VIEW risk AS SELECT 1",
+    "INSERT INTO servers SELECT * FROM servers",
+    "UPDATE servers SET cores = 0",
+    "DELETE FROM risk_register",
+    "SELECT 1; COPY servers TO '{out}/servers.csv'",
+    "SELECT 1 /* ; */ ; COPY servers TO '{out}/servers.csv'",
+    "SELECT 1 --\n; ATTACH '{out}/other.duckdb' AS other",
+    "EXPLAIN ANALYZE COPY servers TO '{out}/servers.csv'",
+    "",
+    "  \n ",
+]
+
+
+def local_snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` -> the SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+def s3_snapshot(client: Any, bucket: str) -> dict[str, str]:
+    """Every object in ``bucket`` -> the SHA-256 of its bytes."""
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    ]
+    return {key: hashlib.sha256(client.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() for key in keys}
+
+
+def query_json(capsys: pytest.CaptureFixture[str], uri: str, sql: str) -> list[dict[str, Any]]:
+    assert main(["query", "--lake", uri, sql, "--format", "json"]) == 0, capsys.readouterr().err
+    out: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+    return out
+
+
+def assert_refused(capsys: pytest.CaptureFixture[str], uri: str, sql: str) -> None:
+    assert main(["query", "--lake", uri, sql]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.fullmatch(r"error: query (refused|failed): [^\n]+\n", captured.err), captured.err
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder outside the lake with one Parquet file in it."""
+    pd.DataFrame({"secret": [42]}).to_parquet(tmp_path / "outside.parquet")
+    return tmp_path
+
+
+def test_documented_queries_and_read_only_statements_run(lake: Lake, capsys: pytest.CaptureFixture[str]) -> None:
+    documented = documented_queries()
+    assert len(documented) >= 3, documented
+    for sql in documented + READ_ONLY:
+        query_json(capsys, lake.uri, sql)
+    severities = query_json(capsys, lake.uri, READ_ONLY[len(views())])
+    assert sum(row["n"] for row in severities) == len(lake.read_table(RISK_REGISTER, where={"run_date": RUN_DATE}))
+
+
+@pytest.mark.parametrize("template", HOSTILE)
+def test_hostile_sql_is_refused_in_one_line_and_changes_nothing(
+    lake: Lake, outside: Path, template: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = local_snapshot(Path(lake.uri))
+    assert_refused(capsys, lake.uri, template.format(lake=lake.uri, out=outside))
+    assert local_snapshot(Path(lake.uri)) == before
+    assert sorted(p.name for p in outside.iterdir()) == ["outside.parquet"]
+    assert query_json(capsys, lake.uri, "SELECT count(*) AS n FROM risk_servers")[0]["n"] > 0
+
+
+def test_the_connection_alone_reads_no_file_and_cannot_be_unlocked(lake: Lake, outside: Path) -> None:
+    """The second wall, without the statement check: what DuckDB itself refuses once the views exist."""
+    before = local_snapshot(Path(lake.uri))
+    con = connect(lake)
+    try:
+        for template in [*HOSTILE[:13], "SET lock_configuration = false", "SET allowed_directories = ['/']"]:
+            with pytest.raises(duckdb.Error):
+                con.execute(template.format(lake=lake.uri, out=outside)).fetchall()
+        assert con.execute("SELECT sum(servers) FROM fleet_summary").fetchone() == (SERVERS_N,)
+        assert con.execute("SELECT current_setting('enable_external_access')").fetchone() == (False,)
+    finally:
+        con.close()
+    assert local_snapshot(Path(lake.uri)) == before
+    assert sorted(p.name for p in outside.iterdir()) == ["outside.parquet"]
+
+
+@pytest.mark.usefixtures("s3_endpoint_env")
+def test_query_on_an_s3_lake_is_read_only(
+    lake: Lake, s3_bucket: str, s3_boto_client: Any, s3_config: S3Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = Path(lake.uri)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        s3_boto_client.put_object(Bucket=s3_bucket, Key=f"fleet/{path.relative_to(root)}", Body=path.read_bytes())
+    uri = f"s3://{s3_bucket}/fleet"
+    before = s3_snapshot(s3_boto_client, s3_bucket)
+    for sql in documented_queries() + READ_ONLY[: len(views())]:
+        assert query_json(capsys, uri, sql) == query_json(capsys, lake.uri, sql)
+    for template in HOSTILE[:13]:
+        assert_refused(capsys, uri, template.format(lake=uri, out=f"s3://{s3_bucket}/elsewhere"))
+    con = connect(open_lake(uri, s3_config), ["servers"])
+    try:
+        for template in HOSTILE[:2] + HOSTILE[11:12]:
+            with pytest.raises(duckdb.Error):
+                con.execute(template.format(lake=uri, out=f"s3://{s3_bucket}/elsewhere")).fetchall()
+    finally:
+        con.close()
+    assert s3_snapshot(s3_boto_client, s3_bucket) == before

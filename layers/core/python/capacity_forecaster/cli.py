@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Tables: raw_samples, servers, metrics_daily, forecasts, model_metrics, risk_register, consolidation, "
         "etl_runs, quarantine, ground_truth, etl_files.",
     )
-    p.add_argument("sql", help='SQL statement, e.g. "SELECT * FROM risk_register LIMIT 5"')
+    p.add_argument("sql", help='one read-only SQL statement, e.g. "SELECT * FROM risk_register LIMIT 5"')
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
 
     p = add(

@@ -4,6 +4,10 @@ Tables are read through the lake adapter as Arrow and handed to DuckDB, so the s
 and an S3 lake (DuckDB's own S3 extension is not needed). The planners' views (``sql/*.sql``: latest forecasts,
 risk with servers, fleet summary, forecast accuracy) are written once in SQL that Trino (Athena) and DuckDB
 both run.
+
+User SQL is read-only and reaches only those tables and views: :func:`run_query` runs one read-only statement
+(:mod:`capacity_forecaster.query_check`), on a connection that can read no file and load no extension, with its
+configuration locked so that no statement can undo that.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ from capacity_forecaster.schema import TABLES
 from capacity_forecaster.storage.lake import Lake
 
 FORMATS = ("table", "csv", "json")
+
+# Set once the tables and views exist: the connection then reads only them (Arrow in memory), no file, no URL, no
+# extension, no Python variable; lock_configuration comes last, so that no SET, RESET or PRAGMA can undo the rest.
+LOCKDOWN = (
+    "SET enable_external_access = false",
+    "SET python_enable_replacements = false",
+    "SET lock_configuration = true",
+)
 
 
 @cache
@@ -42,7 +54,7 @@ def view_tables(sql: str) -> list[str]:
 
 def connect(lake: Lake, tables: Iterable[str] | None = None) -> Any:
     """A DuckDB connection with a view per lake table (empty tables still have their columns), and each planners'
-    view whose tables are all loaded."""
+    view whose tables are all loaded; it can read nothing else and its configuration is locked."""
     import duckdb
 
     con = duckdb.connect(":memory:")
@@ -54,16 +66,25 @@ def connect(lake: Lake, tables: Iterable[str] | None = None) -> Any:
     for sql in views().values():
         if set(view_tables(sql)) <= set(loaded):
             con.execute(sql)
+    for setting in LOCKDOWN:
+        con.execute(setting)
     return con
 
 
 def run_query(lake: Lake, sql: str) -> pd.DataFrame:
-    """Run one SQL statement on the lake and return the result; SQL errors become one-line InputErrors."""
+    """Run one read-only SQL statement on the lake and return the result; a statement that is not read-only is
+    refused before any table is read, and SQL errors become one-line InputErrors."""
     import duckdb
 
+    from capacity_forecaster.query_check import check_read_only
+
+    check_read_only(sql)
     con = connect(lake, _tables_named(sql))
     try:
         return con.sql(sql).to_arrow_table().to_pandas()
+    except duckdb.PermissionException as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"query refused: only the lake's tables and views can be read ({first})") from None
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0]
         raise InputError(f"query failed: {first}") from None
