@@ -32,6 +32,7 @@ from capacity_forecaster.storage.errors import (
     S3ConnectionError,
     S3CredentialsError,
     S3ObjectNotFoundError,
+    S3PreconditionFailedError,
     S3ThrottledError,
     S3TransferError,
     StorageError,
@@ -814,3 +815,67 @@ def test_seen_request_helpers() -> None:
     assert part.is_upload_part and not part.is_put_object
     assert SeenRequest("PUT", "/b/k/x", {}, {}).is_put_object
     assert not SeenRequest("PUT", "/b", {}, {}).is_put_object  # CreateBucket
+    assert SeenRequest("GET", "/b/k", {}, {}).is_get_object
+    assert not SeenRequest("GET", "/b", {"list-type": ["2"]}, {}).is_get_object
+
+
+# --- bodies that break part-way ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_body_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the client's own body-retry delays instead of sleeping them."""
+    from capacity_forecaster.storage import s3_client as module
+
+    delays: list[float] = []
+    monkeypatch.setattr(module, "time", SimpleNamespace(sleep=delays.append))
+    return delays
+
+
+def _gets_of(key: str) -> Any:
+    return lambda r: r.is_get_object and r.path.endswith("/" + key)
+
+
+def test_a_body_cut_part_way_is_read_again_pinned_to_the_first_etag(
+    proxied: S3Client, s3_bucket: str, fault_proxy: FaultProxy, no_body_backoff: list[float]
+) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    etag = proxied.put_bytes(s3_bucket, "raw/big.bin", data) and proxied.head(s3_bucket, "raw/big.bin")["ETag"]
+    fault_proxy.add_body_cut(_gets_of("raw/big.bin"), share=0.4, times=2)
+    assert proxied.get_bytes(s3_bucket, "raw/big.bin") == data
+    gets = fault_proxy.seen(_gets_of("raw/big.bin"))
+    assert [g.fault for g in gets] == ["BodyCut", "BodyCut", None]
+    assert "if-match" not in gets[0].headers
+    assert [g.headers.get("if-match") for g in gets[1:]] == [f'"{etag}"'] * 2
+    assert len(no_body_backoff) == 2 and 0 < no_body_backoff[0] <= no_body_backoff[1] * 2
+    fault_proxy.add_body_cut(_gets_of("raw/big.bin"), share=0.9, times=1)
+    assert proxied.get_with_etag(s3_bucket, "raw/big.bin") == (data, etag)
+
+
+def test_a_body_cut_on_every_attempt_is_a_one_line_transfer_error(
+    proxied: S3Client, s3_bucket: str, fault_proxy: FaultProxy, no_body_backoff: list[float]
+) -> None:
+    proxied.put_bytes(s3_bucket, "raw/b.csv", b"x" * 100_000)
+    fault_proxy.add_body_cut(_gets_of("raw/b.csv"))
+    with pytest.raises(S3TransferError) as info:
+        proxied.get_bytes(s3_bucket, "raw/b.csv")
+    message = str(info.value)
+    assert "\n" not in message and "raw/b.csv" in message and "broke part-way 3 times" in message
+    assert len(fault_proxy.seen(_gets_of("raw/b.csv"))) == 3  # max_attempts in all, no more
+
+
+def test_an_object_changed_between_attempts_is_not_mixed(
+    proxied: S3Client, s3_bucket: str, fault_proxy: FaultProxy, s3_boto_client: Any, no_body_backoff: list[float]
+) -> None:
+    proxied.put_bytes(s3_bucket, "raw/c.csv", b"old" * 50_000)
+    fault_proxy.add_body_cut(_gets_of("raw/c.csv"), times=1)
+
+    def replaced_before_the_second_get(request: SeenRequest) -> bool:
+        if _gets_of("raw/c.csv")(request) and "if-match" in request.headers:
+            s3_boto_client.put_object(Bucket=s3_bucket, Key="raw/c.csv", Body=b"new" * 50_000)
+        return False
+
+    fault_proxy.add_rule(replaced_before_the_second_get, status=500, code="Never")
+    with pytest.raises(S3PreconditionFailedError):
+        proxied.get_bytes(s3_bucket, "raw/c.csv")
+    assert proxied.get_bytes(s3_bucket, "raw/c.csv") == b"new" * 50_000
