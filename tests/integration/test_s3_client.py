@@ -879,3 +879,88 @@ def test_an_object_changed_between_attempts_is_not_mixed(
     with pytest.raises(S3PreconditionFailedError):
         proxied.get_bytes(s3_bucket, "raw/c.csv")
     assert proxied.get_bytes(s3_bucket, "raw/c.csv") == b"new" * 50_000
+
+
+ETL_ROUNDS = 6
+CUT_EVERY = 20  # 5% of GetObject bodies
+FILES_PER_ROUND = 16
+
+
+def _day_export(day: int, part: int) -> bytes:
+    rows = [
+        f"2026-11-{day:02d}T{h:02d}:{q * 15:02d}:00Z,srv-{s},{metric},{(s * 7 + h * 3 + q + day) % 90 + 1}"
+        for s in (part,)
+        for h in range(24)
+        for q in range(4)
+        for metric in ("cpu", "mem", "disk")
+    ]
+    return ("timestamp,server_id,metric,value\n" + "\n".join(rows) + "\n").encode()
+
+
+def test_etl_runs_finish_with_five_percent_of_get_bodies_cut(
+    s3_config: S3Config,
+    s3_bucket: str,
+    s3_boto_client: Any,
+    fault_proxy: FaultProxy,
+    no_backoff: list[float],
+    no_body_backoff: list[float],
+) -> None:
+    """The same uploads, ETL'd round by round into a clean lake and into one whose GetObject bodies are cut part-way
+    5% of the time: every faulty run finishes and the two lakes end up with the same tables."""
+    import itertools
+    import random
+
+    import pandas as pd
+
+    from capacity_forecaster.schema import ETL_RUNS, METRICS_DAILY
+    from capacity_forecaster.settings import load_settings
+    from capacity_forecaster.stages import run_etl
+    from capacity_forecaster.storage.lake import Lake
+    from capacity_forecaster.storage.s3_store import S3ObjectStore
+
+    nth_get = itertools.count(1)
+    shares = random.Random(17)  # where in the body the connection drops
+
+    def every_twentieth(request: SeenRequest) -> bool:
+        return request.is_get_object and next(nth_get) % CUT_EVERY == 0
+
+    rule = fault_proxy.add_body_cut(every_twentieth, share=0.5)
+    direct = S3Client(s3_config)
+    lakes = {
+        "clean": Lake(S3ObjectStore(direct, s3_bucket, "clean")),
+        "faulty": Lake(
+            S3ObjectStore(S3Client(replace(s3_config, endpoint_url=fault_proxy.endpoint_url)), s3_bucket, "faulty")
+        ),
+    }
+    settings = load_settings(environ={}, overrides={"lake": f"s3://{s3_bucket}/clean"})
+    finished = 0
+    for day in range(1, ETL_ROUNDS + 1):
+        for prefix in lakes:
+            for part in range(FILES_PER_ROUND):
+                key = f"{prefix}/raw/uploads/tenants/t/2026/11/{day:02d}/export-{day}-{part}.csv"
+                s3_boto_client.put_object(Bucket=s3_bucket, Key=key, Body=_day_export(day, part))
+        rule.cut_at = shares.uniform(0.05, 0.95)
+        now = datetime(2026, 11, day + 1, 6, tzinfo=UTC)
+        run_etl(lakes["clean"], settings, now=now)
+        run_etl(lakes["faulty"], settings, now=now)
+        finished += 1
+
+    cuts = fault_proxy.seen(lambda r: r.fault == "BodyCut")
+    gets = fault_proxy.seen(lambda r: r.is_get_object)
+    assert finished == ETL_ROUNDS and len(cuts) == len(gets) // CUT_EVERY >= ETL_ROUNDS
+    assert len(no_body_backoff) == len(cuts)  # each cut body was read again, once
+    # Compare what the two lakes hold, read without faults.
+    read_back = {p: Lake(S3ObjectStore(direct, s3_bucket, p)) for p in lakes}
+    daily = {
+        p: lake.read_table(METRICS_DAILY).sort_values(["server_id", "metric", "dt"], ignore_index=True)
+        for p, lake in read_back.items()
+    }
+    assert len(daily["clean"]) == FILES_PER_ROUND * 3 * ETL_ROUNDS
+    pd.testing.assert_frame_equal(daily["faulty"], daily["clean"])
+    counts = ["files_read", "files_rejected", "rows_in", "rows_written", "rows_quarantined", "partitions_written"]
+    runs = {
+        p: lake.read_table(ETL_RUNS).sort_values("started_at", ignore_index=True)[counts]
+        for p, lake in read_back.items()
+    }
+    pd.testing.assert_frame_equal(runs["faulty"], runs["clean"])
+    print(f"{finished} of {ETL_ROUNDS} ETL runs finished; {len(cuts)} of {len(gets)} GetObject bodies cut")
