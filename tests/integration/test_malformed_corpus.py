@@ -15,6 +15,7 @@ import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
@@ -26,6 +27,9 @@ from capacity_forecaster.schema import ETL_RUNS, METRICS_DAILY, QUARANTINE
 from capacity_forecaster.settings import load_settings
 from capacity_forecaster.stages import quarantined_file_key, run_etl
 from capacity_forecaster.storage.lake import Lake, open_lake
+
+if TYPE_CHECKING:
+    from capacity_forecaster.storage.s3_client import S3Config
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 HEADER = "timestamp,server_id,metric,value\n"
@@ -301,3 +305,26 @@ def test_a_file_over_the_size_limit_is_refused_at_ingest_and_set_aside_unread_by
     assert set(lake.read_table(METRICS_DAILY)["server_id"]) == {"csv-1"}
     assert main(["etl", *base]) == 0
     assert lake.read_table(ETL_RUNS)["files_read"].sort_values().tolist() == [0, 3]
+
+
+def test_poison_and_oversized_objects_on_an_s3_lake_are_set_aside_server_side(
+    s3_config: S3Config, s3_bucket: str
+) -> None:
+    from capacity_forecaster.storage.s3_client import S3Client
+    from capacity_forecaster.storage.s3_store import S3ObjectStore
+
+    lake = Lake(S3ObjectStore(S3Client(s3_config), s3_bucket, "lake"))
+    big = (HEADER + f"{T},big-1,cpu,40\n" * 40_000).encode()  # 1.4 MB, over a 1 MB limit
+    poison = {**POISON_CASES, "oversized": ("a.csv", big, "over the 1 MB limit")}
+    for kind, (name, data, _) in poison.items():
+        lake.store.put_bytes(_key(kind, name), data)
+    lake.store.put_bytes(_key("good", "a.parquet"), _GOOD_PARQUET)
+    settings = load_settings(environ={}, overrides={"lake": f"s3://{s3_bucket}/lake", "ingest.max_file_mb": 1})
+
+    counts = run_etl(lake, settings, now=NOW).counts
+    assert counts["files_rejected"] == len(poison) and counts["rows_written"] == 1
+    for kind, (name, data, message) in poison.items():
+        moved = quarantined_file_key(_key(kind, name), NOW.date())
+        assert lake.store.get_bytes(moved) == data and not lake.store.exists(_key(kind, name)), kind
+        assert message in json.loads(lake.store.get_bytes(moved + ".reason.json"))["reason"], kind
+    assert run_etl(lake, settings, now=NOW).counts["files_read"] == 0

@@ -964,3 +964,22 @@ def test_etl_runs_finish_with_five_percent_of_get_bodies_cut(
     }
     pd.testing.assert_frame_equal(runs["faulty"], runs["clean"])
     print(f"{finished} of {ETL_ROUNDS} ETL runs finished; {len(cuts)} of {len(gets)} GetObject bodies cut")
+
+
+def test_copy_object_is_server_side_and_keeps_encryption_and_metadata(
+    s3_config: S3Config, s3_bucket: str, big_file: Path, fault_proxy: FaultProxy
+) -> None:
+    with S3Client(replace(s3_config, endpoint_url=fault_proxy.endpoint_url, **SMALL_PARTS)) as client:
+        client.upload_file(big_file, s3_bucket, "raw/big.bin", extra_metadata={"original_filename": "big.bin"})
+        before = len(fault_proxy.seen())
+        assert (
+            client.copy_object(s3_bucket, "raw/big.bin", "quarantine/big.bin") == f"s3://{s3_bucket}/quarantine/big.bin"
+        )
+        copying = fault_proxy.seen()[before:]
+        assert not any(r.is_get_object for r in copying)  # the bytes never came through this process
+        assert any("x-amz-copy-source" in r.headers for r in copying)
+        head = client.head(s3_bucket, "quarantine/big.bin")
+        assert head["ContentLength"] == BIG_SIZE and head["ServerSideEncryption"] == "AES256"
+        assert head["Metadata"]["original_filename"] == "big.bin"
+        with pytest.raises(S3ObjectNotFoundError):
+            client.copy_object(s3_bucket, "raw/none.bin", "quarantine/none.bin")

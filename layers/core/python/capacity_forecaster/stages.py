@@ -396,7 +396,7 @@ def _move_aside(lake: Lake, key: str, reason: str, run_id: str, day: date) -> st
     """Copy an unreadable raw object under the quarantine prefix with a ``.reason.json`` next to it, then
     delete it from the raw zone so that no later run picks it up again. Returns the new URI."""
     target = quarantined_file_key(key, day)
-    uri = lake.store.put_bytes(target, lake.store.get_bytes(key))
+    uri = lake.store.copy(key, target)  # not through memory: the object may be over the size limit
     note = {"source": key, "reason": reason, "etl_run_id": run_id, "moved_at": utc_now().isoformat()}
     lake.store.put_bytes(
         target + ".reason.json", json.dumps(note, sort_keys=True).encode(), content_type="application/json"

@@ -540,6 +540,20 @@ class S3Client:
         log.info("uploaded %s to s3://%s/%s (%d bytes%s)", path.name, bucket, key, size, ", multipart" * multipart)
         return self.uri(bucket, key)
 
+    def copy_object(self, bucket: str, key: str, target: str) -> str:
+        """Copy ``key`` to ``target`` in the bucket, server-side (multipart copy above the threshold), encrypted and
+        with its metadata; return the new URI. Nothing passes through this process."""
+        validate_key(key)
+        validate_key(target)
+        try:
+            with create_transfer_manager(self._s3, self._transfer_config) as manager:
+                source = {"Bucket": bucket, "Key": key}
+                manager.copy(source, bucket, target, extra_args=self._sse_args()).result()
+        except _TRANSFER_FAILURES as exc:
+            err = translate_client_error(exc, operation="CopyObject", bucket=bucket, key=key)
+            raise self._as_transfer_error(err, f"the copy to {target} did not complete") from exc
+        return self.uri(bucket, target)
+
     @staticmethod
     def _as_transfer_error(err: StorageError, what_happened: str) -> StorageError:
         """Keep specific errors (credentials, access, names, throttling); make the rest an S3TransferError."""
