@@ -224,7 +224,8 @@ def _read_manifest(lake: Lake) -> pd.DataFrame:
 
 def _read_raw(lake: Lake, key: str, settings: Settings | None = None, size: int | None = None) -> pd.DataFrame:
     aliases = settings.ingest.aliases() if settings is not None else None
-    limit = settings.ingest.max_file_bytes if settings is not None else None
+    # New objects (``size`` known) are held to the limit; files already processed are read as they were.
+    limit = settings.ingest.max_file_bytes if settings is not None and size is not None else None
     if limit is not None and size is not None and size > limit:
         raise too_large(key, size, limit)  # not read: moved aside as it is
     frame = etl.read_raw_object(key, lake.store.get_bytes(key), aliases, max_bytes=limit)
