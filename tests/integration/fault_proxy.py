@@ -1,14 +1,17 @@
 """A small threaded HTTP proxy on 127.0.0.1 that injects S3 errors in front of a real (moto) endpoint.
 
-Point a client's ``endpoint_url`` at :attr:`FaultProxy.endpoint_url`. Requests that match a :class:`FaultRule`
-get an S3 XML error (with ``x-amz-request-id``/``x-amz-id-2`` headers) instead of being forwarded; every other
-request is forwarded unchanged. Every request is recorded, so tests can count attempts.
+Point a client's ``endpoint_url`` at :attr:`FaultProxy.endpoint_url`. Requests that match a :class:`FaultRule` get
+an S3 XML error (with ``x-amz-request-id``/``x-amz-id-2`` headers) instead of being forwarded, or (a body-cut rule,
+:meth:`FaultProxy.add_body_cut`) are forwarded but get only part of the response body before the proxy closes the
+connection, as a connection dropped mid-download does; every other request is forwarded unchanged. Every request is
+recorded, so tests can count attempts.
 """
 
 from __future__ import annotations
 
 import http.client
 import itertools
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +47,11 @@ class SeenRequest:
         return self.method == "DELETE" and "uploadId" in self.query
 
     @property
+    def is_get_object(self) -> bool:
+        """A GetObject (a GET of a key, not a listing)."""
+        return self.method == "GET" and not self.query and self.path.strip("/").count("/") >= 1
+
+    @property
     def is_list_objects(self) -> bool:
         return self.method == "GET" and self.query.get("list-type") == ["2"]
 
@@ -61,6 +69,7 @@ class FaultRule:
     code: str
     message: str = "injected by the fault proxy"
     times: int | None = None
+    cut_at: float | None = None  # body-cut rule: forward, send this share of the body, then close the connection
     hits: int = field(default=0, init=False)
 
     def take(self, request: SeenRequest) -> bool:
@@ -123,6 +132,16 @@ class FaultProxy:
             self.rules.append(rule)
         return rule
 
+    def add_body_cut(
+        self, match: Callable[[SeenRequest], bool], *, share: float = 0.5, times: int | None = None
+    ) -> FaultRule:
+        """Forward matching requests, but send only ``share`` of the response body (headers announce all of it)
+        and then close the connection; recorded with the fault ``BodyCut``."""
+        rule = FaultRule(match, 200, "BodyCut", "", times, cut_at=share)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
     def seen(self, predicate: Callable[[SeenRequest], bool] = lambda r: True) -> list[SeenRequest]:
         """The recorded requests that satisfy ``predicate``, in arrival order."""
         with self._lock:
@@ -181,7 +200,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
         )
         rule = self.owner._decide(request)
-        if rule is not None:
+        if rule is not None and rule.cut_at is not None:
+            self._forward(body, cut_at=rule.cut_at)
+        elif rule is not None:
             self._send_error(rule)
         else:
             self._forward(body)
@@ -202,7 +223,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    def _forward(self, body: bytes) -> None:
+    def _forward(self, body: bytes, *, cut_at: float | None = None) -> None:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"expect"}}
         if body or self.command in ("PUT", "POST"):
             headers["Content-Length"] = str(len(body))
@@ -218,7 +239,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             length = response.getheader("Content-Length") if self.command == "HEAD" else str(len(payload))
             self.send_header("Content-Length", length or "0")
             self.end_headers()
-            if self.command != "HEAD":
+            if cut_at is not None:
+                self.wfile.write(payload[: int(len(payload) * cut_at)])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)  # the client sees the body end early
+                self.close_connection = True
+            elif self.command != "HEAD":
                 self.wfile.write(payload)
         finally:
             conn.close()

@@ -3,22 +3,33 @@
 Row-level cases are files with one good row plus the bad row(s): the bad rows go to the quarantine table with the
 expected reason, the good row reaches metrics_daily. File-level cases cannot be read at all: they are moved aside
 to ``quarantine/files/dt=<run day>/<key>`` with a ``.reason.json``, get one quarantine row, and the run goes on.
+Poison files (:data:`POISON_CASES`) are the file-level cases that once crashed a reader with a traceback (binary
+Parquet columns, truncated Parquet, a gzip that is not gzip, a late NUL byte, deep JSON): ``ingest`` refuses each in
+one line, and one put straight into the raw zone is set aside without blocking the run or the next.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from capacity_forecaster.cli import main
 from capacity_forecaster.schema import ETL_RUNS, METRICS_DAILY, QUARANTINE
 from capacity_forecaster.settings import load_settings
 from capacity_forecaster.stages import quarantined_file_key, run_etl
 from capacity_forecaster.storage.lake import Lake, open_lake
+
+if TYPE_CHECKING:
+    from capacity_forecaster.storage.s3_client import S3Config
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 HEADER = "timestamp,server_id,metric,value\n"
@@ -29,6 +40,36 @@ def _cloudwatch(label: str, stamps: list[object], values: list[object]) -> bytes
     result = {"Id": "m0", "Label": label, "Timestamps": stamps, "Values": values, "StatusCode": "Complete"}
     return json.dumps({"MetricDataResults": [result], "Messages": []}).encode()
 
+
+def _parquet(**columns: object) -> bytes:
+    """A long-format Parquet file of one good row, with ``columns`` replacing or adding columns."""
+    base: dict[str, object] = {"timestamp": [T], "server_id": ["pq-1"], "metric": ["cpu"], "value": [40.0]}
+    out = io.BytesIO()
+    pq.write_table(pa.table({**base, **columns}), out)
+    return out.getvalue()
+
+
+_GOOD_PARQUET = _parquet()
+_NOT_UTF8 = pa.array([b"\xff\xfe\x00bin"], pa.binary())
+
+# kind -> (file name, whole content, substring of the rejection reason): files that used to crash a reader.
+POISON_CASES: dict[str, tuple[str, bytes, str]] = {
+    "parquet_binary_server_id": ("a.parquet", _parquet(server_id=_NOT_UTF8), "'server_id' holds binary data"),
+    "parquet_binary_extra_column": ("a.parquet", _parquet(blob=_NOT_UTF8), "'blob' holds binary data"),
+    "parquet_binary_dictionary": (
+        "a.parquet",
+        _parquet(server_id=_NOT_UTF8.dictionary_encode()),
+        "'server_id' holds binary data",
+    ),
+    "parquet_truncated": ("a.parquet", _GOOD_PARQUET[: len(_GOOD_PARQUET) // 2], "cannot be read as parquet"),
+    "parquet_footer_cut": ("a.parquet", _GOOD_PARQUET[:-12], "cannot be read as parquet"),
+    "gzip_that_is_not_gzip": ("a.csv.gz", b"\x1f\x8b" + b"not really compressed" * 10, "corrupt gzip"),
+    "gzip_of_latin1": ("a.csv.gz", gzip.compress((HEADER + f"{T},h\xf4te,cpu,1\n").encode("latin-1")), "not UTF-8"),
+    "utf16_json": ("a.json", _cloudwatch("i-1 cpu", [T], [1]).decode().encode("utf-16"), "not UTF-8"),
+    "late_nul_byte": ("a.csv", (HEADER + f"{T},a,cpu,1\n" * 400 + "x\x00y\n").encode(), "binary, not CSV"),
+    "deeply_nested_json": ("a.json", b"[" * 200_000, "cannot be read as json"),
+    "json_not_utf8": ("a.json", b'{"MetricDataResults": ["\xff"]}', "not UTF-8"),
+}
 
 # kind -> (file name, bad rows as CSV lines after the header, expected reasons of the bad rows in order)
 ROW_CASES: dict[str, tuple[str, str, list[str]]] = {
@@ -75,6 +116,7 @@ FILE_CASES: dict[str, tuple[str, bytes, str]] = {
     "empty_gzip": ("a.csv.gz", gzip.compress(b""), "empty once decompressed"),
     "corrupt_parquet": ("a.parquet", b"PAR1 this is not really parquet PAR1", "cannot be read as parquet"),
     "excel_workbook": ("a.csv", b"PK\x03\x04\x14\x00\x06\x00rest-of-zip", "unsupported file type"),
+    **POISON_CASES,
 }
 
 WIDE_CASES: dict[str, tuple[str, bytes, list[str]]] = {
@@ -181,3 +223,108 @@ def test_ingest_refuses_each_unreadable_file_in_one_line(tmp_path: Path, kind: s
     with pytest.raises(InputError, match=message) as info:
         check_header(path)
     assert "\n" not in str(info.value)
+
+
+def test_poison_files_are_refused_by_the_cli_ingest_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refused = 0
+    for kind, (name, data, message) in POISON_CASES.items():
+        path = tmp_path / f"{kind}_{name}"
+        path.write_bytes(data)
+        assert main(["ingest", str(path), "--lake", str(tmp_path / "lake")]) == 2, kind
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: ") and err.count("\n") == 1, (kind, err)
+        assert message in err and "Traceback" not in err, (kind, err)
+        refused += 1
+    assert refused == len(POISON_CASES) >= 10
+    assert not (tmp_path / "lake" / "raw").exists()  # nothing was uploaded
+
+
+def test_poison_files_in_the_raw_zone_never_block_the_etl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lake_dir = tmp_path / "lake"
+    lake = open_lake(lake_dir)
+    for kind, (name, data, _) in POISON_CASES.items():
+        lake.store.put_bytes(_key(kind, name), data)
+    lake.store.put_bytes(_key("good", "a.parquet"), _GOOD_PARQUET)
+    lake.store.put_bytes(_key("good", "b.csv"), (HEADER + f"{T},csv-1,mem,30\n").encode())
+
+    assert main(["etl", "--lake", str(lake_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    run_day = lake.read_table(ETL_RUNS)["started_at"].iloc[0].date()
+    for kind, (name, _, message) in POISON_CASES.items():
+        key = _key(kind, name)
+        assert not lake.store.exists(key), kind
+        note = json.loads(lake.store.get_bytes(quarantined_file_key(key, run_day) + ".reason.json"))
+        assert message in note["reason"], kind
+    assert {"pq-1", "csv-1"} <= set(lake.read_table(METRICS_DAILY)["server_id"])  # the good files went through
+
+    assert main(["etl", "--lake", str(lake_dir)]) == 0  # the next run is clean: nothing left to trip on
+    runs = lake.read_table(ETL_RUNS).sort_values("started_at")
+    assert runs["files_rejected"].tolist() == [len(POISON_CASES), 0]
+    assert runs["files_read"].tolist() == [len(POISON_CASES) + 2, 0]
+
+
+def test_a_file_over_the_size_limit_is_refused_at_ingest_and_set_aside_unread_by_the_etl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text("ingest: {max_file_mb: 1}\n")
+    rows = "".join(
+        f"2026-11-20T{h:02d}:{m:02d}:00Z,big-{s},cpu,40\n"
+        for s in range(120)
+        for h in range(24)
+        for m in range(0, 60, 5)
+    )
+    big = tmp_path / "big.csv"
+    big.write_text(HEADER + rows)
+    assert big.stat().st_size > 1024 * 1024
+    lake_dir = tmp_path / "lake"
+    base = ["--lake", str(lake_dir), "--config", str(config)]
+
+    assert main(["ingest", str(big), *base]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "over the 1 MB limit (ingest.max_file_mb" in err and "one file per day" in err
+    bomb = tmp_path / "small.csv.gz"  # small on disk, over the limit once decompressed
+    bomb.write_bytes(gzip.compress(big.read_bytes()))
+    assert bomb.stat().st_size < 1024 * 1024
+    assert main(["ingest", str(bomb), *base]) == 2
+    assert "once decompressed is over the 1 MB limit" in capsys.readouterr().err
+
+    lake = open_lake(lake_dir)
+    lake.store.put_bytes(_key("big", "big.csv"), big.read_bytes())  # it got there some other way
+    lake.store.put_bytes(_key("bomb", "small.csv.gz"), bomb.read_bytes())
+    lake.store.put_bytes(_key("good", "b.csv"), (HEADER + f"{T},csv-1,mem,30\n").encode())
+    assert main(["etl", *base]) == 0
+    capsys.readouterr()
+    run_day = lake.read_table(ETL_RUNS)["started_at"].iloc[0].date()
+    for kind, name in (("big", "big.csv"), ("bomb", "small.csv.gz")):
+        note = json.loads(lake.store.get_bytes(quarantined_file_key(_key(kind, name), run_day) + ".reason.json"))
+        assert "over the 1 MB limit" in note["reason"] and "split the file" in note["reason"], kind
+    assert set(lake.read_table(METRICS_DAILY)["server_id"]) == {"csv-1"}
+    assert main(["etl", *base]) == 0
+    assert lake.read_table(ETL_RUNS)["files_read"].sort_values().tolist() == [0, 3]
+
+
+def test_poison_and_oversized_objects_on_an_s3_lake_are_set_aside_server_side(
+    s3_config: S3Config, s3_bucket: str
+) -> None:
+    from capacity_forecaster.storage.s3_client import S3Client
+    from capacity_forecaster.storage.s3_store import S3ObjectStore
+
+    lake = Lake(S3ObjectStore(S3Client(s3_config), s3_bucket, "lake"))
+    big = (HEADER + f"{T},big-1,cpu,40\n" * 40_000).encode()  # 1.4 MB, over a 1 MB limit
+    poison = {**POISON_CASES, "oversized": ("a.csv", big, "over the 1 MB limit")}
+    for kind, (name, data, _) in poison.items():
+        lake.store.put_bytes(_key(kind, name), data)
+    lake.store.put_bytes(_key("good", "a.parquet"), _GOOD_PARQUET)
+    settings = load_settings(environ={}, overrides={"lake": f"s3://{s3_bucket}/lake", "ingest.max_file_mb": 1})
+
+    counts = run_etl(lake, settings, now=NOW).counts
+    assert counts["files_rejected"] == len(poison) and counts["rows_written"] == 1
+    for kind, (name, data, message) in poison.items():
+        moved = quarantined_file_key(_key(kind, name), NOW.date())
+        assert lake.store.get_bytes(moved) == data and not lake.store.exists(_key(kind, name)), kind
+        assert message in json.loads(lake.store.get_bytes(moved + ".reason.json"))["reason"], kind
+    assert run_etl(lake, settings, now=NOW).counts["files_read"] == 0

@@ -32,6 +32,7 @@ from capacity_forecaster.storage.errors import (
     S3ConnectionError,
     S3CredentialsError,
     S3ObjectNotFoundError,
+    S3PreconditionFailedError,
     S3ThrottledError,
     S3TransferError,
     StorageError,
@@ -814,3 +815,171 @@ def test_seen_request_helpers() -> None:
     assert part.is_upload_part and not part.is_put_object
     assert SeenRequest("PUT", "/b/k/x", {}, {}).is_put_object
     assert not SeenRequest("PUT", "/b", {}, {}).is_put_object  # CreateBucket
+    assert SeenRequest("GET", "/b/k", {}, {}).is_get_object
+    assert not SeenRequest("GET", "/b", {"list-type": ["2"]}, {}).is_get_object
+
+
+# --- bodies that break part-way ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_body_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the client's own body-retry delays instead of sleeping them."""
+    from capacity_forecaster.storage import s3_client as module
+
+    delays: list[float] = []
+    monkeypatch.setattr(module, "time", SimpleNamespace(sleep=delays.append))
+    return delays
+
+
+def _gets_of(key: str) -> Any:
+    return lambda r: r.is_get_object and r.path.endswith("/" + key)
+
+
+def test_a_body_cut_part_way_is_read_again_pinned_to_the_first_etag(
+    proxied: S3Client, s3_bucket: str, fault_proxy: FaultProxy, no_body_backoff: list[float]
+) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    etag = proxied.put_bytes(s3_bucket, "raw/big.bin", data) and proxied.head(s3_bucket, "raw/big.bin")["ETag"]
+    fault_proxy.add_body_cut(_gets_of("raw/big.bin"), share=0.4, times=2)
+    assert proxied.get_bytes(s3_bucket, "raw/big.bin") == data
+    gets = fault_proxy.seen(_gets_of("raw/big.bin"))
+    assert [g.fault for g in gets] == ["BodyCut", "BodyCut", None]
+    assert "if-match" not in gets[0].headers
+    assert [g.headers.get("if-match") for g in gets[1:]] == [f'"{etag}"'] * 2
+    assert len(no_body_backoff) == 2 and 0 < no_body_backoff[0] <= no_body_backoff[1] * 2
+    fault_proxy.add_body_cut(_gets_of("raw/big.bin"), share=0.9, times=1)
+    assert proxied.get_with_etag(s3_bucket, "raw/big.bin") == (data, etag)
+
+
+def test_a_body_cut_on_every_attempt_is_a_one_line_transfer_error(
+    proxied: S3Client, s3_bucket: str, fault_proxy: FaultProxy, no_body_backoff: list[float]
+) -> None:
+    proxied.put_bytes(s3_bucket, "raw/b.csv", b"x" * 100_000)
+    fault_proxy.add_body_cut(_gets_of("raw/b.csv"))
+    with pytest.raises(S3TransferError) as info:
+        proxied.get_bytes(s3_bucket, "raw/b.csv")
+    message = str(info.value)
+    assert "\n" not in message and "raw/b.csv" in message and "broke part-way 3 times" in message
+    assert len(fault_proxy.seen(_gets_of("raw/b.csv"))) == 3  # max_attempts in all, no more
+
+
+def test_an_object_changed_between_attempts_is_not_mixed(
+    proxied: S3Client, s3_bucket: str, fault_proxy: FaultProxy, s3_boto_client: Any, no_body_backoff: list[float]
+) -> None:
+    proxied.put_bytes(s3_bucket, "raw/c.csv", b"old" * 50_000)
+    fault_proxy.add_body_cut(_gets_of("raw/c.csv"), times=1)
+
+    def replaced_before_the_second_get(request: SeenRequest) -> bool:
+        if _gets_of("raw/c.csv")(request) and "if-match" in request.headers:
+            s3_boto_client.put_object(Bucket=s3_bucket, Key="raw/c.csv", Body=b"new" * 50_000)
+        return False
+
+    fault_proxy.add_rule(replaced_before_the_second_get, status=500, code="Never")
+    with pytest.raises(S3PreconditionFailedError):
+        proxied.get_bytes(s3_bucket, "raw/c.csv")
+    assert proxied.get_bytes(s3_bucket, "raw/c.csv") == b"new" * 50_000
+
+
+ETL_ROUNDS = 6
+CUT_EVERY = 20  # 5% of GetObject bodies
+FILES_PER_ROUND = 16
+
+
+def _day_export(day: int, part: int) -> bytes:
+    rows = [
+        f"2026-11-{day:02d}T{h:02d}:{q * 15:02d}:00Z,srv-{s},{metric},{(s * 7 + h * 3 + q + day) % 90 + 1}"
+        for s in (part,)
+        for h in range(24)
+        for q in range(4)
+        for metric in ("cpu", "mem", "disk")
+    ]
+    return ("timestamp,server_id,metric,value\n" + "\n".join(rows) + "\n").encode()
+
+
+def test_etl_runs_finish_with_five_percent_of_get_bodies_cut(
+    s3_config: S3Config,
+    s3_bucket: str,
+    s3_boto_client: Any,
+    fault_proxy: FaultProxy,
+    no_backoff: list[float],
+    no_body_backoff: list[float],
+) -> None:
+    """The same uploads, ETL'd round by round into a clean lake and into one whose GetObject bodies are cut part-way
+    5% of the time: every faulty run finishes and the two lakes end up with the same tables."""
+    import itertools
+    import random
+
+    import pandas as pd
+
+    from capacity_forecaster.schema import ETL_RUNS, METRICS_DAILY
+    from capacity_forecaster.settings import load_settings
+    from capacity_forecaster.stages import run_etl
+    from capacity_forecaster.storage.lake import Lake
+    from capacity_forecaster.storage.s3_store import S3ObjectStore
+
+    nth_get = itertools.count(1)
+    shares = random.Random(17)  # where in the body the connection drops
+
+    def every_twentieth(request: SeenRequest) -> bool:
+        return request.is_get_object and next(nth_get) % CUT_EVERY == 0
+
+    rule = fault_proxy.add_body_cut(every_twentieth, share=0.5)
+    direct = S3Client(s3_config)
+    lakes = {
+        "clean": Lake(S3ObjectStore(direct, s3_bucket, "clean")),
+        "faulty": Lake(
+            S3ObjectStore(S3Client(replace(s3_config, endpoint_url=fault_proxy.endpoint_url)), s3_bucket, "faulty")
+        ),
+    }
+    settings = load_settings(environ={}, overrides={"lake": f"s3://{s3_bucket}/clean"})
+    finished = 0
+    for day in range(1, ETL_ROUNDS + 1):
+        for prefix in lakes:
+            for part in range(FILES_PER_ROUND):
+                key = f"{prefix}/raw/uploads/tenants/t/2026/11/{day:02d}/export-{day}-{part}.csv"
+                s3_boto_client.put_object(Bucket=s3_bucket, Key=key, Body=_day_export(day, part))
+        rule.cut_at = shares.uniform(0.05, 0.95)
+        now = datetime(2026, 11, day + 1, 6, tzinfo=UTC)
+        run_etl(lakes["clean"], settings, now=now)
+        run_etl(lakes["faulty"], settings, now=now)
+        finished += 1
+
+    cuts = fault_proxy.seen(lambda r: r.fault == "BodyCut")
+    gets = fault_proxy.seen(lambda r: r.is_get_object)
+    assert finished == ETL_ROUNDS and len(cuts) == len(gets) // CUT_EVERY >= ETL_ROUNDS
+    assert len(no_body_backoff) == len(cuts)  # each cut body was read again, once
+    # Compare what the two lakes hold, read without faults.
+    read_back = {p: Lake(S3ObjectStore(direct, s3_bucket, p)) for p in lakes}
+    daily = {
+        p: lake.read_table(METRICS_DAILY).sort_values(["server_id", "metric", "dt"], ignore_index=True)
+        for p, lake in read_back.items()
+    }
+    assert len(daily["clean"]) == FILES_PER_ROUND * 3 * ETL_ROUNDS
+    pd.testing.assert_frame_equal(daily["faulty"], daily["clean"])
+    counts = ["files_read", "files_rejected", "rows_in", "rows_written", "rows_quarantined", "partitions_written"]
+    runs = {
+        p: lake.read_table(ETL_RUNS).sort_values("started_at", ignore_index=True)[counts]
+        for p, lake in read_back.items()
+    }
+    pd.testing.assert_frame_equal(runs["faulty"], runs["clean"])
+    print(f"{finished} of {ETL_ROUNDS} ETL runs finished; {len(cuts)} of {len(gets)} GetObject bodies cut")
+
+
+def test_copy_object_is_server_side_and_keeps_encryption_and_metadata(
+    s3_config: S3Config, s3_bucket: str, big_file: Path, fault_proxy: FaultProxy
+) -> None:
+    with S3Client(replace(s3_config, endpoint_url=fault_proxy.endpoint_url, **SMALL_PARTS)) as client:
+        client.upload_file(big_file, s3_bucket, "raw/big.bin", extra_metadata={"original_filename": "big.bin"})
+        before = len(fault_proxy.seen())
+        assert (
+            client.copy_object(s3_bucket, "raw/big.bin", "quarantine/big.bin") == f"s3://{s3_bucket}/quarantine/big.bin"
+        )
+        copying = fault_proxy.seen()[before:]
+        assert not any(r.is_get_object for r in copying)  # the bytes never came through this process
+        assert any("x-amz-copy-source" in r.headers for r in copying)
+        head = client.head(s3_bucket, "quarantine/big.bin")
+        assert head["ContentLength"] == BIG_SIZE and head["ServerSideEncryption"] == "AES256"
+        assert head["Metadata"]["original_filename"] == "big.bin"
+        with pytest.raises(S3ObjectNotFoundError):
+            client.copy_object(s3_bucket, "raw/none.bin", "quarantine/none.bin")

@@ -249,3 +249,58 @@ def test_reconciliation_holds_for_mixes_of_formats(files: list[tuple[str, list[t
     assert len(valid) + len(rejected) == expected
     assert set(valid["metric"]) <= {"cpu", "mem", "disk", "net"}
     assert not valid.duplicated(subset=etl.SAMPLE_KEY).any()
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
+
+
+def test_parquet_binary_columns_are_text_when_utf8_and_nested_columns_json_text() -> None:
+    base = {"timestamp": ["2026-01-01T00:00:00Z"], "metric": ["cpu"], "value": [50.0]}
+    table = pa.table(
+        {
+            **base,
+            "server_id": pa.array([b"srv-1"], pa.binary()).dictionary_encode(),
+            "tags": pa.array([{"team": "web", "n": 2}]),
+            "zones": pa.array([["a", "b"]]),
+            "raw": pa.array([b"caf\xc3\xa9"], pa.large_binary()),
+        }
+    )
+    frame = raw_formats.read_monitoring_export("a.parquet", _parquet_bytes(table))
+    assert frame.loc[0, "server_id"] == "srv-1"
+    attributes = json.loads(frame.loc[0, "attributes"])
+    assert attributes["raw"] == "café" and json.loads(attributes["zones"]) == ["a", "b"]
+    assert json.loads(attributes["tags"]) == {"team": "web", "n": 2}
+    valid, rejected = _validate(frame)
+    assert len(valid) == 1 and rejected.empty
+
+
+@pytest.mark.parametrize("column", ["server_id", "value", "extra"])
+def test_parquet_binary_column_that_is_not_utf8_is_refused(column: str) -> None:
+    base = {"timestamp": ["2026-01-01T00:00:00Z"], "server_id": ["s"], "metric": ["cpu"], "value": [1.0]}
+    table = pa.table({**base, column: pa.array([b"\xff\xfe"], pa.binary())})
+    with pytest.raises(InputError, match=f"a.parquet: column '{column}' holds binary data that is not UTF-8 text"):
+        raw_formats.read_monitoring_export("a.parquet", _parquet_bytes(table))
+
+
+def test_size_limit_applies_to_the_bytes_and_to_what_gzip_expands_to() -> None:
+    data = b"timestamp,server_id,metric,value\n" + b"2026-01-01T00:00:00Z,srv-1,cpu,50\n" * 1000
+    assert len(raw_formats.read_monitoring_export("a.csv", data, max_bytes=len(data))) == 1000
+    with pytest.raises(InputError, match=r"a.csv: the file \(0.0 MB\) is over the .* MB limit \(ingest.max_file_mb"):
+        raw_formats.read_monitoring_export("a.csv", data, max_bytes=len(data) - 1)
+    packed = gzip.compress(data)
+    assert len(packed) < 1000
+    with pytest.raises(
+        InputError, match=r"once decompressed is over the .* limit.*split the file, e\.g\. one file per day"
+    ):
+        raw_formats.read_monitoring_export("a.csv.gz", packed, max_bytes=1000)
+
+
+def test_max_file_mb_setting_and_its_variable() -> None:
+    assert load_settings(environ={}).ingest.max_file_bytes == 1024 * 1024 * 1024
+    assert load_settings(environ={"CF_INGEST_MAX_FILE_MB": "5"}).ingest.max_file_bytes == 5 * 1024 * 1024
+    for bad in ("0", "20000"):
+        with pytest.raises(ConfigError, match=r"ingest\.max_file_mb must be between 1 and 10240"):
+            load_settings(environ={"CF_INGEST_MAX_FILE_MB": bad})

@@ -330,7 +330,10 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     from capacity_forecaster.ingest import ingest_files
 
     settings = _settings(args)
-    for uri in ingest_files(_lake(settings), args.paths, tenant=args.tenant, aliases=settings.ingest.aliases()):
+    limit = settings.ingest.max_file_bytes
+    for uri in ingest_files(
+        _lake(settings), args.paths, tenant=args.tenant, aliases=settings.ingest.aliases(), max_bytes=limit
+    ):
         print(uri)
 
 

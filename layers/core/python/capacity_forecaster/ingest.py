@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from capacity_forecaster.errors import InputError
-from capacity_forecaster.raw_formats import read_monitoring_export
+from capacity_forecaster.raw_formats import read_monitoring_export, too_large
 from capacity_forecaster.stages import RAW_SUFFIXES, UPLOADS_PREFIX
 from capacity_forecaster.storage.keys import TenantPrefix, date_folder, timestamped_name
 from capacity_forecaster.storage.lake import Lake
@@ -20,17 +20,21 @@ def upload_key(tenant: str, filename: str, now: datetime) -> str:
     return UPLOADS_PREFIX + TenantPrefix(tenant).key(date_folder(now.date()), timestamped_name(filename, now))
 
 
-def check_header(path: Path, aliases: Mapping[str, str] | None = None) -> None:
-    """Fail fast, before uploading, on a file the ETL could not read at all (format, encoding, columns, rows).
+def check_header(path: Path, aliases: Mapping[str, str] | None = None, *, max_bytes: int | None = None) -> None:
+    """Fail fast, before uploading, on a file the ETL could not read at all (format, encoding, columns, rows,
+    size over ``max_bytes``, decompressed included).
 
     The file is parsed with the ETL's own reader (:func:`raw_formats.read_monitoring_export`), so ``ingest``
     accepts exactly what the ETL accepts; row-level problems are left to the ETL's quarantine.
     """
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise too_large(str(path), size, max_bytes)  # refused before reading it into memory
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({type(exc).__name__})") from None
-    read_monitoring_export(str(path), data, aliases)
+    read_monitoring_export(str(path), data, aliases, max_bytes=max_bytes)
 
 
 def ingest_files(
@@ -40,10 +44,12 @@ def ingest_files(
     tenant: str = "default",
     now: datetime | None = None,
     aliases: Mapping[str, str] | None = None,
+    max_bytes: int | None = None,
 ) -> list[str]:
     """Upload each file to the raw zone with metadata; return the URIs written.
 
-    Every file is checked before any is uploaded, so a bad one in the list uploads nothing.
+    Every file is checked before any is uploaded (``max_bytes``: the ``ingest.max_file_mb`` limit), so a bad one
+    in the list uploads nothing.
     """
     stamp = now or datetime.now(UTC)
     for path in paths:
@@ -51,7 +57,7 @@ def ingest_files(
             raise InputError(f"{path}: no such file")
         if not path.name.lower().endswith(ACCEPTED_SUFFIXES):
             raise InputError(f"{path}: unsupported file type; accepted: {', '.join(ACCEPTED_SUFFIXES)}")
-        check_header(path, aliases)
+        check_header(path, aliases, max_bytes=max_bytes)
     uris = []
     for path in paths:
         key = upload_key(tenant, path.name, stamp)

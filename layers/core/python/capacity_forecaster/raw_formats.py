@@ -107,31 +107,102 @@ def detect_format(name: str, data: bytes) -> str:
     return "csv"
 
 
-def read_monitoring_export(name: str, data: bytes, aliases: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Parse one export into :data:`RAW_FRAME_COLUMNS` (values as read); :class:`InputError` when unusable."""
+MiB: Final[int] = 1024 * 1024
+READ_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    UnicodeError,
+    ValueError,  # json.JSONDecodeError, pandas' ParserError, numbers pandas cannot convert
+    TypeError,
+    OverflowError,
+    RecursionError,  # JSON nested too deep
+    OSError,
+    EOFError,
+    zlib.error,
+    pa.ArrowException,
+)
+"""What the readers (pandas, pyarrow, json, gzip) raise on bad bytes: each becomes an :class:`InputError`."""
+
+
+def too_large(name: str, size: int | None, max_bytes: int, *, what: str = "the file") -> InputError:
+    """The one-line refusal of a file over ``ingest.max_file_mb`` (``size`` bytes, if known), with how to split it."""
+    measured = "" if size is None else f" ({size / MiB:,.1f} MB)"
+    return InputError(
+        f"{name}: {what}{measured} is over the {max_bytes / MiB:g} MB limit (ingest.max_file_mb, "
+        "CF_INGEST_MAX_FILE_MB); split the file, e.g. one file per day, and ingest the parts"
+    )
+
+
+def read_monitoring_export(
+    name: str, data: bytes, aliases: Mapping[str, str] | None = None, *, max_bytes: int | None = None
+) -> pd.DataFrame:
+    """Parse one export into :data:`RAW_FRAME_COLUMNS` (values as read); :class:`InputError` when unusable.
+
+    ``max_bytes`` bounds the (decompressed) input. Whatever the readers raise on bad bytes (:data:`READ_ERRORS`)
+    is an :class:`InputError` naming the file, so a poison file is refused, never a traceback.
+    """
     table = metric_aliases() if aliases is None else dict(aliases)
     if not data:
         raise InputError(f"{name}: the file is empty")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise too_large(name, len(data), max_bytes)
     if data[:2] == GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"{name}: corrupt gzip data: {_first_line(exc)}") from None
-        if not data:
-            raise InputError(f"{name}: the file is empty once decompressed")
+        data = _gunzip(name, data, max_bytes)
     if data[:4] in ZIP_MAGICS:
         raise InputError(f"{name}: unsupported file type (a zip archive or Excel workbook); export CSV instead")
     fmt = detect_format(name, data)
     try:
         if fmt == "parquet":
-            frame = pq.read_table(io.BytesIO(data)).to_pandas()
+            frame = _read_parquet(name, data)
         elif fmt == "json":
             return _from_cloudwatch(name, _load_json(name, data), table)
         else:
             frame = _read_csv(name, data)
+        return _tabular(name, frame, table)
+    except READ_ERRORS as exc:
+        raise InputError(f"{name}: cannot be read as {fmt}: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _gunzip(name: str, data: bytes, max_bytes: int | None) -> bytes:
+    """Decompress (every gzip member), reading at most ``max_bytes`` + 1 bytes so a gzip bomb stops early."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            out = stream.read(-1 if max_bytes is None else max_bytes + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{name}: corrupt gzip data: {_first_line(exc)}") from None
+    if not out:
+        raise InputError(f"{name}: the file is empty once decompressed")
+    if max_bytes is not None and len(out) > max_bytes:
+        raise too_large(name, None, max_bytes, what="the file once decompressed")
+    return out
+
+
+def _read_parquet(name: str, data: bytes) -> pd.DataFrame:
+    try:
+        table = pq.read_table(io.BytesIO(data))
     except pa.ArrowException as exc:
         raise InputError(f"{name}: cannot be read as parquet: {_first_line(exc)}") from None
-    return _tabular(name, frame, table)
+    return _text_columns(name, table).to_pandas()
+
+
+def _text_columns(name: str, table: pa.Table) -> pa.Table:
+    """Binary columns as UTF-8 text (:class:`InputError` when they are not), nested ones as JSON text.
+
+    Everything else (numbers, booleans, dates, text) is kept as read: the ETL's row rules judge the values.
+    """
+    for i, field_ in enumerate(table.schema):
+        kind = field_.type.value_type if pa.types.is_dictionary(field_.type) else field_.type
+        if pa.types.is_dictionary(field_.type):
+            column = table.column(i).cast(kind)
+            table = table.set_column(i, field_.name, column)
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+            try:
+                text = table.column(i).cast(pa.binary()).cast(pa.string())
+            except pa.ArrowInvalid:
+                raise InputError(f"{name}: column {field_.name!r} holds binary data that is not UTF-8 text") from None
+            table = table.set_column(i, field_.name, text)
+        elif pa.types.is_nested(kind):
+            values = [None if v is None else json.dumps(v, default=str) for v in table.column(i).to_pylist()]
+            table = table.set_column(i, field_.name, pa.array(values, pa.string()))
+    return table
 
 
 def _read_csv(name: str, data: bytes) -> pd.DataFrame:
@@ -139,7 +210,7 @@ def _read_csv(name: str, data: bytes) -> pd.DataFrame:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{name}: the file is not UTF-8 text") from None
-    if "\x00" in text[:4096]:
+    if "\x00" in text:
         raise InputError(f"{name}: the file is binary, not CSV text")
     if not text.strip():
         raise InputError(f"{name}: the file is empty")

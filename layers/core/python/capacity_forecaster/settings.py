@@ -153,12 +153,19 @@ class IngestSettings:
 
     metric_aliases: Mapping[str, str] = field(default_factory=dict)
     """Extra metric names mapped to cpu, mem, disk or net, on top of ``raw_formats.DEFAULT_METRIC_ALIASES``."""
+    max_file_mb: int = 1024
+    """Largest export (MB, once decompressed) ``ingest`` accepts and the ETL reads; larger raw objects are moved to
+    quarantine/files/. The ETL Lambda (3 GB) holds about twice a file's size while it reads it."""
 
     def aliases(self) -> dict[str, str]:
         """The full alias table: canonical names, built-in aliases, then these."""
         from capacity_forecaster.raw_formats import metric_aliases
 
         return metric_aliases(self.metric_aliases)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return self.max_file_mb * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -556,6 +563,7 @@ def _validate(s: Settings) -> None:
         (1 <= s.fleet.servers <= 100_000, f"fleet.servers={s.fleet.servers} must be between 1 and 100000"),
         (28 <= s.fleet.days <= 3_650, f"fleet.days={s.fleet.days} must be between 28 and 3650"),
         (s.etl.max_gap_days >= 0, "etl.max_gap_days must be 0 or more"),
+        (1 <= s.ingest.max_file_mb <= 10_240, "ingest.max_file_mb must be between 1 and 10240"),
         (s.etl.future_tolerance_minutes >= 0, "etl.future_tolerance_minutes must be 0 or more"),
         (s.etl.grain in {"daily", "hourly"}, f"etl.grain={s.etl.grain!r} must be daily or hourly"),
         (0 < s.etl.min_coverage <= 1, f"etl.min_coverage={s.etl.min_coverage} must be in (0, 1]"),

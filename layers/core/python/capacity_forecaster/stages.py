@@ -20,6 +20,7 @@ from capacity_forecaster import etl
 from capacity_forecaster.access import DEMO_FLEET_PREFIX, QUARANTINED_FILES_PREFIX, REPORTS_PREFIX, UPLOADS_PREFIX
 from capacity_forecaster.errors import CapacityForecasterError, InputError
 from capacity_forecaster.progress import NullProgress, ProgressReporter
+from capacity_forecaster.raw_formats import too_large
 from capacity_forecaster.schema import (
     CONSOLIDATION,
     ETL_FILES,
@@ -221,9 +222,13 @@ def _read_manifest(lake: Lake) -> pd.DataFrame:
     return lake.read_table(ETL_FILES)
 
 
-def _read_raw(lake: Lake, key: str, settings: Settings | None = None) -> pd.DataFrame:
+def _read_raw(lake: Lake, key: str, settings: Settings | None = None, size: int | None = None) -> pd.DataFrame:
     aliases = settings.ingest.aliases() if settings is not None else None
-    frame = etl.read_raw_object(key, lake.store.get_bytes(key), aliases)
+    # New objects (``size`` known) are held to the limit; files already processed are read as they were.
+    limit = settings.ingest.max_file_bytes if settings is not None and size is not None else None
+    if limit is not None and size is not None and size > limit:
+        raise too_large(key, size, limit)  # not read: moved aside as it is
+    frame = etl.read_raw_object(key, lake.store.get_bytes(key), aliases, max_bytes=limit)
     return frame.assign(source=key, row_number=range(len(frame)))
 
 
@@ -304,7 +309,7 @@ def _etl_pass(
     with reporter.task("etl: read raw files", len(new)) as advance:
         for info in new:
             try:
-                frame = _read_raw(lake, info.key, settings)
+                frame = _read_raw(lake, info.key, settings, info.size)
             except InputError as exc:
                 rejected_files.append((info, str(exc)))
             else:
@@ -392,7 +397,7 @@ def _move_aside(lake: Lake, key: str, reason: str, run_id: str, day: date) -> st
     """Copy an unreadable raw object under the quarantine prefix with a ``.reason.json`` next to it, then
     delete it from the raw zone so that no later run picks it up again. Returns the new URI."""
     target = quarantined_file_key(key, day)
-    uri = lake.store.put_bytes(target, lake.store.get_bytes(key))
+    uri = lake.store.copy(key, target)  # not through memory: the object may be over the size limit
     note = {"source": key, "reason": reason, "etl_run_id": run_id, "moved_at": utc_now().isoformat()}
     lake.store.put_bytes(
         target + ".reason.json", json.dumps(note, sort_keys=True).encode(), content_type="application/json"

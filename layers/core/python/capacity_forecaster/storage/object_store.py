@@ -77,6 +77,10 @@ class ObjectStore(Protocol):
         """Copy the object at ``key`` to a local file."""
         ...
 
+    def copy(self, key: str, target: str) -> str:
+        """Copy one object to ``target`` without holding it in memory (server-side on S3); return its URI."""
+        ...
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """All objects whose key starts with ``prefix``, in key order."""
         ...
@@ -176,6 +180,12 @@ class LocalObjectStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return str(dest)
+
+    def copy(self, key: str, target: str) -> str:
+        src = self._path(key)
+        if not src.is_file():
+            raise ObjectNotFound(f"no object at {src}")
+        return self.upload_file(src, target)
 
     def download_file(self, key: str, path: Path) -> Path:
         src = self._path(key)

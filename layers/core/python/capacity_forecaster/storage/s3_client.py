@@ -1,9 +1,10 @@
 """A thin, typed S3 client: configuration from the environment, encrypted uploads, translated errors.
 
-Retries are botocore's own retry modes (``standard`` or ``adaptive``); nothing here loops on errors. Large
-files go through boto3's transfer manager (multipart above ``multipart_threshold``). Every botocore failure is
-raised as a :mod:`~capacity_forecaster.storage.errors` exception with the S3 error code, bucket, key and
-request id.
+Retries are botocore's own retry modes (``standard`` or ``adaptive``), which retry getting a response but not
+reading its body: a GetObject body that breaks part-way is read again here (:meth:`S3Client.get_bytes`), from the
+start, pinned to the first response's ETag, within the same number of attempts. Large files go through boto3's
+transfer manager (multipart above ``multipart_threshold``). Every botocore failure is raised as a
+:mod:`~capacity_forecaster.storage.errors` exception with the S3 error code, bucket, key and request id.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
+import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -26,9 +29,12 @@ import boto3
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ProfileNotFound, ResponseStreamingError
+from botocore.exceptions import ReadTimeoutError as BotoReadTimeoutError
 from s3transfer.exceptions import RetriesExceededError as TransferRetriesExceeded
 from s3transfer.exceptions import S3DownloadFailedError, S3UploadFailedError
+from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeoutError
 
 from capacity_forecaster.errors import ConfigError, InputError
 from capacity_forecaster.storage.errors import (
@@ -76,6 +82,17 @@ _TRANSLATABLE: tuple[type[BaseException], ...] = (
     S3DownloadFailedError,
 )
 _TRANSFER_FAILURES: tuple[type[BaseException], ...] = (*_TRANSLATABLE, OSError)  # OSError: the local file
+BODY_READ_ERRORS: tuple[type[BaseException], ...] = (
+    IncompleteReadError,
+    ResponseStreamingError,
+    BotoReadTimeoutError,
+    ProtocolError,
+    Urllib3ReadTimeoutError,
+    ConnectionError,  # ConnectionResetError and friends
+)
+"""A response body that broke part-way: the read is retried (botocore retries only getting the response)."""
+BODY_RETRY_BASE_S = 0.2
+BODY_RETRY_CAP_S = 5.0
 # Errors that say something specific (credentials, permissions, names, throttling): kept as such in transfers.
 _SPECIFIC_ERRORS = (
     S3CredentialsError,
@@ -470,13 +487,7 @@ class S3Client:
     def get_with_etag(self, bucket: str, key: str) -> tuple[bytes, str]:
         """The whole object and its ETag; :class:`S3ObjectNotFoundError` when it does not exist."""
         validate_key(key)
-        with self._translated("GetObject", bucket, key):
-            response = self._s3.get_object(Bucket=bucket, Key=key)
-            body = response["Body"]
-            try:
-                return cast(bytes, body.read()), _etag(response.get("ETag"))
-            finally:
-                body.close()
+        return self._get_object(bucket, key)
 
     def delete_if_match(self, bucket: str, key: str, etag: str) -> None:
         """Delete ``key`` only if its ETag is still ``etag`` (a conditional delete; S3 needs s3:GetObject on the
@@ -529,6 +540,20 @@ class S3Client:
         log.info("uploaded %s to s3://%s/%s (%d bytes%s)", path.name, bucket, key, size, ", multipart" * multipart)
         return self.uri(bucket, key)
 
+    def copy_object(self, bucket: str, key: str, target: str) -> str:
+        """Copy ``key`` to ``target`` in the bucket, server-side (multipart copy above the threshold), encrypted and
+        with its metadata; return the new URI. Nothing passes through this process."""
+        validate_key(key)
+        validate_key(target)
+        try:
+            with create_transfer_manager(self._s3, self._transfer_config) as manager:
+                source = {"Bucket": bucket, "Key": key}
+                manager.copy(source, bucket, target, extra_args=self._sse_args()).result()
+        except _TRANSFER_FAILURES as exc:
+            err = translate_client_error(exc, operation="CopyObject", bucket=bucket, key=key)
+            raise self._as_transfer_error(err, f"the copy to {target} did not complete") from exc
+        return self.uri(bucket, target)
+
     @staticmethod
     def _as_transfer_error(err: StorageError, what_happened: str) -> StorageError:
         """Keep specific errors (credentials, access, names, throttling); make the rest an S3TransferError."""
@@ -577,12 +602,41 @@ class S3Client:
     def get_bytes(self, bucket: str, key: str) -> bytes:
         """The whole object; :class:`S3ObjectNotFoundError` when it does not exist."""
         validate_key(key)
-        with self._translated("GetObject", bucket, key):
-            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"]
+        return self._get_object(bucket, key)[0]
+
+    def _get_object(self, bucket: str, key: str) -> tuple[bytes, str]:
+        """GetObject and read its body; a body that breaks part-way (:data:`BODY_READ_ERRORS`) is fetched again,
+        with back-off, up to ``max_attempts`` in all. Later GETs carry ``IfMatch`` on the first response's ETag,
+        so a changed object is never mixed in (:class:`S3PreconditionFailedError` if it changed meanwhile)."""
+        etag: str | None = None
+        attempts = self.config.max_attempts
+        for attempt in range(1, attempts + 1):
+            condition = {"IfMatch": _quoted(etag)} if etag else {}
+            with self._translated("GetObject", bucket, key):
+                response = self._s3.get_object(Bucket=bucket, Key=key, **condition)
+            etag = etag or _etag(response.get("ETag"))
+            body = response["Body"]
             try:
-                return cast(bytes, body.read())
+                return cast(bytes, body.read()), etag
+            except BODY_READ_ERRORS as exc:
+                if attempt == attempts:
+                    raise S3TransferError(
+                        hint=f"the body broke part-way {attempts} times ({type(exc).__name__}); run the command again",
+                        code=type(exc).__name__,
+                        bucket=bucket,
+                        key=key,
+                        operation="GetObject",
+                        attempts=attempts,
+                    ) from exc
+                delay = min(BODY_RETRY_CAP_S, BODY_RETRY_BASE_S * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                log.warning(
+                    "GetObject s3://%s/%s: body broke part-way (%s), reading again in %.2fs (attempt %d of %d)",
+                    *(bucket, key, type(exc).__name__, delay, attempt + 1, attempts),
+                )
+                time.sleep(delay)
             finally:
                 body.close()
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
     def download_file(self, bucket: str, key: str, path: str | Path) -> Path:
         """Download to ``path`` (written to a temporary name, then renamed); return the path."""

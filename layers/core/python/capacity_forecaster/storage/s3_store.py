@@ -67,6 +67,9 @@ class S3ObjectStore:
     def upload_file(self, path: Path, key: str, *, metadata: Mapping[str, str] | None = None) -> str:
         return self.client.upload_file(path, self.bucket, self._full(key), source=self.source, extra_metadata=metadata)
 
+    def copy(self, key: str, target: str) -> str:
+        return self.client.copy_object(self.bucket, self._full(key), self._full(target))
+
     def download_file(self, key: str, path: Path) -> Path:
         return self.client.download_file(self.bucket, self._full(key), path)
 
