@@ -507,14 +507,15 @@ def quarantined_file_key(key: str, day: date) -> str:
 
 def _move_aside(lake: Lake, key: str, reason: str, run_id: str, day: date) -> str:
     """Copy an unreadable raw object under the quarantine prefix with a ``.reason.json`` next to it; the run
-    deletes it from the raw zone after its commit, so that no later run picks it up again. Returns the new URI."""
+    deletes it from the raw zone after its commit, so that no later run picks it up again. Returns the new URI.
+
+    The note goes first: it names the run, so the copy of a run killed before its commit is found and removed."""
     target = quarantined_file_key(key, day)
-    uri = lake.store.put_bytes(target, lake.store.get_bytes(key))
     note = {"source": key, "reason": reason, "etl_run_id": run_id, "moved_at": utc_now().isoformat()}
     lake.store.put_bytes(
         target + ".reason.json", json.dumps(note, sort_keys=True).encode(), content_type="application/json"
     )
-    return uri
+    return lake.store.put_bytes(target, lake.store.get_bytes(key))
 
 
 def _fingerprint(info: Any) -> str:
