@@ -8,8 +8,6 @@ once in ``etl_files``, every raw row counted once in ``etl_runs``, no run left `
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +23,7 @@ from capacity_forecaster.settings import Settings, load_settings
 from capacity_forecaster.stages import ETL_LEASE, run_etl
 from capacity_forecaster.storage.lake import Lake, open_lake
 from capacity_forecaster.storage.lease import lease_key
-from capacity_forecaster.storage.object_store import STALE_TEMP_AGE, LocalObjectStore
+from capacity_forecaster.storage.object_store import LocalObjectStore
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 WRITES = ("put_bytes", "upload_file", "delete")
@@ -205,16 +203,3 @@ def test_a_failing_run_records_failed_with_its_reason_and_the_rerun_converges(
     pd.testing.assert_frame_equal(got["daily"], clean["daily"])
     assert got["manifest"] == clean["manifest"] and got["sums"] == clean["sums"] and got["sums"]["rows_in"] == rows
     assert got["statuses"] == {"succeeded", "failed"} and got["raw"] == clean["raw"]
-
-
-def test_a_killed_write_leaves_a_temporary_file_that_a_later_listing_removes(tmp_path: Path) -> None:
-    lake = open_lake(tmp_path / "lake")
-    lake.store.put_bytes("curated/x/dt=2026-01-01/data.parquet", b"whole")
-    folder = tmp_path / "lake" / "curated" / "x" / "dt=2026-01-01"
-    stale, live = folder / ".tmp-killed.part", folder / ".tmp-writing.part"
-    stale.write_bytes(b"half")
-    live.write_bytes(b"half")
-    old = time.time() - STALE_TEMP_AGE.total_seconds() - 60
-    os.utime(stale, (old, old))
-    assert [o.key for o in lake.store.list("curated/")] == ["curated/x/dt=2026-01-01/data.parquet"]
-    assert not stale.exists() and live.exists()  # a write in flight is left alone, and never listed

@@ -447,12 +447,13 @@ def _settle_interrupted_runs(lake: Lake) -> None:
     manifest records as rejected that are still in the raw zone (killed before their deletion; their copies
     are under the quarantine) are deleted."""
     manifest = _read_manifest(lake)
-    runs = lake.read_table(ETL_RUNS) if lake.list_partitions(ETL_RUNS) else None
-    stale = runs[runs["status"] == "started"] if runs is not None else pd.DataFrame()
-    for day_value, group in stale.groupby("dt") if not stale.empty else ():
-        day = pd.Timestamp(day_value).date()
+    runs = lake.read_table(ETL_RUNS)
+    stale: dict[date, list[str]] = {}
+    for run_id, day_value in zip(*(runs.loc[runs["status"] == "started", c] for c in ("run_id", "dt")), strict=True):
+        stale.setdefault(day_value.date(), []).append(run_id)
+    for day, run_ids in sorted(stale.items()):
         part = lake.read_table(ETL_RUNS, where={"dt": day}).drop(columns="dt")
-        for run_id in group["run_id"]:
+        for run_id in run_ids:
             mine = part["run_id"] == run_id
             if (manifest["etl_run_id"] == run_id).any():
                 part.loc[mine, ["status", "reason"]] = ["succeeded", "killed after its files were recorded"]

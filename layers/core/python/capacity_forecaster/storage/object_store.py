@@ -29,7 +29,6 @@ except ImportError:  # pragma: no cover - not on Windows: the compare-and-swap s
 
 from capacity_forecaster.storage.keys import validate_key
 
-
 STALE_TEMP_AGE = timedelta(minutes=30)
 """A local ``.tmp-*.part`` file older than this is the leftover of a killed write (a live write renames its
 file within seconds): listings delete it."""
