@@ -8,6 +8,10 @@ once in ``etl_files``, every raw row counted once in ``etl_runs``, no run left `
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,13 +20,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from capacity_forecaster import stages
 from capacity_forecaster.access import QUARANTINED_FILES_PREFIX, UPLOADS_PREFIX
 from capacity_forecaster.ingest import ingest_files
 from capacity_forecaster.schema import ETL_FILES, ETL_RUNS, METRICS_DAILY, QUARANTINE
 from capacity_forecaster.settings import Settings, load_settings
 from capacity_forecaster.stages import ETL_LEASE, run_etl
 from capacity_forecaster.storage.lake import Lake, open_lake
-from capacity_forecaster.storage.lease import lease_key
+from capacity_forecaster.storage.lease import LEASE_TTL, Lease, LeaseHeld, lease_key
 from capacity_forecaster.storage.object_store import LocalObjectStore
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -203,3 +208,54 @@ def test_a_failing_run_records_failed_with_its_reason_and_the_rerun_converges(
     pd.testing.assert_frame_equal(got["daily"], clean["daily"])
     assert got["manifest"] == clean["manifest"] and got["sums"] == clean["sums"] and got["sums"]["rows_in"] == rows
     assert got["statuses"] == {"succeeded", "failed"} and got["raw"] == clean["raw"]
+
+
+KILL_AT_MANIFEST = """
+import os, sys
+from datetime import datetime
+from capacity_forecaster.settings import load_settings
+from capacity_forecaster.stages import run_etl
+from capacity_forecaster.storage.lake import open_lake
+
+uri, now, after = sys.argv[1], datetime.fromisoformat(sys.argv[2]), sys.argv[3] == "after"
+lake = open_lake(uri)
+real_put = lake.store.put_bytes
+
+def put_bytes(key, *args, **kwargs):
+    if key == "state/etl_files/data.parquet" and not after:
+        os._exit(137)
+    uri = real_put(key, *args, **kwargs)
+    if key == "state/etl_files/data.parquet":
+        os._exit(137)
+    return uri
+
+lake.store.put_bytes = put_bytes
+run_etl(lake, load_settings(environ={}, overrides={"lake": uri}), now=now)
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_process_killed_at_the_commit_holds_the_lease_until_it_expires_then_the_rerun_settles_it(
+    when: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_lake, settings = open_lake(tmp_path / "clean"), load_settings(environ={}, overrides={"lake": "x"})
+    rows = prepare(clean_lake, settings, tmp_path / "files")
+    run_etl(clean_lake, settings, now=NOW)
+    clean = outcome(clean_lake)
+
+    uri = str(tmp_path / "killed")
+    lake, settings = open_lake(uri), load_settings(environ={}, overrides={"lake": uri})
+    prepare(lake, settings, tmp_path / "files")
+    code = [sys.executable, "-c", KILL_AT_MANIFEST, uri, NOW.isoformat(), when]
+    done = subprocess.run(code, capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert done.returncode == 137, done.stderr
+    assert lake.store.exists("state/etl_files/data.parquet") and lake.store.exists(lease_key(ETL_LEASE))
+    with pytest.raises(LeaseHeld):
+        run_etl(lake, settings, now=NOW)
+    later = datetime.now(UTC) + LEASE_TTL + timedelta(minutes=1)  # the killed run's lease has expired
+    monkeypatch.setattr(stages, "Lease", functools.partial(Lease, clock=lambda: later, renew=False))
+    run_etl(lake, settings, now=NOW + timedelta(hours=1))
+    assert_converged(lake, clean, rows)
+    runs = lake.read_table(ETL_RUNS)
+    expected = "killed after its files were recorded" if when == "after" else "killed before its files were recorded"
+    assert expected in set(runs["reason"])

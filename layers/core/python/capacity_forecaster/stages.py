@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -310,9 +310,9 @@ def _etl_pass(
     run_id = f"etl-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     committed = False
     try:
-        result, commit = _etl_pass_writes(lake, settings, started, run_id, full, progress or NullProgress())
+        result, finish = _etl_pass_writes(lake, settings, started, run_id, full, progress or NullProgress())
         committed = True
-        commit()
+        finish()
         return result
     except Exception as exc:
         if not committed:  # the run recorded nothing: its row says why, with counts of 0
@@ -322,8 +322,8 @@ def _etl_pass(
 
 def _etl_pass_writes(
     lake: Lake, settings: Settings, started: datetime, run_id: str, full: bool, reporter: ProgressReporter
-) -> tuple[StageResult, Any]:
-    """The pass up to its commit (``etl_files`` written); returns its result and what is left after the commit."""
+) -> tuple[StageResult, Callable[[], None]]:
+    """The pass up to its commit (``etl_files`` written); returns its result and the steps after the commit."""
     manifest = _read_manifest(lake)
     new = _new_raw_objects(lake, manifest, full=full)
 
@@ -376,8 +376,8 @@ def _etl_pass_writes(
     counts["partitions_written"] = len(daily_written)
     _write_manifest(lake, manifest, valid, file_rows, rejected_files, run_id, full)
 
-    def commit() -> None:
-        """After the manifest: the run's row says succeeded, and unreadable files leave the raw zone."""
+    def finish() -> None:
+        """After the commit: the run's row says succeeded, and unreadable files leave the raw zone."""
         written.append(_record_run(lake, _run_row(counts, started, "succeeded"), run_day))
         for info, _ in rejected_files:
             lake.store.delete(info.key)
@@ -387,7 +387,7 @@ def _etl_pass_writes(
     if rejected_files:
         counts["rejected_files"] = [f"{info.key}: {reason}" for info, reason in rejected_files]
         counts["moved_aside"] = moved
-    return StageResult("etl", counts, written), commit
+    return StageResult("etl", counts, written), finish
 
 
 RUN_COUNTS = ("files_read", "files_rejected", "rows_in", "rows_written", "rows_quarantined", "partitions_written")
@@ -419,7 +419,7 @@ def _record_run(lake: Lake, row: pd.DataFrame, day: date) -> str:
     return lake.write_partition(ETL_RUNS, row, {"dt": day})
 
 
-def one_line(exc: BaseException) -> str:
+def _reason(exc: BaseException) -> str:
     """An exception as the one line a run log keeps: its first line, with the type for non-user errors."""
     text = (str(exc).strip().splitlines() or [""])[0]
     return text if isinstance(exc, CapacityForecasterError) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
@@ -433,9 +433,9 @@ def _record_failure(lake: Lake, run_id: str, started: datetime, exc: BaseExcepti
     try:
         if (_read_manifest(lake)["etl_run_id"] == run_id).any():
             return
-        _record_run(lake, _run_row({"run_id": run_id}, started, "failed", one_line(exc)), started.date())
+        _record_run(lake, _run_row({"run_id": run_id}, started, "failed", _reason(exc)), started.date())
     except Exception as again:  # the store itself may be what failed
-        log.warning("could not record the failed ETL run %s: %s", run_id, one_line(again))
+        log.warning("could not record the failed ETL run %s: %s", run_id, _reason(again))
 
 
 def _settle_interrupted_runs(lake: Lake) -> None:
