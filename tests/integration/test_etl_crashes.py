@@ -180,7 +180,7 @@ def test_a_kill_at_any_write_is_settled_by_the_rerun(
             settled.setdefault(reason, []).append(at)
     # Both kinds of kill were tried: before the commit (interrupted) and after it (succeeded, counts kept).
     assert set(settled) == {"killed before its files were recorded", "killed after its files were recorded"}
-    print(f"{len(writes)} crash points, {len(writes)} reruns converged: {settled}; writes: {writes}")
+    print(f"{len(writes)} crash points, {len(writes)} reruns converged: {settled}")
 
 
 def test_a_failing_run_records_failed_with_its_reason_and_the_rerun_converges(

@@ -438,6 +438,10 @@ def _record_failure(lake: Lake, run_id: str, started: datetime, exc: BaseExcepti
         log.warning("could not record the failed ETL run %s: %s", run_id, _reason(again))
 
 
+SETTLE_RUN_DAYS = 7
+"""How many of the newest ``etl_runs`` partitions a run looks through for rows that killed runs left started."""
+
+
 def _settle_interrupted_runs(lake: Lake) -> None:
     """Settle what killed runs left (the caller holds the ETL lease): rows still ``started``, and unreadable files.
 
@@ -447,7 +451,9 @@ def _settle_interrupted_runs(lake: Lake) -> None:
     manifest records as rejected that are still in the raw zone (killed before their deletion; their copies
     are under the quarantine) are deleted."""
     manifest = _read_manifest(lake)
-    runs = lake.read_table(ETL_RUNS)
+    # Each run settles the runs before it ahead of its own first write: a row left started is among the newest.
+    newest = sorted(p["dt"] for p in lake.list_partitions(ETL_RUNS))[-SETTLE_RUN_DAYS:]
+    runs = lake.read_table(ETL_RUNS, where={"dt": newest}) if newest else lake.read_table(ETL_RUNS)
     stale: dict[date, list[str]] = {}
     for run_id, day_value in zip(*(runs.loc[runs["status"] == "started", c] for c in ("run_id", "dt")), strict=True):
         stale.setdefault(day_value.date(), []).append(run_id)
