@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import date
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from capacity_forecaster.storage.lake import (
     partition_key,
     read_partitioned_dir,
 )
-from capacity_forecaster.storage.object_store import LocalObjectStore, ObjectNotFound
+from capacity_forecaster.storage.object_store import STALE_TEMP_AGE, LocalObjectStore, ObjectNotFound
 
 
 def daily(days: list[str], servers: tuple[str, ...] = ("srv-1", "srv-2")) -> pd.DataFrame:
@@ -124,6 +126,19 @@ def test_temporary_files_are_invisible_to_listings(lake: Lake) -> None:
     folder = Path(lake.store.uri_for("curated/metrics_daily/dt=2026-01-01/data.parquet")).parent
     (folder / ".tmp-abc.part").write_bytes(b"half")
     assert [o.key for o in lake.store.list("curated/")] == ["curated/metrics_daily/dt=2026-01-01/data.parquet"]
+
+
+def test_a_killed_write_leaves_a_temporary_file_that_a_later_listing_removes(tmp_path: Path) -> None:
+    lake = Lake(LocalObjectStore(tmp_path / "lake"))
+    lake.store.put_bytes("curated/x/dt=2026-01-01/data.parquet", b"whole")
+    folder = tmp_path / "lake" / "curated" / "x" / "dt=2026-01-01"
+    stale, live = folder / ".tmp-killed.part", folder / ".tmp-writing.part"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    old = time.time() - STALE_TEMP_AGE.total_seconds() - 60
+    os.utime(stale, (old, old))
+    assert [o.key for o in lake.store.list("curated/")] == ["curated/x/dt=2026-01-01/data.parquet"]
+    assert not stale.exists() and live.exists()  # a write in flight is left alone, and never listed
 
 
 def test_missing_object_and_bad_uri(lake: Lake) -> None:

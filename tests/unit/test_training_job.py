@@ -446,3 +446,31 @@ def test_prophet_and_random_forest_run_under_the_contract(lake: Lake, tmp_path: 
     artifact = json.loads((ContractPaths(root).model_dir / "model.json").read_text())
     assert artifact["models"]["prophet"]["country"] == "GB"
     assert artifact["models"]["random_forest"]["max_rows"] == 2000
+
+
+def test_a_terminated_training_run_removes_its_workspace_and_the_next_run_removes_stale_ones(tmp_path: Path) -> None:
+    from capacity_forecaster.forecasting.job import STALE_WORKSPACE_AGE, WORKSPACE_PREFIX, remove_stale_workspaces
+
+    # SIGTERM inside the workspace (a stopped container, `kill`): the folder goes with the process.
+    code = (
+        "import os, signal, time\n"
+        "from capacity_forecaster.forecasting.job import _workspace\n"
+        "with _workspace(None) as base:\n"
+        "    (base / 'channel.parquet').write_bytes(b'x')\n"
+        "    print(base, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done.stderr
+    assert Path(done.stdout.strip()).parent == tmp_path and not Path(done.stdout.strip()).exists()
+
+    # A kill -9 leaves one behind: removed once older than a day; a live run's folder is left alone.
+    stale, live = tmp_path / f"{WORKSPACE_PREFIX}killed", tmp_path / f"{WORKSPACE_PREFIX}running"
+    for folder in (stale, live):
+        (folder / "algo-1").mkdir(parents=True)
+    old = (stale.stat().st_mtime) - STALE_WORKSPACE_AGE.total_seconds() - 60
+    os.utime(stale, (old, old))
+    assert remove_stale_workspaces(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()

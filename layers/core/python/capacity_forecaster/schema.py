@@ -257,9 +257,18 @@ ETL_RUNS = TableSchema(
         _c("rows_quarantined", BIGINT, "Rows sent to quarantine.", nullable=False),
         _c("quarantine_reasons", STRING, "JSON object: reason -> row count.", nullable=False),
         _c("partitions_written", INT, "metrics_daily partitions written.", nullable=False),
-        _c("status", STRING, "succeeded or failed.", nullable=False),
+        _c(
+            "status",
+            STRING,
+            "started (running, or killed: the next run settles it), succeeded, failed (an error) or interrupted "
+            "(killed before its files were recorded: a later run counted them). Counts are what the run recorded: "
+            "0 for failed and interrupted runs.",
+            nullable=False,
+        ),
+        _c("reason", STRING, "Why the run failed or was interrupted, in one line (empty when it succeeded)."),
     ),
     partition_keys=(_c("dt", DATE, "UTC day the run started (Hive partition).", nullable=False),),
+    optional=("reason",),
 )
 
 QUARANTINE = TableSchema(

@@ -7,8 +7,9 @@ and returns a :class:`StageResult` with counts for logs, handlers and the CLI.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -44,6 +45,8 @@ from capacity_forecaster.storage.lease import Lease
 
 if TYPE_CHECKING:
     from capacity_forecaster.generate import FleetSpec
+
+log = logging.getLogger(__name__)
 
 RAW_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".json", ".json.gz")
 ETL_LEASE = "etl"
@@ -243,13 +246,17 @@ def run_etl(
     """Validate new raw objects, quarantine bad rows, and rewrite the daily partitions they touch.
 
     Each raw object is processed once (tracked in ``etl_files``); ``full`` reprocesses everything. Counts
-    reconcile: rows in = rows written + rows quarantined. Every pass appends a row to ``etl_runs``.
+    reconcile: rows in = rows written + rows quarantined. Every pass records a row in ``etl_runs``: ``started``
+    before its first write, ``succeeded`` after its files are recorded in ``etl_files`` (the commit point), or
+    ``failed`` with the reason when it raises. A row left ``started`` by a killed run is settled by the next run
+    (see :func:`_settle_interrupted_runs`), so that after a rerun every raw row is counted once.
 
     The run holds the ``etl`` lease (:class:`~capacity_forecaster.storage.lease.LeaseHeld`, a one-line error,
     when another ETL run holds it). Before releasing it, the run looks for raw objects that landed meanwhile
     and processes them in another pass, so a run refused by the lease loses nothing.
     """
     with Lease(lake.store, ETL_LEASE):
+        _settle_interrupted_runs(lake)
         result = _etl_pass(lake, settings, now=now, full=full, progress=progress)
         passes = 1
         while passes < MAX_ETL_PASSES and _new_raw_objects(lake, _read_manifest(lake), full=False):
@@ -298,10 +305,30 @@ def _etl_pass(
     full: bool,
     progress: ProgressReporter | None,
 ) -> StageResult:
-    """One pass of the ETL over the raw objects new at its start (see :func:`run_etl`)."""
-    reporter: ProgressReporter = progress or NullProgress()
+    """One pass of the ETL over the raw objects new at its start (see :func:`run_etl`).
+
+    Write order, so that a kill between any two writes is settled by a rerun: the ``started`` run row (with
+    the counts), the curated partitions, quarantine rows and copies of unreadable files (all replaced whole,
+    recomputed by a rerun), then ``etl_files`` (the commit), the ``succeeded`` row, and last the unreadable
+    files' deletion from the raw zone."""
     started = now or utc_now()
     run_id = f"etl-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    committed = False
+    try:
+        result, finish = _etl_pass_writes(lake, settings, started, run_id, full, progress or NullProgress())
+        committed = True
+        finish()
+        return result
+    except Exception as exc:
+        if not committed:  # the run recorded nothing: its row says why, with counts of 0
+            _record_failure(lake, run_id, started, exc)
+        raise
+
+
+def _etl_pass_writes(
+    lake: Lake, settings: Settings, started: datetime, run_id: str, full: bool, reporter: ProgressReporter
+) -> tuple[StageResult, Callable[[], None]]:
+    """The pass up to its commit (``etl_files`` written); returns its result and the steps after the commit."""
     manifest = _read_manifest(lake)
     new = _new_raw_objects(lake, manifest, full=full)
 
@@ -326,22 +353,8 @@ def _etl_pass(
         advance(1)
     etl.reconcile(len(raw_new), len(valid), len(rejected))
 
-    daily_written = _write_daily(lake, settings, valid, context, reporter)
-    written = list(daily_written)
-    hourly_written = _write_hourly(lake, settings, valid, context) if settings.etl.grain == "hourly" else []
-    written += hourly_written
-    quarantine_rows = _quarantine_frame(rejected, rejected_files, run_id)
-    run_day = started.date()
-    if not quarantine_rows.empty or _partition_exists(lake, QUARANTINE, run_day):
-        written.append(_merge_quarantine(lake, quarantine_rows, run_day, new_keys))
-    _write_manifest(lake, manifest, valid, file_rows, rejected_files, run_id, full)
-    moved = [_move_aside(lake, info.key, reason, run_id, run_day) for info, reason in rejected_files]
-    attributes_written = _write_server_attributes(lake, raw_new, valid)
-    if attributes_written:
-        written.append(attributes_written)
-
     reasons = rejected["reason"].value_counts().sort_index().to_dict()
-    counts = {
+    counts: dict[str, Any] = {
         "run_id": run_id,
         "files_read": len(new),
         "files_rejected": len(rejected_files),
@@ -349,26 +362,137 @@ def _etl_pass(
         "rows_written": len(valid),
         "rows_quarantined": len(rejected),
         "quarantine_reasons": {str(k): int(v) for k, v in reasons.items()},
-        "partitions_written": len(daily_written),
+        "partitions_written": 0,
     }
-    run_row = pd.DataFrame(
-        [
-            {
-                **{k: v for k, v in counts.items() if k != "quarantine_reasons"},
-                "quarantine_reasons": json.dumps(counts["quarantine_reasons"], sort_keys=True),
-                "started_at": pd.Timestamp(started),
-                "finished_at": pd.Timestamp(utc_now()),
-                "status": "succeeded",
-            }
-        ]
-    )
-    written.append(_append_partition(lake, ETL_RUNS, run_row, run_day))
+    run_day = started.date()
+    written = [_record_run(lake, _run_row(counts, started, "started"), run_day)]
+
+    daily_written = _write_daily(lake, settings, valid, context, reporter)
+    written += daily_written
+    hourly_written = _write_hourly(lake, settings, valid, context) if settings.etl.grain == "hourly" else []
+    written += hourly_written
+    quarantine_rows = _quarantine_frame(rejected, rejected_files, run_id)
+    if not quarantine_rows.empty or _partition_exists(lake, QUARANTINE, run_day):
+        written.append(_merge_quarantine(lake, quarantine_rows, run_day, new_keys))
+    moved = [_move_aside(lake, info.key, reason, run_id, run_day) for info, reason in rejected_files]
+    attributes_written = _write_server_attributes(lake, raw_new, valid)
+    if attributes_written:
+        written.append(attributes_written)
+    counts["partitions_written"] = len(daily_written)
+    _write_manifest(lake, manifest, valid, file_rows, rejected_files, run_id, full)
+
+    def finish() -> None:
+        """After the commit: the run's row says succeeded, and unreadable files leave the raw zone."""
+        written.append(_record_run(lake, _run_row(counts, started, "succeeded"), run_day))
+        for info, _ in rejected_files:
+            lake.store.delete(info.key)
+
     if settings.etl.grain == "hourly":
         counts["hourly_partitions_written"] = len(hourly_written)
     if rejected_files:
         counts["rejected_files"] = [f"{info.key}: {reason}" for info, reason in rejected_files]
         counts["moved_aside"] = moved
-    return StageResult("etl", counts, written)
+    return StageResult("etl", counts, written), finish
+
+
+RUN_COUNTS = ("files_read", "files_rejected", "rows_in", "rows_written", "rows_quarantined", "partitions_written")
+"""The counts of an ``etl_runs`` row: what the run recorded (0 in a failed or interrupted run's row)."""
+
+
+def _run_row(counts: dict[str, Any], started: datetime, status: str, reason: str = "") -> pd.DataFrame:
+    """One ``etl_runs`` row of a pass's ``counts``."""
+    return pd.DataFrame(
+        [
+            {
+                "run_id": counts["run_id"],
+                **{k: int(counts.get(k, 0)) for k in RUN_COUNTS},
+                "quarantine_reasons": json.dumps(counts.get("quarantine_reasons", {}), sort_keys=True),
+                "started_at": pd.Timestamp(started),
+                "finished_at": pd.Timestamp(utc_now()),
+                "status": status,
+                "reason": reason,
+            }
+        ]
+    )
+
+
+def _record_run(lake: Lake, row: pd.DataFrame, day: date) -> str:
+    """Write ``row`` into the day's ``etl_runs`` partition, replacing the row of the same run (idempotent)."""
+    if _partition_exists(lake, ETL_RUNS, day):
+        existing = lake.read_table(ETL_RUNS, where={"dt": day}).drop(columns="dt")
+        row = pd.concat([existing[existing["run_id"] != row["run_id"].iloc[0]], row], ignore_index=True)
+    return lake.write_partition(ETL_RUNS, row, {"dt": day})
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as the one line a run log keeps: its first line, with the type for non-user errors."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return text if isinstance(exc, CapacityForecasterError) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def _record_failure(lake: Lake, run_id: str, started: datetime, exc: BaseException) -> None:
+    """Record the pass as ``failed`` with the reason; a failure to record it is logged, never hides ``exc``.
+
+    A pass whose manifest write reached the store although it raised keeps its ``started`` row: the next run
+    settles it as succeeded (:func:`_settle_interrupted_runs`)."""
+    try:
+        if (_read_manifest(lake)["etl_run_id"] == run_id).any():
+            return
+        _record_run(lake, _run_row({"run_id": run_id}, started, "failed", _reason(exc)), started.date())
+    except Exception as again:  # the store itself may be what failed
+        log.warning("could not record the failed ETL run %s: %s", run_id, _reason(again))
+
+
+SETTLE_RUN_DAYS = 7
+"""How many of the newest ``etl_runs`` partitions a run looks through for rows that killed runs left started."""
+
+
+def _settle_interrupted_runs(lake: Lake) -> None:
+    """Settle what killed runs left (the caller holds the ETL lease): rows still ``started``, and unreadable files.
+
+    A run whose files ``etl_files`` records (killed after its commit) is ``succeeded``, with its counts. A run
+    killed before its commit is ``interrupted``, with counts of 0: its files are new to the next pass, which
+    counts them; its quarantine rows and file copies are removed, as that pass makes them again. Files the
+    manifest records as rejected that are still in the raw zone (killed before their deletion; their copies
+    are under the quarantine) are deleted."""
+    manifest = _read_manifest(lake)
+    # Each run settles the runs before it ahead of its own first write: a row left started is among the newest.
+    newest = sorted(p["dt"] for p in lake.list_partitions(ETL_RUNS))[-SETTLE_RUN_DAYS:]
+    runs = lake.read_table(ETL_RUNS, where={"dt": newest}) if newest else lake.read_table(ETL_RUNS)
+    stale: dict[date, list[str]] = {}
+    for run_id, day_value in zip(*(runs.loc[runs["status"] == "started", c] for c in ("run_id", "dt")), strict=True):
+        stale.setdefault(day_value.date(), []).append(run_id)
+    for day, run_ids in sorted(stale.items()):
+        part = lake.read_table(ETL_RUNS, where={"dt": day}).drop(columns="dt")
+        for run_id in run_ids:
+            mine = part["run_id"] == run_id
+            if (manifest["etl_run_id"] == run_id).any():
+                part.loc[mine, ["status", "reason"]] = ["succeeded", "killed after its files were recorded"]
+            else:
+                part.loc[mine, list(RUN_COUNTS)] = 0
+                part.loc[mine, "quarantine_reasons"] = "{}"
+                part.loc[mine, ["status", "reason"]] = ["interrupted", "killed before its files were recorded"]
+                _undo_quarantine(lake, run_id, day)
+        lake.write_partition(ETL_RUNS, part, {"dt": day})
+    rejected = manifest[manifest["status"] == "rejected"]
+    if not rejected.empty:
+        versions = set(zip(rejected["key"], rejected["fingerprint"], strict=True))
+        for info in list(lake.store.list("raw/")):
+            if (info.key, _fingerprint(info)) in versions:
+                lake.store.delete(info.key)
+
+
+def _undo_quarantine(lake: Lake, run_id: str, day: date) -> None:
+    """Remove an interrupted run's quarantine rows and copies of unreadable files (made again by the rerun)."""
+    if _partition_exists(lake, QUARANTINE, day):
+        rows = lake.read_table(QUARANTINE, where={"dt": day}).drop(columns="dt")
+        if (rows["etl_run_id"] == run_id).any():
+            lake.write_partition(QUARANTINE, rows[rows["etl_run_id"] != run_id], {"dt": day})
+    prefix = f"{QUARANTINED_FILES_PREFIX}dt={day.isoformat()}/"
+    for info in list(lake.store.list(prefix)):
+        if info.key.endswith(".reason.json") and json.loads(lake.store.get_bytes(info.key)).get("etl_run_id") == run_id:
+            lake.store.delete(info.key[: -len(".reason.json")])
+            lake.store.delete(info.key)
 
 
 def _write_server_attributes(lake: Lake, raw_new: pd.DataFrame, valid: pd.DataFrame) -> str | None:
@@ -394,16 +518,16 @@ def quarantined_file_key(key: str, day: date) -> str:
 
 
 def _move_aside(lake: Lake, key: str, reason: str, run_id: str, day: date) -> str:
-    """Copy an unreadable raw object under the quarantine prefix with a ``.reason.json`` next to it, then
-    delete it from the raw zone so that no later run picks it up again. Returns the new URI."""
+    """Copy an unreadable raw object under the quarantine prefix with a ``.reason.json`` next to it; the run
+    deletes it from the raw zone after its commit, so that no later run picks it up again. Returns the new URI.
+
+    The note goes first: it names the run, so the copy of a run killed before its commit is found and removed."""
     target = quarantined_file_key(key, day)
-    uri = lake.store.copy(key, target)  # not through memory: the object may be over the size limit
     note = {"source": key, "reason": reason, "etl_run_id": run_id, "moved_at": utc_now().isoformat()}
     lake.store.put_bytes(
         target + ".reason.json", json.dumps(note, sort_keys=True).encode(), content_type="application/json"
     )
-    lake.store.delete(key)
-    return uri
+    return lake.store.copy(key, target)  # not through memory: the object may be over the size limit
 
 
 def _fingerprint(info: Any) -> str:
@@ -515,13 +639,6 @@ def _merge_quarantine(lake: Lake, rows: pd.DataFrame, day: date, sources: set[st
     if existing is not None and not existing.empty:
         rows = pd.concat([existing[~existing["source"].isin(sources)].drop(columns="dt"), rows], ignore_index=True)
     return lake.write_partition(QUARANTINE, rows, {"dt": day})
-
-
-def _append_partition(lake: Lake, table: Any, row: pd.DataFrame, day: date) -> str:
-    if _partition_exists(lake, table, day):
-        existing = lake.read_table(table, where={"dt": day}).drop(columns="dt")
-        row = pd.concat([existing, row], ignore_index=True)
-    return lake.write_partition(table, row, {"dt": day})
 
 
 def _write_manifest(

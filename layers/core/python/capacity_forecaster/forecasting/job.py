@@ -24,15 +24,17 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -793,14 +795,56 @@ def _stringify(values: Mapping[str, object]) -> dict[str, str]:
     return out
 
 
+WORKSPACE_PREFIX = "cf-training-"
+"""The name of a local training run's temporary folder (a copy of the channel and each host's contract)."""
+STALE_WORKSPACE_AGE = timedelta(days=1)
+"""A workspace folder older than this is a killed run's leftover: the next local training run deletes it."""
+
+
 @contextmanager
 def _workspace(workdir: Path | None) -> Iterator[Path]:
+    """``workdir``, or a temporary folder deleted at the end, on errors, Ctrl-C and SIGTERM too; a kill -9
+    leaves it behind, and the next run deletes the leftovers older than :data:`STALE_WORKSPACE_AGE`."""
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         yield workdir
         return
-    with tempfile.TemporaryDirectory(prefix="cf-training-") as tmp:
+    remove_stale_workspaces()
+    with _terminate_as_exit(), tempfile.TemporaryDirectory(prefix=WORKSPACE_PREFIX) as tmp:
         yield Path(tmp)
+
+
+def remove_stale_workspaces(folder: Path | None = None, max_age: timedelta = STALE_WORKSPACE_AGE) -> list[Path]:
+    """Delete the ``cf-training-*`` folders in ``folder`` (the temporary folder) older than ``max_age``."""
+    root = Path(folder or tempfile.gettempdir())
+    before = time.time() - max_age.total_seconds()
+    removed = []
+    for path in root.glob(WORKSPACE_PREFIX + "*"):
+        try:
+            if path.is_dir() and not path.is_symlink() and path.stat().st_mtime < before:
+                shutil.rmtree(path)
+                removed.append(path)
+        except OSError as exc:  # another user's folder, or removed meanwhile
+            log.debug("could not remove stale training workspace %s: %s", path, exc)
+    return removed
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """While in the block, SIGTERM raises ``SystemExit`` (so ``finally`` clauses run) where it would have ended
+    the process at once (the default handler, in the main thread); elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _download_channel(lake: Lake, channel: Path, table: TableSchema = METRICS_DAILY) -> int:

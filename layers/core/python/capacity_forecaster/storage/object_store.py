@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -28,6 +28,11 @@ except ImportError:  # pragma: no cover - not on Windows: the compare-and-swap s
     fcntl = None  # type: ignore[assignment]
 
 from capacity_forecaster.storage.keys import validate_key
+
+STALE_TEMP_AGE = timedelta(minutes=30)
+"""A local ``.tmp-*.part`` file older than this is the leftover of a killed write (a live write renames its
+file within seconds): listings delete it."""
+TEMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,10 @@ def content_etag(data: bytes) -> str:
 
 
 class LocalObjectStore:
-    """A lake on the local file system. Writes go to a temporary file in the same folder, then ``os.replace``."""
+    """A lake on the local file system. Writes go to a temporary file in the same folder, then ``os.replace``.
+
+    Temporary files (``.tmp-*.part``) are never listed; one that a killed process left (older than
+    :data:`STALE_TEMP_AGE`) is deleted by the listing that comes across it."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -204,12 +212,14 @@ class LocalObjectStore:
         if not base.is_dir():
             return
         found: list[ObjectInfo] = []
+        stale_before = datetime.now(UTC).timestamp() - STALE_TEMP_AGE.total_seconds()
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
-                if name.startswith(".tmp-"):
-                    continue  # an in-flight atomic write: not visible to readers
                 full = Path(dirpath, name)
+                if name.startswith(TEMP_PREFIX):  # an atomic write in flight, never visible, or a killed one's
+                    _remove_if_older(full, stale_before)
+                    continue
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     st = full.stat()
@@ -298,3 +308,10 @@ class LocalObjectStore:
         while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
             parent = parent.parent
+
+
+def _remove_if_older(path: Path, before: float) -> None:
+    """Delete ``path`` if it was last modified before the ``before`` timestamp."""
+    with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile
+        if path.stat().st_mtime < before:
+            path.unlink()
