@@ -152,7 +152,7 @@ def test_risk_thresholds_and_critical_days_from_the_environment() -> None:
         ("cpu80", "must be written metric=percentage"),
         ("cpu=", "must be written metric=percentage"),
         ("gpu=80", "unknown metric 'gpu'"),
-        ("cpu=lots", r"risk\.thresholds='cpu=lots' is not a valid"),
+        ("cpu=lots", r"risk\.thresholds\.cpu='lots' is not a valid float"),
         ("cpu=120", r"risk\.thresholds\.cpu=120\.0 must be a percentage"),
     ],
 )

@@ -16,18 +16,23 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import wraps
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Windows: the compare-and-swap steps run unguarded there
     fcntl = None  # type: ignore[assignment]
 
+from capacity_forecaster.errors import CapacityForecasterError
 from capacity_forecaster.storage.keys import validate_key
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,36 @@ class PreconditionFailed(Exception):
     """A conditional write or delete found the object other than expected (there already, changed, or gone)."""
 
 
+class LocalStoreError(CapacityForecasterError, OSError):
+    """The local lake folder cannot be read or written (a file in the way, no permission, a full disk). Also an
+    OSError, for callers that catch the file system's own errors."""
+
+
+def _local_errors(
+    action: str,
+) -> Callable[[Callable[Concatenate[Any, str, _P], _R]], Callable[Concatenate[Any, str, _P], _R]]:
+    """File system errors of a :class:`LocalObjectStore` method on one key as a one-line :class:`LocalStoreError`;
+    a missing object stays :class:`ObjectNotFound`."""
+
+    def decorate(method: Callable[Concatenate[Any, str, _P], _R]) -> Callable[Concatenate[Any, str, _P], _R]:
+        @wraps(method)
+        def wrapper(self: Any, key: str, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(self, key, *args, **kwargs)
+            except (ObjectNotFound, LocalStoreError):
+                raise
+            except OSError as exc:
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise LocalStoreError(
+                    f"lake {self.root}: cannot {action} {key}{where}: {exc.strerror or exc}; "
+                    "the lake must be a folder this user can read and write"
+                ) from None
+
+        return wrapper
+
+    return decorate
+
+
 def content_etag(data: bytes) -> str:
     """The ETag of a local object: the MD5 of its bytes in hex (what S3 gives a single-part upload)."""
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
@@ -135,6 +170,7 @@ class LocalObjectStore:
     def uri_for(self, key: str) -> str:
         return str(self._path(key))
 
+    @_local_errors("write")
     def put_bytes(
         self,
         key: str,
@@ -157,6 +193,7 @@ class LocalObjectStore:
             raise
         return str(path)
 
+    @_local_errors("read")
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:
@@ -165,6 +202,10 @@ class LocalObjectStore:
             raise ObjectNotFound(f"no object at {path}") from None
 
     def upload_file(self, path: Path, key: str, *, metadata: Mapping[str, str] | None = None) -> str:
+        return self._upload(key, path)
+
+    @_local_errors("write")
+    def _upload(self, key: str, path: Path) -> str:
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".part")
@@ -177,6 +218,7 @@ class LocalObjectStore:
             raise
         return str(dest)
 
+    @_local_errors("read")
     def download_file(self, key: str, path: Path) -> Path:
         src = self._path(key)
         if not src.is_file():
@@ -211,6 +253,7 @@ class LocalObjectStore:
 
     # -- conditional operations (leases)
 
+    @_local_errors("write")
     def create_exclusive(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
         """A complete temporary file hard-linked to the key: the link fails if the key exists, so two creators
         never both succeed and no reader sees a partial object. Without hard links, an ``O_EXCL`` create."""
@@ -259,6 +302,7 @@ class LocalObjectStore:
                 fcntl.flock(guard.fileno(), fcntl.LOCK_EX)
             yield path
 
+    @_local_errors("write")
     def replace_if(self, key: str, data: bytes, etag: str, *, content_type: str | None = None) -> str:
         with self._guard(key) as path:
             try:
@@ -270,6 +314,7 @@ class LocalObjectStore:
             self.put_bytes(key, data, content_type=content_type)
         return content_etag(data)
 
+    @_local_errors("delete")
     def delete_if(self, key: str, etag: str) -> None:
         with self._guard(key) as path:
             try:
@@ -280,6 +325,7 @@ class LocalObjectStore:
                 raise PreconditionFailed(f"the object at {path} has changed")
             path.unlink()
 
+    @_local_errors("delete")
     def delete(self, key: str) -> None:
         path = self._path(key)
         path.unlink(missing_ok=True)
