@@ -84,22 +84,32 @@ def test_hostile_invocations_are_one_line_errors(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "the error was logged as well as printed"
 
 
-def test_partial_credentials_on_an_s3_lake(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("argv", "start"),
+    [
+        (["etl", "--lake", "s3://cf-lake/x"], "error: AWS credentials cannot be used (PartialCredentialsError): "),
+        (
+            ["pull-cloudwatch", "--tag", "team=a", "--days", "1"],
+            "error: creating the EC2 and CloudWatch clients: AWS credentials could not be loaded: ",
+        ),
+    ],
+)
+def test_partial_credentials_are_one_line(
+    argv: list[str], start: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(
-        "AWS_SHARED_CREDENTIALS_FILE", _file(tmp_path, "credentials", "[default]\naws_access_key_id = AKIA1\n")
-    )
+    credentials = _file(tmp_path, "credentials", "[default]\naws_access_key_id = AKIA1\n")  # no secret
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", credentials)
     monkeypatch.setenv("AWS_CONFIG_FILE", _file(tmp_path, "config", ""))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("CF_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # never reached: the credentials fail first
-    assert main(["etl", "--lake", "s3://cf-lake/x"]) == 2
+    monkeypatch.chdir(tmp_path)  # pull-cloudwatch's local lake is ./lake
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("error: AWS credentials cannot be used (PartialCredentialsError)")
-    assert "aws_secret_access_key is missing" in err
+    assert err.startswith(start), err
+    assert "aws_secret_access_key" in err
 
 
 def test_a_lake_folder_blocked_by_a_file_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
