@@ -49,6 +49,7 @@ CASES: dict[str, tuple[Case, str]] = {
     "infinite ratio": (_config("risk: {overprovisioned_ratio: .inf}\n"), "is not a valid float (a finite number)"),
     "huge seed": (_config("training: {seed: 1.0e+400}\n"), "training.seed=inf is not a valid int"),
     "huge horizon": (lambda tmp: ["train", "--horizon", "9" * 40], "must be between 1 and 730"),
+    "endless config": (lambda tmp: ["etl", "--config", "/dev/zero"], "config file /dev/zero is larger than 4 MiB"),
     "missing config": (lambda tmp: ["etl", "--config", str(tmp / "nö-such-fïle.yaml")], "not found"),
     "non-ASCII lake that is a file": (
         lambda tmp: ["etl", "--lake", _file(tmp, "läke-データ", "x")],
@@ -119,3 +120,11 @@ def test_a_lake_folder_blocked_by_a_file_fails_in_one_line(tmp_path: Path, capsy
     assert main(["etl", "--lake", str(lake)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: lake {lake}: cannot write state/"), err
+
+
+def test_doctor_tells_each_failure_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--lake", "/etc/passwd"]) == 2
+    captured = capsys.readouterr()
+    reason = "lake /etc/passwd is a file, not a folder"
+    assert captured.out == f"[FAIL] lake folder: {reason}: choose a folder for --lake\n"
+    assert captured.err == "error: 1 of 1 lake checks failed (lake folder): see the [FAIL] lines\n"

@@ -436,9 +436,11 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     for check in checks:
         mark = "ok  " if check.ok else "FAIL"
         print(f"[{mark}] {check.name}: {check.message}")
-    if not all(c.ok for c in checks):
-        failed = next(c for c in checks if not c.ok)
-        raise CapacityForecasterError(f"{failed.name}: {failed.message}")
+    failed = [c.name for c in checks if not c.ok]
+    if failed:  # each failure and what to do is on its [FAIL] line above: not repeated here
+        raise CapacityForecasterError(
+            f"{len(failed)} of {len(checks)} lake checks failed ({', '.join(failed)}): see the [FAIL] lines"
+        )
 
 
 def _print_counts(result: Any) -> None:

@@ -393,9 +393,19 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 
 
+MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
+"""The largest settings file read (so that ``--config /dev/zero`` is an error, not a hang)."""
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_Loader)  # _Loader is a SafeLoader
+        with path.open("rb") as fh:
+            content = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(content) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB: is it a settings file?"
+            )
+        data = yaml.load(content.decode("utf-8"), Loader=_Loader)  # _Loader is a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
     except IsADirectoryError:
