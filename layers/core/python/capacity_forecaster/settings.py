@@ -500,6 +500,8 @@ def _coerce(dotted: str, value: Any, cls: type) -> Any:
         return _int_setting(dotted, value)
     if isinstance(default, float):
         return _number(dotted, value)
+    if isinstance(value, os.PathLike) and key == "lake":  # a pathlib.Path given in code
+        value = os.fspath(value)
     if not isinstance(value, str):
         hint = " (quote it: YAML reads yes, no, on and off as true or false)" if isinstance(value, bool) else ""
         raise ConfigError(f"setting {dotted}={value!r} is not a valid text value{hint}")
