@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from capacity_forecaster.cli import main
+from capacity_forecaster.settings import MAX_CONFIG_BYTES
 
 Case = Callable[[Path], list[str]]
 
@@ -20,6 +21,14 @@ def _file(tmp: Path, name: str, data: str | bytes) -> str:
         path.write_bytes(data)
     else:
         path.write_text(data, encoding="utf-8")
+    return str(path)
+
+
+def _sparse(tmp: Path, size: int) -> str:
+    """A file of ``size`` zero bytes that takes no disk (``/dev/zero`` stands for it, without the hang)."""
+    path = tmp / "huge.yaml"
+    with path.open("wb") as fh:
+        fh.truncate(size)
     return str(path)
 
 
@@ -49,7 +58,7 @@ CASES: dict[str, tuple[Case, str]] = {
     "infinite ratio": (_config("risk: {overprovisioned_ratio: .inf}\n"), "is not a valid float (a finite number)"),
     "huge seed": (_config("training: {seed: 1.0e+400}\n"), "training.seed=inf is not a valid int"),
     "huge horizon": (lambda tmp: ["train", "--horizon", "9" * 40], "must be between 1 and 730"),
-    "endless config": (lambda tmp: ["etl", "--config", "/dev/zero"], "config file /dev/zero is larger than 4 MiB"),
+    "oversized config": (lambda tmp: ["etl", "--config", _sparse(tmp, MAX_CONFIG_BYTES + 1)], "is larger than 4 MiB"),
     "missing config": (lambda tmp: ["etl", "--config", str(tmp / "nö-such-fïle.yaml")], "not found"),
     "non-ASCII lake that is a file": (
         lambda tmp: ["etl", "--lake", _file(tmp, "läke-データ", "x")],
