@@ -96,6 +96,29 @@ def test_reconciliation_holds_for_any_mix(rows: list[tuple[object, object, objec
     assert valid["value"].between(0, 100).all()
 
 
+def test_boolean_values_are_not_numbers() -> None:
+    """A Parquet boolean column (long or wide) is not a percentage: its rows are non-numeric, not 1 and 0."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def parquet(table: pa.Table) -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        return buf.getvalue()
+
+    ts, srv = ["2026-01-01T00:00:00Z"] * 2, ["srv-1", "srv-2"]
+    long = pa.table({"timestamp": ts, "server_id": srv, "metric": ["cpu", "cpu"], "value": [True, False]})
+    wide = pa.table({"timestamp": ts, "server_id": srv, "cpu": [True, False], "mem": [5.0, 6.0]})
+    for table in (long, wide):
+        frame = etl.read_raw_object("x.parquet", parquet(table)).assign(source="x.parquet")
+        valid, rejected = etl.validate_samples(frame.assign(row_number=range(len(frame))), now=NOW)
+        assert set(valid["metric"]) <= {"mem"}
+        assert rejected["reason"].tolist() == ["non_numeric_value"] * 2
+        assert sorted(rejected["value"]) == ["False", "True"]
+
+
 def test_read_raw_object_formats_and_errors() -> None:
     csv = b"timestamp,server_id,metric,value,extra\n2026-01-01T00:00:00Z,srv-1,cpu,5,x\n"
     assert etl.read_raw_object("a.csv", csv).columns.tolist() == [*etl.REQUIRED_COLUMNS, "attributes"]

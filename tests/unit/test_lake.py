@@ -19,7 +19,7 @@ from capacity_forecaster.storage.lake import (
     partition_key,
     read_partitioned_dir,
 )
-from capacity_forecaster.storage.object_store import STALE_TEMP_AGE, LocalObjectStore, ObjectNotFound
+from capacity_forecaster.storage.object_store import STALE_TEMP_AGE, LocalObjectStore, LocalStoreError, ObjectNotFound
 
 
 def daily(days: list[str], servers: tuple[str, ...] = ("srv-1", "srv-2")) -> pd.DataFrame:
@@ -182,3 +182,24 @@ def test_optional_columns_are_null_when_left_out_or_missing_from_older_objects(t
     back = lake.read_table(METRICS_DAILY)
     assert len(back) == 2
     assert back["expected_samples"].isna().all() and back["low_coverage"].isna().all()
+
+
+def test_a_local_lake_must_be_a_folder_that_can_be_made(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match=rf"lake {blocker} is a file, not a folder"):
+        open_lake(blocker)
+    with pytest.raises(ConfigError, match=rf"lake {blocker}/lake cannot be created: {blocker} is a file"):
+        open_lake(blocker / "lake")
+    assert open_lake(tmp_path / "new" / "lake").uri == str(tmp_path / "new" / "lake")  # made by the first write
+    assert not (tmp_path / "new").exists()
+
+
+def test_file_system_errors_of_the_local_store_are_one_line(tmp_path: Path) -> None:
+    lake = open_lake(tmp_path / "lake")
+    lake.store.put_bytes("raw/a.csv", b"x")
+    (tmp_path / "lake" / "curated").write_text("in the way")
+    with pytest.raises(LocalStoreError, match=r"cannot write curated/x/data.parquet .*: (File exists|Not a directory)"):
+        lake.store.put_bytes("curated/x/data.parquet", b"x")
+    with pytest.raises(ObjectNotFound):  # a missing object stays what callers catch
+        lake.store.get_bytes("raw/b.csv")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capacity_forecaster.errors import ConfigError
 from capacity_forecaster.settings import (
@@ -15,8 +20,10 @@ from capacity_forecaster.settings import (
     SCORES,
     SETTINGS,
     Settings,
+    default_settings,
     env_var,
     load_settings,
+    setting_value,
 )
 
 
@@ -152,7 +159,7 @@ def test_risk_thresholds_and_critical_days_from_the_environment() -> None:
         ("cpu80", "must be written metric=percentage"),
         ("cpu=", "must be written metric=percentage"),
         ("gpu=80", "unknown metric 'gpu'"),
-        ("cpu=lots", r"risk\.thresholds='cpu=lots' is not a valid"),
+        ("cpu=lots", r"risk\.thresholds\.cpu='lots' is not a valid float"),
         ("cpu=120", r"risk\.thresholds\.cpu=120\.0 must be a percentage"),
     ],
 )
@@ -248,3 +255,114 @@ def test_cloud_refusals_and_sizes() -> None:
         f"setting fleet.end_date cannot be set for the cloud: {CLOUD_REFUSED['fleet.end_date']}",
     ]
     assert "CF_LAKE" not in settings_environment(s)  # the stack sets it
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("horizon_days: true\n", "horizon_days=True is not a valid int"),
+        ("horizon_days: 2.5\n", "horizon_days=2.5 is not a valid int"),
+        ("horizon_days: 30.0\n", "horizon_days=30.0 is not a valid int"),
+        ("etl: {outlier_z: false}\n", "etl.outlier_z=False is not a valid float"),
+        ("etl: {outlier_z: .nan}\n", "etl.outlier_z=nan is not a valid float"),
+        ("risk: {headroom: {cpu: true}}\n", "risk.headroom.cpu=True is not a valid float"),
+        ("rightsizing:\n  instance_types: {x1: {cores: true, memory_gib: 1, monthly_cost: 1}}\n", "cores=True"),
+        ("fleet: {end_date: 2026-02-30}\n", "fleet.end_date='2026-02-30' is not a valid date"),
+        ("fleet: {end_date: 20260101}\n", "fleet.end_date=20260101 is not a valid date"),
+        ("fleet: {country: no}\n", "fleet.country=False is not a valid text value (quote it"),
+        ("lake: [a, b]\n", "lake=['a', 'b'] is not a valid text value"),
+        ("training: {models: 5}\n", "training.models=5 must be model names"),
+        ("ingest: {metric_aliases: {cpu: mem}}\n", "'cpu' is itself a metric: an alias cannot move one metric"),
+        ("ingest: {metric_aliases: {memory: cpu}}\n", "'memory' is already a name of mem"),
+        ("ingest: {metric_aliases: {5: cpu}}\n", "both must be text"),
+        ("s3: {1: x}\n", "setting 's3' must name its settings as text"),
+        ("fleet: {1: 2, a: 3}\n", "unknown setting 'fleet.1'"),
+    ],
+)
+def test_values_of_another_type_are_refused_not_converted(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "cf.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, environ={})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_aliases_that_agree_with_the_built_in_table_are_accepted() -> None:
+    s = load_settings(environ={}, overrides={"ingest.metric_aliases": {"Memory": "mem", "cpu": "cpu", "gpu_x": "CPU"}})
+    assert dict(s.ingest.metric_aliases) == {"memory": "mem", "cpu": "cpu", "gpu_x": "cpu"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is a folder, not a YAML file"),
+        (b"\x7fELF\x02\x01\x01\x00\xff\xfe", "is not UTF-8 text (byte 8)"),
+        (("a: " + "[" * 3000 + "]" * 3000 + "\n").encode(), "nests its values too deeply"),
+    ],
+)
+def test_unreadable_config_files_are_one_line_errors(tmp_path: Path, content: bytes | None, message: str) -> None:
+    cfg = tmp_path / "cf.yaml"
+    cfg.mkdir() if content is None else cfg.write_bytes(content)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(cfg, environ={})
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**25), max_value=10**25),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.dates(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(
+        st.sampled_from(["cpu", "mem", "x", "memory"]),
+        st.one_of(st.booleans(), st.integers(), st.text(max_size=4)),
+        max_size=2,
+    ),
+)
+
+
+def _kind_ok(dotted: str, value: Any) -> bool:
+    default = setting_value(default_settings(), dotted)
+    if dotted == "fleet.end_date":
+        return value is None or type(value) is date
+    if isinstance(default, Mapping):
+        return isinstance(value, Mapping)
+    return type(value) is type(default)
+
+
+@settings(max_examples=300, deadline=None)
+@given(dotted=st.sampled_from(SETTINGS), value=_SCALARS)
+def test_any_value_of_any_setting_is_taken_with_its_type_or_refused_in_one_line(dotted: str, value: Any) -> None:
+    try:
+        s = load_settings(environ={}, overrides={dotted: value})
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    taken = setting_value(s, dotted)
+    assert _kind_ok(dotted, taken), (dotted, value, taken)
+    default = setting_value(default_settings(), dotted)
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        assert not isinstance(value, bool), f"{dotted} took {value!r} as a number"
+    if isinstance(default, int) and isinstance(value, float):
+        raise AssertionError(f"{dotted} took the float {value!r} as a whole number")
+
+
+@settings(max_examples=200, deadline=None)
+@given(dotted=st.sampled_from(SETTINGS), text=st.text(max_size=20))
+def test_any_text_in_a_variable_or_a_config_file_is_taken_or_refused_in_one_line(
+    dotted: str, text: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    try:
+        load_settings(environ={env_var(dotted): text})
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    section, _, key = dotted.rpartition(".")
+    body = {section: {key: text}} if section else {key: text}
+    cfg = tmp_path_factory.mktemp("cf") / "cf.yaml"
+    cfg.write_text(yaml.safe_dump(body, allow_unicode=True) + f"# {text!r}\n", encoding="utf-8")
+    try:
+        load_settings(cfg, environ={})
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)

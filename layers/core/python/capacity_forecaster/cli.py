@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from capacity_forecaster.errors import CapacityForecasterError
 
@@ -43,8 +43,19 @@ def _positive(text: str) -> int:
     return value
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one ``error:`` line and exit status 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def _common() -> _Parser:
+    common = _Parser(add_help=False)
     common.add_argument("--lake", help="lake location: a folder (default ./lake) or s3://bucket/prefix")
     common.add_argument("--config", type=Path, help="YAML settings file (see README: Settings)")
     return common
@@ -76,7 +87,7 @@ def _grain_args(parser: argparse.ArgumentParser, *, hours: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="capacity-forecaster",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -314,9 +325,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from capacity_forecaster.stages import run_generate
 
     settings = _settings(args)
+    lake = _lake(settings)
     with RichProgress() as progress:
         result = run_generate(
-            _lake(settings),
+            lake,
             settings,
             run_date=_run_date(args),
             raw_days=args.raw_day,
@@ -362,8 +374,9 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from capacity_forecaster.stages import run_profile
 
     settings = _settings(args)
+    lake = _lake(settings)
     with RichProgress() as progress:
-        result = run_profile(_lake(settings), settings, progress=progress)
+        result = run_profile(lake, settings, progress=progress)
     _print_counts(result)
 
 
@@ -372,8 +385,9 @@ def cmd_etl(args: argparse.Namespace) -> None:
     from capacity_forecaster.stages import run_etl
 
     settings = _settings(args)
+    lake = _lake(settings)
     with RichProgress() as progress:
-        result = run_etl(_lake(settings), settings, full=args.full, progress=progress)
+        result = run_etl(lake, settings, full=args.full, progress=progress)
     _print_counts(result)
 
 
@@ -425,9 +439,11 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     for check in checks:
         mark = "ok  " if check.ok else "FAIL"
         print(f"[{mark}] {check.name}: {check.message}")
-    if not all(c.ok for c in checks):
-        failed = next(c for c in checks if not c.ok)
-        raise CapacityForecasterError(f"{failed.name}: {failed.message}")
+    failed = [c.name for c in checks if not c.ok]
+    if failed:  # each failure and what to do is on its [FAIL] line above: not repeated here
+        raise CapacityForecasterError(
+            f"{len(failed)} of {len(checks)} lake checks failed ({', '.join(failed)}): see the [FAIL] lines"
+        )
 
 
 def _print_counts(result: Any) -> None:
@@ -459,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except CapacityForecasterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc) or type(exc).__name__}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -264,7 +264,8 @@ class AwsClients:
                 raise InputError(f"--region {region!r} is not an AWS region such as 'eu-west-1'") from None
         session = s3_config.session()
         config = s3_config.botocore_config()
-        return cls(session.client("ec2", config=config), session.client("cloudwatch", config=config))
+        with _translated("creating the EC2 and CloudWatch clients"):  # resolves the credentials: they may fail here
+            return cls(session.client("ec2", config=config), session.client("cloudwatch", config=config))
 
 
 @contextmanager

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from capacity_forecaster.errors import ConfigError
 from capacity_forecaster.storage.keys import parse_s3_uri
+from capacity_forecaster.storage.lake import local_lake_root
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,10 @@ def check_lake(settings: Any) -> list[Check]:
 
 def _check_local(root: Path) -> list[Check]:
     try:
+        local_lake_root(str(root))  # a file in the way, or a parent this user cannot write in
         root.mkdir(parents=True, exist_ok=True)
+    except ConfigError as exc:
+        return [Check("lake folder", False, str(exc))]
     except OSError as exc:
         return [Check("lake folder", False, f"cannot create {root}: {exc.strerror}; choose another --lake")]
     probe = root / f".doctor-{uuid.uuid4().hex[:8]}"

@@ -80,7 +80,7 @@ def validate_samples(
     timestamp = _parse_timestamps(raw["timestamp"])
     flag(timestamp.isna(), "unparseable_timestamp")
     flag(timestamp > now, "future_timestamp")
-    value = pd.to_numeric(raw["value"], errors="coerce").astype("float64")
+    value = _numbers(raw["value"])
     flag(value.isna() | ~np.isfinite(value), "non_numeric_value")
     flag((value < METRIC_RANGE[0]) | (value > METRIC_RANGE[1]), "value_out_of_range")
 
@@ -102,6 +102,17 @@ def validate_samples(
     valid = candidates[ok].reset_index(drop=True)
     rejected = _rejected_rows(raw[~ok], reason[~ok])
     return valid, rejected
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """The values as floats, NaN where one is not a number. A boolean (a Parquet or JSON true/false) is not a
+    percentage: it becomes NaN, not 1 or 0."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return pd.Series(np.nan, index=values.index, dtype="float64")
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    if values.dtype == object:
+        numbers[values.map(lambda v: isinstance(v, bool | np.bool_)).astype(bool)] = np.nan
+    return numbers
 
 
 EPOCH_MS_FROM: Final[float] = 1e11

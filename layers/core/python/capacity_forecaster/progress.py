@@ -57,14 +57,18 @@ class RichProgress:
         )
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
+        self._started = False  # the display starts with its first bar: a run that fails before one prints nothing
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Advance]:
+        if not getattr(self, "_started", True):
+            self._progress.start()
+            self._started = True
         task_id = self._progress.add_task(description, total=max(total, 1))
 
         def advance(n: int = 1) -> None:

@@ -6,7 +6,9 @@ Every value is validated once here, with a one-line :class:`ConfigError` naming 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
@@ -384,15 +386,49 @@ def load_settings(
     return _build(raw)
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with one change: a value that looks like a date but is not one (``2026-02-30``) stays text, so
+    the setting it is given to names it in its error instead of the parser failing without saying where."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)  # type: ignore[arg-type]
+        except ValueError:
+            return self.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
+MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
+"""The largest settings file read (so that ``--config /dev/zero`` is an error, not a hang)."""
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as fh:
+            content = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(content) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB: is it a settings file?"
+            )
+        data = yaml.load(content.decode("utf-8"), Loader=_Loader)  # _Loader is a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): is it a YAML file?") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests its values too deeply to be settings") from None
+    except (ValueError, TypeError) as exc:  # a value the safe constructors refuse
+        raise ConfigError(f"config file {path} holds a value YAML cannot read: {' '.join(str(exc).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -412,9 +448,9 @@ def _set(raw: dict[str, Any], section: str | None, key: str, value: Any) -> None
 
 def _build(raw: Mapping[str, Any]) -> Settings:
     known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(map(repr, set(raw) - known))
     if unknown:
-        raise ConfigError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown setting {unknown[0]}; known settings: {', '.join(sorted(known))}")
     kwargs: dict[str, Any] = {}
     for name, value in raw.items():
         if name in _SECTIONS:
@@ -423,6 +459,8 @@ def _build(raw: Mapping[str, Any]) -> Settings:
             value = _json_text(value, "s3")
             if not isinstance(value, Mapping):
                 raise ConfigError("setting 's3' must be a mapping (region, endpoint_url, sse, kms_key_id...)")
+            if not all(isinstance(k, str) for k in value):
+                raise ConfigError("setting 's3' must name its settings as text (region, endpoint_url, sse...)")
             kwargs[name] = dict(value)
         else:
             kwargs[name] = _coerce(name, value, Settings)
@@ -434,7 +472,7 @@ def _build_section(name: str, value: Any) -> Any:
     if not isinstance(value, Mapping):
         raise ConfigError(f"setting {name!r} must be a mapping")
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(value) - known)
+    unknown = sorted(map(str, set(value) - known))
     if unknown:
         raise ConfigError(f"unknown setting '{name}.{unknown[0]}'; known: {', '.join(sorted(known))}")
     base = cls()
@@ -442,40 +480,87 @@ def _build_section(name: str, value: Any) -> Any:
 
 
 def _coerce(dotted: str, value: Any, cls: type) -> Any:
-    """Convert a YAML or environment value to the type of the field it sets."""
+    """Convert a YAML or environment value to the type of the field it sets; a value of another type (a bool
+    for a number, 2.5 for a whole number, a list for text) is a one-line ConfigError, never converted."""
     key = dotted.rpartition(".")[2]
     default = getattr(cls(), key)
     if isinstance(default, Mapping):
         value = _json_text(value, dotted)
+    if key == "end_date":
+        return _date_setting(dotted, value)
+    if key == "thresholds":
+        return _thresholds(value)
+    if key == "metric_aliases":
+        return _metric_aliases(value)
+    if key == "headroom":
+        return _headroom(value)
+    if key == "instance_types":
+        return _instance_types(value)
+    if key == "models":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(m, str) for m in items):
+            raise ConfigError(f"setting {dotted}={value!r} must be model names, comma-separated or a list")
+        return tuple(m.strip() for m in items if m.strip())
+    if isinstance(default, bool):
+        return _bool_setting(dotted, value)
+    if isinstance(default, int):
+        return _int_setting(dotted, value)
+    if isinstance(default, float):
+        return _number(dotted, value)
+    if isinstance(value, os.PathLike) and key == "lake":  # a pathlib.Path given in code
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        hint = " (quote it: YAML reads yes, no, on and off as true or false)" if isinstance(value, bool) else ""
+        raise ConfigError(f"setting {dotted}={value!r} is not a valid text value{hint}")
+    return value.strip().upper() if key == "country" else value
+
+
+def _date_setting(dotted: str, value: Any) -> date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
     try:
-        if key == "end_date":
-            if value is None or value == "":
-                return None
-            return value if isinstance(value, date) else date.fromisoformat(str(value))
-        if key == "thresholds":
-            return _thresholds(value)
-        if key == "metric_aliases":
-            return _metric_aliases(value)
-        if key == "headroom":
-            return _headroom(value)
-        if key == "instance_types":
-            return _instance_types(value)
-        if key == "country":
-            return str(value).strip().upper()
-        if key == "models":
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(str(m).strip() for m in items if str(m).strip())
-        if isinstance(default, bool):
-            return str(value).lower() in {"1", "true", "yes", "on"}
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {dotted}={value!r} is not a valid {type(default).__name__}") from None
+        if isinstance(value, str):
+            return date.fromisoformat(value.strip())
+    except ValueError:
+        pass
+    raise ConfigError(f"setting {dotted}={value!r} is not a valid date (YYYY-MM-DD, a day that exists)")
+
+
+def _bool_setting(dotted: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"setting {dotted}={value!r} is not a valid bool (true or false)")
+
+
+def _int_setting(dotted: str, value: Any) -> int:
+    """A whole number: an int (not a bool) or its digits as text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,30}", value.strip()):
+        return int(value.strip())
+    raise ConfigError(f"setting {dotted}={value!r} is not a valid int")
+
+
+def _number(dotted: str, value: Any) -> float:
+    """A finite number: an int or float (not a bool), or one written as text."""
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number):
+        raise ConfigError(f"setting {dotted}={value!r} is not a valid float (a finite number)")
+    return number
 
 
 def _json_text(value: Any, dotted: str) -> Any:
@@ -497,7 +582,7 @@ def _thresholds(value: Any) -> dict[str, float]:
     for metric, pct in value.items():
         if metric not in METRICS:
             raise ConfigError(f"risk.thresholds has unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
-        merged[metric] = float(pct)
+        merged[metric] = _number(f"risk.thresholds.{metric}", pct)
     return merged
 
 
@@ -513,16 +598,30 @@ def _key_values(text: str, dotted: str) -> dict[str, str]:
 
 
 def _metric_aliases(value: Any) -> dict[str, str]:
+    """Extra names of the metrics. A name the built-in table already gives a metric (``cpu``, ``memory``) cannot
+    be moved onto another one: every row of it would then collide with the metric's own rows."""
+    from capacity_forecaster.raw_formats import metric_aliases
+
     if not isinstance(value, Mapping):
         raise ConfigError("setting ingest.metric_aliases must map metric names to cpu, mem, disk or net")
+    built_in = metric_aliases()
     out = {}
     for alias, metric in value.items():
-        target = str(metric).strip().lower()
+        if not isinstance(alias, str) or not isinstance(metric, str):
+            raise ConfigError(f"ingest.metric_aliases maps {alias!r} to {metric!r}; both must be text")
+        name, target = alias.strip().lower(), metric.strip().lower()
+        if not name:
+            raise ConfigError("ingest.metric_aliases has an empty name")
         if target not in METRICS:
             raise ConfigError(f"ingest.metric_aliases maps {alias!r} to {metric!r}; targets are {', '.join(METRICS)}")
-        if not str(alias).strip():
-            raise ConfigError("ingest.metric_aliases has an empty name")
-        out[str(alias).strip().lower()] = target
+        known = built_in.get(name)
+        if known is not None and known != target:
+            what = "is itself a metric" if name in METRICS else f"is already a name of {known}"
+            raise ConfigError(
+                f"ingest.metric_aliases maps {alias!r} to {metric!r}, but {name!r} {what}: "
+                "an alias cannot move one metric onto another"
+            )
+        out[name] = target
     return out
 
 
@@ -533,7 +632,7 @@ def _headroom(value: Any) -> dict[str, float]:
     for metric, pct in value.items():
         if metric not in METRICS:
             raise ConfigError(f"risk.headroom has unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
-        merged[metric] = float(pct)
+        merged[metric] = _number(f"risk.headroom.{metric}", pct)
     return merged
 
 
@@ -546,10 +645,10 @@ def _instance_types(value: Any) -> dict[str, dict[str, float]]:
     for name, spec in value.items():
         if not isinstance(spec, Mapping) or set(spec) != {"cores", "memory_gib", "monthly_cost"}:
             raise ConfigError(f"rightsizing.instance_types.{name} must set exactly cores, memory_gib and monthly_cost")
-        try:
-            entry = {k: float(spec[k]) for k in ("cores", "memory_gib", "monthly_cost")}
-        except (TypeError, ValueError):
-            raise ConfigError(f"rightsizing.instance_types.{name} values must be numbers") from None
+        entry = {
+            k: _number(f"rightsizing.instance_types.{name}.{k}", spec[k])
+            for k in ("cores", "memory_gib", "monthly_cost")
+        }
         if entry["cores"] <= 0 or entry["memory_gib"] <= 0 or entry["monthly_cost"] < 0:
             raise ConfigError(f"rightsizing.instance_types.{name} needs cores and memory_gib > 0, monthly_cost >= 0")
         table[str(name)] = entry

@@ -439,13 +439,18 @@ def _progress_bar(
 
 
 def run_training_job(
-    root: Path = DEFAULT_ROOT, *, progress: bool | ProgressReporter = False, lake: Lake | None = None
+    root: Path = DEFAULT_ROOT,
+    *,
+    progress: bool | ProgressReporter = False,
+    lake: Lake | None = None,
+    log_failure: bool = True,
 ) -> int:
     """Run the training job under the contract at ``root``; return the process exit code.
 
     Any failure writes a one-line reason to ``output/failure`` (what SageMaker shows as the job's failure
     reason) and returns 1. ``lake`` overrides the ``lake_uri`` hyperparameter's lake (the local runner passes
-    its own, already configured, lake).
+    its own, already configured, lake). ``log_failure=False`` leaves the reason to the caller (the local runner
+    raises it), so the user sees it once.
     """
     paths = ContractPaths(Path(root))
     try:
@@ -456,7 +461,8 @@ def run_training_job(
             traceback.print_exc(file=sys.stderr)
         paths.failure.parent.mkdir(parents=True, exist_ok=True)
         paths.failure.write_text(reason + "\n", encoding="utf-8")
-        log.error("training failed: %s", reason)
+        if log_failure:
+            log.error("training failed: %s", reason)
         return 1
     log.info("training host finished: %s", json.dumps(summary, sort_keys=True))
     return 0
@@ -774,7 +780,7 @@ def run_local_training(
             for name in names:
                 root = base / name
                 _build_contract(root, params, name, names, channel)
-                if run_training_job(root, progress=progress, lake=lake) != 0:
+                if run_training_job(root, progress=progress, lake=lake, log_failure=False) != 0:
                     reason = ContractPaths(root).failure.read_text(encoding="utf-8").strip()
                     raise CapacityForecasterError(f"training host {name} failed: {reason}")
         with Lease(lake.store, RISK_LEASE):

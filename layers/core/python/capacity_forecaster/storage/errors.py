@@ -356,11 +356,19 @@ def translate_client_error(
         return _from_client_error(exc, operation, bucket, key)
     where: dict[str, Any] = {"bucket": bucket, "key": key, "operation": operation, "code": type(exc).__name__}
     if isinstance(exc, _CREDENTIAL_EXCEPTIONS):
+        # Raised before any request, often without a bucket: say what is wrong with the credentials themselves.
+        problem = "AWS credentials cannot be used" + (" for" if bucket else "")
         if isinstance(exc, bce.NoCredentialsError):
             hint = "no AWS credentials found; set AWS_PROFILE, run `aws configure` or `aws sso login`"
+        elif isinstance(exc, bce.PartialCredentialsError):
+            provider, missing = exc.kwargs.get("provider", "a credential source"), exc.kwargs.get("cred_var", "a value")
+            hint = (
+                f"the credentials in {provider} are incomplete, {missing} is missing; "
+                "complete them or set AWS_PROFILE to a profile that has both keys"
+            )
         else:
-            hint = f"{exc}; check AWS_PROFILE and the credentials it names"
-        return S3CredentialsError(hint=hint, **where)
+            hint = f"{' '.join(str(exc).split())}; check AWS_PROFILE and the credentials it names"
+        return S3CredentialsError(problem, hint=hint, **where)
     if isinstance(exc, bce.CapacityNotAvailableError):
         return S3ThrottledError(**where)
     if isinstance(exc, _TRANSFER_EXCEPTIONS):

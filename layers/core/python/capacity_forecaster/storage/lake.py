@@ -8,6 +8,7 @@ temporary file and a rename locally) and readers never see half of it. The lake 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -287,4 +288,25 @@ def open_lake(uri: str | Path, s3_config: S3Config | None = None) -> Lake:
         return Lake(S3ObjectStore(S3Client(s3_config), bucket, prefix))
     if "://" in text:
         raise ConfigError(f"lake URI {text!r} is neither a local folder nor s3://bucket/prefix")
-    return Lake(LocalObjectStore(text))
+    return Lake(LocalObjectStore(local_lake_root(text)))
+
+
+def local_lake_root(text: str) -> Path:
+    """The absolute folder of a local lake; ConfigError when it is a file, lies under one, cannot be read, or
+    does not exist and cannot be created (the folder itself is made by the first write)."""
+    try:
+        root = Path(text).expanduser().resolve()
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"lake {root} is a file, not a folder: choose a folder for --lake")
+        if root.is_dir():
+            if not os.access(root, os.R_OK | os.X_OK):
+                raise ConfigError(f"lake {root} cannot be read by this user: check its permissions")
+            return root
+        parent = next(p for p in root.parents if p.exists())
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"lake {text!r} is not a usable folder: {' '.join(str(exc).split())}") from None
+    if not parent.is_dir():
+        raise ConfigError(f"lake {root} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"lake {root} cannot be created: this user cannot write in {parent}")
+    return root

@@ -243,8 +243,8 @@ class Lease:
         while not self._stop.wait(interval):
             try:
                 self.renew()
-            except LeaseLost as exc:
-                log.error("%s", exc)
+            except LeaseLost as exc:  # release() raises it to the run: logged here only at info, so it is told once
+                log.info("%s", exc)
                 return
             except Exception as exc:  # a failed renewal is retried at the next interval
                 log.warning("could not renew the %s lease at %s: %s", self.name, self.uri, " ".join(str(exc).split()))

@@ -16,23 +16,28 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import wraps
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Windows: the compare-and-swap steps run unguarded there
     fcntl = None  # type: ignore[assignment]
 
+from capacity_forecaster.errors import CapacityForecasterError
 from capacity_forecaster.storage.keys import validate_key
 
 STALE_TEMP_AGE = timedelta(minutes=30)
 """A local ``.tmp-*.part`` file older than this is the leftover of a killed write (a live write renames its
 file within seconds): listings delete it."""
 TEMP_PREFIX = ".tmp-"
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -123,9 +128,56 @@ class PreconditionFailed(Exception):
     """A conditional write or delete found the object other than expected (there already, changed, or gone)."""
 
 
+class LocalStoreError(CapacityForecasterError, OSError):
+    """The local lake folder cannot be read or written (a file in the way, no permission, a full disk). Also an
+    OSError, for callers that catch the file system's own errors."""
+
+
+def _local_errors(
+    action: str,
+) -> Callable[[Callable[Concatenate[Any, str, _P], _R]], Callable[Concatenate[Any, str, _P], _R]]:
+    """File system errors of a :class:`LocalObjectStore` method on one key as a one-line :class:`LocalStoreError`;
+    a missing object stays :class:`ObjectNotFound`."""
+
+    def decorate(method: Callable[Concatenate[Any, str, _P], _R]) -> Callable[Concatenate[Any, str, _P], _R]:
+        @wraps(method)
+        def wrapper(self: Any, key: str, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(self, key, *args, **kwargs)
+            except (ObjectNotFound, LocalStoreError):
+                raise
+            except OSError as exc:
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise LocalStoreError(
+                    f"lake {self.root}: cannot {action} {key}{where}: {exc.strerror or exc}; "
+                    "the lake must be a folder this user can read and write"
+                ) from None
+
+        return wrapper
+
+    return decorate
+
+
 def content_etag(data: bytes) -> str:
     """The ETag of a local object: the MD5 of its bytes in hex (what S3 gives a single-part upload)."""
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _written_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a complete, synced temporary file beside ``path`` (its folder created), never visible as an
+    object (listings skip the ``.tmp-`` prefix); the caller renames or links it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 class LocalObjectStore:
@@ -147,6 +199,7 @@ class LocalObjectStore:
     def uri_for(self, key: str) -> str:
         return str(self._path(key))
 
+    @_local_errors("write")
     def put_bytes(
         self,
         key: str,
@@ -156,19 +209,15 @@ class LocalObjectStore:
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        tmp = _written_temp(path, data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return str(path)
 
+    @_local_errors("read")
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:
@@ -177,9 +226,13 @@ class LocalObjectStore:
             raise ObjectNotFound(f"no object at {path}") from None
 
     def upload_file(self, path: Path, key: str, *, metadata: Mapping[str, str] | None = None) -> str:
+        return self._upload(key, path)
+
+    @_local_errors("write")
+    def _upload(self, key: str, path: Path) -> str:
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=TEMP_PREFIX, suffix=".part")
         os.close(fd)
         try:
             shutil.copyfile(path, tmp)
@@ -189,12 +242,14 @@ class LocalObjectStore:
             raise
         return str(dest)
 
+    @_local_errors("write")
     def copy(self, key: str, target: str) -> str:
         src = self._path(key)
         if not src.is_file():
             raise ObjectNotFound(f"no object at {src}")
         return self.upload_file(src, target)
 
+    @_local_errors("read")
     def download_file(self, key: str, path: Path) -> Path:
         src = self._path(key)
         if not src.is_file():
@@ -231,17 +286,13 @@ class LocalObjectStore:
 
     # -- conditional operations (leases)
 
+    @_local_errors("write")
     def create_exclusive(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
         """A complete temporary file hard-linked to the key: the link fails if the key exists, so two creators
         never both succeed and no reader sees a partial object. Without hard links, an ``O_EXCL`` create."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        tmp = _written_temp(path, data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -249,7 +300,7 @@ class LocalObjectStore:
             except OSError:  # no hard links on this file system
                 self._create_excl(path, data)
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         return content_etag(data)
 
     @staticmethod
@@ -279,6 +330,7 @@ class LocalObjectStore:
                 fcntl.flock(guard.fileno(), fcntl.LOCK_EX)
             yield path
 
+    @_local_errors("write")
     def replace_if(self, key: str, data: bytes, etag: str, *, content_type: str | None = None) -> str:
         with self._guard(key) as path:
             try:
@@ -290,6 +342,7 @@ class LocalObjectStore:
             self.put_bytes(key, data, content_type=content_type)
         return content_etag(data)
 
+    @_local_errors("delete")
     def delete_if(self, key: str, etag: str) -> None:
         with self._guard(key) as path:
             try:
@@ -300,6 +353,7 @@ class LocalObjectStore:
                 raise PreconditionFailed(f"the object at {path} has changed")
             path.unlink()
 
+    @_local_errors("delete")
     def delete(self, key: str) -> None:
         path = self._path(key)
         path.unlink(missing_ok=True)

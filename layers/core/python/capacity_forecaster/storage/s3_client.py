@@ -341,12 +341,15 @@ class S3Client:
     def __init__(self, config: S3Config | None = None, *, session: boto3.Session | None = None) -> None:
         self.config = config or S3Config.from_env()
         self._session = session or self.config.session()
-        self._s3: Any = self._session.client(  # Any: no S3 type stubs are installed
-            "s3",
-            region_name=self.config.region,
-            endpoint_url=self.config.endpoint_url,
-            config=self._botocore_config(),
-        )
+        try:  # creating the client resolves the credentials: a partial or broken set fails here
+            self._s3: Any = self._session.client(  # Any: no S3 type stubs are installed
+                "s3",
+                region_name=self.config.region,
+                endpoint_url=self.config.endpoint_url,
+                config=self._botocore_config(),
+            )
+        except _TRANSLATABLE as exc:
+            raise translate_client_error(exc, operation="CreateClient") from exc
         self._transfer_config = TransferConfig(
             multipart_threshold=self.config.multipart_threshold,
             multipart_chunksize=self.config.multipart_chunksize,
@@ -781,12 +784,13 @@ class S3Client:
         return f"found (source: {credentials.method})"
 
     def _check_identity(self) -> str:
-        sts = self._session.client(
-            "sts",
-            region_name=self.config.region,
-            endpoint_url=self.config.endpoint_url,
-            config=self._botocore_config(),
-        )
+        with self._translated("CreateClient", ""):
+            sts = self._session.client(
+                "sts",
+                region_name=self.config.region,
+                endpoint_url=self.config.endpoint_url,
+                config=self._botocore_config(),
+            )
         try:
             with self._translated("GetCallerIdentity", ""):
                 identity = sts.get_caller_identity()
