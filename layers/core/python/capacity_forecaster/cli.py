@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from capacity_forecaster.errors import CapacityForecasterError
+from capacity_forecaster.storage.lease import LEASE_TTL, waiting_for_leases
 
 EXIT_USER_ERROR = 2
-LEASE_WAIT_DEFAULT_S = 600  # a bare --wait: the leases' time to live, after which a killed holder's lease is taken over
+LEASE_WAIT_DEFAULT_S = int(LEASE_TTL.total_seconds())  # a bare --wait: a killed holder's lease is taken over by then
 
 DESCRIPTION = """\
 Forecast which servers will run out of CPU, memory, disk or network, and when.
@@ -500,8 +501,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    from capacity_forecaster.storage.lease import waiting_for_leases
-
     args = build_parser().parse_args(argv)
     try:
         with waiting_for_leases(getattr(args, "wait", 0.0)):
