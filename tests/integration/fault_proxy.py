@@ -3,8 +3,12 @@
 Point a client's ``endpoint_url`` at :attr:`FaultProxy.endpoint_url`. Requests that match a :class:`FaultRule` get
 an S3 XML error (with ``x-amz-request-id``/``x-amz-id-2`` headers) instead of being forwarded, or (a body-cut rule,
 :meth:`FaultProxy.add_body_cut`) are forwarded but get only part of the response body before the proxy closes the
-connection, as a connection dropped mid-download does; every other request is forwarded unchanged. Every request is
-recorded, so tests can count attempts.
+connection, as a connection dropped mid-download does. Two more rules break the connection itself: a request cut
+(:meth:`FaultProxy.add_request_cut`) reads only part of the request body and resets the connection, as a drop
+while an upload is being sent does (nothing reaches the upstream); a response cut
+(:meth:`FaultProxy.add_response_cut`) forwards the whole request (the upstream applies it) and resets the
+connection after the first bytes of the response, so the client never learns the outcome. Every other request
+is forwarded unchanged. Every request is recorded, so tests can count attempts.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +75,8 @@ class FaultRule:
     message: str = "injected by the fault proxy"
     times: int | None = None
     cut_at: float | None = None  # body-cut rule: forward, send this share of the body, then close the connection
+    request_cut_at: float | None = None  # request-cut rule: read this share of the request body, then reset
+    response_cut: bool = False  # response-cut rule: forward, then reset after the first bytes of the response
     hits: int = field(default=0, init=False)
 
     def take(self, request: SeenRequest) -> bool:
@@ -142,6 +149,31 @@ class FaultProxy:
             self.rules.append(rule)
         return rule
 
+    def add_request_cut(
+        self, match: Callable[[SeenRequest], bool], *, share: float = 0.5, times: int | None = None
+    ) -> FaultRule:
+        """Read only ``share`` of a matching request's body, then reset the connection (nothing is forwarded);
+        recorded with the fault ``RequestCut``."""
+        rule = FaultRule(match, 0, "RequestCut", "", times, request_cut_at=share)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def add_response_cut(self, match: Callable[[SeenRequest], bool], *, times: int | None = None) -> FaultRule:
+        """Forward a matching request (the upstream applies it), then reset the connection after the first bytes
+        of the status line; recorded with the fault ``ResponseCut``."""
+        rule = FaultRule(match, 0, "ResponseCut", "", times, response_cut=True)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def faults(self) -> dict[str, int]:
+        """How many requests got each injected fault."""
+        counts: dict[str, int] = {}
+        for request in self.seen(lambda r: r.fault is not None):
+            counts[str(request.fault)] = counts.get(str(request.fault), 0) + 1
+        return counts
+
     def seen(self, predicate: Callable[[SeenRequest], bool] = lambda r: True) -> list[SeenRequest]:
         """The recorded requests that satisfy ``predicate``, in arrival order."""
         with self._lock:
@@ -191,7 +223,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _handle(self) -> None:
-        body = self._read_body()
         parts = urlsplit(self.path)
         request = SeenRequest(
             method=self.command,
@@ -199,13 +230,27 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             query=parse_qs(parts.query, keep_blank_values=True),
             headers={k.lower(): v for k, v in self.headers.items()},
         )
-        rule = self.owner._decide(request)
+        rule = self.owner._decide(request)  # on the headers: a request-cut rule must fire before the body is read
+        if rule is not None and rule.request_cut_at is not None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(int(length * rule.request_cut_at))
+            self._reset()
+            return
+        body = self._read_body()
         if rule is not None and rule.cut_at is not None:
             self._forward(body, cut_at=rule.cut_at)
+        elif rule is not None and rule.response_cut:
+            self._forward(body, response_cut=True)
         elif rule is not None:
             self._send_error(rule)
         else:
             self._forward(body)
+
+    def _reset(self) -> None:
+        """Close the connection with a TCP reset (SO_LINGER 0), as a dropped connection looks to the client."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
 
     def _send_error(self, rule: FaultRule) -> None:
         request_id = self.owner.next_request_id()
@@ -223,7 +268,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    def _forward(self, body: bytes, *, cut_at: float | None = None) -> None:
+    def _forward(self, body: bytes, *, cut_at: float | None = None, response_cut: bool = False) -> None:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"expect"}}
         if body or self.command in ("PUT", "POST"):
             headers["Content-Length"] = str(len(body))
@@ -232,6 +277,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             conn.request(self.command, self.path, body=body or None, headers=headers)
             response = conn.getresponse()
             payload = response.read()
+            if response_cut:  # applied upstream; the client gets a few bytes of the status line, then a reset
+                self.wfile.write(b"HTTP/1.1 2")
+                self.wfile.flush()
+                self._reset()
+                return
             self.send_response(response.status, response.reason)
             for name, value in response.getheaders():
                 if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":

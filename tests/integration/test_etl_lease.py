@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -121,6 +123,89 @@ def test_cli_exits_2_with_one_line_naming_the_holder(tmp_path: Path, capsys: pyt
     assert err.startswith("error: another etl run holds the lease at ")
     assert "lambda capacity-forecaster-etl since " in err and " until " in err
     assert main(["etl", "--lake", str(lake_dir)]) == 0  # released: the next run goes ahead
+
+
+def test_cli_wait_runs_once_the_holder_releases_the_lease(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lake_dir = tmp_path / "lake"
+    lake = open_lake(lake_dir)
+    ingest_files(lake, [export(tmp_path, "a.csv", "2026-11-20", "s1")], now=NOW)
+    holder = Lease(lake.store, ETL_LEASE, owner="ops@laptop pid 9", renew=False).acquire()
+    timer = threading.Timer(1.0, holder.release)
+    timer.start()
+    started = time.monotonic()
+    try:
+        assert main(["etl", "--wait", "10", "--lake", str(lake_dir)]) == 0
+    finally:
+        timer.cancel()
+    waited = time.monotonic() - started
+    assert 1.0 <= waited < 10, waited  # it waited for the release, not for its whole --wait
+    assert "rows_in=6" in capsys.readouterr().out
+    assert lake.read_table(ETL_RUNS)["rows_in"].tolist() == [6]
+    assert not lake.store.exists(lease_key(ETL_LEASE))
+
+
+@pytest.mark.parametrize("command", ["etl", "risk", "train", "run"])
+def test_cli_wait_gives_up_after_its_time_with_one_line_naming_the_holder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    from capacity_forecaster.forecasting.job import TRAIN_LEASE
+
+    lake_dir = tmp_path / "lake"
+    lake = open_lake(lake_dir)
+    name = {"etl": ETL_LEASE, "risk": RISK_LEASE, "train": TRAIN_LEASE, "run": ETL_LEASE}[command]
+    if command == "run":  # the pipeline's generate step runs before its ETL takes the lease: keep it small
+        extra = ["--servers", "2", "--days", "30", "--report-dir", str(tmp_path / "reports")]
+    else:
+        extra = []
+        if command in ("risk", "train"):  # a lake with what the stage needs before it takes its lease
+            _small_lake_for_training(lake_dir)
+    with Lease(lake.store, name, owner="ops@laptop pid 10", renew=False):
+        started = time.monotonic()
+        assert main([command, "--wait", "1", "--lake", str(lake_dir), *extra]) == 2
+        waited = time.monotonic() - started
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: another {name} run holds the lease at "), err
+    assert "ops@laptop pid 10 since " in err and "waited 1s for it (--wait)" in err
+    assert waited >= 1.0, waited
+
+
+def _small_lake_for_training(lake_dir: Path) -> None:
+    from datetime import date
+
+    from capacity_forecaster.stages import run_etl, run_generate, run_train
+
+    uri = str(lake_dir)
+    lake = open_lake(uri)
+    settings = load_settings(
+        environ={},
+        overrides={"lake": uri, "fleet.servers": 2, "fleet.days": 60, "training.models": "seasonal_naive"},
+    )
+    run_generate(lake, settings, run_date=date(2026, 11, 23))
+    run_etl(lake, settings)
+    run_train(lake, settings, run_date=date(2026, 11, 23))
+
+
+def test_a_lease_wait_polls_with_back_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from capacity_forecaster.storage import lease as module
+
+    lake = open_lake(tmp_path / "lake")
+    pauses: list[float] = []
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(module, "time", SimpleNamespace(sleep=sleep, monotonic=lambda: clock[0]))
+    with Lease(lake.store, ETL_LEASE, owner="other", renew=False):
+        with module.waiting_for_leases(20), pytest.raises(LeaseHeld, match="waited 20s"):
+            Lease(lake.store, ETL_LEASE, renew=False).acquire()
+        with pytest.raises(LeaseHeld) as info:  # outside the block: refused at once, as before
+            Lease(lake.store, ETL_LEASE, renew=False).acquire()
+    assert "waited" not in str(info.value) and len(pauses) > 4
+    assert sum(pauses) == pytest.approx(20)
+    assert pauses[0] < pauses[1] < pauses[2] < pauses[3]  # doubling (with jitter) up to the cap
+    assert pauses[0] <= module.WAIT_FIRST_S and max(pauses) <= module.WAIT_CAP_S
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -239,6 +239,65 @@ def test_poison_files_are_refused_by_the_cli_ingest_in_one_line(
         refused += 1
     assert refused == len(POISON_CASES) >= 10
     assert not (tmp_path / "lake" / "raw").exists()  # nothing was uploaded
+
+
+def test_ingest_refuses_exactly_the_files_the_etl_sets_aside_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Derived from the ETL, not from the corpus' labels: every file the ETL moves aside whole is refused by the CLI
+    ``ingest`` with one line naming the file and the ETL's reason (exit 2); every other file is accepted. And
+    ``ingest`` parses each file with the ETL's reader, with the settings' aliases and size limit."""
+    from capacity_forecaster import etl
+
+    lake = open_lake(tmp_path / "lake")
+    _load_corpus(lake)
+    settings = load_settings(environ={}, overrides={"lake": str(tmp_path / "lake")})
+    run_etl(lake, settings, now=NOW)
+    quarantine = lake.read_table(QUARANTINE)
+    whole = quarantine[quarantine["row_number"] == -1]
+    set_aside = {
+        str(source): str(reason).removeprefix("unreadable_file: ").removeprefix(f"{source}: ")
+        for source, reason in zip(whole["source"], whole["reason"], strict=True)
+    }
+    assert len(set_aside) == len(FILE_CASES)
+
+    reads: list[tuple[str, object, object]] = []
+    real_read = etl.read_raw_object
+
+    def spy(name: str, data: bytes, aliases: Any = None, *, max_bytes: int | None = None) -> pd.DataFrame:
+        reads.append((name, aliases, max_bytes))
+        return real_read(name, data, aliases, max_bytes=max_bytes)
+
+    monkeypatch.setattr(etl, "read_raw_object", spy)
+    good_rows = {kind: HEADER + f"{T},ok-{i},cpu,40\n" + bad for i, (kind, (_, bad, _)) in enumerate(ROW_CASES.items())}
+    cases = {
+        **{kind: (name, good_rows[kind].encode()) for kind, (name, _, _) in ROW_CASES.items()},
+        **{kind: (name, data) for kind, (name, data, _) in {**FILE_CASES, **WIDE_CASES}.items()},
+    }
+    refused = accepted = 0
+    for kind, (name, data) in cases.items():
+        path = tmp_path / "exports" / f"{kind}_{name}"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        status = main(["ingest", str(path), "--lake", str(tmp_path / "ingested")])
+        err = capsys.readouterr().err
+        reason = set_aside.get(_key(kind, name))
+        if reason is None:
+            assert status == 0 and err == "", (kind, err)
+            accepted += 1
+        else:
+            assert status == 2 and err == f"error: {path}: {reason}\n", (kind, err, reason)
+            refused += 1
+        assert reads[-1] == (str(path), settings.ingest.aliases(), settings.ingest.max_file_bytes), kind
+    assert (refused, accepted) == (len(FILE_CASES), len(ROW_CASES) + len(WIDE_CASES))
+    print(f"ingest vs ETL: {refused} refused = {len(set_aside)} set aside by the ETL, {accepted} accepted")
+
+    # One refused file stops the batch: the good files named with it are not copied either.
+    good, poison = tmp_path / "exports" / "batch_ok.csv", tmp_path / "exports" / "parquet_binary_extra_column.parquet"
+    good.write_text(HEADER + f"{T},batch-1,cpu,40\n")
+    poison.write_bytes(POISON_CASES["parquet_binary_extra_column"][1])
+    assert main(["ingest", str(good), str(poison), "--lake", str(tmp_path / "batch")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "batch" / "raw").exists()
 
 
 def test_poison_files_in_the_raw_zone_never_block_the_etl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -562,6 +562,92 @@ def test_throttled_part_is_retried_and_the_upload_completes(
     assert len(no_backoff) == 2
 
 
+# --- connections dropped mid-part ------------------------------------------------------------------------
+
+MIDBODY_RUNS = 5
+
+
+def _part(number: int) -> Any:
+    return lambda r: r.is_upload_part and r.query["partNumber"] == [str(number)]
+
+
+def _ranged_gets(key: str) -> Any:
+    return lambda r: r.is_get_object and r.path.endswith("/" + key) and "range" in r.headers
+
+
+def test_uploads_and_ranged_downloads_survive_connections_dropped_mid_part(
+    s3_config: S3Config,
+    s3_bucket: str,
+    big_file: Path,
+    fault_proxy: FaultProxy,
+    no_backoff: list[float],
+    s3_boto_client: Any,
+    tmp_path: Path,
+) -> None:
+    """Above the multipart threshold, each run: a part whose request body is cut by a reset (retried by
+    botocore), a part applied upstream whose response is cut (sent again), and two ranged GETs of the download cut
+    part-way (s3transfer fetches the range again); both copies equal the source, byte for byte, in every run."""
+    expected = _sha(big_file.read_bytes())
+    cfg = replace(s3_config, endpoint_url=fault_proxy.endpoint_url, **SMALL_PARTS)
+    finished, compared = 0, 0
+    for run in range(MIDBODY_RUNS):
+        key = f"big/run-{run}.bin"
+        fault_proxy.add_request_cut(_part(2), share=0.3 + 0.1 * run, times=1)
+        fault_proxy.add_response_cut(_part(3), times=1)
+        fault_proxy.add_body_cut(_ranged_gets(key), share=0.2 + 0.15 * run, times=2)
+        with S3Client(cfg) as client:
+            client.upload_file(big_file, s3_bucket, key)
+            out = client.download_file(s3_bucket, key, tmp_path / f"copy-{run}.bin")
+        stored = s3_boto_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+        assert _sha(stored) == expected and _sha(out.read_bytes()) == expected, run
+        assert s3_boto_client.head_object(Bucket=s3_bucket, Key=key)["ETag"].endswith('-3"'), run
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"copy-{i}.bin" for i in range(run + 1)]
+        finished += 1
+        compared += len(stored) + out.stat().st_size
+    faults = fault_proxy.faults()
+    assert faults == {"RequestCut": MIDBODY_RUNS, "ResponseCut": MIDBODY_RUNS, "BodyCut": 2 * MIDBODY_RUNS}
+    assert finished == MIDBODY_RUNS and compared == 2 * MIDBODY_RUNS * BIG_SIZE
+    assert _open_uploads(s3_boto_client, s3_bucket) == []
+    print(f"mid-part faults: {faults}, runs finished {finished}/{MIDBODY_RUNS}, bytes compared {compared}")
+
+
+def test_a_part_reset_on_every_attempt_aborts_the_upload(
+    s3_config: S3Config,
+    s3_bucket: str,
+    big_file: Path,
+    fault_proxy: FaultProxy,
+    no_backoff: list[float],
+    s3_boto_client: Any,
+) -> None:
+    fault_proxy.add_request_cut(_part(2))
+    cfg = replace(s3_config, endpoint_url=fault_proxy.endpoint_url, max_attempts=3, **SERIAL_SMALL_PARTS)
+    with S3Client(cfg) as client, pytest.raises(S3TransferError) as info:
+        client.upload_file(big_file, s3_bucket, "big/reset.bin")
+    message = str(info.value)
+    assert "\n" not in message and "big/reset.bin" in message and "the multipart upload was aborted" in message
+    assert [r.fault for r in fault_proxy.seen(_part(2))] == ["RequestCut"] * 3  # max_attempts, then given up
+    assert len(fault_proxy.seen(lambda r: r.is_abort_multipart)) >= 1
+    assert _open_uploads(s3_boto_client, s3_bucket) == []
+    assert "Contents" not in s3_boto_client.list_objects_v2(Bucket=s3_bucket, Prefix="big/reset.bin")
+
+
+def test_a_ranged_download_cut_on_every_attempt_leaves_no_file(
+    s3_config: S3Config, s3_bucket: str, big_file: Path, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    cfg = replace(s3_config, endpoint_url=fault_proxy.endpoint_url, **SERIAL_SMALL_PARTS)
+    folder = tmp_path / "out"
+    with S3Client(cfg) as client:
+        client.upload_file(big_file, s3_bucket, "big/cut.bin")
+        fault_proxy.add_body_cut(_ranged_gets("big/cut.bin"))
+        with pytest.raises(S3TransferError) as info:
+            client.download_file(s3_bucket, "big/cut.bin", folder / "copy.bin")
+    message = str(info.value)
+    assert "\n" not in message and "big/cut.bin" in message and "the download did not complete" in message
+    assert "broke part-way 5 times" in message and info.value.attempts == 5
+    assert list(folder.iterdir()) == []  # no partial file, no temporary file
+    assert len(fault_proxy.seen(_ranged_gets("big/cut.bin"))) >= 5  # s3transfer tried the range again
+
+
 # --- encryption --------------------------------------------------------------------------------------------
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from capacity_forecaster.errors import CapacityForecasterError
+from capacity_forecaster.storage.lease import LEASE_TTL, waiting_for_leases
 
 EXIT_USER_ERROR = 2
+LEASE_WAIT_DEFAULT_S = int(LEASE_TTL.total_seconds())  # a bare --wait: a killed holder's lease is taken over by then
 
 DESCRIPTION = """\
 Forecast which servers will run out of CPU, memory, disk or network, and when.
@@ -41,6 +43,30 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
     return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"{value:g} must be between 0 and 86400 seconds")
+    return value
+
+
+def _wait_arg(parser: argparse.ArgumentParser) -> None:
+    """``--wait [SECONDS]`` on the commands that take a lease (etl, train, risk, run)."""
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        type=_seconds,
+        const=float(LEASE_WAIT_DEFAULT_S),
+        default=0.0,
+        metavar="SECONDS",
+        help="when another run holds this stage's lease, wait up to SECONDS (default "
+        f"{LEASE_WAIT_DEFAULT_S}) for it to be free instead of exiting with status 2",
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report-dir", type=Path, default=Path("reports"), help="where the HTML report and exports go (./reports)"
     )
+    _wait_arg(p)
 
     p = add(
         "generate",
@@ -152,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["daily", "hourly"],
         help="hourly: write metrics_hourly (P95, sample count, coverage flag) as well as metrics_daily",
     )
+    _wait_arg(p)
 
     p = add(
         "profile",
@@ -171,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hosts", type=_positive, help="simulated hosts; each trains its shard of the series")
     p.add_argument("--horizon", type=_positive, help="forecast horizon in days (default 90)")
     _grain_args(p, hours=True)
+    _wait_arg(p)
 
     p = add(
         "risk",
@@ -182,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
     p.add_argument("--top", type=_positive, help="rows to print in table format (default 15)")
     _grain_args(p, hours=False)
+    _wait_arg(p)
 
     p = add(
         "query",
@@ -473,7 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        with waiting_for_leases(getattr(args, "wait", 0.0)):
+            COMMANDS[args.command](args)
     except CapacityForecasterError as exc:
         print(f"error: {_one_line(exc) or type(exc).__name__}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from capacity_forecaster import etl
 from capacity_forecaster.errors import InputError
-from capacity_forecaster.raw_formats import read_monitoring_export, too_large
+from capacity_forecaster.raw_formats import too_large
 from capacity_forecaster.stages import RAW_SUFFIXES, UPLOADS_PREFIX
 from capacity_forecaster.storage.keys import TenantPrefix, date_folder, timestamped_name
 from capacity_forecaster.storage.lake import Lake
@@ -24,8 +25,9 @@ def check_header(path: Path, aliases: Mapping[str, str] | None = None, *, max_by
     """Fail fast, before uploading, on a file the ETL could not read at all (format, encoding, columns, rows,
     size over ``max_bytes``, decompressed included).
 
-    The file is parsed with the ETL's own reader (:func:`raw_formats.read_monitoring_export`), so ``ingest``
-    accepts exactly what the ETL accepts; row-level problems are left to the ETL's quarantine.
+    The whole file is parsed with the ETL's own reader (:func:`etl.read_raw_object`, with the same aliases and
+    limit), so ``ingest`` refuses exactly the files the ETL would set aside whole (unreadable, no rows, too large);
+    row-level problems are left to the ETL's quarantine.
     """
     try:
         size = path.stat().st_size
@@ -34,7 +36,7 @@ def check_header(path: Path, aliases: Mapping[str, str] | None = None, *, max_by
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({type(exc).__name__})") from None
-    read_monitoring_export(str(path), data, aliases, max_bytes=max_bytes)
+    etl.read_raw_object(str(path), data, aliases, max_bytes=max_bytes)
 
 
 def ingest_files(

@@ -9,6 +9,9 @@ too (``If-Match`` again, so a lease taken over by someone else is never deleted)
 to clean up holds the lease until it expires; the next run then takes it over, conditionally on the stale
 lease's ETag, so two runs that find the same stale lease cannot both win.
 
+A run may wait for a held lease instead (:func:`waiting_for_leases`, the CLI's ``--wait [SECONDS]``): it polls
+with back-off (0.2 s doubling to 5 s) until the lease is free or the time is up, then raises :class:`LeaseHeld`.
+
 Expiry is judged by the clock of the run that reads the lease: clocks of the machines sharing a lake should be
 within a small part of the time to live (NTP keeps them within a second).
 """
@@ -19,10 +22,14 @@ import getpass
 import json
 import logging
 import os
+import random
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -32,7 +39,16 @@ from capacity_forecaster.access import LOCKS_PREFIX
 from capacity_forecaster.errors import CapacityForecasterError
 from capacity_forecaster.storage.object_store import ObjectNotFound, ObjectStore, PreconditionFailed
 
-__all__ = ["LEASE_TTL", "Lease", "LeaseHeld", "LeaseLost", "LeaseRecord", "default_owner", "lease_key"]
+__all__ = [
+    "LEASE_TTL",
+    "Lease",
+    "LeaseHeld",
+    "LeaseLost",
+    "LeaseRecord",
+    "default_owner",
+    "lease_key",
+    "waiting_for_leases",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +58,25 @@ _JSON: Final = "application/json"
 _ATTEMPTS: Final = 3
 """Rounds of create / read / take over before giving up on a lease that keeps changing hands."""
 
+WAIT_FIRST_S: Final = 0.2
+WAIT_CAP_S: Final = 5.0
+"""Polling back-off of a run waiting for a held lease: the first pause, doubling up to this one."""
+_WAIT: ContextVar[float] = ContextVar("lease_wait_s", default=0.0)
+
 Clock = Callable[[], datetime]
+
+
+@contextmanager
+def waiting_for_leases(seconds: float) -> Iterator[None]:
+    """Within the block, a :class:`Lease` held by another run is waited for up to ``seconds`` (0: refused at
+    once, the default) before :class:`LeaseHeld` is raised."""
+    if seconds < 0:
+        raise ValueError(f"a lease wait cannot be negative, got {seconds}")
+    token = _WAIT.set(seconds)
+    try:
+        yield
+    finally:
+        _WAIT.reset(token)
 
 
 def _utc_now() -> datetime:
@@ -114,8 +148,8 @@ class LeaseRecord:
 class LeaseHeld(CapacityForecasterError):
     """Another run holds the lease: this one does not start."""
 
-    def __init__(self, name: str, uri: str, record: LeaseRecord | None) -> None:
-        self.name, self.uri, self.record = name, uri, record
+    def __init__(self, name: str, uri: str, record: LeaseRecord | None, waited_s: float = 0) -> None:
+        self.name, self.uri, self.record, self.waited_s = name, uri, record, waited_s
         if record is None:
             text = f"the {name} lease at {uri} keeps changing hands: another {name} run is starting; try again later"
         else:
@@ -123,10 +157,12 @@ class LeaseHeld(CapacityForecasterError):
                 f"another {name} run holds the lease at {uri}: {record.owner} since {_iso(record.acquired_at)} "
                 f"until {_iso(record.expires_at)}; try again when it ends (a lease past its expiry is taken over)"
             )
+        if waited_s > 0:
+            text += f"; waited {waited_s:g}s for it (--wait)"
         super().__init__(text)
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.name, self.uri, self.record))
+        return (type(self), (self.name, self.uri, self.record, self.waited_s))
 
 
 class LeaseLost(CapacityForecasterError):
@@ -149,6 +185,7 @@ class Lease:
         ttl: timedelta = LEASE_TTL,
         clock: Clock = _utc_now,
         renew: bool = True,
+        wait_s: float | None = None,
     ) -> None:
         if ttl <= timedelta(0):
             raise ValueError(f"a lease needs a positive time to live, got {ttl}")
@@ -160,6 +197,7 @@ class Lease:
         self.token = uuid.uuid4().hex
         self._clock = clock
         self._renew_in_background = renew
+        self.wait_s = wait_s  # None: the wait set by :func:`waiting_for_leases` (none by default)
         self._etag: str | None = None
         self.record: LeaseRecord | None = None
         self.lost = False
@@ -182,7 +220,26 @@ class Lease:
     # -- acquire, renew, release
 
     def acquire(self) -> Lease:
-        """Take the lease: create it, or take over an expired one; :class:`LeaseHeld` if another run holds it."""
+        """Take the lease: create it, or take over an expired one; :class:`LeaseHeld` if another run holds it
+        (after waiting for it to be free up to ``wait_s`` seconds, polling with back-off)."""
+        wait = _WAIT.get() if self.wait_s is None else self.wait_s
+        started = time.monotonic()
+        pause = WAIT_FIRST_S
+        while True:
+            try:
+                return self._acquire_once()
+            except LeaseHeld as held:
+                left = wait - (time.monotonic() - started)
+                if left <= 0:
+                    if wait > 0:
+                        raise LeaseHeld(held.name, held.uri, held.record, wait) from None
+                    raise
+                if pause == WAIT_FIRST_S:
+                    log.warning("%s; waiting up to %gs for it", held, wait)
+                time.sleep(min(left, pause * random.uniform(0.8, 1.0)))
+                pause = min(pause * 2, WAIT_CAP_S)
+
+    def _acquire_once(self) -> Lease:
         if self._etag is not None:
             raise RuntimeError(f"lease {self.name} is already held by this object")
         last: LeaseRecord | None = None

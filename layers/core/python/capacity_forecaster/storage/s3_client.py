@@ -642,13 +642,29 @@ class S3Client:
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
     def download_file(self, bucket: str, key: str, path: str | Path) -> Path:
-        """Download to ``path`` (written to a temporary name, then renamed); return the path."""
+        """Download to ``path`` (written to a temporary name, then renamed); return the path.
+
+        Above the multipart threshold the object is fetched in ranges; a range whose body breaks part-way is
+        fetched again by s3transfer (``num_download_attempts``, 5), and when one never arrives whole nothing is
+        left at ``path``."""
         validate_key(key)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with create_transfer_manager(self._s3, self._transfer_config) as manager:
                 manager.download(bucket, key, str(path)).result()
+        except TransferRetriesExceeded as exc:  # a body (of a range, above the threshold) broke on every attempt
+            attempts = self._transfer_config.num_download_attempts
+            cause = type(exc.last_exception).__name__
+            raise S3TransferError(
+                hint=f"the download did not complete: its body broke part-way {attempts} times ({cause}); "
+                "run the command again",
+                code=cause,
+                bucket=bucket,
+                key=key,
+                operation="GetObject",
+                attempts=attempts,
+            ) from exc
         except _TRANSFER_FAILURES as exc:
             err = translate_client_error(exc, operation="GetObject", bucket=bucket, key=key)
             raise self._as_transfer_error(err, "the download did not complete") from exc
