@@ -348,7 +348,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     for uri in ingest_files(
         _lake(settings), args.paths, tenant=args.tenant, aliases=settings.ingest.aliases(), max_bytes=limit
     ):
-        print(uri)
+        print(redact(uri))
 
 
 def cmd_pull_cloudwatch(args: argparse.Namespace) -> None:
