@@ -96,6 +96,7 @@ LAYER_MODULES: Final = (
     "__init__.py",
     "py.typed",
     "errors.py",
+    "redact.py",
     "storage/__init__.py",
     "storage/keys.py",
     "storage/errors.py",

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from capacity_forecaster.forecasting.job import run_training_job
+from capacity_forecaster.redact import install_log_redaction
 
 if __name__ == "__main__":
+    install_log_redaction()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.exit(run_training_job(Path(os.environ.get("SM_CONTRACT_ROOT", "/opt/ml"))))

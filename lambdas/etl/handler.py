@@ -15,6 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capacity_forecaster.errors import InputError
+from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.stages import run_etl
 from capacity_forecaster.storage.errors import InvalidKeyError
 from capacity_forecaster.storage.keys import parse_s3_uri, validate_key
@@ -31,7 +32,7 @@ from common.runtime import (
 
 OBJECT_CREATED = ("aws.s3", "Object Created")
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 metrics = Metrics()
 tracer = Tracer()
 

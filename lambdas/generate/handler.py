@@ -13,6 +13,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capacity_forecaster.errors import InputError
+from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.stages import run_generate
 from common.runtime import (
     SCHEDULED,
@@ -25,7 +26,7 @@ from common.runtime import (
     settings_from_env,
 )
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 metrics = Metrics()
 tracer = Tracer()
 

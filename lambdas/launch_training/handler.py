@@ -34,6 +34,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
+from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.storage.errors import InvalidKeyError
 from capacity_forecaster.storage.keys import parse_s3_uri
 
@@ -52,7 +53,7 @@ _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _CHANNEL_PREFIX = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*/$")
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 metrics = Metrics()
 tracer = Tracer()
 

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capacity_forecaster.cloudwatch_pull import AwsClients, choose_period, parse_tag_filters, pull_cloudwatch
 from capacity_forecaster.errors import InputError
+from capacity_forecaster.redact import redacting_formatter
 from common.runtime import (
     SCHEDULED,
     as_eventbridge,
@@ -32,7 +33,7 @@ DAYS_ENV: Final = "CF_CLOUDWATCH_DAYS"
 """Complete UTC days pulled each run (default 1: yesterday)."""
 TENANT: Final = "default"
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 metrics = Metrics()
 tracer = Tracer()
 

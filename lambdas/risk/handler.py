@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from capacity_forecaster.errors import InputError
 from capacity_forecaster.forecasting.job import publish_training_run
 from capacity_forecaster.outputs import RunOutputs, build_outputs, run_summary
+from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.stages import RISK_LEASE
 from capacity_forecaster.storage.lease import Lease, LeaseHeld
 from common.runtime import as_eventbridge, is_kind, lake_from, publish_counts, reject, settings_from_env
@@ -28,7 +29,7 @@ STATE_CHANGE = ("aws.sagemaker", "SageMaker Training Job State Change")
 NOTIFY_TOPIC_ENV = "CF_NOTIFY_TOPIC_ARN"
 """When set, each run's summary (with its new critical risks and the report's key) is published to this topic."""
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 metrics = Metrics()
 tracer = Tracer()
 

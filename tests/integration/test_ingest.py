@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,94 @@ def test_etl_knn_imputation_setting(tmp_path: Path) -> None:
     assert filled[["server_id", "p95", "n_samples"]].values.tolist() == [["a", 35.0, 0]]  # mean of b (37), c (33)
     with pytest.raises(ConfigError, match="seasonal or knn"):
         load_settings(environ={}, overrides={"etl.imputation": "mean"})
+
+
+TRICKY_NAMES = [
+    "my export 2026.csv",
+    "données café.CSV",
+    "日本語.csv",
+    "..csv",
+    ".hidden.csv",
+    " -leading.csv",
+    "tab\tand\x01control\x7f.csv",
+    "100%25 done%.csv",
+    "back\\slash.csv",
+    "Report.csv",
+    "report.csv",
+    "..CSV.GZ",
+    "x" * 240 + ".csv.gz",
+    "é" * 120 + ".parquet",
+]
+
+
+def _export_for(folder: Path, name: str, server: str) -> Path:
+    text = (
+        "timestamp,server_id,metric,value\n"
+        f"2026-11-20T10:00:00Z,{server},cpu,41.5\n2026-11-21T10:00:00Z,{server},mem,7\n"
+    )
+    path = folder / name
+    if name.lower().endswith(".parquet"):
+        from io import StringIO
+
+        pd.read_csv(StringIO(text)).to_parquet(path)
+    elif name.lower().endswith(".gz"):
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_tricky_names_become_valid_keys_the_etl_reads(tmp_path: Path) -> None:
+    from capacity_forecaster.stages import is_raw_input
+    from capacity_forecaster.storage.keys import MAX_KEY_BYTES, validate_key
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    paths = [_export_for(folder, name, f"srv-{i}") for i, name in enumerate(TRICKY_NAMES)]
+    lake = open_lake(tmp_path / "lake")
+    uris = ingest_files(lake, paths, tenant="acme", now=NOW)
+    keys = [o.key for o in lake.store.list("raw/uploads/")]
+    assert len(uris) == len(keys) == len(TRICKY_NAMES)  # none overwrote another (Report.csv / report.csv too)
+    for key in keys:
+        name = key.rsplit("/", 1)[1]
+        assert validate_key(key) == key and len(key.encode()) <= MAX_KEY_BYTES
+        assert is_raw_input(key), key
+        assert re.fullmatch(r"20261123T101500Z_[0-9a-f]{8}_[A-Za-z0-9][A-Za-z0-9._-]*", name), name
+        assert not name.split("_", 2)[2].startswith("."), name
+    assert {k.rsplit("_", 1)[-1] for k in keys} >= {"upload.csv", "upload.csv.gz", "e" * 120 + ".parquet"}
+
+    result = run_etl(lake, load_settings(environ={}, overrides={"lake": str(tmp_path / "lake")}), now=NOW)
+    assert result.counts["files_read"] == len(TRICKY_NAMES)
+    assert result.counts["rows_written"] > 0
+    daily = lake.read_table(METRICS_DAILY)
+    assert set(daily["server_id"]) == {f"srv-{i}" for i in range(len(TRICKY_NAMES))}
+
+
+def test_same_names_in_one_batch_do_not_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    first, second = (
+        _export_for(tmp_path / "a", "export.csv", "srv-a"),
+        _export_for(tmp_path / "b", "export.csv", "srv-b"),
+    )
+    spaced, underscored = _export_for(tmp_path, "x y.csv", "srv-c"), _export_for(tmp_path, "x_y.csv", "srv-d")
+    lake = open_lake(tmp_path / "lake")
+    uris = ingest_files(lake, [first, second, first, spaced, underscored], tenant="acme", now=NOW)
+    assert len(uris) == len(set(uris)) == 4  # the same file given twice is one object, not two copies of its rows
+    assert len(list(lake.store.list("raw/uploads/"))) == 4
+    # Ingest again in the same second: the same bytes land on the same keys (nothing new), other bytes do not.
+    again = ingest_files(lake, [first, _export_for(tmp_path / "c", "export.csv", "srv-e")], tenant="acme", now=NOW)
+    assert again[0] == uris[0] and again[1] not in uris
+    run_etl(lake, load_settings(environ={}, overrides={"lake": str(tmp_path / "lake")}), now=NOW)
+    daily = lake.read_table(METRICS_DAILY)
+    assert set(daily["server_id"]) == {"srv-a", "srv-b", "srv-c", "srv-d", "srv-e"}
+    assert len(daily[daily["server_id"] == "srv-a"]) == 2  # ingested twice, counted once
+
+
+@pytest.mark.parametrize("tenant", ["", "Acme", "../other", "a/b", "x" * 64, "tenant\n", "é"])
+def test_invalid_tenants_are_refused_before_any_file_is_read(tmp_path: Path, tenant: str) -> None:
+    lake = open_lake(tmp_path / "lake")
+    with pytest.raises(InvalidKeyError, match="invalid tenant id"):
+        ingest_files(lake, [tmp_path / "not-even-there.csv"], tenant=tenant, now=NOW)
+    assert list(lake.store.list("")) == []

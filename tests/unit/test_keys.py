@@ -270,3 +270,41 @@ def test_bucket_names_accepted(name: str) -> None:
 def test_bucket_names_rejected(name: str) -> None:
     with pytest.raises(InvalidKeyError, match="invalid bucket name"):
         validate_bucket_name(name)
+
+
+RAW = (".csv", ".csv.gz", ".parquet", ".json", ".json.gz")
+
+
+@pytest.mark.parametrize(
+    ("original", "expected"),
+    [
+        ("..csv", "upload.csv"),
+        ("../../etc/passwd.csv", "passwd.csv"),
+        ("a/b/..CSV.GZ", "upload.csv.gz"),
+        ("DATA.Json.Gz", "DATA.json.gz"),
+        ("...hidden.parquet", "hidden.parquet"),
+        ("100% done%2F.json", "100_done_2F.json"),
+        ("ctrl\x00\x1b[31m.csv", "ctrl_31m.csv"),
+        ("日本語.csv", "upload.csv"),
+        ("report.csv.gz.csv", "report.csv.gz.csv"),
+        ("a." + "b" * 600 + ".csv.gz", "a." + "b" * (200 - 2 - 7) + ".csv.gz"),
+    ],
+)
+def test_timestamped_name_keeps_the_etl_suffix(original: str, expected: str) -> None:
+    name = timestamped_name(original, NOW, suffixes=RAW, tag="0a1b2c3d")
+    assert name == f"20261123T101500Z_0a1b2c3d_{expected}"
+    assert validate_key(name) == name
+
+
+def test_the_longest_upload_key_fits_s3() -> None:
+    from capacity_forecaster.storage.keys import MAX_KEY_BYTES
+
+    name = timestamped_name("é" * 1000 + ".json.gz", NOW, suffixes=RAW, tag="f" * 16)
+    key = TenantPrefix("t" * 63).key(date_folder(NOW.date()), name)
+    assert len(("raw/uploads/" + key).encode()) <= MAX_KEY_BYTES
+
+
+@pytest.mark.parametrize("tag", ["ABC", "a_b", "x" * 17, "é"])
+def test_timestamped_name_rejects_bad_tags(tag: str) -> None:
+    with pytest.raises(InvalidKeyError, match="tag"):
+        timestamped_name("a.csv", NOW, tag=tag)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from capacity_forecaster.errors import CapacityForecasterError
+from capacity_forecaster.redact import install_log_redaction, redact
 from capacity_forecaster.storage.lease import LEASE_TTL, waiting_for_leases
 
 EXIT_USER_ERROR = 2
@@ -77,7 +78,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
+    """One line, credentials in URLs masked: every error and usage line passes here."""
+    return redact(" ".join(str(message).split()))
 
 
 def _common() -> _Parser:
@@ -376,7 +378,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     for uri in ingest_files(
         _lake(settings), args.paths, tenant=args.tenant, aliases=settings.ingest.aliases(), max_bytes=limit
     ):
-        print(uri)
+        print(redact(uri))
 
 
 def cmd_pull_cloudwatch(args: argparse.Namespace) -> None:
@@ -468,7 +470,7 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     checks = check_lake(settings)
     for check in checks:
         mark = "ok  " if check.ok else "FAIL"
-        print(f"[{mark}] {check.name}: {check.message}")
+        print(f"[{mark}] {check.name}: {redact(check.message)}")
     failed = [c.name for c in checks if not c.ok]
     if failed:  # each failure and what to do is on its [FAIL] line above: not repeated here
         raise CapacityForecasterError(
@@ -477,9 +479,9 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 
 
 def _print_counts(result: Any) -> None:
-    print(f"{result.stage}: " + ", ".join(f"{k}={v}" for k, v in result.counts.items()))
+    print(redact(f"{result.stage}: " + ", ".join(f"{k}={v}" for k, v in result.counts.items())))
     for uri in result.written[:5]:
-        print(f"  wrote {uri}")
+        print(f"  wrote {redact(uri)}")
     if len(result.written) > 5:
         print(f"  ... and {len(result.written) - 5} more objects")
 
@@ -501,6 +503,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    install_log_redaction()
     args = build_parser().parse_args(argv)
     try:
         with waiting_for_leases(getattr(args, "wait", 0.0)):

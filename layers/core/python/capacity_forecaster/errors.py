@@ -1,14 +1,25 @@
 """User-facing error types.
 
 Anything derived from :class:`CapacityForecasterError` is a problem the user can act on: the CLI and the
-handlers print its message as one line, with no traceback.
+handlers print its message as one line, with no traceback. Credentials in URLs that the message quotes are
+redacted (:func:`capacity_forecaster.redact.redact`) when the error is made and again when it is rendered.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from capacity_forecaster.redact import redact
+
 
 class CapacityForecasterError(Exception):
     """Base class for errors that are reported to the user as one line."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class ConfigError(CapacityForecasterError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +17,21 @@ from capacity_forecaster.storage.lake import Lake
 ACCEPTED_SUFFIXES = RAW_SUFFIXES
 
 
-def upload_key(tenant: str, filename: str, now: datetime) -> str:
-    """``raw/uploads/tenants/<tenant>/YYYY/MM/DD/<UTC timestamp>_<name>``: one tenant cannot escape its prefix."""
-    return UPLOADS_PREFIX + TenantPrefix(tenant).key(date_folder(now.date()), timestamped_name(filename, now))
+TAG_LENGTH = 8
+"""Hex digits of the content's SHA-256 in an upload's name: two different files never share a key."""
+
+
+def upload_key(tenant: str, filename: str, now: datetime, *, tag: str = "") -> str:
+    """``raw/uploads/tenants/<tenant>/YYYY/MM/DD/<UTC timestamp>_[<tag>_]<name>``: one tenant cannot escape its
+    prefix, and the name is sanitised to ``[A-Za-z0-9._-]`` keeping the extension the ETL reads (lower-cased)."""
+    name = timestamped_name(filename, now, suffixes=ACCEPTED_SUFFIXES, tag=tag)
+    return UPLOADS_PREFIX + TenantPrefix(tenant).key(date_folder(now.date()), name)
+
+
+def content_tag(path: Path) -> str:
+    """The first :data:`TAG_LENGTH` hex digits of the file's SHA-256."""
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:TAG_LENGTH]
 
 
 def check_header(path: Path, aliases: Mapping[str, str] | None = None, *, max_bytes: int | None = None) -> None:
@@ -51,17 +64,23 @@ def ingest_files(
     """Upload each file to the raw zone with metadata; return the URIs written.
 
     Every file is checked before any is uploaded (``max_bytes``: the ``ingest.max_file_mb`` limit), so a bad one
-    in the list uploads nothing.
+    in the list uploads nothing. Each key holds a hash of the file's content, so files of one name uploaded in
+    one second do not overwrite each other; the same file given twice is uploaded once.
     """
     stamp = now or datetime.now(UTC)
+    TenantPrefix(tenant)  # an invalid tenant is refused before any file is read
     for path in paths:
         if not path.is_file():
             raise InputError(f"{path}: no such file")
         if not path.name.lower().endswith(ACCEPTED_SUFFIXES):
             raise InputError(f"{path}: unsupported file type; accepted: {', '.join(ACCEPTED_SUFFIXES)}")
         check_header(path, aliases, max_bytes=max_bytes)
-    uris = []
+    uris: list[str] = []
+    keys: set[str] = set()
     for path in paths:
-        key = upload_key(tenant, path.name, stamp)
+        key = upload_key(tenant, path.name, stamp, tag=content_tag(path))
+        if key in keys:  # the same name and the same bytes given twice: one object, not two copies of its rows
+            continue
+        keys.add(key)
         uris.append(lake.store.upload_file(path, key, metadata={"source": "ingest", "original_filename": path.name}))
     return uris

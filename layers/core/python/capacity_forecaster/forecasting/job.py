@@ -46,6 +46,7 @@ from capacity_forecaster.forecasting.backtest import one_line
 from capacity_forecaster.forecasting.engine import forecast_fleet, resolve_models
 from capacity_forecaster.forecasting.grain import get_grain, merged_settings
 from capacity_forecaster.progress import ProgressReporter, RichProgress
+from capacity_forecaster.redact import redact
 from capacity_forecaster.schema import (
     FORECAST_TABLES,
     METRICS_DAILY,
@@ -456,9 +457,9 @@ def run_training_job(
     try:
         summary = _train(paths, progress=progress, lake=lake)
     except Exception as exc:
-        reason = " ".join(str(exc).split()) if isinstance(exc, CapacityForecasterError) else one_line(exc)
+        reason = redact(" ".join(str(exc).split()) if isinstance(exc, CapacityForecasterError) else one_line(exc))
         if not isinstance(exc, CapacityForecasterError):
-            traceback.print_exc(file=sys.stderr)
+            sys.stderr.write(redact(traceback.format_exc()))
         paths.failure.parent.mkdir(parents=True, exist_ok=True)
         paths.failure.write_text(reason + "\n", encoding="utf-8")
         if log_failure:

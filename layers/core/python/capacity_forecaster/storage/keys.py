@@ -122,33 +122,49 @@ def date_folder(d: date, style: Literal["ymd", "hive"] = "ymd", name: str = "dt"
     raise ValueError(f"unknown date folder style {style!r}: use 'ymd' or 'hive'")
 
 
-def _safe_name(original_filename: str) -> str:
-    """The file name part of ``original_filename`` reduced to ``[A-Za-z0-9._-]``."""
+def _safe_name(original_filename: str, suffixes: tuple[str, ...] = ()) -> str:
+    """The file name part of ``original_filename`` reduced to ``[A-Za-z0-9._-]``, at most 200 characters.
+
+    A suffix from ``suffixes`` (matched case-insensitively, the longest first) is kept whole and in lower case,
+    however odd the rest of the name: ``..CSV`` becomes ``upload.csv``, never a name without its extension.
+    """
     base = re.split(r"[/\\]", original_filename)[-1]
-    ascii_name = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
+    lower = base.lower()
+    ext = next((x for x in sorted(suffixes, key=len, reverse=True) if lower.endswith(x.lower())), "")
+    stem = base[: len(base) - len(ext)] if ext else base
+    ascii_name = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    if ext:
+        safe = _UNSAFE_NAME_CHARS.sub("_", ascii_name).lstrip("._-").rstrip(".")
+        return (safe[: _MAX_NAME - len(ext)] or "upload") + ext.lower()
     safe = _UNSAFE_NAME_CHARS.sub("_", ascii_name).strip("_").lstrip(".")
     if len(safe) > _MAX_NAME:  # keep a short extension, cut the stem
-        stem, dot, ext = safe.rpartition(".")
-        ext = dot + ext if dot and stem and len(ext) <= 16 else ""
-        safe = safe[: _MAX_NAME - len(ext)] + ext
+        stem, dot, tail = safe.rpartition(".")
+        tail = dot + tail if dot and stem and len(tail) <= 16 else ""
+        safe = safe[: _MAX_NAME - len(tail)] + tail
     return safe
 
 
-def timestamped_name(original_filename: str, now: datetime | None = None) -> str:
-    """``YYYYMMDDTHHMMSSZ_<safe name>``: the UTC time of ``now`` (default: now) and a sanitised file name.
+def timestamped_name(
+    original_filename: str, now: datetime | None = None, *, suffixes: tuple[str, ...] = (), tag: str = ""
+) -> str:
+    """``YYYYMMDDTHHMMSSZ_[<tag>_]<safe name>``: the UTC time of ``now`` (default: now) and a sanitised file name.
 
-    A naive ``now`` is rejected: the prefix must be UTC, and a naive time could be local.
+    ``suffixes``: extensions kept whole (see :func:`_safe_name`); ``tag``: a short ``[a-z0-9]`` marker (ingest
+    passes a content hash) that keeps two files of one name and one second apart. A naive ``now`` is rejected:
+    the prefix must be UTC, and a naive time could be local.
     """
     if not isinstance(original_filename, str) or not original_filename.strip():
         raise _invalid("invalid file name", original_filename, "the file name is empty")
-    safe = _safe_name(original_filename)
+    if tag and not re.fullmatch(r"[a-z0-9]{1,16}", tag):
+        raise _invalid("invalid file name tag", tag, "use 1 to 16 characters from a-z and 0-9")
+    safe = _safe_name(original_filename, suffixes)
     if not safe:
         raise _invalid("invalid file name", original_filename, "it has no usable characters ([A-Za-z0-9._-])")
     if now is None:
         now = datetime.now(UTC)
     elif now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("timestamped_name needs a timezone-aware datetime (e.g. datetime.now(UTC))")
-    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}_{safe}"
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}_" + (f"{tag}_" if tag else "") + safe
 
 
 class TenantPrefix:

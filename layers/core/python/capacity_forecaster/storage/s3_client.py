@@ -37,6 +37,7 @@ from urllib3.exceptions import ProtocolError
 from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeoutError
 
 from capacity_forecaster.errors import ConfigError, InputError
+from capacity_forecaster.redact import redact
 from capacity_forecaster.storage.errors import (
     S3AccessDeniedError,
     S3BucketNotFoundError,
@@ -124,6 +125,8 @@ def _check_endpoint(label: str, value: object) -> None:
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise _fail(label, "an http:// or https:// URL", value)
+    if "@" in parts.netloc or redact(str(value)) != value:  # botocore cannot use them, and they would be logged
+        raise _fail(label, "a URL without credentials (give them as AWS_PROFILE or AWS_* variables)", value)
 
 
 @dataclass(frozen=True)
