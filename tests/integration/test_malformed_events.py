@@ -178,7 +178,7 @@ def aws_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     from botocore.client import BaseClient
 
     calls: list[str] = []
-    original = BaseClient._make_api_call
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]  # botocore: every API call goes through it
 
     def spy(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
         calls.append(f"{self.meta.service_model.service_name}.{operation_name}")
@@ -285,7 +285,7 @@ def test_the_spy_sees_the_calls_a_well_formed_event_makes(
 
 # -- the views custom resource ---------------------------------------------------------------------------------
 
-VIEWS_REQUEST = {
+VIEWS_REQUEST: dict[str, Any] = {
     "RequestType": "Create",
     "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:provider",
     "ResponseURL": "https://cloudformation-custom-resource-response.example/",
@@ -311,8 +311,8 @@ def malformed_requests(draw: st.DrawFn) -> Any:
         )
     )
     event(wrong)
-    request = copy.deepcopy(VIEWS_REQUEST)
-    props = request["ResourceProperties"]
+    request: dict[str, Any] = copy.deepcopy(VIEWS_REQUEST)
+    props: dict[str, Any] = request["ResourceProperties"]
     if wrong == "not an object":
         return draw(not_an_event)
     if wrong == "request type":
