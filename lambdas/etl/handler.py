@@ -23,11 +23,13 @@ from capacity_forecaster.storage.lease import LeaseHeld
 from common.runtime import (
     SCHEDULED,
     as_eventbridge,
+    event_time,
     is_kind,
     lake_from,
     publish_counts,
     reject,
     settings_from_env,
+    shown,
 )
 
 OBJECT_CREATED = ("aws.s3", "Object Created")
@@ -37,12 +39,20 @@ metrics = Metrics()
 tracer = Tracer()
 
 
+def _field(detail: dict[str, Any], part: str, name: str) -> str:
+    """``detail[part][name]`` as a non-empty string, or an InputError naming what is wrong."""
+    section = detail.get(part)
+    if not isinstance(section, dict):
+        raise InputError(f"Object Created event 'detail.{part}' must be an object, not {shown(section)}")
+    value = section.get(name)
+    if not isinstance(value, str) or not value:
+        raise InputError(f"Object Created event 'detail.{part}.{name}' must be a non-empty string, not {shown(value)}")
+    return value
+
+
 def check_object_created(detail: dict[str, Any], lake_uri: str) -> str:
     """The new object's key, checked to be in the lake's bucket and under its raw/ prefix."""
-    bucket = (detail.get("bucket") or {}).get("name")
-    key = (detail.get("object") or {}).get("key")
-    if not bucket or not key:
-        raise InputError("Object Created event without bucket.name and object.key")
+    bucket, key = _field(detail, "bucket", "name"), _field(detail, "object", "key")
     lake_bucket, prefix = parse_s3_uri(lake_uri)
     raw_prefix = f"{prefix}/raw/" if prefix else "raw/"
     try:
@@ -50,7 +60,7 @@ def check_object_created(detail: dict[str, Any], lake_uri: str) -> str:
     except InvalidKeyError as exc:
         raise InputError(str(exc)) from None
     if bucket != lake_bucket or not key.startswith(raw_prefix):
-        raise InputError(f"s3://{bucket}/{key} is not under the lake's raw zone s3://{lake_bucket}/{raw_prefix}")
+        raise InputError(f"s3://{bucket}/{key[:80]} is not under the lake's raw zone s3://{lake_bucket}/{raw_prefix}")
     return key
 
 
@@ -66,7 +76,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         elif is_kind(received, *SCHEDULED):
             trigger = "schedule"
         else:
-            raise InputError(f"expected a Scheduled or Object Created event, got {received.detail_type!r}")
+            kind = f"{shown(received.detail_type)} from {shown(received.source)}"
+            raise InputError(f"expected a Scheduled or Object Created event, got {kind}")
+        event_time(received)  # unused, but every EventBridge event has an ISO 8601 time: this one is forged
     except InputError as exc:
         return reject(logger, metrics, str(exc))
     try:

@@ -24,6 +24,7 @@ from common.runtime import (
     publish_counts,
     reject,
     settings_from_env,
+    shown,
 )
 
 logger = Logger(logger_formatter=redacting_formatter())
@@ -38,7 +39,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         scheduled = as_eventbridge(event)
         if not is_kind(scheduled, *SCHEDULED):
-            raise InputError(f"expected a Scheduled Event, got {scheduled.detail_type!r} from {scheduled.source!r}")
+            raise InputError(
+                f"expected a Scheduled Event, got {shown(scheduled.detail_type)} from {shown(scheduled.source)}"
+            )
         run_date = event_date(scheduled)
         settings = settings_from_env()
         result = run_generate(lake_from(settings), settings, run_date=run_date, append=True)

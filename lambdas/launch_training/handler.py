@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import boto3
@@ -151,7 +151,7 @@ def job_name(run_date: date, event_id: str) -> str:
     """``capacity-forecaster-YYYYMMDD-<first 8 characters of the event id>``: one job per event."""
     suffix = re.sub(r"[^a-zA-Z0-9]", "", event_id)[:8]
     if not suffix:
-        raise InputError(f"event id {event_id!r} has no letters or digits to name the training job by")
+        raise InputError(f"event id {_shown(event_id)} has no letters or digits to name the training job by")
     name = f"{JOB_PREFIX}{run_date:%Y%m%d}-{suffix}"
     if not _JOB_NAME.match(name):
         raise InputError(f"training job name {name!r} is not valid for SageMaker")
@@ -210,17 +210,43 @@ def training_request(config: LaunchConfig, *, name: str, run_date: date) -> dict
     return request
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (as lambdas/common/runtime.shown, which a zip cannot import)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(reason: str, limit: int = 300) -> str:
+    """The reason with every run of whitespace (line breaks included) as one space, cut to ``limit`` characters."""
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+
+
 def scheduled_run_date(event: Any) -> tuple[date, str]:
-    """(UTC day, event id) of a Scheduled Event; InputError for anything else."""
+    """(UTC day, event id) of a Scheduled Event; InputError for anything else, of any shape."""
     if not isinstance(event, dict):
         raise InputError(f"expected an EventBridge event object, got {type(event).__name__}")
-    if (event.get("source"), event.get("detail-type")) != SCHEDULED:
-        raise InputError(f"expected a Scheduled Event, got {event.get('detail-type')!r} from {event.get('source')!r}")
+    source, kind = event.get("source"), event.get("detail-type")
+    if not (isinstance(source, str) and isinstance(kind, str) and (source, kind) == SCHEDULED):
+        raise InputError(f"expected a Scheduled Event, got {_shown(kind)} from {_shown(source)}")
+    if not isinstance(event.get("detail"), dict):
+        raise InputError(f"Scheduled Event 'detail' must be an object, not {type(event.get('detail')).__name__}")
+    text = event.get("time")
     try:
-        when = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        raise InputError(f"event time {event.get('time')!r} is not an ISO 8601 date-time") from None
-    return when.date(), str(event.get("id", ""))
+        if not isinstance(text, str):
+            raise ValueError(text)
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"event time {_shown(text)} is not an ISO 8601 date-time") from None
+    if when.tzinfo is None:
+        raise InputError(f"event time {_shown(text)} has no time zone")
+    event_id = event.get("id")
+    if not isinstance(event_id, str):
+        raise InputError(f"event id {_shown(event_id)} is not a string")
+    resources = event.get("resources", [])
+    if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
+        raise InputError(f"EventBridge event 'resources' must be a list of ARNs, not {_shown(resources)}")
+    return when.astimezone(UTC).date(), event_id
 
 
 def _exists(client: Any, name: str) -> bool:
@@ -242,9 +268,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         name = job_name(run_date, event_id)
         config = LaunchConfig.from_env(os.environ)
     except CapacityForecasterError as exc:
-        logger.warning("event rejected", extra={"reason": str(exc)})
+        reason = one_line(str(exc))
+        logger.warning("event rejected", extra={"reason": reason})
         metrics.add_metric(name="RejectedEvents", unit=MetricUnit.Count, value=1)
-        return {"status": "rejected", "reason": str(exc)}
+        return {"status": "rejected", "reason": reason}
     client = boto3.client("sagemaker")
     if _exists(client, name):
         logger.info("training job already launched", extra={"training_job_name": name})

@@ -25,6 +25,7 @@ from common.runtime import (
     publish_counts,
     reject,
     settings_from_env,
+    shown,
 )
 
 TAGS_ENV: Final = "CF_CLOUDWATCH_TAGS"
@@ -55,7 +56,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         received = as_eventbridge(event)
         if not is_kind(received, *SCHEDULED):
-            raise InputError(f"expected a Scheduled Event, got {received.detail_type!r}")
+            raise InputError(
+                f"expected a Scheduled Event, got {shown(received.detail_type)} from {shown(received.source)}"
+            )
         now = event_time(received)
         settings = settings_from_env()
         tags = parse_tag_filters(os.environ.get(TAGS_ENV, ""))

@@ -10,6 +10,7 @@ training run nothing else would publish.
 from __future__ import annotations
 
 import os
+import re
 from datetime import date
 from typing import Any
 
@@ -18,16 +19,27 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capacity_forecaster.errors import InputError
-from capacity_forecaster.forecasting.job import publish_training_run
+from capacity_forecaster.forecasting.job import is_run_id, publish_training_run
 from capacity_forecaster.outputs import RunOutputs, build_outputs, run_summary
 from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.stages import RISK_LEASE
 from capacity_forecaster.storage.lease import Lease, LeaseHeld
-from common.runtime import as_eventbridge, is_kind, lake_from, publish_counts, reject, settings_from_env
+from common.runtime import (
+    as_eventbridge,
+    event_time,
+    is_kind,
+    lake_from,
+    publish_counts,
+    reject,
+    settings_from_env,
+    shown,
+)
 
 STATE_CHANGE = ("aws.sagemaker", "SageMaker Training Job State Change")
 NOTIFY_TOPIC_ENV = "CF_NOTIFY_TOPIC_ARN"
 """When set, each run's summary (with its new critical risks and the report's key) is published to this topic."""
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 logger = Logger(logger_formatter=redacting_formatter())
 metrics = Metrics()
@@ -35,18 +47,27 @@ tracer = Tracer()
 
 
 def completed_run(detail: dict[str, Any]) -> tuple[str, date] | None:
-    """(run_id, run_date) of a Completed training job; None for other states."""
+    """(run_id, run_date) of a Completed training job; None for other states; InputError for a malformed one."""
     status = detail.get("TrainingJobStatus")
+    if not isinstance(status, str) or not status:
+        raise InputError(f"training job state change without a TrainingJobStatus string (got {shown(status)})")
     if status != "Completed":
         return None
-    params = detail.get("HyperParameters") or {}
+    job = shown(detail.get("TrainingJobName"))
+    params = detail.get("HyperParameters", {})
+    if not isinstance(params, dict):
+        raise InputError(f"training job {job} HyperParameters must be an object, not {type(params).__name__}")
     run_id, run_date = params.get("run_id"), params.get("run_date")
     if not run_id or not run_date:
-        raise InputError(f"training job {detail.get('TrainingJobName')!r} has no run_id/run_date hyperparameters")
+        raise InputError(f"training job {job} has no run_id/run_date hyperparameters")
+    if not isinstance(run_id, str) or not is_run_id(run_id):
+        raise InputError(f"hyperparameter run_id={shown(run_id)} is not a run id (1 to 128 of A-Z, a-z, 0-9, - and _)")
     try:
-        return str(run_id), date.fromisoformat(str(run_date))
+        if not isinstance(run_date, str) or not _ISO_DAY.fullmatch(run_date):
+            raise ValueError(run_date)
+        return run_id, date.fromisoformat(run_date)
     except ValueError:
-        raise InputError(f"hyperparameter run_date={run_date!r} is not YYYY-MM-DD") from None
+        raise InputError(f"hyperparameter run_date={shown(run_date)} is not YYYY-MM-DD") from None
 
 
 @logger.inject_lambda_context
@@ -56,7 +77,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         change = as_eventbridge(event)
         if not is_kind(change, *STATE_CHANGE):
-            raise InputError(f"expected a SageMaker Training Job State Change, got {change.detail_type!r}")
+            kind = f"{shown(change.detail_type)} from {shown(change.source)}"
+            raise InputError(f"expected a SageMaker Training Job State Change, got {kind}")
+        event_time(change)  # unused, but every EventBridge event has an ISO 8601 time: this one is forged
         run = completed_run(change.detail)
         settings = settings_from_env()
     except InputError as exc:

@@ -395,6 +395,11 @@ def part_name(index: int, n_hosts: int) -> str:
     return f"part-{index:03d}-of-{n_hosts:03d}"
 
 
+def is_run_id(text: str) -> bool:
+    """Whether ``text`` is a run id the job accepts (and so a safe segment of the staging keys)."""
+    return bool(_RUN_ID.fullmatch(text))
+
+
 def staging_prefix(run_id: str) -> str:
     return f"{STAGING_PREFIX}/run_id={run_id}"
 
