@@ -1,15 +1,19 @@
 """User-facing error types.
 
 Anything derived from :class:`CapacityForecasterError` is a problem the user can act on: the CLI and the
-handlers print its message as one line, with no traceback. Credentials in URLs that the message quotes are
-redacted (:func:`capacity_forecaster.redact.redact`) when the error is made and again when it is rendered.
+handlers print its message as one line (line breaks in quoted values become spaces), with no traceback.
+Credentials in URLs that the message quotes are redacted (:func:`capacity_forecaster.redact.redact`) when the
+error is made and again when it is rendered.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from capacity_forecaster.redact import redact
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\u2028\u2029]+\s*")
 
 
 class CapacityForecasterError(Exception):
@@ -19,7 +23,8 @@ class CapacityForecasterError(Exception):
         super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
     def __str__(self) -> str:
-        return redact(super().__str__())
+        """The message, redacted, on one line (a value it quotes may hold line breaks)."""
+        return _LINE_BREAKS.sub(" ", redact(super().__str__()))
 
 
 class ConfigError(CapacityForecasterError):
