@@ -10,17 +10,23 @@ import os
 from datetime import UTC, date, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 
 from capacity_forecaster.errors import InputError
+from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.settings import Settings, load_settings
 from capacity_forecaster.storage.lake import Lake, open_lake
 
 SCHEDULED = ("aws.events", "Scheduled Event")
 MAX_REASON = 300
 """The longest reason a rejection carries (a value quoted in it is cut first, by :func:`shown`)."""
+
+
+def powertools() -> tuple[Logger, Metrics, Tracer]:
+    """A handler's Powertools logger (its lines redacted: ``capacity_forecaster.redact``), metrics and tracer."""
+    return Logger(logger_formatter=redacting_formatter()), Metrics(), Tracer()
 
 
 def settings_from_env() -> Settings:
@@ -59,6 +65,16 @@ def as_eventbridge(event: Any) -> EventBridgeEvent:
     if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
         raise InputError(f"EventBridge event 'resources' must be a list of ARNs, not {shown(resources)}")
     return EventBridgeEvent(event)
+
+
+def scheduled_event(event: Any) -> EventBridgeEvent:
+    """The event as an EventBridge Scheduled Event, or an InputError saying what it is instead."""
+    scheduled = as_eventbridge(event)
+    if not is_kind(scheduled, *SCHEDULED):
+        raise InputError(
+            f"expected a Scheduled Event, got {shown(scheduled.detail_type)} from {shown(scheduled.source)}"
+        )
+    return scheduled
 
 
 def is_kind(event: EventBridgeEvent, source: str, detail_type: str) -> bool:

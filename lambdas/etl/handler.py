@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capacity_forecaster.errors import InputError
-from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.stages import run_etl
 from capacity_forecaster.storage.errors import InvalidKeyError
 from capacity_forecaster.storage.keys import parse_s3_uri, validate_key
@@ -26,6 +24,7 @@ from common.runtime import (
     event_time,
     is_kind,
     lake_from,
+    powertools,
     publish_counts,
     reject,
     settings_from_env,
@@ -34,9 +33,7 @@ from common.runtime import (
 
 OBJECT_CREATED = ("aws.s3", "Object Created")
 
-logger = Logger(logger_formatter=redacting_formatter())
-metrics = Metrics()
-tracer = Tracer()
+logger, metrics, tracer = powertools()
 
 
 def _field(detail: dict[str, Any], part: str, name: str) -> str:

@@ -9,27 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capacity_forecaster.errors import InputError
-from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.stages import run_generate
 from common.runtime import (
-    SCHEDULED,
-    as_eventbridge,
     event_date,
-    is_kind,
     lake_from,
+    powertools,
     publish_counts,
     reject,
+    scheduled_event,
     settings_from_env,
-    shown,
 )
 
-logger = Logger(logger_formatter=redacting_formatter())
-metrics = Metrics()
-tracer = Tracer()
+logger, metrics, tracer = powertools()
 
 
 @logger.inject_lambda_context
@@ -37,11 +31,7 @@ tracer = Tracer()
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
-        scheduled = as_eventbridge(event)
-        if not is_kind(scheduled, *SCHEDULED):
-            raise InputError(
-                f"expected a Scheduled Event, got {shown(scheduled.detail_type)} from {shown(scheduled.source)}"
-            )
+        scheduled = scheduled_event(event)
         run_date = event_date(scheduled)
         settings = settings_from_env()
         result = run_generate(lake_from(settings), settings, run_date=run_date, append=True)

@@ -10,22 +10,18 @@ from __future__ import annotations
 import os
 from typing import Any, Final
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capacity_forecaster.cloudwatch_pull import AwsClients, choose_period, parse_tag_filters, pull_cloudwatch
 from capacity_forecaster.errors import InputError
-from capacity_forecaster.redact import redacting_formatter
 from common.runtime import (
-    SCHEDULED,
-    as_eventbridge,
     event_time,
-    is_kind,
     lake_from,
+    powertools,
     publish_counts,
     reject,
+    scheduled_event,
     settings_from_env,
-    shown,
 )
 
 TAGS_ENV: Final = "CF_CLOUDWATCH_TAGS"
@@ -34,9 +30,7 @@ DAYS_ENV: Final = "CF_CLOUDWATCH_DAYS"
 """Complete UTC days pulled each run (default 1: yesterday)."""
 TENANT: Final = "default"
 
-logger = Logger(logger_formatter=redacting_formatter())
-metrics = Metrics()
-tracer = Tracer()
+logger, metrics, tracer = powertools()
 
 
 def pull_days(text: str) -> int:
@@ -54,11 +48,7 @@ def pull_days(text: str) -> int:
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
-        received = as_eventbridge(event)
-        if not is_kind(received, *SCHEDULED):
-            raise InputError(
-                f"expected a Scheduled Event, got {shown(received.detail_type)} from {shown(received.source)}"
-            )
+        received = scheduled_event(event)
         now = event_time(received)
         settings = settings_from_env()
         tags = parse_tag_filters(os.environ.get(TAGS_ENV, ""))

@@ -14,14 +14,12 @@ import re
 from datetime import date
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capacity_forecaster.errors import InputError
 from capacity_forecaster.forecasting.job import is_run_id, publish_training_run
 from capacity_forecaster.outputs import RunOutputs, build_outputs, run_summary
-from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.stages import RISK_LEASE
 from capacity_forecaster.storage.lease import Lease, LeaseHeld
 from common.runtime import (
@@ -29,6 +27,7 @@ from common.runtime import (
     event_time,
     is_kind,
     lake_from,
+    powertools,
     publish_counts,
     reject,
     settings_from_env,
@@ -41,9 +40,7 @@ NOTIFY_TOPIC_ENV = "CF_NOTIFY_TOPIC_ARN"
 
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
-logger = Logger(logger_formatter=redacting_formatter())
-metrics = Metrics()
-tracer = Tracer()
+logger, metrics, tracer = powertools()
 
 
 def completed_run(detail: dict[str, Any]) -> tuple[str, date] | None:
