@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 
-from capacity_forecaster.errors import InputError
+from capacity_forecaster.errors import InputError, single_line
 from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.settings import Settings, load_settings
 from capacity_forecaster.storage.lake import Lake, open_lake
@@ -100,7 +100,7 @@ def event_time(event: EventBridgeEvent) -> datetime:
 def reject(logger: Logger, metrics: Metrics, reason: str) -> dict[str, Any]:
     """Log a rejected event in one line and count it; the summary says why (whitespace of any kind, line breaks
     included, becomes one space, and a long reason is cut to :data:`MAX_REASON` characters)."""
-    reason = " ".join(reason.split())
+    reason = single_line(reason)
     if len(reason) > MAX_REASON:
         reason = reason[: MAX_REASON - 3] + "..."
     logger.error("event rejected", extra={"reason": reason})

@@ -33,7 +33,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
-from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
+from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError, single_line
 from capacity_forecaster.redact import redacting_formatter
 from capacity_forecaster.storage.errors import InvalidKeyError
 from capacity_forecaster.storage.keys import parse_s3_uri
@@ -218,7 +218,7 @@ def _shown(value: Any, limit: int = 60) -> str:
 
 def one_line(reason: str, limit: int = 300) -> str:
     """The reason with every run of whitespace (line breaks included) as one space, cut to ``limit`` characters."""
-    reason = " ".join(reason.split())
+    reason = single_line(reason)
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from capacity_forecaster.errors import CapacityForecasterError
+from capacity_forecaster.errors import CapacityForecasterError, single_line
 from capacity_forecaster.redact import install_log_redaction, redact
 from capacity_forecaster.storage.lease import LEASE_TTL, waiting_for_leases
 
@@ -79,7 +79,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _one_line(message: object) -> str:
     """One line, credentials in URLs masked: every error and usage line passes here."""
-    return redact(" ".join(str(message).split()))
+    return redact(single_line(str(message)))
 
 
 def _common() -> _Parser:

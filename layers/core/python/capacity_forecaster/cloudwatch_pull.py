@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from capacity_forecaster.access import CLOUDWATCH_PULL_ACTIONS
-from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
+from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError, single_line
 
 EC2_NAMESPACE: Final = "AWS/EC2"
 CPU_METRIC: Final = "CPUUtilization"
@@ -285,7 +285,7 @@ def _translated(operation: str) -> Iterator[None]:
         response: dict[str, Any] = dict(exc.response or {})
         error: dict[str, Any] = dict(response.get("Error") or {})
         code = str(error.get("Code") or "Unknown")
-        message = " ".join(str(error.get("Message") or "").split())
+        message = single_line(str(error.get("Message") or ""))
         request_id = dict(response.get("ResponseMetadata") or {}).get("RequestId")
         where = f"{operation} ({code}" + (f", request id {request_id})" if request_id else ")")
         if code in _CREDENTIAL_CODES:

@@ -1,19 +1,21 @@
 """User-facing error types.
 
 Anything derived from :class:`CapacityForecasterError` is a problem the user can act on: the CLI and the
-handlers print its message as one line (line breaks in quoted values become spaces), with no traceback.
-Credentials in URLs that the message quotes are redacted (:func:`capacity_forecaster.redact.redact`) when the
-error is made and again when it is rendered.
+handlers print its message as one line (:func:`single_line`: a quoted value's line breaks become spaces), with
+no traceback. Credentials in URLs that the message quotes are redacted (:func:`capacity_forecaster.redact.redact`)
+when the error is made and again when it is rendered.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from capacity_forecaster.redact import redact
 
-_LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\u2028\u2029]+\s*")
+
+def single_line(text: str) -> str:
+    """``text`` on one line: every run of whitespace, line breaks included, becomes one space."""
+    return " ".join(text.split())
 
 
 class CapacityForecasterError(Exception):
@@ -24,7 +26,7 @@ class CapacityForecasterError(Exception):
 
     def __str__(self) -> str:
         """The message, redacted, on one line (a value it quotes may hold line breaks)."""
-        return _LINE_BREAKS.sub(" ", redact(super().__str__()))
+        return single_line(redact(super().__str__()))
 
 
 class ConfigError(CapacityForecasterError):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, is_dataclass, replace
 
 import numpy as np
 
+from capacity_forecaster.errors import single_line
 from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast, get_model
 from capacity_forecaster.forecasting.calendar_features import CalendarModel
 from capacity_forecaster.forecasting.grain import steps_before
@@ -110,7 +111,7 @@ def origins_for(n: int, config: BacktestConfig) -> list[int]:
 
 def one_line(exc: BaseException) -> str:
     """``Type: message`` on one line, shortened, for the ``reason`` column and failure files."""
-    text = " ".join(str(exc).split()) or "no message"
+    text = single_line(str(exc)) or "no message"
     line = f"{type(exc).__name__}: {text}"
     return line if len(line) <= MAX_REASON else line[: MAX_REASON - 3] + "..."
 

@@ -462,7 +462,7 @@ def run_training_job(
     try:
         summary = _train(paths, progress=progress, lake=lake)
     except Exception as exc:
-        reason = redact(" ".join(str(exc).split()) if isinstance(exc, CapacityForecasterError) else one_line(exc))
+        reason = str(exc) if isinstance(exc, CapacityForecasterError) else redact(one_line(exc))
         if not isinstance(exc, CapacityForecasterError):
             sys.stderr.write(redact(traceback.format_exc()))
         paths.failure.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from typing import Any
 from botocore import exceptions as bce
 from s3transfer import exceptions as s3te
 
-from capacity_forecaster.errors import CapacityForecasterError
+from capacity_forecaster.errors import CapacityForecasterError, single_line
 from capacity_forecaster.redact import redact
 from capacity_forecaster.storage.object_store import ObjectNotFound, PreconditionFailed
 
@@ -86,7 +86,7 @@ class StorageError(CapacityForecasterError):
             text += f" ({', '.join(details)})"
         if self.hint:
             text += f": {self.hint}"
-        return redact(" ".join(text.split()))  # always one line, credentials in an endpoint URL masked
+        return redact(single_line(text))  # always one line, credentials in an endpoint URL masked
 
     def __str__(self) -> str:
         return self._render()

@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Final
 
 from capacity_forecaster.access import LOCKS_PREFIX
-from capacity_forecaster.errors import CapacityForecasterError
+from capacity_forecaster.errors import CapacityForecasterError, single_line
 from capacity_forecaster.storage.object_store import ObjectNotFound, ObjectStore, PreconditionFailed
 
 __all__ = [
@@ -304,7 +304,7 @@ class Lease:
                 log.info("%s", exc)
                 return
             except Exception as exc:  # a failed renewal is retried at the next interval
-                log.warning("could not renew the %s lease at %s: %s", self.name, self.uri, " ".join(str(exc).split()))
+                log.warning("could not renew the %s lease at %s: %s", self.name, self.uri, single_line(str(exc)))
 
     def release(self) -> None:
         """Stop renewing and delete the lease if it is still ours; :class:`LeaseLost` if it was taken over."""
@@ -341,4 +341,4 @@ class Lease:
             if exc is None:
                 raise
             # the block's own error is what the user must see; the release failure is logged
-            log.error("could not release the %s lease: %s", self.name, " ".join(str(release_error).split()))
+            log.error("could not release the %s lease: %s", self.name, single_line(str(release_error)))
