@@ -131,7 +131,8 @@ def test_cli_run_query_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     reports = tmp_path / "reports"
     assert main(["run", *args, "--report-dir", str(reports)]) == 0
     out = capsys.readouterr().out
-    assert "Top servers at risk" in out and "risk_register" in out
+    assert "Breaching now" in out and "Next to break" in out and "risk_register" in out
+    assert "00:00:00" not in out and "nan" not in out
     report = reports / "capacity-report-2026-11-23.html"
     assert out.rstrip().splitlines()[-1] == f"Report: {report}" and report.exists()
 

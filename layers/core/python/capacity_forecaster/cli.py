@@ -19,6 +19,8 @@ from capacity_forecaster.redact import install_log_redaction, redact
 from capacity_forecaster.storage.lease import LEASE_TTL, waiting_for_leases
 
 EXIT_USER_ERROR = 2
+CONFIG_DOC = "docs/settings.md#the-settings-file"
+"""Where --config's help sends the reader (a test checks that the section exists)."""
 LEASE_WAIT_DEFAULT_S = int(LEASE_TTL.total_seconds())  # a bare --wait: a killed holder's lease is taken over by then
 
 DESCRIPTION = """\
@@ -85,7 +87,7 @@ def _one_line(message: object) -> str:
 def _common() -> _Parser:
     common = _Parser(add_help=False)
     common.add_argument("--lake", help="lake location: a folder (default ./lake) or s3://bucket/prefix")
-    common.add_argument("--config", type=Path, help="YAML settings file (see README: Settings)")
+    common.add_argument("--config", type=Path, help=f"YAML settings file (see {CONFIG_DOC})")
     return common
 
 
@@ -120,11 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common()
 
-    def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_text, description=description)
+    def add(name: str, help_text: str, description: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=description, **kwargs)
 
     p = add(
         "run",
@@ -218,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "query",
         "run SQL on the lake with DuckDB",
-        "Tables: raw_samples, servers, metrics_daily, forecasts, model_metrics, risk_register, consolidation, "
-        "etl_runs, quarantine, ground_truth, etl_files.",
+        query_description(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("sql", help='one read-only SQL statement, e.g. "SELECT * FROM risk_register LIMIT 5"')
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
@@ -265,6 +268,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def package_version() -> str:
+    """The installed package's version; the source tree's ``__version__`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("capacity-forecaster")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree without `pip install -e .`
+        from capacity_forecaster import __version__
+
+        return __version__
+
+
+def query_description() -> str:
+    """``query --help``'s text: the lake's tables (from the schemas) and the planners' views (from ``sql/``)."""
+    import textwrap
+
+    from capacity_forecaster.query import views
+    from capacity_forecaster.schema import TABLES
+
+    def listing(names: Sequence[str]) -> str:
+        return textwrap.fill(", ".join(names), width=96, initial_indent="  ", subsequent_indent="  ")
+
+    return (
+        "Run one read-only SQL statement on the lake's tables and views with DuckDB (the same names as in "
+        "Athena).\n\nTables:\n"
+        + listing(sorted(TABLES))
+        + "\n\nViews (docs/outputs.md):\n"
+        + listing(sorted(views()))
+        + '\n\nA table\'s columns: capacity-forecaster query "DESCRIBE risk_register"'
+    )
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from capacity_forecaster.settings import load_settings
 
@@ -302,26 +337,31 @@ def _console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
+def _table_width() -> int:
+    """Tables fit the terminal (COLUMNS when set), 100 columns when there is none."""
+    import shutil
+
+    from capacity_forecaster.tables import DEFAULT_WIDTH
+
+    return max(40, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
+
+
 def _print_frame(df: Any, fmt: str, title: str | None = None) -> None:
     from capacity_forecaster.query import format_result
 
     if fmt != "table":
         sys.stdout.write(format_result(df, fmt))
         return
-    from rich.table import Table
+    from capacity_forecaster.report import print_table
 
-    table = Table(title=title, header_style="bold")
-    for column in df.columns:
-        table.add_column(str(column))
-    for row in df.itertuples(index=False):
-        table.add_row(*["" if v is None else str(v) for v in row])
-    _console().print(table)
+    print_table(_console(), df, title=title, width=_table_width())
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     from capacity_forecaster.pipeline import run_pipeline
     from capacity_forecaster.progress import RichProgress
-    from capacity_forecaster.report import render_summary, severity_counts
+    from capacity_forecaster.report import render_summary
+    from capacity_forecaster.schema import SERVERS
 
     settings = _settings(args)
     lake = _lake(settings)
@@ -339,10 +379,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     ]
     render_summary(
         console,
-        top=result.top,
-        counts=severity_counts(result.register),
+        register=result.register,
+        servers=lake.read_table(SERVERS),
+        top=settings.risk.top,
         stage_lines=lines,
         outputs=result.outputs,
+        width=_table_width(),
     )
     from capacity_forecaster.html_report import load_report_data, write_report
 
@@ -432,7 +474,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_risk(args: argparse.Namespace) -> None:
-    from capacity_forecaster.report import top_risks
+    from capacity_forecaster.report import print_risks
     from capacity_forecaster.schema import RISK_REGISTER, SERVERS
     from capacity_forecaster.stages import run_risk
 
@@ -442,7 +484,8 @@ def cmd_risk(args: argparse.Namespace) -> None:
     register = lake.read_table(RISK_REGISTER, where={"run_date": result.counts["run_date"]})
     if args.format == "table":
         _print_counts(result)
-        _print_frame(top_risks(register, lake.read_table(SERVERS), top=settings.risk.top), "table", "Top risks")
+        servers = lake.read_table(SERVERS)
+        print_risks(_console(), register, servers, top=settings.risk.top, width=_table_width())
     else:
         _print_frame(register, args.format)
 
