@@ -15,7 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capacity_forecaster.html_report import SECTIONS, ReportData, render_html, write_report
+from capacity_forecaster.html_report import (
+    HEATMAP_MAX_SERVERS,
+    SECTIONS,
+    SEVERITY_COLOURS,
+    ReportData,
+    render_html,
+    write_report,
+)
+from capacity_forecaster.report import chart_series
 from capacity_forecaster.rightsizing import Size, plan_consolidation
 from capacity_forecaster.risk import build_risk_register
 
@@ -241,11 +249,203 @@ def test_chromium_reports_console_errors_of_a_broken_page(tmp_path: Path) -> Non
 def test_report_opens_in_chromium_without_console_messages_and_sorts(tmp_path: Path) -> None:
     text = render_html(report_data())
     # After the report's own script: click the first header of the top risks table, as a user would.
-    probe = "<script>document.querySelector('#top-risks table.sortable th').click();</script>"
+    probe = PROBE
     page = tmp_path / "report.html"
     page.write_text(text.replace("</body>", probe + "</body>"), encoding="utf-8")
     dom, console = open_in_chromium(page, tmp_path / "profile")
     assert console == []
     assert all(f'id="{sid}"' in dom for sid, _ in SECTIONS)
     assert dom.count("<svg") == text.count("<svg") > 0
-    assert 'data-dir="asc"' in dom  # the sorter ran on the click
+    assert dom.count('data-dir="asc"') == text.count('class="sortable"') == 3  # the sorter ran on each click
+    assert 'data-clipped="0"' in dom
+
+
+# ------------------------------------------------------------------------------ a fleet of 1,000 servers
+
+LONG_NAME = "payments-ledger-primary-db-01.eu-west-1.prod.internal.example.com"
+
+
+def fleet_data(servers: int = 1000) -> ReportData:
+    """A register, a plan and features for ``servers`` servers (four metrics each, a tenth with long names), and
+    the forecasts and actuals of the charted series: what a 1,000-server run's report holds."""
+    rng = np.random.default_rng(16)
+    ids = [LONG_NAME.replace("01", f"{i:04d}") if i % 10 == 0 else f"srv-{i:04d}" for i in range(servers)]
+    run = pd.Timestamp(RUN)
+    n = servers * 4
+    severity = rng.choice(["critical", "high", "medium", "low"], size=n, p=[0.06, 0.1, 0.09, 0.75])
+    now = (severity == "critical") & (rng.random(n) < 0.5)
+    days = np.where(now, 0, rng.integers(1, 90, size=n)).astype(float)
+    days[severity == "low"] = np.nan
+    p50 = pd.Series(run + pd.to_timedelta(days, unit="D"))
+    register = pd.DataFrame(
+        {
+            "server_id": np.repeat(ids, 4),
+            "metric": np.tile(["cpu", "mem", "disk", "net"], servers),
+            "model": rng.choice(["seasonal_naive", "linear_trend", "recent_trend"], size=n),
+            "threshold": 80.0,
+            "last_actual_date": run - pd.Timedelta(days=1),
+            "last_p95": rng.uniform(5, 100, size=n),
+            "already_breaching": now,
+            "breach_date_p50": p50,
+            "breach_date_p90": p50 - pd.to_timedelta(rng.integers(0, 5, size=n), unit="D"),
+            "days_to_breach_p50": pd.array(days, dtype="Float64").astype("Int32"),
+            "days_to_breach_p90": pd.array(days, dtype="Float64").astype("Int32"),
+            "peak_p50": rng.uniform(10, 100, size=n),
+            "peak_date": run + pd.Timedelta(days=30),
+            "severity": severity,
+            "finding": "optimized",
+            "peak_p90": rng.uniform(10, 100, size=n),
+            "seasonal_peak": False,
+            "seasonal_peak_kind": "",
+            "seasonal_peak_dates": "",
+            "breach_probability": np.where(severity == "low", rng.uniform(0, 0.2, size=n), rng.uniform(0.3, 1, size=n)),
+            "likely_breach_date": p50,
+            "run_date": run,
+        }
+    )
+    action = rng.choice(["keep", "consolidate", "downsize"], size=servers, p=[0.85, 0.05, 0.1])
+    plan = pd.DataFrame(
+        {
+            "server_id": ids,
+            "profile": rng.choice(["idle", "steady busy", "spiky", "growing"], size=servers),
+            "action": action,
+            "current_instance_type": "m5.xlarge",
+            "target_instance_type": np.where(action == "downsize", "m5.large", None),
+            "target_server_id": np.where(action == "consolidate", ids[1], None),
+            "forecast_p90_cpu": rng.uniform(1, 60, size=servers),
+            "forecast_p90_mem": rng.uniform(1, 60, size=servers),
+            "monthly_savings": np.where(action == "keep", 0.0, 70.08),
+            "reason": np.where(action == "keep", "", "idle; P90 peak fits m5.large within threshold less headroom"),
+            "run_date": run,
+        }
+    )
+    servers_frame = pd.DataFrame({"server_id": ids, "application": rng.choice(["billing", "erp", "crm"], servers)})
+    charted = chart_series(register, servers_frame, charts=6)
+    ds = pd.date_range(run, periods=90, freq="D")
+    dt = pd.date_range(end=run - pd.Timedelta(days=1), periods=120, freq="D")
+    forecasts = pd.concat(
+        [
+            pd.DataFrame({"server_id": s, "metric": m, "model": "linear_trend", "ds": ds, "is_champion": True})
+            .assign(p50=np.linspace(60, 95, 90))
+            .assign(p10=lambda f: f["p50"] - 8, p90=lambda f: f["p50"] + 8)
+            for s, m in charted.itertuples(index=False, name=None)
+        ],
+        ignore_index=True,
+    )
+    actuals = pd.concat(
+        [
+            pd.DataFrame({"server_id": s, "metric": m, "dt": dt, "p95": rng.uniform(40, 80, 120), "imputed": False})
+            for s, m in charted.itertuples(index=False, name=None)
+        ],
+        ignore_index=True,
+    )
+    features = pd.DataFrame({"cpu_mean": rng.uniform(0, 90, servers), "mem_mean": rng.uniform(0, 90, servers)})
+    features.index = pd.Index(ids)
+    return ReportData(
+        run_date=RUN,
+        register=register,
+        servers=servers_frame,
+        plan=plan,
+        forecasts=forecasts,
+        actuals=actuals,
+        features=features,
+    )
+
+
+def test_a_1000_server_report_stays_small() -> None:
+    text = render_html(fleet_data())
+    assert len(text.encode("utf-8")) <= 350_000, len(text.encode("utf-8"))
+    heat = re.findall(r"<svg .*?</svg>", text, flags=re.S)[0]
+    assert heat.count("<rect") == HEATMAP_MAX_SERVERS * 4
+    assert text.count("<circle") == 1000
+
+
+def test_heatmap_is_coloured_by_severity_with_a_legend() -> None:
+    data = fleet_data(200)
+    text = render_html(data)
+    heat = text.split('id="heatmap"')[1].split("</section>")[0]
+    legend, svg = heat.split("<svg", 1)
+    for severity, colour in SEVERITY_COLOURS.items():
+        assert f"background:{colour}" in legend and severity in legend
+        assert f".s-{severity}{{fill:{colour}}}" in text
+    cells = re.findall(r'<rect [^>]*class="s-(\w+)"><title>(\w+): (\w+)[^<]*</title>', svg)
+    assert len(cells) == 200 * 4
+    severity = data.register.set_index(["server_id", "metric"])["severity"]
+    rows = re.findall(r"<g [^>]*><title>([^<]*)</title>(.*?)</g>", svg)
+    assert len(rows) == 200
+    for server, row in rows:  # each cell's colour is its series' severity, named in its tooltip
+        for cls, metric, named in re.findall(r'class="s-(\w+)"><title>(\w+): (\w+)', row):
+            assert cls == named == severity[(server, metric)]
+
+
+def test_long_names_end_in_an_ellipsis_with_the_full_name_on_hover() -> None:
+    text = render_html(fleet_data(50))
+    heat = re.findall(r"<svg .*?</svg>", text, flags=re.S)[0]
+    shown = [
+        (full, label)
+        for full, label in re.findall(r'<g [^>]*><title>([^<]*)</title><text [^>]*class="name">([^<]*)</text>', heat)
+        if full != label
+    ]
+    assert shown, "no shortened name"
+    for full, label in shown:
+        assert label.endswith("…") and full.startswith(label[:-1]) and len(full) > len(label)
+    assert LONG_NAME.replace("01", "0000") in [full for full, _ in shown]
+
+
+def test_forecast_charts_have_date_ticks_percent_axes_and_the_breach_date() -> None:
+    data = fleet_data(100)
+    text = render_html(data)
+    section = text.split('id="forecasts"')[1].split("</section>")[0]
+    charts = re.findall(r"<svg .*?</svg>", section, flags=re.S)
+    assert len(charts) == 6
+    titles = [re.search(r'class="chart-title">(?:<title>([^<]*)</title>)?([^<]*)<', c).groups() for c in charts]
+    kinds = [(full or shown) for full, shown in titles]
+    assert sum("breaching now" in k for k in kinds) == 3 and sum(": breaks " in k for k in kinds) == 3
+    for chart, kind in zip(charts, kinds, strict=True):
+        for pct in ("0%", "50%", "100%"):
+            assert f">{pct}</text>" in chart
+        ticks = re.findall(r'class="tick">([^<]+)<', chart)
+        assert len(ticks) >= 4  # month ticks over four months of history and three of forecast
+        if ": breaks " in kind:
+            day = re.search(r"breaks (\d{4}-\d\d-\d\d)", kind).group(1)
+            assert f"breach {day}</text>" in chart and 'class="breach"' in chart
+    scatter = text.split('id="profiles"')[1].split("</section>")[0]
+    assert scatter.count('class="tick">') == 10 and "mean cpu (%)" in scatter and "mean mem (%)" in scatter
+
+
+# After the report's own script, once the page has loaded and laid out: how long that took, how many SVG labels
+# run past their picture's edge (a clipped name), and a click on the first header of every sortable table.
+PROBE = """<script>
+window.addEventListener('load', function () {
+  document.body.offsetHeight;
+  var clipped = 0;
+  document.querySelectorAll('svg').forEach(function (svg) {
+    var edge = svg.getBoundingClientRect();
+    svg.querySelectorAll('text').forEach(function (t) {
+      var box = t.getBoundingClientRect();
+      if (box.left < edge.left - 0.5 || box.right > edge.right + 0.5 || box.top < edge.top - 0.5) {
+        clipped += 1;
+        document.body.setAttribute('data-clipped-text', t.textContent);
+      }
+    });
+  });
+  document.querySelectorAll('table.sortable').forEach(function (t) { t.querySelector('th').click(); });
+  document.body.setAttribute('data-clipped', clipped);
+  document.body.setAttribute('data-loaded-ms', Math.round(performance.now()));
+});
+</script>"""
+
+
+@needs_chromium
+def test_a_1000_server_report_renders_fast_with_nothing_clipped(tmp_path: Path) -> None:
+    text = render_html(fleet_data())
+    page = tmp_path / "fleet.html"
+    page.write_text(text.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom, console = open_in_chromium(page, tmp_path / "profile")
+    assert console == []
+    assert all(f'id="{sid}"' in dom for sid, _ in SECTIONS)
+    assert dom.count("<svg") == text.count("<svg") == 1 + 6 + 1
+    assert dom.count('data-dir="asc"') == text.count('class="sortable"') == 3  # both risk lists and the plan
+    assert re.search(r'data-clipped="0"', dom), re.search(r'data-clipped="\d+"', dom)
+    loaded = int(re.search(r'data-loaded-ms="(\d+)"', dom).group(1))  # type: ignore[union-attr]
+    assert loaded < 5_000, f"{loaded} ms to load and lay out"
