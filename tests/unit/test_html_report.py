@@ -7,9 +7,10 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from datetime import date
+from datetime import date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from capacity_forecaster.html_report import (
     SEVERITY_COLOURS,
     ReportData,
     render_html,
+    summary_cards,
     write_report,
 )
 from capacity_forecaster.report import chart_series
@@ -187,11 +189,50 @@ def test_exports_hold_every_row(tmp_path: Path) -> None:
     assert len(pd.read_csv(paths["risk_csv"])) == len(data.register)
     assert len(pd.read_csv(paths["consolidation_csv"])) == len(data.plan)
     sheets = pd.read_excel(paths["xlsx"], sheet_name=None, engine="openpyxl")
-    assert sorted(sheets) == ["consolidation", "risk_register"]
+    assert list(sheets) == ["Summary", "risk_register", "consolidation"]
     assert len(sheets["risk_register"]) == len(data.register)
     assert "application" in sheets["risk_register"].columns
     assert len(sheets["consolidation"]) == len(data.plan)
     assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_the_workbook_reads_back_formatted(tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    data = report_data()
+    book = load_workbook(write_report(data, tmp_path)["xlsx"])
+    assert book.sheetnames == ["Summary", "risk_register", "consolidation"] and book.active.title == "Summary"
+    summary = book["Summary"]
+    rows = [tuple(c.value for c in row) for row in summary.iter_rows(min_row=2)]
+    assert rows == [("run date", "2026-01-01"), *((label, value) for label, value, _ in summary_cards(data))]
+    savings = next(row[1] for row in summary.iter_rows(min_row=2) if row[0].value == "monthly savings")
+    assert savings.number_format == '"$"#,##0.00' and savings.value == round(data.plan["monthly_savings"].sum(), 2)
+    assert summary["A1"].font.b and summary.freeze_panes == "A2"
+
+    sheet = book["risk_register"]
+    header = [c.value for c in sheet[1]]
+    assert header[:2] == ["server_id", "metric"] and "application" in header
+    assert sheet.freeze_panes == "A2" and all(c.font.b for c in sheet[1])
+    assert sheet.auto_filter.ref == f"A1:{sheet.cell(row=1, column=len(header)).column_letter}{len(data.register) + 1}"
+    column = {name: i + 1 for i, name in enumerate(header)}
+
+    def cells(name: str) -> list[Any]:
+        return [sheet.cell(row=r, column=column[name]) for r in range(2, sheet.max_row + 1)]
+
+    assert {c.number_format for c in cells("breach_probability")} == {"0%"}
+    assert {c.number_format for c in cells("last_p95")} == {"0.0"}
+    assert {c.number_format for c in cells("days_to_breach_p50")} == {"0"}
+    assert {c.number_format for c in cells("monthly_cost")} == {"#,##0.00"}
+    dates = [c for c in cells("breach_date_p50") if c.value is not None]
+    assert dates and all(c.is_date and c.number_format == "yyyy-mm-dd" for c in dates)
+    assert all(isinstance(c.value, datetime) for c in dates)  # a date, not its text
+    widths = {
+        name: sheet.column_dimensions[sheet.cell(row=1, column=i).column_letter].width for name, i in column.items()
+    }
+    assert widths["server_id"] >= len("server_id") + 2 and widths["breach_probability"] >= len("breach_probability")
+    assert max(widths.values()) <= 60
+    plan = book["consolidation"]
+    assert plan.freeze_panes == "A2" and plan.auto_filter.ref and plan["A1"].font.b
 
 
 @pytest.mark.parametrize("charts", [0, 1])

@@ -7,7 +7,6 @@ plus CSV and Excel exports of the risk register and the consolidation plan.
 from __future__ import annotations
 
 import html
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -16,6 +15,7 @@ from typing import Any, Final
 
 import pandas as pd
 
+from capacity_forecaster.excel import workbook_bytes
 from capacity_forecaster.report import (
     NEXT_HEADERS,
     NOW_HEADERS,
@@ -390,23 +390,26 @@ document.querySelectorAll('table.sortable th').forEach(function (th, index) {
 """
 
 
-def summary_cards(data: ReportData) -> list[tuple[str, str]]:
-    """The report's headline figures, (label, text): series per severity, breaching now, next to break inside the
-    horizon, servers, and the consolidation plan's result. The Excel export's Summary sheet shows the same."""
+def summary_cards(data: ReportData) -> list[tuple[str, int | float, str]]:
+    """The report's headline figures, (label, value, kind: count or money): series per severity, breaching now,
+    next to break inside the horizon, servers, and the consolidation plan's result. The Excel export's Summary
+    sheet shows the same."""
     reg, plan = data.register, data.plan
     counts = reg["severity"].value_counts()
     savings = float(plan["monthly_savings"].sum()) if not plan.empty else 0.0
     freed = int((plan["action"] == "consolidate").sum()) if not plan.empty else 0
     downsized = int((plan["action"] == "downsize").sum()) if not plan.empty else 0
     upcoming = len(next_to_break(reg, None, top=len(reg)))
-    cards = [(f"{s} series", str(int(counts.get(s, 0)))) for s in SEVERITY_ORDER]
+    cards: list[tuple[str, int | float, str]] = [
+        (f"{s} series", int(counts.get(s, 0)), "count") for s in SEVERITY_ORDER
+    ]
     cards += [
-        ("breaching now", str(int(is_breaching_now(reg).sum()))),
-        ("next to break", str(upcoming)),
-        ("servers", str(reg["server_id"].nunique())),
-        ("servers freed", str(freed)),
-        ("downsized", str(downsized)),
-        ("monthly savings", f"${savings:,.0f}"),
+        ("breaching now", int(is_breaching_now(reg).sum()), "count"),
+        ("next to break", upcoming, "count"),
+        ("servers", int(reg["server_id"].nunique()), "count"),
+        ("servers freed", freed, "count"),
+        ("downsized", downsized, "count"),
+        ("monthly savings", round(savings, 2), "money"),
     ]
     return cards
 
@@ -429,8 +432,8 @@ def render_html(data: ReportData) -> str:
     downsized = int((plan["action"] == "downsize").sum()) if not plan.empty else 0
     cards = "".join(
         f'<div class="card" style="border-color:{SEVERITY_COLOURS.get(label.split()[0], "#e5e7eb")}">'
-        f"{html.escape(label)}<b>{html.escape(value)}</b></div>"
-        for label, value in summary_cards(data)
+        f"{html.escape(label)}<b>{f'${value:,.0f}' if kind == 'money' else f'{value:,}'}</b></div>"
+        for label, value, kind in summary_cards(data)
     )
     now = breaching_now(reg, data.servers, top=data.top)
     upcoming = next_to_break(reg, data.servers, top=data.top)
@@ -542,15 +545,13 @@ def report_files(data: ReportData) -> dict[str, ReportFile]:
     stamp = data.run_date.isoformat()
     register = _for_export(data.register.merge(data.servers, on="server_id", how="left"))
     plan = _for_export(data.plan)
-    workbook = io.BytesIO()
-    with pd.ExcelWriter(workbook, engine="openpyxl") as writer:
-        register.to_excel(writer, sheet_name="risk_register", index=False)
-        plan.to_excel(writer, sheet_name="consolidation", index=False)
+    summary = [("run date", stamp, "text"), *summary_cards(data)]
+    workbook = workbook_bytes({"risk_register": register, "consolidation": plan}, summary)
     payloads = {
         "html": (f"capacity-report-{stamp}.html", render_html(data).encode("utf-8")),
         "risk_csv": (f"risk-register-{stamp}.csv", register.to_csv(index=False).encode("utf-8")),
         "consolidation_csv": (f"consolidation-{stamp}.csv", plan.to_csv(index=False).encode("utf-8")),
-        "xlsx": (f"capacity-report-{stamp}.xlsx", workbook.getvalue()),
+        "xlsx": (f"capacity-report-{stamp}.xlsx", workbook),
     }
     return {key: ReportFile(name, payload, REPORT_CONTENT_TYPES[key]) for key, (name, payload) in payloads.items()}
 
