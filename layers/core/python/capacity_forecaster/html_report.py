@@ -354,7 +354,8 @@ section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px 
 h2{font-size:18px;margin:4px 0 12px}h3{font-size:15px;margin:12px 0 6px}.cards{display:flex;gap:12px;flex-wrap:wrap}
 .card{border:1px solid #e5e7eb;border-radius:8px;padding:8px 14px;min-width:120px;background:#fff}
 .card b{display:block;font-size:22px}table{border-collapse:collapse;font-size:13px;width:100%}
-th,td{border-bottom:1px solid #e5e7eb;padding:4px 8px;text-align:left}th{cursor:pointer;background:#f3f4f6}
+th,td{border-bottom:1px solid #e5e7eb;padding:4px 8px;text-align:left;white-space:nowrap}
+td:last-child{white-space:normal}th{cursor:pointer;background:#f3f4f6}
 tr.critical td:first-child{border-left:4px solid #b91c1c}tr.high td:first-child{border-left:4px solid #ea580c}
 tr.medium td:first-child{border-left:4px solid #ca8a04}svg{font-size:11px;font-family:inherit}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.band{fill:#93c5fd;opacity:.5}.p50{fill:none;stroke:#1d4ed8;stroke-width:2}
@@ -490,13 +491,13 @@ def render_html(data: ReportData) -> str:
         + _table(upcoming, NEXT_HEADERS, table_id="next-to-break-table", row_class="severity")
     )
     bodies = {
-        "heatmap": "<p>Each server's metrics in the colour of their severity; hover for the peak P90 forecast and "
-        "the threshold.</p>" + heatmap_svg(reg),
+        "heatmap": "<p>Each server's metrics in the colour of their severity, most at risk first; hover a cell "
+        "for its peak P90 forecast.</p>" + heatmap_svg(reg),
         "top-risks": top_html,
         "forecasts": chart_html,
         "profiles": profile_scatter_svg(data.features, plan),
-        "consolidation": f"<p>{freed} servers freed, {downsized} downsized: <b>${savings:,.2f}</b> per month.</p>"
-        + _table(moves, plan_headers, table_id="consolidation-table"),
+        "consolidation": f"<p>{freed} server{'' if freed == 1 else 's'} freed, {downsized} downsized: "
+        f"<b>${savings:,.2f}</b> per month.</p>" + _table(moves, plan_headers, table_id="consolidation-table"),
     }
     sections = "".join(
         f'<section id="{sid}"><h2>{html.escape(title)}</h2>{bodies[sid]}</section>' for sid, title in SECTIONS

@@ -168,16 +168,25 @@ def print_risks(console: Any, register: pd.DataFrame, servers: pd.DataFrame | No
     """The two lists: breaching now, then next to break."""
     now_all = int(is_breaching_now(register).sum())
     now = breaching_now(register, servers, top=top)
-    nxt = next_to_break(register, servers, top=top)
-    shown = f" (top {len(now)} of {now_all})" if now_all > len(now) else ""
+    nxt_all = next_to_break(register, servers, top=len(register))
+    nxt = nxt_all.head(top)
+
+    def shown(listed: int, total: int) -> str:
+        return f" (top {listed} of {total})" if total > listed else ""
+
     print_table(
-        console, now, title=f"Breaching now{shown}", headers=NOW_HEADERS, width=width, empty="nothing breaching now"
+        console,
+        now,
+        title=f"Breaching now{shown(len(now), now_all)}",
+        headers=NOW_HEADERS,
+        width=width,
+        empty="nothing breaching now",
     )
     console.print("")
     print_table(
         console,
         nxt,
-        title="Next to break (not breaching yet, soonest first)",
+        title=f"Next to break: not breaching yet, soonest first{shown(len(nxt), len(nxt_all))}",
         headers=NEXT_HEADERS,
         width=width,
         empty="no breach forecast inside the horizon",
