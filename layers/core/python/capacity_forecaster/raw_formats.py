@@ -64,6 +64,13 @@ DEFAULT_METRIC_ALIASES: Final[dict[str, str]] = {
     "network": "net",
     "net_percent": "net",
     "network_percent": "net",
+    # Spreadsheet headers and dashboard series
+    "cpu %": "cpu",
+    "memory %": "mem",
+    "mem %": "mem",
+    "disk %": "disk",
+    "network %": "net",
+    "system.disk.in_use": "disk",  # Datadog agent: used fraction of the disk (0-1: ingest --fraction)
 }
 """Metric names (case-insensitive) mapped to the canonical metrics; ``ingest.metric_aliases`` adds to it."""
 

@@ -5,7 +5,8 @@
   its label (Grafana's display name: the legend, ``web-01``, or a Prometheus selector, ``{instance="web-01:9100",
   job="node"}``; Datadog's query, ``avg:system.disk.in_use{host:web-01}``), read by :func:`labels.parse_label`
   (``--label-format`` overrides). A label that is only a host gives no metric: ``ingest --metric`` names it.
-  Empty cells (a series without a point at that time) are skipped.
+  Empty cells (a series without a point at that time) are skipped; a trailing ``%`` (Grafana's "formatted data")
+  is dropped.
 - Series as rows: ``Series``, ``Time``, ``Value`` columns, the series label read the same way.
 
 Grafana writes the times in the browser's time zone without an offset unless the dashboard's time zone is UTC:
@@ -66,6 +67,9 @@ def read_series_columns(name: str, frame: pd.DataFrame, ctx: ReadContext) -> pd.
         server, metric, extra = labels.parse_label(label, ctx.aliases, pattern=ctx.label_pattern, single="server")
         attrs = attributes({"series": label, **extra})
         for stamp, value in zip(frame[time], frame[column], strict=True):
-            if str(value).strip():
-                rows.append((stamp, server, metric, value, attrs))
+            cell = str(value).strip()
+            if cell:  # Grafana's "formatted data" writes the unit: 41.5%
+                rows.append(
+                    (stamp, server, metric, cell.removesuffix("%").rstrip() if cell.endswith("%") else value, attrs)
+                )
     return raw_frame(rows, shape)

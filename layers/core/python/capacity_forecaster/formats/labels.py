@@ -24,7 +24,7 @@ from typing import Final
 
 from capacity_forecaster.errors import InputError
 
-EC2_INSTANCE_ID: Final[re.Pattern[str]] = re.compile(r"\bi-[0-9a-f]{8,17}\b")
+EC2_INSTANCE_ID: Final[re.Pattern[str]] = re.compile(r"(?<![0-9A-Za-z])i-[0-9a-f]{8,17}(?![0-9a-f])")
 SERVER_LABELS: Final[tuple[str, ...]] = ("instance", "host", "hostname", "nodename", "node", "server", "instance_id")
 PROM_SELECTOR: Final[re.Pattern[str]] = re.compile(r"^\s*(?P<name>[A-Za-z_:][\w:.]*)?\s*\{(?P<labels>.*)\}\s*$")
 PROM_PAIR: Final[re.Pattern[str]] = re.compile(r'([A-Za-z_][\w]*)\s*=~?\s*"((?:[^"\\]|\\.)*)"')
@@ -133,8 +133,8 @@ def parse_label(
     if len(words) == 2:
         first, second = words
         if _is_metric(first, aliases) and not _is_metric(second, aliases):
-            return second, metric_from_name(first, aliases), {}
-        return first, metric_from_name(second, aliases), {}
+            return strip_port(second), metric_from_name(first, aliases), {}
+        return strip_port(first), metric_from_name(second, aliases), {}
     if len(words) == 1:
         (word,) = words
         if _is_metric(word, aliases):
