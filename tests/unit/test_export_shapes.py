@@ -93,3 +93,9 @@ def test_options_fill_parse_and_scale_only_what_they_name() -> None:
         ["2026-11-29T10:00:00Z", "s-2", "mem", "n/a", ""],  # left as read: the ETL's rules judge it
     ]
     assert not ReadOptions() and options.describe().startswith("date_format=%d.%m.%Y %H:%M; server=s-1")
+
+
+def test_a_wide_table_keyed_by_instance_is_not_taken_for_series_columns() -> None:
+    frame = read_monitoring_export("x.csv", b"Time,instance,cpu\n2026-11-20T10:00:00Z,web-01:9100,41\n")
+    assert frame.attrs["shape"] == "csv-table"
+    assert frame[["server_id", "metric", "value"]].values.tolist() == [["web-01:9100", "cpu", "41"]]

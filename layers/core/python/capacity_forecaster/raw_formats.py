@@ -84,6 +84,7 @@ COLUMN_ALIASES: Final[dict[str, str]] = {
     "hostname": "server_id",
     "instance_id": "server_id",
     "instanceid": "server_id",
+    "instance": "server_id",  # Prometheus' label
     "metric_name": "metric",
     "metricname": "metric",
 }

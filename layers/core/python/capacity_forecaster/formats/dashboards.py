@@ -22,7 +22,9 @@ import pandas as pd
 from capacity_forecaster.formats import labels
 from capacity_forecaster.formats.frame import ReadContext, attributes, raw_frame, time_column
 
-KEY_NAMES = frozenset({"server_id", "metric", "value", "server", "host", "hostname", "instance_id", "instanceid"})
+KEY_NAMES = frozenset(
+    {"server_id", "metric", "value", "server", "host", "hostname", "instance", "instance_id", "instanceid"}
+)
 
 
 def is_series_rows(frame: pd.DataFrame) -> bool:

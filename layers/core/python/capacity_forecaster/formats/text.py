@@ -60,7 +60,7 @@ def sniff_delimiter(text: str) -> tuple[str, str]:
     hint = SEP_HINT.match(first.rstrip("\r"))
     if hint:
         return hint.group(1), rest
-    header = next((line for line in text.splitlines() if line.strip()), "")
+    header = next((line for line in text[:65536].splitlines() if line.strip()), "")
     unquoted = re.sub(r'"[^"]*"', "", header)
     counts = {d: unquoted.count(d) for d in DELIMITERS}
     best = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
