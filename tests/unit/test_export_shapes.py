@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -99,3 +101,19 @@ def test_a_wide_table_keyed_by_instance_is_not_taken_for_series_columns() -> Non
     frame = read_monitoring_export("x.csv", b"Time,instance,cpu\n2026-11-20T10:00:00Z,web-01:9100,41\n")
     assert frame.attrs["shape"] == "csv-table"
     assert frame[["server_id", "metric", "value"]].values.tolist() == [["web-01:9100", "cpu", "41"]]
+
+
+def test_a_workbook_that_expands_past_the_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["timestamp", "server_id", "metric", "value"])
+    for i in range(2000):
+        book.active.append(["2026-11-20T10:00:00Z", f"s-{i}", "cpu", "x" * 200])
+    path = tmp_path / "big.xlsx"
+    book.save(path)
+    data = path.read_bytes()
+    limit = 2 * len(data)  # the file itself is under the limit, its parts expanded are not
+    with pytest.raises(InputError, match=r"the workbook once decompressed is over the [\d.]+ MB limit"):
+        read_monitoring_export("big.xlsx", data, max_bytes=limit)
+    assert len(read_monitoring_export("big.xlsx", data, max_bytes=100 * limit)) == 2000

@@ -174,17 +174,17 @@ def read_monitoring_export(
     )
     fmt = "xlsx" if data[:4] in ZIP_MAGICS else detect_format(name, data)
     try:
-        frame = _read_any(name, data, fmt, ctx)
+        frame = _read_any(name, data, fmt, ctx, max_bytes)
     except READ_ERRORS as exc:
         raise InputError(f"{name}: cannot be read as {fmt}: {type(exc).__name__}: {_first_line(exc)}") from None
     return apply_options(frame, options, table) if options else frame
 
 
-def _read_any(name: str, data: bytes, fmt: str, ctx: ReadContext) -> pd.DataFrame:
+def _read_any(name: str, data: bytes, fmt: str, ctx: ReadContext, max_bytes: int | None) -> pd.DataFrame:
     if fmt == "parquet":
         return _shaped(name, _read_parquet(name, data), ctx, "parquet")
     if fmt == "xlsx":
-        return _shaped(name, xlsx.read_workbook(name, data), ctx, "xlsx")
+        return _shaped(name, xlsx.read_workbook(name, data, max_bytes), ctx, "xlsx")
     text = formats_text.decode(name, data)
     if fmt == "json" or text.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
         frame = formats.read_json(name, _load_json(name, text), ctx)

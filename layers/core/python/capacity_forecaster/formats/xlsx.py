@@ -17,10 +17,19 @@ from capacity_forecaster.errors import InputError
 XLSX_ERRORS: tuple[type[BaseException], ...] = (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError)
 
 
-def read_workbook(name: str, data: bytes) -> pd.DataFrame:
-    """The first worksheet with data as a frame of text cells; :class:`InputError` when it is not a workbook."""
+def read_workbook(name: str, data: bytes, max_bytes: int | None = None) -> pd.DataFrame:
+    """The first worksheet with data as a frame of text cells; :class:`InputError` when it is not a workbook, or
+    when its parts add up to more than ``max_bytes`` once decompressed (checked before any is decompressed)."""
     from openpyxl import load_workbook
 
+    from capacity_forecaster.raw_formats import too_large
+
+    try:
+        expanded = sum(item.file_size for item in zipfile.ZipFile(io.BytesIO(data)).infolist())
+    except XLSX_ERRORS as exc:
+        raise InputError(f"{name}: not a readable Excel workbook (.xlsx): {type(exc).__name__}") from None
+    if max_bytes is not None and expanded > max_bytes:
+        raise too_large(name, None, max_bytes, what="the workbook once decompressed")
     try:
         book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except XLSX_ERRORS as exc:
