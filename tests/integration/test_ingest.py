@@ -82,17 +82,18 @@ def test_ingest_then_etl_on_a_local_lake(tmp_path: Path) -> None:
     ]
 
 
-def test_bad_files_are_refused_before_anything_is_uploaded(tmp_path: Path) -> None:
+def test_bad_files_are_refused_and_the_good_ones_copied(tmp_path: Path) -> None:
     lake = open_lake(tmp_path / "lake")
     good = write_export(tmp_path)
     bad = write_export(tmp_path, "bad.csv", "when,who,cpu\n1,2,3\n")
-    with pytest.raises(InputError, match="missing required columns timestamp, server_id"):
+    with pytest.raises(InputError, match=r"bad\.csv: missing required columns timestamp, server_id"):
         ingest_files(lake, [good, bad], now=NOW)
+    assert [o.key.rsplit("_", 1)[-1] for o in lake.store.list("")] == ["export.csv"]
     with pytest.raises(InputError, match="no such file"):
         ingest_files(lake, [tmp_path / "nope.csv"], now=NOW)
     with pytest.raises(InputError, match="unsupported file type"):
-        ingest_files(lake, [write_export(tmp_path, "x.txt")], now=NOW)
-    assert list(lake.store.list("")) == []
+        ingest_files(lake, [write_export(tmp_path, "x.pdf")], now=NOW)
+    assert len(list(lake.store.list(""))) == 1
 
 
 def test_cli_ingest_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from capacity_forecaster.cli import main
-from capacity_forecaster.schema import ETL_RUNS, METRICS_DAILY, QUARANTINE
+from capacity_forecaster.schema import ETL_FILES, ETL_RUNS, METRICS_DAILY, QUARANTINE
 from capacity_forecaster.settings import load_settings
 from capacity_forecaster.stages import quarantined_file_key, run_etl
 from capacity_forecaster.storage.lake import Lake, open_lake
@@ -65,7 +65,7 @@ POISON_CASES: dict[str, tuple[str, bytes, str]] = {
     "parquet_footer_cut": ("a.parquet", _GOOD_PARQUET[:-12], "cannot be read as parquet"),
     "gzip_that_is_not_gzip": ("a.csv.gz", b"\x1f\x8b" + b"not really compressed" * 10, "corrupt gzip"),
     "gzip_of_latin1": ("a.csv.gz", gzip.compress((HEADER + f"{T},h\xf4te,cpu,1\n").encode("latin-1")), "not UTF-8"),
-    "utf16_json": ("a.json", _cloudwatch("i-1 cpu", [T], [1]).decode().encode("utf-16"), "not UTF-8"),
+    "utf16_json_without_bom": ("a.json", _cloudwatch("i-1 cpu", [T], [1]).decode().encode("utf-16-le"), "not UTF-8"),
     "late_nul_byte": ("a.csv", (HEADER + f"{T},a,cpu,1\n" * 400 + "x\x00y\n").encode(), "binary, not CSV"),
     "deeply_nested_json": ("a.json", b"[" * 200_000, "cannot be read as json"),
     "json_not_utf8": ("a.json", b'{"MetricDataResults": ["\xff"]}', "not UTF-8"),
@@ -103,19 +103,20 @@ FILE_CASES: dict[str, tuple[str, bytes, str]] = {
     "header_only": ("a.csv", HEADER.encode(), "header but no rows"),
     "binary_garbage": ("a.csv", b"\x00\x01\x02\x03garbage", "binary, not CSV"),
     "latin1_encoding": ("a.csv", (HEADER + f"{T},serveur-é,cpu,4\n").encode("latin-1"), "not UTF-8"),
-    "utf16_encoding": ("a.csv", (HEADER + f"{T},s,cpu,4\n").encode("utf-16"), "not UTF-8"),
+    "utf16_without_bom": ("a.csv", (HEADER + f"{T},s,cpu,4\n").encode("utf-16-le"), "UTF-16 without a byte-order mark"),
     "missing_columns": ("a.csv", b"timestamp,server_id,metric\n2026-11-20T10:00:00Z,a,cpu\n", "missing required"),
     "no_metric_columns": ("a.csv", b"timestamp,server_id,colour\n2026-11-20T10:00:00Z,a,red\n", "missing required"),
     "ragged_rows": ("a.csv", (HEADER + f"{T},a,cpu,1\n{T},b,cpu,1,extra\n").encode(), "cannot be read as csv"),
     "all_rows_too_long": ("a.csv", (HEADER + f"{T},a,cpu,1,extra,more\n").encode(), "more fields than the header"),
     "invalid_json": ("a.json", b'{"MetricDataResults": [', "not valid JSON"),
-    "json_not_cloudwatch": ("a.json", b'{"Datapoints": []}', "not a CloudWatch GetMetricData"),
+    "json_unknown_shape": ("a.json", b'{"Points": []}', "JSON of an unknown shape"),
+    "statistics_no_points": ("a.json", b'{"Label": "CPUUtilization", "Datapoints": []}', "has no Datapoints"),
     "cloudwatch_lengths": ("a.json", _cloudwatch("i-1 cpu", [T, T], [1]), "different lengths"),
     "cloudwatch_no_points": ("a.json", _cloudwatch("i-1 cpu", [], []), "no data points"),
     "truncated_gzip": ("a.csv.gz", gzip.compress((HEADER + f"{T},a,cpu,1\n").encode())[:20], "corrupt gzip"),
     "empty_gzip": ("a.csv.gz", gzip.compress(b""), "empty once decompressed"),
     "corrupt_parquet": ("a.parquet", b"PAR1 this is not really parquet PAR1", "cannot be read as parquet"),
-    "excel_workbook": ("a.csv", b"PK\x03\x04\x14\x00\x06\x00rest-of-zip", "unsupported file type"),
+    "broken_workbook": ("a.csv", b"PK\x03\x04\x14\x00\x06\x00rest-of-zip", "not a readable Excel workbook"),
     **POISON_CASES,
 }
 
@@ -260,6 +261,9 @@ def test_ingest_refuses_exactly_the_files_the_etl_sets_aside_with_its_reason(
         for source, reason in zip(whole["source"], whole["reason"], strict=True)
     }
     assert len(set_aside) == len(FILE_CASES)
+    files = lake.read_table(ETL_FILES)
+    nothing_kept = set(files.loc[(files["status"] == "processed") & files["first_day"].isna(), "key"])
+    assert nothing_kept == {_key("cloudwatch_label_without_server", "a.json")}
 
     reads: list[tuple[str, object, object]] = []
     real_read = etl.read_raw_object
@@ -282,22 +286,28 @@ def test_ingest_refuses_exactly_the_files_the_etl_sets_aside_with_its_reason(
         status = main(["ingest", str(path), "--lake", str(tmp_path / "ingested")])
         err = capsys.readouterr().err
         reason = set_aside.get(_key(kind, name))
-        if reason is None:
+        if _key(kind, name) in nothing_kept:  # readable, but the ETL keeps no row of it: refused, with the fix
+            assert status == 2 and err.startswith(f"error: {path}: no row would survive the ETL: "), (kind, err)
+            refused += 1
+        elif reason is None:
             assert status == 0 and err == "", (kind, err)
             accepted += 1
         else:
             assert status == 2 and err == f"error: {path}: {reason}\n", (kind, err, reason)
             refused += 1
         assert reads[-1] == (str(path), settings.ingest.aliases(), settings.ingest.max_file_bytes), kind
-    assert (refused, accepted) == (len(FILE_CASES), len(ROW_CASES) + len(WIDE_CASES))
+    assert (refused, accepted) == (len(FILE_CASES) + 1, len(ROW_CASES) + len(WIDE_CASES) - 1)
     print(f"ingest vs ETL: {refused} refused = {len(set_aside)} set aside by the ETL, {accepted} accepted")
 
-    # One refused file stops the batch: the good files named with it are not copied either.
+    # A refused file does not stop the batch: the good files named with it are copied, the bad one is listed.
     good, poison = tmp_path / "exports" / "batch_ok.csv", tmp_path / "exports" / "parquet_binary_extra_column.parquet"
     good.write_text(HEADER + f"{T},batch-1,cpu,40\n")
     poison.write_bytes(POISON_CASES["parquet_binary_extra_column"][1])
     assert main(["ingest", str(good), str(poison), "--lake", str(tmp_path / "batch")]) == 2
-    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "batch" / "raw").exists()
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].startswith(f"error: {poison}: ") and err.count("\n") == 2
+    assert err.splitlines()[1] == "error: 1 of 2 files refused (listed above); 1 ingested"
+    assert [o.key.rsplit("_", 1)[-1] for o in open_lake(tmp_path / "batch").store.list("raw/")] == ["ok.csv"]
 
 
 def test_poison_files_in_the_raw_zone_never_block_the_etl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

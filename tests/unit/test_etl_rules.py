@@ -127,9 +127,10 @@ def test_read_raw_object_formats_and_errors() -> None:
         ("a.csv", b""): "the file is empty",
         ("a.csv", b"timestamp,server_id,metric\n1,2,3\n"): "missing required columns value",
         ("a.csv", b"timestamp,server_id,metric,value\n"): "header but no rows",
-        ("a.csv", b"\xff\xfe\x00bad"): "not UTF-8",
+        ("a.csv", b"\xff\x00bad\xfe"): "not UTF-8",
+        ("a.csv", b"\xff\xfe\x00bad"): "missing required columns",  # a UTF-16 BOM: decoded, but not a table
         ("a.parquet", b"not parquet at all"): "cannot be read as parquet",
-        ("a.xlsx", b"PK\x03\x04\x14\x00"): "unsupported file type",
+        ("a.xlsx", b"PK\x03\x04\x14\x00"): "not a readable Excel workbook",
     }
     for (name, data), message in cases.items():
         with pytest.raises(InputError, match=message):

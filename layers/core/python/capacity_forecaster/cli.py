@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from capacity_forecaster.errors import CapacityForecasterError, single_line
+from capacity_forecaster.errors import CapacityForecasterError, InputError, single_line
 from capacity_forecaster.redact import install_log_redaction, redact
 from capacity_forecaster.storage.lease import LEASE_TTL, waiting_for_leases
 
@@ -163,14 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "ingest",
-        "copy monitoring exports (long, wide or CloudWatch JSON) into the raw zone",
-        "Check each file with the ETL's reader (long CSV/Parquet: timestamp, server_id, metric, value; wide: "
-        "timestamp, server_id and one column per metric; CloudWatch GetMetricData JSON; any of them gzipped) and "
-        "copy it into raw/uploads/tenants/<tenant>/YYYY/MM/DD/ under a UTC timestamped name; the next `etl` "
-        "picks them up.",
+        "copy monitoring exports into the raw zone",
+        "Check each file with the ETL's reader and row rules (long or wide CSV/Parquet/xlsx, CloudWatch JSON and "
+        "console CSV, Prometheus query_range JSON, Grafana and Datadog CSV, semicolon or tab CSV, UTF-16; see "
+        "docs/own-data.md) and copy the good ones into raw/uploads/tenants/<tenant>/YYYY/MM/DD/ under a UTC "
+        "timestamped name; the next `etl` picks them up. A file no row of which would survive, or whose percent "
+        "values all lie in 0-1, is refused with the fix; each refused file is listed, and the exit status is 2 "
+        "if any was. With a read option the file is stored as the long CSV the option gives.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="files to ingest")
     p.add_argument("--tenant", default="default", help="tenant prefix the files go under (default: default)")
+    _ingest_options(p)
 
     p = add(
         "etl",
@@ -412,15 +415,57 @@ def cmd_generate(args: argparse.Namespace) -> None:
     _print_counts(result)
 
 
+def _ingest_options(p: argparse.ArgumentParser) -> None:
+    """The per-file read options of ``ingest`` (see docs/own-data.md, "Export formats")."""
+    p.add_argument("--date-format", help="strptime pattern of the timestamps, e.g. '%%d.%%m.%%Y %%H:%%M' (UTC)")
+    p.add_argument(
+        "--label-format",
+        help="pattern of the series labels, with {server}, {metric} and {_} (any text), e.g. '{metric}-{server}'",
+    )
+    p.add_argument("--server", help="server id of the rows that have none (a file of one server)")
+    p.add_argument(
+        "--metric", help="metric of the rows that have none: cpu, mem, disk, net or a node_exporter PromQL expression"
+    )
+    values = p.add_mutually_exclusive_group()
+    values.add_argument("--fraction", action="store_true", help="the values are 0-1 fractions: multiply them by 100")
+    values.add_argument("--percent", action="store_true", help="the values are percent even if all are under 1")
+
+
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from capacity_forecaster.ingest import ingest_files
+    from capacity_forecaster.formats.options import ReadOptions
+    from capacity_forecaster.ingest import ingest_batch
 
     settings = _settings(args)
-    limit = settings.ingest.max_file_bytes
-    for uri in ingest_files(
-        _lake(settings), args.paths, tenant=args.tenant, aliases=settings.ingest.aliases(), max_bytes=limit
-    ):
+    options = ReadOptions(
+        date_format=args.date_format,
+        label_format=args.label_format,
+        server=args.server,
+        metric=args.metric,
+        fraction=args.fraction,
+    )
+    report = ingest_batch(
+        _lake(settings),
+        args.paths,
+        tenant=args.tenant,
+        aliases=settings.ingest.aliases(),
+        max_bytes=settings.ingest.max_file_bytes,
+        options=options,
+        percent=args.percent,
+    )
+    for uri in report.uploaded:
         print(redact(uri))
+    for path, first in report.skipped:
+        print(redact(f"skipped {path}: the same content as {first}"))
+    if not report.refused:
+        return
+    if len(args.paths) == 1:
+        path, reason = report.refused[0]
+        raise InputError(f"{path}: {reason}")
+    for path, reason in report.refused:
+        print(f"error: {_one_line(f'{path}: {reason}')}", file=sys.stderr)
+    raise InputError(
+        f"{len(report.refused)} of {len(args.paths)} files refused (listed above); {len(report.uploaded)} ingested"
+    )
 
 
 def cmd_pull_cloudwatch(args: argparse.Namespace) -> None:

@@ -35,13 +35,20 @@ REASONS: Final[dict[str, str]] = {
 
 
 def read_raw_object(
-    name: str, data: bytes, aliases: Mapping[str, str] | None = None, *, max_bytes: int | None = None
+    name: str,
+    data: bytes,
+    aliases: Mapping[str, str] | None = None,
+    *,
+    max_bytes: int | None = None,
+    options: raw_formats.ReadOptions | None = None,
 ) -> pd.DataFrame:
     """Parse one raw object (long or wide CSV/Parquet, gzip, CloudWatch JSON) into the raw columns.
 
     See :mod:`capacity_forecaster.raw_formats`. Raises :class:`InputError` with a one-line reason when the file
     as a whole cannot be used: unreadable or undecodable bytes, or more than ``max_bytes`` once decompressed.
     """
+    if options:  # only ingest passes options: it stores what they give in the long format (formats.options)
+        return raw_formats.read_monitoring_export(name, data, aliases, max_bytes=max_bytes, options=options)
     return raw_formats.read_monitoring_export(name, data, aliases, max_bytes=max_bytes)
 
 

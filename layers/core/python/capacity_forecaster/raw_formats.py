@@ -1,12 +1,15 @@
 """Reading users' monitoring exports: format detection and normalisation to the long format.
 
-Accepted, detected from the content first (gzip, Parquet and JSON by their first bytes) and the extension second:
+Accepted, detected from the content first (gzip, zip/xlsx, Parquet and JSON by their first bytes) and the
+extension second:
 
 - long CSV / Parquet: ``timestamp, server_id, metric, value``; any other column is an attribute;
 - wide CSV / Parquet: ``timestamp, server_id`` and one column per metric (``cpu, mem, ...`` or any alias, e.g.
   ``CPUUtilization``); columns that are neither keys nor metrics are attributes;
-- the JSON that CloudWatch ``GetMetricData`` returns (one response, or a list of paginated responses): each
-  ``MetricDataResults`` entry's ``Label`` is ``"<server_id> <metric>"`` (the metric may be an alias);
+- the shapes of :mod:`capacity_forecaster.formats`: CloudWatch ``GetMetricData`` and ``get-metric-statistics``
+  JSON and the console's CSV, Prometheus ``query_range`` JSON, Grafana and Datadog CSV exports;
+- text as UTF-8 or UTF-16 with a BOM, delimited by commas, semicolons (decimal commas read) or tabs
+  (:mod:`capacity_forecaster.formats.text`); Excel workbooks (:mod:`capacity_forecaster.formats.xlsx`);
 - any of the text formats gzip-compressed.
 
 Every format comes out as the four raw columns as read plus ``attributes`` (JSON text of the extra columns, empty
@@ -27,7 +30,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from capacity_forecaster import formats
 from capacity_forecaster.errors import InputError
+from capacity_forecaster.formats import labels, xlsx
+from capacity_forecaster.formats import text as formats_text
+from capacity_forecaster.formats.frame import ReadContext
+from capacity_forecaster.formats.options import ReadOptions, apply_options
 from capacity_forecaster.schema import METRICS
 
 REQUIRED_COLUMNS: Final[tuple[str, ...]] = ("timestamp", "server_id", "metric", "value")
@@ -56,6 +64,13 @@ DEFAULT_METRIC_ALIASES: Final[dict[str, str]] = {
     "network": "net",
     "net_percent": "net",
     "network_percent": "net",
+    # Spreadsheet headers and dashboard series
+    "cpu %": "cpu",
+    "memory %": "mem",
+    "mem %": "mem",
+    "disk %": "disk",
+    "network %": "net",
+    "system.disk.in_use": "disk",  # Datadog agent: used fraction of the disk (0-1: ingest --fraction)
 }
 """Metric names (case-insensitive) mapped to the canonical metrics; ``ingest.metric_aliases`` adds to it."""
 
@@ -69,6 +84,7 @@ COLUMN_ALIASES: Final[dict[str, str]] = {
     "hostname": "server_id",
     "instance_id": "server_id",
     "instanceid": "server_id",
+    "instance": "server_id",  # Prometheus' label
     "metric_name": "metric",
     "metricname": "metric",
 }
@@ -132,12 +148,19 @@ def too_large(name: str, size: int | None, max_bytes: int, *, what: str = "the f
 
 
 def read_monitoring_export(
-    name: str, data: bytes, aliases: Mapping[str, str] | None = None, *, max_bytes: int | None = None
+    name: str,
+    data: bytes,
+    aliases: Mapping[str, str] | None = None,
+    *,
+    max_bytes: int | None = None,
+    options: ReadOptions | None = None,
 ) -> pd.DataFrame:
     """Parse one export into :data:`RAW_FRAME_COLUMNS` (values as read); :class:`InputError` when unusable.
 
     ``max_bytes`` bounds the (decompressed) input. Whatever the readers raise on bad bytes (:data:`READ_ERRORS`)
-    is an :class:`InputError` naming the file, so a poison file is refused, never a traceback.
+    is an :class:`InputError` naming the file, so a poison file is refused, never a traceback. ``options`` (only
+    ``ingest`` passes them) are applied to the rows read (:func:`formats.options.apply_options`). The frame's
+    ``attrs["shape"]`` names the shape that read it.
     """
     table = metric_aliases() if aliases is None else dict(aliases)
     if not data:
@@ -146,19 +169,37 @@ def read_monitoring_export(
         raise too_large(name, len(data), max_bytes)
     if data[:2] == GZIP_MAGIC:
         data = _gunzip(name, data, max_bytes)
-    if data[:4] in ZIP_MAGICS:
-        raise InputError(f"{name}: unsupported file type (a zip archive or Excel workbook); export CSV instead")
-    fmt = detect_format(name, data)
+    ctx = ReadContext(
+        table, labels.compile_label_format(options.label_format) if options and options.label_format else None
+    )
+    fmt = "xlsx" if data[:4] in ZIP_MAGICS else detect_format(name, data)
     try:
-        if fmt == "parquet":
-            frame = _read_parquet(name, data)
-        elif fmt == "json":
-            return _from_cloudwatch(name, _load_json(name, data), table)
-        else:
-            frame = _read_csv(name, data)
-        return _tabular(name, frame, table)
+        frame = _read_any(name, data, fmt, ctx, max_bytes)
     except READ_ERRORS as exc:
         raise InputError(f"{name}: cannot be read as {fmt}: {type(exc).__name__}: {_first_line(exc)}") from None
+    return apply_options(frame, options, table) if options else frame
+
+
+def _read_any(name: str, data: bytes, fmt: str, ctx: ReadContext, max_bytes: int | None) -> pd.DataFrame:
+    if fmt == "parquet":
+        return _shaped(name, _read_parquet(name, data), ctx, "parquet")
+    if fmt == "xlsx":
+        return _shaped(name, xlsx.read_workbook(name, data, max_bytes), ctx, "xlsx")
+    text = formats_text.decode(name, data)
+    if fmt == "json" or text.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
+        frame = formats.read_json(name, _load_json(name, text), ctx)
+    else:
+        frame = _shaped(name, formats_text.read_delimited(name, text), ctx, "csv")
+    return frame
+
+
+def _shaped(name: str, frame: pd.DataFrame, ctx: ReadContext, container: str) -> pd.DataFrame:
+    """A table read by the first shape that claims it, else as the long or wide format."""
+    shaped = formats.read_table(name, frame, ctx)
+    if shaped is None:
+        shaped = _tabular(name, frame, ctx.aliases)
+        shaped.attrs["shape"] = f"{container}-table"
+    return shaped
 
 
 def _gunzip(name: str, data: bytes, max_bytes: int | None) -> bytes:
@@ -205,24 +246,6 @@ def _text_columns(name: str, table: pa.Table) -> pa.Table:
     return table
 
 
-def _read_csv(name: str, data: bytes) -> pd.DataFrame:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(f"{name}: the file is not UTF-8 text") from None
-    if "\x00" in text:
-        raise InputError(f"{name}: the file is binary, not CSV text")
-    if not text.strip():
-        raise InputError(f"{name}: the file is empty")
-    try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{name}: cannot be read as csv: {_first_line(exc)}") from None
-    if not isinstance(frame.index, pd.RangeIndex):  # pandas took the surplus leading fields as an index
-        raise InputError(f"{name}: cannot be read as csv: the rows have more fields than the header")
-    return frame
-
-
 def _tabular(name: str, frame: pd.DataFrame, aliases: Mapping[str, str]) -> pd.DataFrame:
     """Long or wide table -> the raw frame."""
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
@@ -241,7 +264,8 @@ def _tabular(name: str, frame: pd.DataFrame, aliases: Mapping[str, str]) -> pd.D
     if missing or not metric_cols:
         raise InputError(
             f"{name}: missing required columns {', '.join(missing or ['metric', 'value'])} "
-            f"(long format: {', '.join(REQUIRED_COLUMNS)}; wide format: timestamp, server_id and metric columns)"
+            f"(long format: {', '.join(REQUIRED_COLUMNS)}; wide format: timestamp, server_id and metric columns); "
+            f"{_known()}"
         )
     if frame.empty:
         raise InputError(f"{name}: the file has a header but no rows")
@@ -271,6 +295,12 @@ def _long(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     return out.assign(attributes=_attributes(frame.reset_index(drop=True), extras))
 
 
+def _known() -> str:
+    """The shapes and column aliases accepted, for the unknown-shape error."""
+    aliases = ", ".join(f"{k} -> {v}" for k, v in COLUMN_ALIASES.items())
+    return f"shapes read: {formats.known_shapes()}; column aliases: {aliases}"
+
+
 def _attributes(frame: pd.DataFrame, extras: list[str]) -> Any:
     """JSON text of the extra columns per row (sorted keys, values as text); "" when there are none."""
     if not extras:
@@ -279,46 +309,11 @@ def _attributes(frame: pd.DataFrame, extras: list[str]) -> Any:
     return [json.dumps(dict(zip(extras, row, strict=True)), sort_keys=True) for row in text.itertuples(index=False)]
 
 
-def _load_json(name: str, data: bytes) -> Any:
+def _load_json(name: str, text: str) -> Any:
     try:
-        return json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise InputError(f"{name}: the file is not UTF-8 text") from None
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{name}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
-
-
-def _from_cloudwatch(name: str, doc: Any, aliases: Mapping[str, str]) -> pd.DataFrame:
-    """GetMetricData response(s) -> raw frame. ``Label`` is ``"<server_id> <metric>"``."""
-    responses = doc if isinstance(doc, list) else [doc]
-    shaped = all(isinstance(r, dict) and isinstance(r.get("MetricDataResults"), list) for r in responses)
-    if not responses or not shaped:
-        raise InputError(f"{name}: JSON is not a CloudWatch GetMetricData response (no MetricDataResults list)")
-    rows: list[tuple[Any, ...]] = []
-    for response in responses:
-        for result in response["MetricDataResults"]:
-            if not isinstance(result, dict):
-                raise InputError(f"{name}: a MetricDataResults entry is not an object")
-            stamps, values = result.get("Timestamps") or [], result.get("Values") or []
-            if not isinstance(stamps, list) or not isinstance(values, list) or len(stamps) != len(values):
-                raise InputError(f"{name}: result {result.get('Id')!r} has Timestamps and Values of different lengths")
-            server, metric = _split_label(str(result.get("Label") or ""))
-            attrs = json.dumps({"cloudwatch_id": str(result.get("Id", ""))}, sort_keys=True)
-            rows.extend((_text(t), server, metric, _text(v), attrs) for t, v in zip(stamps, values, strict=True))
-    if not rows:
-        raise InputError(f"{name}: the CloudWatch response has no data points")
-    return pd.DataFrame(rows, columns=list(RAW_FRAME_COLUMNS))
-
-
-def _split_label(label: str) -> tuple[str, str]:
-    parts = label.split()
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    return "", label  # no server id: the row is quarantined as missing_server_id
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 def _first_line(exc: BaseException) -> str:

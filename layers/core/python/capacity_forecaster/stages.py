@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RAW_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".json", ".json.gz")
+RAW_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".json", ".json.gz", ".xlsx", ".tsv", ".tsv.gz", ".txt", ".txt.gz")
 ETL_LEASE = "etl"
 """The lease every ETL run holds (``state/locks/etl.json``): CLI runs and the ETL Lambda, one at a time."""
 RISK_LEASE = "risk"
