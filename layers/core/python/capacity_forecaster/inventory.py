@@ -103,9 +103,9 @@ def _decode(data: bytes, name: str) -> str:
 def _columns(frame: pd.DataFrame, name: str) -> dict[str, str]:
     """Inventory column -> the file's header it is read from."""
     keys: dict[str, str] = {}
-    for header in frame.columns:
-        keys.setdefault(header_key(header), str(header))
-    found = {}
+    for label in frame.columns:
+        keys.setdefault(header_key(label), str(label))
+    found: dict[str, str] = {}
     for column, aliases in ALIASES.items():
         header = next((keys[a] for a in aliases if a in keys and keys[a] not in found.values()), None)
         if header is not None:
@@ -269,23 +269,32 @@ def merge_ec2(existing: pd.DataFrame, ec2: pd.DataFrame) -> pd.DataFrame:
     again); costs the inventory gave are kept."""
     from capacity_forecaster.rightsizing import inventory_columns, tags_text
 
-    inv = inventory_columns(existing).set_index("server_id")
-    new = inventory_columns(ec2).set_index("server_id")
-    for sid, row in new.iterrows():
-        if sid not in inv.index:
-            inv.loc[sid] = row
+    columns = SERVERS.column_names
+    rows: dict[str, dict[str, Any]] = {
+        str(r["server_id"]): {str(k): v for k, v in r.items()}
+        for r in inventory_columns(existing)[columns].to_dict("records")
+    }
+    for record in inventory_columns(ec2)[columns].to_dict("records"):
+        fresh = {str(k): v for k, v in record.items()}
+        sid = str(fresh["server_id"])
+        old = rows.get(sid)
+        if old is None:
+            rows[sid] = fresh
             continue
-        old = inv.loc[sid]
-        if row["instance_type"] and row["instance_type"] != old["instance_type"]:
-            derived = old["cost_source"] != "inventory"
-            inv.loc[sid, ["cores", "memory_gib"]] = np.nan
-            if derived:
-                inv.loc[sid, ["monthly_cost", "cost_source"]] = [np.nan, ""]
-            inv.loc[sid, "instance_type"] = row["instance_type"]
-        if row["availability_zone"]:
-            inv.loc[sid, "availability_zone"] = row["availability_zone"]
+        row = dict(old)
+        if _text(fresh["instance_type"]) and fresh["instance_type"] != old["instance_type"]:
+            row.update(instance_type=fresh["instance_type"], cores=np.nan, memory_gib=np.nan)
+            if old["cost_source"] != "inventory":  # a cost priced for the old type: priced again
+                row.update(monthly_cost=np.nan, cost_source="")
+        if _text(fresh["availability_zone"]):
+            row["availability_zone"] = fresh["availability_zone"]
         for column in ("datacenter", *EC2_TAG_COLUMNS):
-            if not isinstance(old[column], str) or not old[column]:
-                inv.loc[sid, column] = row[column]
-        inv.loc[sid, TAGS_COLUMN] = tags_text({**tags_of(old[TAGS_COLUMN]), **tags_of(row[TAGS_COLUMN])})
-    return inv.reset_index()
+            if not _text(old[column]):
+                row[column] = fresh[column]
+        row[TAGS_COLUMN] = tags_text({**tags_of(old[TAGS_COLUMN]), **tags_of(fresh[TAGS_COLUMN])})
+        rows[sid] = row
+    return pd.DataFrame(list(rows.values()), columns=columns)
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
