@@ -81,7 +81,7 @@ def load_price_table(path: str = "") -> PriceTable:
     file = Path(path).expanduser()
     try:
         stat = file.stat()
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
         raise ConfigError(f"rightsizing.price_file {path}: cannot be read ({type(exc).__name__})") from None
     return _read_file(str(file), stat.st_mtime_ns, stat.st_size)
 
