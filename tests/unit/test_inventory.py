@@ -235,3 +235,20 @@ def read_inventory_frame() -> pd.DataFrame:
 def test_read_inventory_error_type(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         read_inventory(_write(tmp_path, "x.csv", "nothing\n1\n"))
+
+
+def test_consolidate_without_a_risk_register_says_what_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["consolidate", "--lake", str(tmp_path / "lake")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no risk register in" in err and "run `capacity-forecaster risk` first" in err
+
+
+def test_run_on_an_empty_lake_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--lake", str(tmp_path / "lake")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no monitoring data in ") and err.count("\n") == 1
+    assert "`capacity-forecaster ingest FILE...`" in err and "`capacity-forecaster demo`" in err
+    assert main(["run", "--lake", str(tmp_path / "lake"), "--raw-day", "2026-11-01"]) == 2
+    assert "--raw-day shapes the synthetic demo fleet" in capsys.readouterr().err
