@@ -429,7 +429,8 @@ def cmd_consolidate(args: argparse.Namespace) -> None:
     shown = changes[
         ["server_id", "action", "current_instance_type", "target_instance_type", "target_server_id", "monthly_savings"]
     ]
-    _print_frame(shown.head(settings.risk.top), "table", "Consolidation plan")
+    shown = shown.head(settings.risk.top)
+    _print_frame(shown.astype(object).where(shown.notna(), None), "table", "Consolidation plan")
 
 
 def cmd_inventory(args: argparse.Namespace) -> None:

@@ -355,8 +355,15 @@ def inventory_gaps(servers: pd.DataFrame, server_ids: Sequence[str]) -> list[str
             "no inventory: every server is kept; write one with `capacity-forecaster inventory FILE` (server_id "
             "and instance_type, or cores and memory_gib; monthly_cost or a priced instance_type for the savings)"
         ]
-    inv = inventory_columns(servers).set_index("server_id").reindex(ids)
+    listed = inventory_columns(servers).set_index("server_id")
+    absent = [s for s in ids if s not in listed.index]
     notes = []
+    if absent:
+        notes.append(
+            f"{len(absent)} of {len(ids)} servers are not in the inventory and are kept (e.g. {absent[0]}): add them "
+            "with `capacity-forecaster inventory FILE --merge`"
+        )
+    inv = listed.reindex([s for s in ids if s in listed.index])
     unsized = inv.index[inv["cores"].isna() | inv["memory_gib"].isna()]
     if len(unsized):
         notes.append(
