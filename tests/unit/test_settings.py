@@ -268,7 +268,7 @@ def test_unknown_dotted_setting_is_refused() -> None:
 def test_cloud_refusals_and_sizes() -> None:
     from capacity_forecaster.settings import CLOUD_REFUSED, cloud_problems, settings_environment
 
-    assert set(CLOUD_REFUSED) == {"lake", "s3", "fleet.end_date"}
+    assert set(CLOUD_REFUSED) == {"lake", "s3", "fleet.end_date", "rightsizing.price_file"}
     s = load_settings(environ={}, overrides={"lake": "s3://b", "fleet.end_date": "2026-01-31"})
     problems = cloud_problems(s)
     assert problems == [
