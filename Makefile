@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make run    creates .venv (Python 3.13), installs the local pipeline, runs it end to end on ./lake
+#   make run    creates .venv (Python 3.13), installs the local pipeline, runs it end to end on the demo fleet (./lake)
 #   make test   installs the test tools too, then runs lint, type checks and the whole test suite
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -22,7 +22,7 @@ export CDK_DISABLE_VERSION_CHECK := 1
 .PHONY: help run test install install-dev lint typecheck pytest browser bench synth clean
 
 help:
-	@echo "make run     - run the local pipeline end to end (ARGS='--servers 500 --horizon 180' to change it)"
+	@echo "make run     - the local pipeline end to end on the synthetic demo fleet (ARGS='--servers 500 --horizon 180')"
 	@echo "make test    - lint, type checks and the test suite"
 	@echo "make bench   - the benchmarks under benchmarks/"
 	@echo "make synth   - synthesize the CDK stack with the CDK CLI (offline)"
@@ -43,8 +43,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed-run requirements.txt requirements-dev
 install: $(VENV)/.installed-run
 install-dev: $(VENV)/.installed-dev
 
+# The demo: a fresh machine shows every stage in one command. Own data: `capacity-forecaster run` (docs/own-data.md).
 run: install
-	$(VENV)/bin/capacity-forecaster run $(ARGS)
+	$(VENV)/bin/capacity-forecaster demo $(ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

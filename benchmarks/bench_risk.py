@@ -149,7 +149,7 @@ def main() -> None:
         }
         settings = load_settings(environ={}, overrides=overrides)
         start = time.perf_counter()
-        run_pipeline(lake, settings, run_date=RUN_DATE)
+        run_pipeline(lake, settings, run_date=RUN_DATE, demo=True)
         seconds = time.perf_counter() - start
         forecasts = lake.read_table(FORECASTS, where={"run_date": RUN_DATE})
         daily = lake.read_table(METRICS_DAILY)

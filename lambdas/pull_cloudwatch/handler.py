@@ -57,7 +57,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         days = pull_days(os.environ.get(DAYS_ENV, "1"))
         lake = lake_from(settings)
         result = pull_cloudwatch(
-            lake, AwsClients.create(settings.s3_config()), tags=tags, days=days, tenant=TENANT, now=now
+            lake,
+            AwsClients.create(settings.s3_config()),
+            tags=tags,
+            days=days,
+            tenant=TENANT,
+            now=now,
+            settings=settings,
         )
     except InputError as exc:  # a bad setting, or no instance carries the tags: a retry cannot help
         return reject(logger, metrics, str(exc))

@@ -122,7 +122,7 @@ def test_a_180_day_horizon_runs_through_train_and_risk(tmp_path: Path) -> None:
     overrides = {"lake": str(tmp_path / "lake"), "fleet.servers": 6, "fleet.days": 400, "horizon_days": 180}
     settings = load_settings(environ={}, overrides=overrides)
     run_date = date(2026, 11, 23)
-    run_pipeline(lake, settings, run_date=run_date)
+    run_pipeline(lake, settings, run_date=run_date, demo=True)
     forecasts = lake.read_table(FORECASTS, where={"run_date": run_date})
     steps = forecasts.groupby(["server_id", "metric", "model"])["horizon_step"].agg(["min", "max", "count"])
     assert len(steps) == 6 * 4 * len(settings.training.models)

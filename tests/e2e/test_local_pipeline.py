@@ -94,14 +94,14 @@ def check_run(lake: Lake) -> None:
 def test_pipeline_on_a_local_lake_is_complete_and_idempotent(tmp_path: Path) -> None:
     lake = open_lake(tmp_path / "lake")
     settings = small_settings(str(tmp_path / "lake"))
-    result = run_pipeline(lake, settings, run_date=RUN_DATE)
+    result = run_pipeline(lake, settings, run_date=RUN_DATE, demo=True)
     check_run(lake)
     assert len(result.top) > 0
     assert set(result.outputs) >= {"metrics_daily", "forecasts", "risk_register"}
     first = table_snapshot(lake)
     objects = sorted(o.key for o in lake.store.list(""))
 
-    run_pipeline(lake, settings, run_date=RUN_DATE)
+    run_pipeline(lake, settings, run_date=RUN_DATE, demo=True)
     second = table_snapshot(lake)
     for name, frame in first.items():
         keys = [c for c in ("server_id", "metric", "model", "dt", "ds") if c in frame.columns]
@@ -118,7 +118,7 @@ def test_raw_samples_days_are_aggregated_by_the_etl(tmp_path: Path) -> None:
     lake = open_lake(tmp_path / "lake")
     settings = small_settings(str(tmp_path / "lake"), **{"fleet.servers": 6, "fleet.days": 60})
     raw_day = date(2026, 11, 20)
-    run_pipeline(lake, settings, run_date=RUN_DATE, raw_days=[raw_day])
+    run_pipeline(lake, settings, run_date=RUN_DATE, demo=True, raw_days=[raw_day])
     daily = lake.read_table(METRICS_DAILY, where={"dt": raw_day})
     assert (daily["n_samples"] == 288).all()
     other = lake.read_table(METRICS_DAILY, where={"dt": date(2026, 11, 19)})
@@ -129,7 +129,7 @@ def test_cli_run_query_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     lake = str(tmp_path / "lake")
     args = ["--lake", lake, "--servers", "8", "--days", "90", "--horizon", "30", "--run-date", "2026-11-23"]
     reports = tmp_path / "reports"
-    assert main(["run", *args, "--report-dir", str(reports)]) == 0
+    assert main(["demo", *args, "--report-dir", str(reports)]) == 0
     out = capsys.readouterr().out
     assert "Breaching now" in out and "Next to break" in out and "risk_register" in out
     assert "00:00:00" not in out and "nan" not in out
@@ -166,7 +166,7 @@ def test_pipeline_on_an_s3_lake(s3_bucket: str, s3_endpoint_env: None) -> None:
     uri = f"s3://{s3_bucket}/fleet"
     settings = small_settings(uri)
     lake = open_lake(uri, settings.s3_config())
-    run_pipeline(lake, settings, run_date=RUN_DATE)
+    run_pipeline(lake, settings, run_date=RUN_DATE, demo=True)
     check_run(lake)
     keys = [o.key for o in lake.store.list("curated/forecasts/")]
     assert keys == [f"curated/forecasts/run_date={RUN_DATE}/data.parquet"]

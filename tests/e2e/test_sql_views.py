@@ -41,7 +41,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
         environ={}, overrides={"lake": root, "fleet.servers": SERVERS_N, "fleet.days": 90, "horizon_days": HORIZON}
     )
     lake = open_lake(root)
-    run_pipeline(lake, settings, run_date=RUN_DATE)
+    run_pipeline(lake, settings, run_date=RUN_DATE, demo=True)
     # An earlier run whose champion forecast is the actual + 1 point, band +-5: scored by forecast_accuracy.
     daily = lake.read_table(METRICS_DAILY)
     past = daily[(daily["dt"] >= pd.Timestamp(PAST_RUN)) & ~daily["imputed"]]

@@ -467,8 +467,9 @@ def test_cloudwatch_puller_with_its_tags_days_schedule_and_grants(options_synth:
     }
     assert fn.role is not None
     access = s3_object_access(template_json, logical_id(stack, fn.role), logical_id(stack, stack.lake.bucket))
-    assert access["s3:PutObject"] == {names.ETL_TRIGGER_PREFIX}  # raw/uploads/: each object starts the ETL
-    assert "s3:GetObject" not in access and "s3:DeleteObject" not in access
+    # raw/uploads/ (each object starts the ETL) and the inventory, which it reads to merge the instances into
+    assert access["s3:PutObject"] == {names.ETL_TRIGGER_PREFIX, "curated/servers/"}
+    assert access["s3:GetObject"] == {"curated/servers/"} and "s3:DeleteObject" not in access
 
 
 @pytest.mark.parametrize(

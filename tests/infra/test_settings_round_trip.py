@@ -197,6 +197,7 @@ REFUSED_VALUES: dict[str, Any] = {
     "lake": "s3://somewhere-else",
     "s3": {"region": "eu-west-1"},
     "fleet.end_date": "2026-01-31",
+    "rightsizing.price_file": str(ROOT / "layers/core/python/capacity_forecaster/data/ec2_prices.csv"),
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import numpy as np
+import pandas as pd
 import pytest
 from botocore.stub import Stubber
 
@@ -307,3 +308,50 @@ def test_puller_lambda_rejects_bad_settings_in_one_line(
     event = json.loads((Path(__file__).parents[1] / "events" / "scheduled_event.json").read_text())
     result = load_handler("pull_cloudwatch").handler(event, LambdaContext())
     assert result["status"] == "rejected" and reason in result["reason"] and "\n" not in result["reason"]
+
+
+def test_pull_fills_the_inventory_with_instance_types_zones_and_tags(
+    aws_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from capacity_forecaster.inventory import tags_of
+    from capacity_forecaster.schema import SERVERS
+
+    ec2 = boto3.client("ec2")
+    value = f"inv-{uuid.uuid4().hex[:8]}"
+    tags = [{"Key": "Team", "Value": value}, {"Key": "Environment", "Value": "prod"}, {"Key": "App", "Value": "shop"}]
+    response = ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=2,
+        MaxCount=2,
+        InstanceType="m6i.large",
+        Placement={"AvailabilityZone": "us-east-1b"},
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )
+    first, second = sorted(i["InstanceId"] for i in response["Instances"])
+    lake_dir = tmp_path / "lake"
+    own = tmp_path / "inventory.csv"
+    own.write_text(f"instance,application,cost\n{first},ledger,55\nonprem-1,files,10\n", encoding="utf-8")
+    assert main(["inventory", str(own), "--lake", str(lake_dir)]) == 0
+    assert main(["pull-cloudwatch", "--tag", f"Team={value}", "--days", "1", "--lake", str(lake_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "inventory (instance types, zones, tags of 2 instances)" in out
+    servers = open_lake(lake_dir).read_table(SERVERS).set_index("server_id")
+    assert sorted(servers.index) == sorted([first, second, "onprem-1"])
+    for sid in (first, second):
+        row = servers.loc[sid]
+        assert (row["instance_type"], row["availability_zone"], row["datacenter"]) == (
+            "m6i.large",
+            "us-east-1b",
+            "us-east-1",
+        )
+        assert tags_of(row["tags"]) == {"App": "shop", "Environment": "prod", "Team": value}
+        assert row["environment"] == "prod" and (row["cores"], row["memory_gib"]) == (2, 8.0)
+    assert servers.loc[first, "application"] == "ledger" and servers.loc[second, "application"] == "shop"
+    assert servers.loc[first, "monthly_cost"] == 55.0 and servers.loc[first, "cost_source"] == "inventory"
+    assert servers.loc[second, "monthly_cost"] == pytest.approx(0.096 * 730)
+    assert servers.loc[second, "cost_source"] == "price table 2025-01-01"
+    assert servers.loc["onprem-1", "application"] == "files"  # servers outside EC2 are kept
+    # a second pull changes nothing
+    before = open_lake(lake_dir).read_table(SERVERS)
+    assert main(["pull-cloudwatch", "--tag", f"Team={value}", "--days", "1", "--lake", str(lake_dir)]) == 0
+    pd.testing.assert_frame_equal(open_lake(lake_dir).read_table(SERVERS), before)

@@ -144,7 +144,7 @@ def test_cli_wait_runs_once_the_holder_releases_the_lease(tmp_path: Path, capsys
     assert not lake.store.exists(lease_key(ETL_LEASE))
 
 
-@pytest.mark.parametrize("command", ["etl", "risk", "train", "run"])
+@pytest.mark.parametrize("command", ["etl", "risk", "train", "demo"])
 def test_cli_wait_gives_up_after_its_time_with_one_line_naming_the_holder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
@@ -152,8 +152,8 @@ def test_cli_wait_gives_up_after_its_time_with_one_line_naming_the_holder(
 
     lake_dir = tmp_path / "lake"
     lake = open_lake(lake_dir)
-    name = {"etl": ETL_LEASE, "risk": RISK_LEASE, "train": TRAIN_LEASE, "run": ETL_LEASE}[command]
-    if command == "run":  # the pipeline's generate step runs before its ETL takes the lease: keep it small
+    name = {"etl": ETL_LEASE, "risk": RISK_LEASE, "train": TRAIN_LEASE, "demo": ETL_LEASE}[command]
+    if command == "demo":  # the pipeline's generate step runs before its ETL takes the lease: keep it small
         extra = ["--servers", "2", "--days", "30", "--report-dir", str(tmp_path / "reports")]
     else:
         extra = []

@@ -311,7 +311,10 @@ def test_hourly_run_builds_the_register_plan_and_report_from_forecasts_hourly(
     register = lake.read_table(RISK_REGISTER)
     assert len(register) == 12 and set(register["run_date"].astype(str)) == {"2026-11-22"}
     assert lake.list_partitions(CONSOLIDATION) == [{"run_date": "2026-11-22"}]
-    assert_report(lake, s3_boto_client, risk["report"], day="2026-11-22", register_rows=12, plan_rows=0)
+    # no inventory: the plan keeps each of the 3 servers, unsized
+    assert_report(lake, s3_boto_client, risk["report"], day="2026-11-22", register_rows=12, plan_rows=3)
+    plan = lake.read_table(CONSOLIDATION)
+    assert set(plan["action"]) == {"keep"} and plan["reason"].str.startswith("not sized").all()
 
 
 def test_only_series_newly_critical_since_the_previous_run_are_new() -> None:

@@ -136,7 +136,9 @@ def test_headroom_and_tier_windows_from_the_config_file(tmp_path: Path) -> None:
 
 def test_rightsizing_size_table_defaults_and_override(tmp_path: Path) -> None:
     s = load_settings(environ={})
-    assert s.rightsizing.instance_types["m5.large"] == {"cores": 2, "memory_gib": 8.0, "monthly_cost": 70.08}
+    table = s.rightsizing.price_table()
+    assert table.sizes["m5.large"] == {"cores": 2, "memory_gib": 8.0, "monthly_cost": 70.08}  # 0.096 USD x 730 h
+    assert table.price_date == "2025-01-01" and table.label == "price table 2025-01-01"
     cfg = tmp_path / "cf.yaml"
     cfg.write_text(
         "rightsizing:\n  k_max: 5\n  instance_types: {t3.small: {cores: 2, memory_gib: 2, monthly_cost: 15}}\n"
@@ -144,6 +146,25 @@ def test_rightsizing_size_table_defaults_and_override(tmp_path: Path) -> None:
     s = load_settings(cfg, environ={})
     assert s.rightsizing.k_max == 5
     assert dict(s.rightsizing.instance_types) == {"t3.small": {"cores": 2.0, "memory_gib": 2.0, "monthly_cost": 15.0}}
+    sizes = s.rightsizing.sizes()  # the override replaces its type's entry and keeps the rest of the table
+    assert sizes["t3.small"]["monthly_cost"] == 15.0 and sizes["m5.large"]["monthly_cost"] == 70.08
+
+
+def test_a_price_file_replaces_the_shipped_table(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.csv"
+    prices.write_text("# price_date: 2026-11-01\ninstance_type,vcpus,memory_gib,monthly_cost\nbig,64,512,4000\n")
+    cfg = tmp_path / "cf.yaml"
+    cfg.write_text(f"rightsizing:\n  price_file: {prices}\n")
+    table = load_settings(cfg, environ={}).rightsizing.price_table()
+    assert table.sizes == {"big": {"cores": 64.0, "memory_gib": 512.0, "monthly_cost": 4000.0}}
+    assert table.label == "price table 2026-11-01"
+    prices.write_text("instance_type,price\nbig,1\n")
+    cfg.write_text(f"rightsizing:\n  price_file: {tmp_path / 'other.csv'}\n")
+    with pytest.raises(ConfigError, match=r"^rightsizing.price_file .*other.csv: cannot be read"):
+        load_settings(cfg, environ={})
+    cfg.write_text(f"rightsizing:\n  price_file: {prices}\n")
+    with pytest.raises(ConfigError, match="needs the columns instance_type, vcpus, memory_gib and hourly_usd"):
+        load_settings(cfg, environ={})
 
 
 def test_risk_thresholds_and_critical_days_from_the_environment() -> None:
@@ -247,7 +268,7 @@ def test_unknown_dotted_setting_is_refused() -> None:
 def test_cloud_refusals_and_sizes() -> None:
     from capacity_forecaster.settings import CLOUD_REFUSED, cloud_problems, settings_environment
 
-    assert set(CLOUD_REFUSED) == {"lake", "s3", "fleet.end_date"}
+    assert set(CLOUD_REFUSED) == {"lake", "s3", "fleet.end_date", "rightsizing.price_file"}
     s = load_settings(environ={}, overrides={"lake": "s3://b", "fleet.end_date": "2026-01-31"})
     problems = cloud_problems(s)
     assert problems == [

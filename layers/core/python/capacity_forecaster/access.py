@@ -144,8 +144,11 @@ STAGE_ACCESS: Final[dict[str, StageAccess]] = {
         read=_tables(RISK_REGISTER, CONSOLIDATION, SERVERS, FORECASTS, FORECASTS_HOURLY, METRICS_DAILY),
         write=(REPORTS_PREFIX,),
     ),
-    # the tagged EC2 instances' CloudWatch metrics -> one raw upload per GetMetricData request
-    "pull_cloudwatch": StageAccess(write=(UPLOADS_PREFIX,), actions=CLOUDWATCH_PULL_ACTIONS),
+    # the tagged EC2 instances' CloudWatch metrics -> one raw upload per GetMetricData request; their instance
+    # types, zones and tags merged into the inventory
+    "pull_cloudwatch": StageAccess(
+        read=_tables(SERVERS), write=(UPLOADS_PREFIX, *_tables(SERVERS)), actions=CLOUDWATCH_PULL_ACTIONS
+    ),
 }
 """Stage -> what it touches. A change to what a stage reads or writes is one edit here."""
 

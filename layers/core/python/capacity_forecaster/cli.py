@@ -129,21 +129,60 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str, description: str, **kwargs: Any) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_text, description=description, **kwargs)
 
+    for name in ("run", "demo"):
+        if name == "run":
+            p = add(
+                name,
+                "run every stage on the lake's own data: etl -> train -> risk -> consolidation -> report",
+                "Validate and aggregate the raw files not processed before (what `ingest` and `pull-cloudwatch` "
+                "put in the lake), train forecasts through the SageMaker entry point on local cores, build the risk "
+                "register and the consolidation plan (on the inventory of `inventory`), print the servers most at "
+                "risk and write the HTML report and exports. Generates nothing; --demo (or `demo`) runs on a "
+                "synthetic fleet instead.",
+            )
+            p.add_argument(
+                "--demo", action="store_true", help="generate the synthetic demo fleet first (as `demo` does)"
+            )
+        else:
+            p = add(
+                name,
+                "the whole pipeline on a synthetic demo fleet: generate -> etl -> ... -> report",
+                "Generate a synthetic fleet (servers, inventory, daily P95 exports and the planted ground truth) into "
+                "a lake of its own, then run every stage on it as `run` does. A lake holding uploads is refused.",
+            )
+        _fleet_args(p)
+        p.add_argument("--horizon", type=_positive, help="forecast horizon in days (default 90)")
+        p.add_argument("--run-date", type=_date, help="date of the run (default: today, UTC)")
+        p.add_argument("--hosts", type=_positive, help="simulated training hosts, each takes a shard (default 1)")
+        p.add_argument("--top", type=_positive, help="rows in the top-risks table (default 15)")
+        p.add_argument(
+            "--report-dir", type=Path, default=Path("reports"), help="where the HTML report and exports go (./reports)"
+        )
+        _wait_arg(p)
+
     p = add(
-        "run",
-        "run the whole pipeline: generate -> etl -> train -> risk -> consolidation -> summary and report",
-        "Generate a synthetic fleet, validate and aggregate it, train forecasts through the SageMaker entry "
-        "point on local cores, build the risk register and print the servers most at risk.",
+        "consolidate",
+        "build the consolidation plan of the latest (or a given) risk register",
+        "Profile each server's cpu and mem, find idle and over-provisioned servers, pack idle workloads onto "
+        "servers of the same environment and data centre and pick cheaper sizes, on the inventory the lake holds "
+        "(`inventory`; sizes and prices by instance type from the price table); write the consolidation table "
+        "and print the plan. What the inventory lacks is said in one line.",
     )
-    _fleet_args(p)
-    p.add_argument("--horizon", type=_positive, help="forecast horizon in days (default 90)")
-    p.add_argument("--run-date", type=_date, help="date of the run (default: today, UTC)")
-    p.add_argument("--hosts", type=_positive, help="simulated training hosts, each takes a shard (default 1)")
-    p.add_argument("--top", type=_positive, help="rows in the top-risks table (default 15)")
-    p.add_argument(
-        "--report-dir", type=Path, default=Path("reports"), help="where the HTML report and exports go (./reports)"
+    p.add_argument("--run-date", type=_date, help="risk register to use (default: the latest)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    p.add_argument("--top", type=_positive, help="rows to print in table format (default 15)")
+
+    p = add(
+        "inventory",
+        "write the server inventory (servers table) from a CSV or Excel file",
+        "Read FILE (CSV with comma, semicolon or tab; or .xlsx, its first sheet): a server id column (server_id, "
+        "hostname, host, instance, name...) and any of application, environment, datacenter (data centre, "
+        "region), availability_zone, instance_type, cores (vcpus), memory_gib (memory, ram), monthly_cost (cost, "
+        "monthly_cost_usd); every other column becomes a tag. Cores, memory and costs the file lacks come from "
+        "the price table by instance type. Replaces the lake's inventory (--merge: only the servers FILE names).",
     )
-    _wait_arg(p)
+    p.add_argument("file", type=Path, help="the inventory file (.csv or .xlsx)")
+    p.add_argument("--merge", action="store_true", help="replace only the rows of the servers FILE lists")
 
     p = add(
         "generate",
@@ -360,26 +399,43 @@ def _print_frame(df: Any, fmt: str, title: str | None = None) -> None:
     print_table(_console(), df, title=title, width=_table_width())
 
 
+FLEET_OPTIONS = {"servers": "--servers", "days": "--days", "seed": "--seed", "end_date": "--end-date"}
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from capacity_forecaster.pipeline import run_pipeline
     from capacity_forecaster.progress import RichProgress
     from capacity_forecaster.report import render_summary
     from capacity_forecaster.schema import SERVERS
 
+    demo = args.command == "demo" or getattr(args, "demo", False)
+    given = [flag for key, flag in FLEET_OPTIONS.items() if getattr(args, key) is not None]
+    if not demo and (given or args.raw_day):
+        flag = (given or ["--raw-day"])[0]
+        raise CapacityForecasterError(
+            f"{flag} shapes the synthetic demo fleet; `run` works on the lake's own data: use "
+            f"`capacity-forecaster demo {flag} ...` (or `run --demo`)"
+        )
     settings = _settings(args)
     lake = _lake(settings)
     run_date = _run_date(args)
     console = _console()
+    what = (
+        f"the demo fleet of {settings.fleet.servers} servers, {settings.fleet.days} days of history"
+        if demo
+        else "the lake's own data"
+    )
     console.print(
-        f"Running the pipeline for {run_date} on {lake.uri}: {settings.fleet.servers} servers, "
-        f"{settings.fleet.days} days of history, {settings.horizon_days}-day horizon"
+        f"Running the pipeline for {run_date} on {lake.uri}: {what}, {settings.horizon_days}-day horizon",
+        soft_wrap=True,
     )
     started = time.perf_counter()
     with RichProgress() as progress:
-        result = run_pipeline(lake, settings, run_date=run_date, raw_days=args.raw_day, progress=progress)
+        result = run_pipeline(lake, settings, run_date=run_date, demo=demo, raw_days=args.raw_day, progress=progress)
     lines = [
         f"{s.stage}: " + ", ".join(f"{k}={v}" for k, v in s.counts.items() if k != "run_id") for s in result.stages
     ]
+    lines += [f"{s.stage}: {note}" for s in result.stages for note in s.notes]
     render_summary(
         console,
         register=result.register,
@@ -395,6 +451,43 @@ def cmd_run(args: argparse.Namespace) -> None:
     paths = write_report(data, args.report_dir)
     console.print(f"Finished in {time.perf_counter() - started:.1f} s.")
     console.print(f"Report: {paths['html']}", soft_wrap=True)
+
+
+def cmd_consolidate(args: argparse.Namespace) -> None:
+    from capacity_forecaster.schema import CONSOLIDATION
+    from capacity_forecaster.stages import run_consolidation
+
+    settings = _settings(args)
+    lake = _lake(settings)
+    result = run_consolidation(lake, settings, run_date=args.run_date)
+    plan = lake.read_table(CONSOLIDATION, where={"run_date": result.counts["run_date"]})
+    if args.format != "table":
+        _print_frame(plan.drop(columns="run_date", errors="ignore"), args.format)
+        return
+    _print_counts(result)
+    for note in result.notes:
+        print(f"  note: {note}")
+    changes = plan[plan["action"] != "keep"]
+    if changes.empty:
+        print("  no server to consolidate or downsize")
+        return
+    shown = changes[
+        ["server_id", "action", "current_instance_type", "target_instance_type", "target_server_id", "monthly_savings"]
+    ]
+    shown = shown.head(settings.risk.top)
+    _print_frame(shown.astype(object).where(shown.notna(), None), "table", "Consolidation plan")
+
+
+def cmd_inventory(args: argparse.Namespace) -> None:
+    from capacity_forecaster.inventory import completed, inventory_summary, read_inventory, write_inventory
+
+    settings = _settings(args)
+    lake = _lake(settings)
+    servers = read_inventory(args.file)
+    uri = write_inventory(lake, servers, settings, merge=args.merge)
+    summary = inventory_summary(completed(servers, settings))
+    print("inventory: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+    print(f"  wrote {redact(uri)}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -475,7 +568,7 @@ def cmd_pull_cloudwatch(args: argparse.Namespace) -> None:
     tags = [TagFilter.parse(text) for text in args.tag]
     lake = _lake(settings)
     clients = AwsClients.create(settings.s3_config(), args.region)
-    result = pull_cloudwatch(lake, clients, tags=tags, days=args.pull_days, tenant=args.tenant)
+    result = pull_cloudwatch(lake, clients, tags=tags, days=args.pull_days, tenant=args.tenant, settings=settings)
     series = ", ".join(f"{name}={n}" for name, n in result.series.items())
     print(
         f"pull-cloudwatch: instances={len(result.instances)}, {series}, period={result.period}s, "
@@ -486,6 +579,8 @@ def cmd_pull_cloudwatch(args: argparse.Namespace) -> None:
         print(f"  wrote {uri}")
     if not result.written:
         print("  no data points in the window: nothing written")
+    if result.inventory:
+        print(f"  inventory (instance types, zones, tags of {len(result.instances)} instances): {result.inventory}")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -576,6 +671,9 @@ def _print_counts(result: Any) -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "run": cmd_run,
+    "demo": cmd_run,
+    "consolidate": cmd_consolidate,
+    "inventory": cmd_inventory,
     "generate": cmd_generate,
     "ingest": cmd_ingest,
     "etl": cmd_etl,

@@ -303,15 +303,30 @@ def _translated(operation: str) -> Iterator[None]:
         raise CloudWatchPullError(f"{operation} failed: {exc}") from None
 
 
-def find_instances(ec2: Any, tags: Sequence[TagFilter]) -> list[str]:
-    """Ids of the live instances carrying every tag in ``tags``, sorted."""
+def describe_instances(ec2: Any, tags: Sequence[TagFilter]) -> list[dict[str, Any]]:
+    """The live instances carrying every tag in ``tags`` as DescribeInstances gives them, sorted by id."""
     filters = [t.ec2_filter() for t in tags] + [{"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
-    ids: set[str] = set()
+    found: dict[str, dict[str, Any]] = {}
     with _translated("ec2:DescribeInstances"):
         for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
             for reservation in page.get("Reservations", []):
-                ids.update(i["InstanceId"] for i in reservation.get("Instances", []))
-    return sorted(ids)
+                found.update({i["InstanceId"]: dict(i) for i in reservation.get("Instances", [])})
+    return [found[k] for k in sorted(found)]
+
+
+def find_instances(ec2: Any, tags: Sequence[TagFilter]) -> list[str]:
+    """Ids of the live instances carrying every tag in ``tags``, sorted."""
+    return [i["InstanceId"] for i in describe_instances(ec2, tags)]
+
+
+def update_inventory(lake: Any, instances: Sequence[dict[str, Any]], settings: Any) -> str:
+    """Merge the instances' type, availability zone, region and tags into the lake's ``servers`` table (what the
+    inventory gave otherwise is kept; sizes and costs by instance type come from the price table)."""
+    from capacity_forecaster.inventory import ec2_rows, merge_ec2, write_inventory
+    from capacity_forecaster.schema import SERVERS
+
+    merged = merge_ec2(lake.read_table(SERVERS), ec2_rows(instances))
+    return write_inventory(lake, merged, settings)
 
 
 def discover_agent_series(cloudwatch: Any, instance_ids: Sequence[str]) -> list[MetricSeries]:
@@ -346,6 +361,8 @@ class PullResult:
     calls: int = 0
     points: int = 0
     written: list[str] = field(default_factory=list)
+    inventory: str | None = None
+    """The ``servers`` object the instances' types, zones and tags were written to."""
 
 
 def pull_cloudwatch(
@@ -357,11 +374,15 @@ def pull_cloudwatch(
     tenant: str = "default",
     now: datetime | None = None,
     max_queries: int = MAX_QUERIES_PER_CALL,
+    inventory: bool = True,
+    settings: Any = None,
 ) -> PullResult:
     """Fetch the tagged instances' metrics for the last ``days`` complete UTC days into the raw zone.
 
     One object per GetMetricData request (all its pages, as a JSON list of responses); a request that returns no
-    data point writes nothing. :class:`InputError` when no live instance carries the tags.
+    data point writes nothing. :class:`InputError` when no live instance carries the tags. With ``inventory``,
+    the instances' type, availability zone and tags go into the ``servers`` table (:func:`update_inventory`,
+    priced by ``settings``' price table, the defaults' without).
     """
     from capacity_forecaster.ingest import upload_key
 
@@ -371,7 +392,8 @@ def pull_cloudwatch(
     period = choose_period(days)
     start, end = pull_window(days, stamp)
     upload_key(tenant, "check.json", stamp)  # a bad tenant fails before any AWS call
-    instances = find_instances(clients.ec2, tags)
+    described = describe_instances(clients.ec2, tags)
+    instances = [i["InstanceId"] for i in described]
     if not instances:
         tag_text = ", ".join(str(t) for t in tags)
         raise InputError(f"no running or stopped EC2 instance carries the tag {tag_text} in this region")
@@ -396,4 +418,8 @@ def pull_cloudwatch(
                 metadata={"source": "pull-cloudwatch", "original_filename": name},
             )
         )
+    if inventory:
+        from capacity_forecaster.settings import default_settings
+
+        result.inventory = update_inventory(lake, described, settings or default_settings())
     return result

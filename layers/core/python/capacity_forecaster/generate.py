@@ -428,6 +428,9 @@ def _inventory(rng: np.random.Generator, n: int) -> _Inventory:
             "cores": np.array([s.cores for s in specs], dtype=np.int32),
             "memory_gib": np.array([s.memory_gib for s in specs], dtype=float),
             "monthly_cost": cost,
+            "availability_zone": pd.array([None] * n, dtype=_STR),
+            "tags": pd.array([None] * n, dtype=_STR),
+            "cost_source": pd.array(["inventory"] * n, dtype=_STR),
         }
     )[SERVERS.column_names]
     business = np.array([APPLICATIONS[apps[a]].business for a in app], dtype=bool)

@@ -6,14 +6,16 @@ the consolidation plan out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import pandas as pd
 
-from capacity_forecaster.schema import CONSOLIDATION
+from capacity_forecaster.schema import CONSOLIDATION, SERVERS
 
 PROFILE_METRICS: Final[tuple[str, ...]] = ("cpu", "mem")
 FEATURE_KINDS: Final[tuple[str, ...]] = ("mean", "p95", "weekly", "trend", "volatility")
@@ -141,14 +143,36 @@ def _limits(thresholds: Mapping[str, float], headroom: Mapping[str, float]) -> d
     return {m: thresholds[m] / 100.0 / (1.0 + headroom.get(m, 0.0) / 100.0) for m in PROFILE_METRICS}
 
 
+_EC2_TYPE = re.compile(r"^([a-z]+?)(\d+)([a-z-]*)\.([a-z0-9]+)$")
+
+
+def size_family(instance_type: str) -> tuple[str, ...] | None:
+    """What a type can be resized to without changing its processor or billing model: EC2's generation and
+    attributes (``m6i.xlarge`` -> ("6", "i"), so m6i, c6i and r6i sizes), burstable types (``t3a``) kept apart;
+    None for a name that is not an EC2 type (any size of the table then)."""
+    match = _EC2_TYPE.match(instance_type.strip().lower())
+    if match is None:
+        return None
+    kind, generation, attributes = match.group(1), match.group(2), match.group(3)
+    return ("t", generation, attributes) if kind == "t" else (generation, attributes)
+
+
 def smallest_size(
-    cores_needed: float, mem_needed: float, sizes: Mapping[str, Size], limits: Mapping[str, float]
+    cores_needed: float,
+    mem_needed: float,
+    sizes: Mapping[str, Size],
+    limits: Mapping[str, float],
+    current_type: str | None = None,
 ) -> str | None:
-    """The cheapest size on which the demand (cores, GiB at the P90 peak) stays within the limits."""
+    """The cheapest size on which the demand (cores, GiB at the P90 peak) stays within the limits; with
+    ``current_type``, only sizes of its :func:`size_family` (an m5 becomes an m5, c5 or r5, never a t4g)."""
+    family = size_family(current_type) if isinstance(current_type, str) else None
     fits = [
         (size.monthly_cost, size.cores, name)
         for name, size in sizes.items()
-        if cores_needed <= size.cores * limits["cpu"] and mem_needed <= size.memory_gib * limits["mem"]
+        if cores_needed <= size.cores * limits["cpu"]
+        and mem_needed <= size.memory_gib * limits["mem"]
+        and (family is None or size_family(name) == family)
     ]
     return min(fits)[2] if fits else None
 
@@ -177,7 +201,7 @@ def plan_consolidation(
         index="server_id", columns="metric", values="peak_p90", aggfunc="max"
     )
     finding = register.groupby("server_id")["finding"].first()
-    inv = servers.set_index("server_id")
+    inv = inventory_columns(servers).set_index("server_id")
     frame = pd.DataFrame(
         {
             "profile": profiles.reindex(inv.index).fillna("unknown"),
@@ -193,13 +217,15 @@ def plan_consolidation(
     frame["spare_cores"] = inv["cores"] * limits["cpu"] - frame["cores_used"]
     frame["spare_mem"] = inv["memory_gib"] * limits["mem"] - frame["mem_used"]
     known = frame["forecast_p90_cpu"].notna() & frame["forecast_p90_mem"].notna()
+    sized = inv["cores"].notna() & inv["memory_gib"].notna()
     hot = frame["finding"] == "under-provisioned"
-    candidate = known & frame["idle"] & ~hot
+    candidate = known & sized & frame["idle"] & ~hot
 
     used, free = _pairs(frame, "cores_used", "mem_used"), _pairs(frame, "spare_cores", "spare_mem")
     capacity = _pairs(inv, "cores", "memory_gib")
     target: dict[str, str] = {}
-    for _, group in inv[known & ~hot].groupby(["environment", "datacenter"], sort=True):
+    places = inv[["environment", "datacenter"]].astype(object).where(inv[["environment", "datacenter"]].notna(), "")
+    for _, group in places[known & sized & ~hot].groupby(["environment", "datacenter"], sort=True):
         ids = [str(s) for s in group.index]
         hosts = sorted((s for s in ids if not candidate[s]), key=lambda s: (-free[s][0], s))
         total = (sum(capacity[s][0] for s in ids), sum(capacity[s][1] for s in ids))
@@ -213,29 +239,40 @@ def plan_consolidation(
     rows = []
     for server_id, row in frame.iterrows():
         sid = str(server_id)
-        cost = float(inv["monthly_cost"].get(sid, 0.0))
-        current = sizes.get(str(row["current_instance_type"]))
+        cost = float(inv["monthly_cost"].get(sid, np.nan))
+        priced = cost == cost
+        current_type = row["current_instance_type"] if isinstance(row["current_instance_type"], str) else None
+        current = sizes.get(current_type) if current_type else None
         action, target_type, target_server, savings = "keep", row["current_instance_type"], None, 0.0
         if not known[sid]:
             reason = "no cpu or mem forecast"
+        elif not sized[sid]:
+            reason = "not sized: the inventory gives no cores and memory_gib (nor an instance type of the price table)"
         elif sid in target:
-            action, target_type, target_server, savings = "consolidate", None, target[sid], cost
+            action, target_type, target_server, savings = "consolidate", None, target[sid], cost if priced else 0.0
             reason = f"idle; its P90 peak fits on {target[sid]} within threshold less headroom"
         elif hosted.get(sid):
             reason = f"absorbs {hosted[sid]} consolidated workload(s)"
         elif hot[sid]:
             reason = "under-provisioned: see the risk register"
         elif row["finding"] == "over-provisioned" or row["idle"]:
-            best = smallest_size(row["cores_used"], row["mem_used"], sizes, limits)
-            new_cost = _priced(cost, current, sizes[best]) if best is not None else cost
-            if best is not None and new_cost < cost - 0.005:
-                action, target_type, savings = "downsize", best, cost - new_cost
+            best = smallest_size(row["cores_used"], row["mem_used"], sizes, limits, current_type)
+            new_cost = _priced(cost, current, sizes[best]) if best is not None and priced else cost
+            cheaper = best is not None and best != current_type
+            if cheaper and priced:
+                cheaper = new_cost < cost - 0.005
+            elif cheaper and current is not None:
+                cheaper = sizes[str(best)].monthly_cost < current.monthly_cost
+            if cheaper:
+                action, target_type, savings = "downsize", best, (cost - new_cost) if priced else 0.0
                 reason = "idle" if row["idle"] else "over-provisioned"
                 reason += f"; P90 peak fits {best} within threshold less headroom"
             else:
                 reason = "no cheaper size holds the P90 peak"
         else:
             reason = "optimized"
+        if action != "keep" and not priced:
+            reason += "; savings not computed: no monthly cost"
         rows.append(
             {
                 "server_id": sid,
@@ -258,6 +295,94 @@ def plan_consolidation(
         .drop(columns="_o")
         .reset_index(drop=True)
     )
+
+
+# ---------------------------------------------------------------------------------------------- inventory
+
+_NUMERIC: Final[tuple[str, ...]] = ("cores", "memory_gib", "monthly_cost")
+
+
+def inventory_columns(servers: pd.DataFrame) -> pd.DataFrame:
+    """``servers`` with every column of the ``servers`` table: absent text columns as None, numbers as floats."""
+    out = servers.copy()
+    for column in SERVERS.column_names:
+        if column not in out.columns:
+            out[column] = np.nan if column in _NUMERIC else None
+    for column in _NUMERIC:
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
+    out["server_id"] = out["server_id"].astype(str)
+    return out
+
+
+def inventory_for(servers: pd.DataFrame, server_ids: Sequence[str]) -> pd.DataFrame:
+    """The inventory with a row (nothing known but the id) for each of ``server_ids`` it lacks."""
+    inv = inventory_columns(servers)
+    missing = sorted(set(map(str, server_ids)) - set(inv["server_id"]))
+    if not missing:
+        return inv
+    extra = inventory_columns(pd.DataFrame({"server_id": missing}))
+    return pd.concat([inv, extra], ignore_index=True) if not inv.empty else extra
+
+
+def complete_inventory(servers: pd.DataFrame, sizes: Mapping[str, Size], label: str) -> pd.DataFrame:
+    """Fill cores, memory_gib and monthly_cost that the inventory lacks from the size table, by instance type;
+    ``cost_source`` says where each cost comes from: inventory, ``label`` (the price table) or empty."""
+    inv = inventory_columns(servers)
+    spec = inv["instance_type"].map(lambda t: sizes.get(t) if isinstance(t, str) else None)
+    table = pd.DataFrame(
+        {
+            "cores": spec.map(lambda z: float(z.cores) if z else np.nan),
+            "memory_gib": spec.map(lambda z: float(z.memory_gib) if z else np.nan),
+            "monthly_cost": spec.map(lambda z: float(z.monthly_cost) if z else np.nan),
+        },
+        index=inv.index,
+    )
+    had_cost = inv["monthly_cost"].notna()
+    for column in _NUMERIC:
+        inv[column] = inv[column].fillna(table[column])
+    prior = inv["cost_source"].where(inv["cost_source"].notna() & (inv["cost_source"] != ""), "inventory")
+    inv["cost_source"] = np.select([had_cost, inv["monthly_cost"].notna()], [prior, label], default="")
+    return inv
+
+
+def inventory_gaps(servers: pd.DataFrame, server_ids: Sequence[str]) -> list[str]:
+    """One line per thing the consolidation plan lacks for ``server_ids`` (empty when nothing is missing)."""
+    ids = sorted(set(map(str, server_ids)))
+    if not ids:
+        return []
+    if servers.empty:
+        return [
+            "no inventory: every server is kept; write one with `capacity-forecaster inventory FILE` (server_id "
+            "and instance_type, or cores and memory_gib; monthly_cost or a priced instance_type for the savings)"
+        ]
+    listed = inventory_columns(servers).set_index("server_id")
+    absent = [s for s in ids if s not in listed.index]
+    notes = []
+    if absent:
+        notes.append(
+            f"{len(absent)} of {len(ids)} servers are not in the inventory and are kept (e.g. {absent[0]}): add them "
+            "with `capacity-forecaster inventory FILE --merge`"
+        )
+    inv = listed.reindex([s for s in ids if s in listed.index])
+    unsized = inv.index[inv["cores"].isna() | inv["memory_gib"].isna()]
+    if len(unsized):
+        notes.append(
+            f"{len(unsized)} of {len(ids)} servers are kept unsized (e.g. {unsized[0]}): the inventory gives no "
+            "cores and memory_gib nor an instance_type of the price table"
+        )
+    unpriced = inv.index[inv["monthly_cost"].isna()]
+    if len(unpriced):
+        notes.append(
+            f"savings not computed for {len(unpriced)} of {len(ids)} servers (e.g. {unpriced[0]}): no monthly_cost "
+            "nor an instance_type of the price table"
+        )
+    return notes
+
+
+def tags_text(tags: Mapping[str, object]) -> str | None:
+    """Tags as the ``servers.tags`` JSON text (keys sorted, values as text); None when there are none."""
+    clean = {str(k): str(v) for k, v in tags.items() if v is not None and str(v) != ""}
+    return json.dumps(dict(sorted(clean.items())), ensure_ascii=False) if clean else None
 
 
 def _pairs(frame: pd.DataFrame, first: str, second: str) -> dict[str, tuple[float, float]]:

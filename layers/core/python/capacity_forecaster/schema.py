@@ -113,7 +113,16 @@ SERVERS = TableSchema(
         _c("cores", INT, "vCPUs."),
         _c("memory_gib", FLOAT, "Memory in GiB."),
         _c("monthly_cost", FLOAT, "Monthly cost in USD."),
+        _c("availability_zone", STRING, "AWS availability zone (e.g. us-east-1a), from EC2 or the inventory file."),
+        _c("tags", STRING, "Other columns of the inventory and EC2 tags, as a JSON object of text values."),
+        _c(
+            "cost_source",
+            STRING,
+            "Where monthly_cost comes from: inventory, price table <date> (instance type priced from the price table) "
+            "or empty (unknown).",
+        ),
     ),
+    optional=("availability_zone", "tags", "cost_source"),
 )
 
 METRICS_DAILY = TableSchema(

@@ -122,15 +122,6 @@ class RiskSettings:
     as costly (the flag pays when p x 2 >= 1 - p)."""
 
 
-def _default_instance_types() -> dict[str, dict[str, float]]:
-    from capacity_forecaster.generate import HOURS_PER_MONTH, INSTANCE_TYPES
-
-    return {
-        name: {"cores": t.cores, "memory_gib": t.memory_gib, "monthly_cost": round(t.hourly_usd * HOURS_PER_MONTH, 2)}
-        for name, t in INSTANCE_TYPES.items()
-    }
-
-
 @dataclass(frozen=True)
 class RightsizingSettings:
     """Utilisation profiles, idle detection and the size and cost table of rightsizing."""
@@ -145,8 +136,25 @@ class RightsizingSettings:
     idle_mem_p95: float = 35.0
     """Idle: daily cpu P95 under idle_cpu_p95 and mem P95 under idle_mem_p95 on each of the last idle_days."""
     seed: int = 0
-    instance_types: Mapping[str, Mapping[str, float]] = field(default_factory=_default_instance_types)
-    """Size and cost table: instance type -> cores, memory_gib, monthly_cost (USD)."""
+    price_file: str = ""
+    """A price table of one's own (CSV: instance_type, vcpus, memory_gib, hourly_usd or monthly_cost) instead of
+    the EC2 on-demand table shipped with the package (``capacity_forecaster/data/ec2_prices.csv``)."""
+    instance_types: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Instance types added to the price table or replacing its entry: type -> cores, memory_gib, monthly_cost."""
+
+    def price_table(self) -> Any:
+        """The price table (:class:`~capacity_forecaster.prices.PriceTable`) with ``instance_types`` applied."""
+        from capacity_forecaster.prices import PriceTable, load_price_table
+
+        base = load_price_table(self.price_file)
+        if not self.instance_types:
+            return base
+        sizes = {**base.sizes, **{k: dict(v) for k, v in self.instance_types.items()}}
+        return PriceTable(sizes, base.source, base.price_date)
+
+    def sizes(self) -> dict[str, dict[str, float]]:
+        """Size and cost table: instance type -> cores, memory_gib, monthly_cost (USD)."""
+        return dict(self.price_table().sizes)
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,8 @@ ENV_VARS: Final[dict[str, tuple[str | None, str]]] = {env_var(d): where for d, w
 CLOUD_REFUSED: Final[dict[str, str]] = {
     "lake": "the stack sets it: every function and the training job use the stack's lake bucket",
     "s3": "the stack sets it: the functions reach S3 in their own region and encrypt with the lake's KMS key",
+    "rightsizing.price_file": "a file on this machine, which the functions cannot read: set "
+    "rightsizing.instance_types for the types whose price differs",
     "fleet.end_date": "the scheduled generator writes history up to the day before each run; a fixed end date "
     "would regenerate the same days every day",
 }
@@ -638,7 +648,7 @@ def _headroom(value: Any) -> dict[str, float]:
 
 
 def _instance_types(value: Any) -> dict[str, dict[str, float]]:
-    if not isinstance(value, Mapping) or not value:
+    if not isinstance(value, Mapping):
         raise ConfigError(
             "setting rightsizing.instance_types must map instance types to cores, memory_gib, monthly_cost"
         )
@@ -719,6 +729,8 @@ def _validate(s: Settings) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if s.rightsizing.price_file:
+        s.rightsizing.price_table()  # a price file that cannot be read or parsed is a ConfigError now
     _validate_hourly_training(s.training)
     for metric, pct in s.risk.thresholds.items():
         if not 0 < pct <= 100:

@@ -65,6 +65,8 @@ class StageResult:
     stage: str
     counts: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """One line each on what the stage could not do with the lake's data (what is missing, and what to do)."""
 
 
 def utc_now() -> datetime:
@@ -698,7 +700,9 @@ def run_profile(lake: Lake, settings: Settings, *, progress: ProgressReporter | 
     reporter: ProgressReporter = progress or NullProgress()
     daily = lake.read_table(METRICS_DAILY)
     if daily.empty:
-        raise InputError(f"no curated daily metrics in {lake.uri}: run `capacity-forecaster etl` (or `run`) first")
+        raise InputError(
+            f"no curated daily metrics in {lake.uri}: run `capacity-forecaster etl` (after `ingest`) first"
+        )
     flags = quality.flag_outliers(
         daily, window=settings.etl.outlier_window, z_threshold=settings.etl.outlier_z, iqr_k=settings.etl.outlier_iqr_k
     )
@@ -753,7 +757,7 @@ def run_train(
         raise CapacityForecasterError(
             f"no curated hourly metrics in {lake.uri}: run `capacity-forecaster etl --grain hourly` first"
             if hourly
-            else f"no curated daily metrics in {lake.uri}: run `capacity-forecaster etl` (or `run`) first"
+            else f"no curated daily metrics in {lake.uri}: run `capacity-forecaster etl` (after `ingest`) first"
         )
     # One run id per run date (and grain): re-running the same day replaces the same staging objects and partitions.
     run_id = f"local-{run_date:%Y%m%d}" + ("-hourly" if hourly else "")
@@ -876,22 +880,28 @@ def read_risk_register(lake: Lake, run_date: date | None, *, command: str) -> tu
 def run_consolidation(
     lake: Lake, settings: Settings, *, run_date: date | None = None, progress: ProgressReporter | None = None
 ) -> StageResult:
-    """Profile the fleet, recommend consolidate / downsize / keep per server, and write the plan with savings."""
+    """Profile the fleet, recommend consolidate / downsize / keep per server, and write the plan with savings.
+
+    Runs on whatever inventory the lake holds: servers it lacks, or whose size or cost it lacks (and the price
+    table cannot give by instance type), are kept or get no savings, each gap said in one line of ``notes``."""
     from capacity_forecaster import rightsizing
+    from capacity_forecaster.inventory import completed
 
     reporter: ProgressReporter = progress or NullProgress()
     run_date, register = read_risk_register(lake, run_date, command="risk")
     cfg = settings.rightsizing
     with reporter.task("consolidation plan", 1) as advance:
         daily = lake.read_table(METRICS_DAILY)
-        servers = lake.read_table(SERVERS)
+        stored = lake.read_table(SERVERS)
+        ids = sorted(register["server_id"].astype(str).unique())
+        servers = completed(rightsizing.inventory_for(stored, ids), settings)
         features = rightsizing.server_features(daily, days=cfg.profile_days)
         labels, k, silhouette = rightsizing.cluster_profiles(features, k_min=cfg.k_min, k_max=cfg.k_max, seed=cfg.seed)
         profiles = rightsizing.name_profiles(features, labels)
         idle = rightsizing.idle_servers(daily, days=cfg.idle_days, cpu_p95=cfg.idle_cpu_p95, mem_p95=cfg.idle_mem_p95)
         sizes = {
             name: rightsizing.Size(int(v["cores"]), float(v["memory_gib"]), float(v["monthly_cost"]))
-            for name, v in cfg.instance_types.items()
+            for name, v in cfg.sizes().items()
         }
         plan = rightsizing.plan_consolidation(
             servers,
@@ -914,6 +924,7 @@ def run_consolidation(
             **rightsizing.savings_summary(plan),
         },
         [uri],
+        rightsizing.inventory_gaps(completed(stored, settings) if not stored.empty else stored, ids),
     )
 
 
