@@ -114,7 +114,7 @@ def test_run_on_own_exports_and_an_inventory(tmp_path: Path, capsys: pytest.Capt
     horizon = ["--horizon", "60", "--run-date", RUN_DATE.isoformat()]
     assert main(["run", *base, *horizon, "--report-dir", str(reports)]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "Top servers at risk" in out and "generate" not in out
+    assert "Breaching now" in out and "Next to break" in out and "generate" not in out
 
     lake = open_lake(lake_dir)
     daily = lake.read_table(METRICS_DAILY)
@@ -128,7 +128,7 @@ def test_run_on_own_exports_and_an_inventory(tmp_path: Path, capsys: pytest.Capt
     assert servers.loc["web-03.example.com", "monthly_cost"] == pytest.approx(0.192 * 730, abs=0.01)
     assert servers.loc["web-03.example.com", "cost_source"] == "price table 2025-01-01"
     assert servers.loc["web-02.example.com", "cost_source"] == "inventory"
-    assert json.loads(servers.loc["db-01", "tags"]) == {"Cost centre": "CC-20", "Team": "data"}
+    assert json.loads(str(servers.loc["db-01", "tags"])) == {"Cost centre": "CC-20", "Team": "data"}
 
     plan = lake.read_table(CONSOLIDATION, where={"run_date": RUN_DATE}).set_index("server_id")
     assert set(plan.index) == set(LEVELS)
