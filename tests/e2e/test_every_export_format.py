@@ -353,3 +353,18 @@ def test_run_on_one_long_export_of_every_format(tmp_path: Path, capsys: pytest.C
             assert not frame["server_id"].astype(str).str.startswith("srv-").any(), table.name
     written = [p for p in [*reports.iterdir(), *lake_dir.rglob("*")] if p.is_file() and p.suffix != ".parquet"]
     assert written and not [p for p in written if b"srv-" in p.read_bytes()]
+
+
+def test_run_on_the_two_day_samples_themselves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The samples as they are (two days each): `run` does not need a month to finish; without an inventory
+    consolidation says what is missing."""
+    base = ["--lake", str(tmp_path / "lake")]
+    for name, (_, args) in EXPORTS.items():
+        assert main(["ingest", str(SAMPLES_DIR / name), *args, *base]) == 0, capsys.readouterr().err
+    reports = tmp_path / "reports"
+    assert main(["run", *base, "--run-date", RUN_DATE.isoformat(), "--report-dir", str(reports)]) == 0
+    out = capsys.readouterr().out
+    assert "consolidation: no inventory: every server is kept" in out
+    register = open_lake(tmp_path / "lake").read_table(RISK_REGISTER, where={"run_date": RUN_DATE})
+    assert _series(register) == set(LEVELS)  # the long exports' series are the samples'
+    assert (reports / f"capacity-report-{RUN_DATE.isoformat()}.html").is_file()
