@@ -22,6 +22,7 @@ from capacity_forecaster.access import DEMO_FLEET_PREFIX, QUARANTINED_FILES_PREF
 from capacity_forecaster.errors import CapacityForecasterError, InputError
 from capacity_forecaster.progress import NullProgress, ProgressReporter
 from capacity_forecaster.raw_formats import too_large
+from capacity_forecaster.risk_inputs import champion_forecasts, recent_observed
 from capacity_forecaster.schema import (
     CONSOLIDATION,
     ETL_FILES,
@@ -833,13 +834,14 @@ def _run_risk(
                 + (" --grain hourly` first" if hourly else "` first")
             )
         run_date = date.fromisoformat(latest["run_date"])
-    forecasts = lake.read_table(source, where={"run_date": run_date})
+    # Only the champion's rows of the run and the observed days of the saturation rule's look-back window.
+    forecasts = champion_forecasts(lake, source, run_date)
     if forecasts.empty:
         raise CapacityForecasterError(f"no {source.name} for run date {run_date} in {lake.uri}")
     if hourly:
         forecasts = daily_peaks(forecasts)
     with reporter.task("risk register", 1) as advance:
-        daily = lake.read_table(METRICS_DAILY)
+        daily = recent_observed(lake, settings.risk.saturation_days)
         register = risk_register(forecasts, daily, settings.risk, run_date)
         uri = lake.write_partition(RISK_REGISTER, register, {"run_date": run_date})
         advance(1)
@@ -883,7 +885,7 @@ def run_consolidation(
     run_date, register = read_risk_register(lake, run_date, command="risk")
     cfg = settings.rightsizing
     with reporter.task("consolidation plan", 1) as advance:
-        daily = lake.read_table(METRICS_DAILY)
+        daily = recent_observed(lake, max(cfg.profile_days, cfg.idle_days), metrics=rightsizing.PROFILE_METRICS)
         servers = lake.read_table(SERVERS)
         features = rightsizing.server_features(daily, days=cfg.profile_days)
         labels, k, silhouette = rightsizing.cluster_profiles(features, k_min=cfg.k_min, k_max=cfg.k_max, seed=cfg.seed)
