@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from datetime import date, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -22,10 +23,13 @@ from typing import Any
 import pandas as pd
 
 from capacity_forecaster.errors import InputError
-from capacity_forecaster.schema import TABLES
-from capacity_forecaster.storage.lake import Lake
+from capacity_forecaster.schema import LATEST_RUN, TABLES
+from capacity_forecaster.storage.lake import Lake, partition_key
 
 FORMATS = ("table", "csv", "json")
+VIEW_WINDOW_DAYS = 90
+"""Days of runs (and of actuals) before the newest run that ``forecast_accuracy`` scores: the ``window_start`` of
+``latest_run``, which bounds the partitions the view reads."""
 
 # Set once the tables and views exist: the connection then reads only them (Arrow in memory), no file, no URL, no
 # extension, no Python variable; lock_configuration comes last, so that no SET, RESET or PRAGMA can undo the rest.
@@ -44,6 +48,18 @@ def views() -> dict[str, str]:
         if entry.name.endswith(".sql"):
             found[entry.name.removesuffix(".sql")] = entry.read_text(encoding="utf-8")
     return found
+
+
+def record_latest_run(lake: Lake, run_date: date) -> str:
+    """Point ``latest_run`` (what the views join on) at ``run_date``, unless it names a newer run already
+    (building an older run's register again does not turn the views back)."""
+    newest = run_date
+    if lake.store.exists(partition_key(LATEST_RUN, None)):
+        held = lake.read_table(LATEST_RUN)
+        if not held.empty:
+            newest = max(newest, held["run_date"].max().date())
+    row = pd.DataFrame({"run_date": [newest], "window_start": [newest - timedelta(days=VIEW_WINDOW_DAYS)]})
+    return lake.write_partition(LATEST_RUN, row)
 
 
 def view_tables(sql: str) -> list[str]:
