@@ -32,7 +32,7 @@ from capacity_forecaster.schema import (
     TABLES,
 )
 from capacity_forecaster.settings import load_settings
-from capacity_forecaster.storage.lake import Lake, open_lake
+from capacity_forecaster.storage.lake import Lake, open_lake, partition_key
 from capacity_forecaster.storage.s3_client import S3Config
 
 pytestmark = pytest.mark.slow
@@ -208,9 +208,18 @@ def test_views_read_only_the_latest_run_and_a_bounded_window_of_days(lake: Lake,
     assert f"run_date={old_run}" not in accuracy["forecasts"] and f"run_date={PAST_RUN}" in accuracy["forecasts"]
     days = {date.fromisoformat(p.removeprefix("dt=")) for p in accuracy["metrics_daily"]}
     assert days and min(days) >= window_start and old_day not in days
-    # The same views over the same files, without the pruning, return the same rows as the in-memory lake.
+    # The same views over the same files return the same rows as `query` on the lake.
     for view in ("latest_forecasts", "risk_servers"):
         assert len(con.sql(f"SELECT * FROM {view}").fetchall()) == len(run_query(lake, f"SELECT * FROM {view}"))
+
+    # `query` loads a table it reaches only through the views with the window's partitions only: the older
+    # run's and day's objects made unreadable change nothing.
+    for table in (FORECASTS, MODEL_METRICS, RISK_REGISTER, CONSOLIDATION):
+        copy.store.put_bytes(partition_key(table, {"run_date": old_run}), b"not parquet")
+    copy.store.put_bytes(partition_key(METRICS_DAILY, {"dt": old_day}), b"not parquet")
+    for view in ("latest_forecasts", "risk_servers", "fleet_summary"):
+        assert len(run_query(copy, f"SELECT * FROM {view}")) == len(run_query(lake, f"SELECT * FROM {view}"))
+    assert set(run_query(copy, "SELECT * FROM forecast_accuracy")["run_date"]) == {PAST_RUN}
 
 
 def test_cli_query_uses_the_views(lake: Lake, capsys: pytest.CaptureFixture[str]) -> None:
