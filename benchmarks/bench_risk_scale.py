@@ -194,18 +194,26 @@ def main() -> None:
     parser.add_argument("--lake", type=Path, default=None, help="lake folder to build (or reuse when it holds one)")
     parser.add_argument("--stages", default=",".join(STAGES), help="stages to measure, comma-separated")
     parser.add_argument("--run-stage", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_stage:
         print(json.dumps(run_stage(args.lake, args.run_stage)))
+        return
+    if args.build_only:
+        print(build_lake(args.lake, servers=args.servers, days=args.days, horizon=args.horizon))
         return
     with tempfile.TemporaryDirectory(prefix="cf-bench-risk-") as tmp:
         root = args.lake or Path(tmp)
         from capacity_forecaster.schema import FORECASTS
 
         if not (root / FORECASTS.prefix).exists():
+            # In a process of its own: a child forked from a process that built the lake starts with that
+            # process's peak as its own (Linux keeps the high-water mark across exec).
             start = time.perf_counter()
-            counts = build_lake(root, servers=args.servers, days=args.days, horizon=args.horizon)
-            print(f"built lake in {time.perf_counter() - start:.1f} s: {counts}")
+            build = [sys.executable, __file__, "--lake", str(root), "--build-only", "--servers", str(args.servers)]
+            build += ["--days", str(args.days), "--horizon", str(args.horizon)]
+            subprocess.run(build, check=True)
+            print(f"built lake in {time.perf_counter() - start:.1f} s")
         else:
             print(f"reusing lake {root}")
         print(f"{'stage':<14}{'wall s':>9}{'CPU s':>9}{'peak MiB':>10}{'wall/300s':>11}{'RSS/3GB':>9}")

@@ -28,6 +28,7 @@ from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, METRICS_DAILY, 
 from capacity_forecaster.settings import Settings
 from capacity_forecaster.stages import risk_register, run_consolidation, run_report, run_risk
 from capacity_forecaster.storage.lake import Lake, open_lake, partition_key, to_arrow
+from capacity_forecaster.storage.s3_client import S3Config
 
 DAYS = 200
 
@@ -119,3 +120,14 @@ def test_stages_give_the_full_reads_results_and_never_open_what_they_do_not_need
     again = lake.read_table(RISK_REGISTER, where={"run_date": RUN_DATE}).drop(columns="run_date")
     pd.testing.assert_frame_equal(again, register)
     pd.testing.assert_frame_equal(lake.read_table(CONSOLIDATION, where={"run_date": RUN_DATE}), plan)
+
+
+def test_an_s3_lake_is_read_the_same_way(lake: Lake, s3_config: S3Config, s3_bucket: str) -> None:
+    s3 = open_lake(f"s3://{s3_bucket}/lake", s3_config)
+    day = RUN_DATE - timedelta(days=1)
+    for table, where in ((FORECASTS, {"run_date": RUN_DATE}), (METRICS_DAILY, {"dt": day})):
+        s3.write_partition(table, lake.read_table(table, where=where), where)
+    pd.testing.assert_frame_equal(
+        champion_forecasts(s3, FORECASTS, RUN_DATE), champion_forecasts(lake, FORECASTS, RUN_DATE)
+    )
+    pd.testing.assert_frame_equal(recent_daily(s3, [day]), recent_daily(lake, [day]))
