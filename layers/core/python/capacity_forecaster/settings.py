@@ -755,25 +755,26 @@ GENERATE_BASE_MB: Final = 854 - 1_000 * 1_095 * GENERATE_MB_PER_SERVER_DAY
 ETL_MB_PER_SERVER: Final = 3_072 / 10_000
 """The ETL's peak memory per server for a day's increment: issue 14's bound, 3 GB for 10,000 servers x 4 metrics
 (11.5 million 5-minute samples), which benchmarks/bench_scale.py checks."""
-RISK_MB_PER_SERIES_DAY: Final = (1_996 - 440) / ((10_000 - 2_000) * 4 * 90)
+RISK_MB_PER_SERIES_DAY: Final = (1_349 - 440) / ((10_000 - 2_000) * 4 * 90)
 """The risk stage's peak memory per series and forecast day (its champion rows), benchmarks/bench_risk_scale.py:
-440 MB at 2,000 servers, 1,996 MB at 10,000 (4 metrics, 90-day horizon, three models' forecasts in the lake)."""
+440 MB at 2,000 servers, 1,349 MB at 10,000 (4 metrics, 90-day horizon, three models' forecasts in the lake)."""
 RISK_BASE_MB: Final = 440 - 2_000 * 4 * 90 * RISK_MB_PER_SERIES_DAY
-RISK_CPU_S_PER_SERVER: Final = 20.3 / 10_000
-"""The risk stage's CPU seconds per server of 4 metrics (20.3 s for 10,000 servers, 90-day horizon)."""
-CONSOLIDATION_MB_PER_SERVER: Final = 393 / 2_000
-"""The consolidation stage's peak memory over its servers (the whole peak counted per server, an upper bound),
-benchmarks/bench_risk_scale.py: 393 MB at 2,000 servers."""
+STAGE_CPU_S_PER_SERVER: Final = 61.0 / 10_000
+"""CPU seconds per server of the slowest fleet-wide stage, benchmarks/bench_risk_scale.py at 10,000 servers:
+consolidation 61.0 s (risk 21.2 s, report 39.8 s)."""
+STAGE_MB_PER_SERVER: Final = 1_346 / 10_000
+"""Peak memory of the consolidation and report stages counted per server (their whole peak: an upper bound),
+benchmarks/bench_risk_scale.py at 10,000 servers: consolidation 1,346 MB, report 1,059 MB."""
 _BUDGET_MB: Final = LAMBDA_MAX_MEMORY_MB * SCALE_HEADROOM
 MAX_FLEET_SERVERS: Final = int(
     min(
-        _BUDGET_MB / max(ETL_MB_PER_SERVER, CONSOLIDATION_MB_PER_SERVER),
-        LAMBDA_MAX_SECONDS * SCALE_HEADROOM / RISK_CPU_S_PER_SERVER,
+        _BUDGET_MB / max(ETL_MB_PER_SERVER, STAGE_MB_PER_SERVER),
+        LAMBDA_MAX_SECONDS * SCALE_HEADROOM / STAGE_CPU_S_PER_SERVER,
     )
     // 1_000
     * 1_000
 )
-"""The most servers the Lambda stages process a day (the ETL's increment and consolidation the binding ones)."""
+"""The most servers the Lambda stages process a day (the ETL's daily increment is the binding figure)."""
 MAX_SERVER_DAYS: Final = int((_BUDGET_MB - GENERATE_BASE_MB) / GENERATE_MB_PER_SERVER_DAY)
 """The most server-days of history the generate Lambda writes (fleet.servers x fleet.days)."""
 MAX_SERIES_HORIZON_DAYS: Final = int((_BUDGET_MB - RISK_BASE_MB) / RISK_MB_PER_SERIES_DAY)
@@ -787,7 +788,7 @@ def _validate_scale(s: Settings) -> None:
     if servers > MAX_FLEET_SERVERS:
         raise ConfigError(
             f"fleet.servers={servers} exceeds what the Lambda stages process (<= {MAX_FLEET_SERVERS} servers at "
-            f"{ETL_MB_PER_SERVER:.2f} MB a server in {LAMBDA_MAX_MEMORY_MB} MB); {where}"
+            f"{max(ETL_MB_PER_SERVER, STAGE_MB_PER_SERVER):.2f} MB a server in {LAMBDA_MAX_MEMORY_MB} MB); {where}"
         )
     if servers * days > MAX_SERVER_DAYS:
         raise ConfigError(
