@@ -845,7 +845,7 @@ def _run_risk(
         daily = recent_observed(lake, settings.risk.saturation_days)
         register = risk_register(forecasts, daily, settings.risk, run_date)
         uri = lake.write_partition(RISK_REGISTER, register, {"run_date": run_date})
-        latest = record_latest_run(lake, run_date)
+        pointer = record_latest_run(lake, run_date)
         advance(1)
     by_severity = register["severity"].value_counts().to_dict()
     return StageResult(
@@ -856,7 +856,7 @@ def _run_risk(
             **{f"severity_{k}": int(by_severity.get(k, 0)) for k in ("critical", "high", "medium", "low")},
             "seasonal_peaks": int(register["seasonal_peak"].sum()),
         },
-        [uri, latest],
+        [uri, pointer],
     )
 
 
