@@ -182,9 +182,9 @@ def test_views_read_only_the_latest_run_and_a_bounded_window_of_days(lake: Lake,
     assert window_start == RUN_DATE - timedelta(days=VIEW_WINDOW_DAYS)
     old_run, old_day = window_start - timedelta(days=30), window_start - timedelta(days=10)
     for table in (FORECASTS, MODEL_METRICS, RISK_REGISTER, CONSOLIDATION):  # an older run of every output
-        latest = copy.read_table(table, where={"run_date": RUN_DATE})
+        rows = copy.read_table(table, where={"run_date": RUN_DATE})
         for day in (old_run, RUN_DATE - timedelta(days=1)):
-            copy.write_partition(table, latest.assign(run_date=pd.Timestamp(day)), {"run_date": day})
+            copy.write_partition(table, rows.assign(run_date=pd.Timestamp(day)), {"run_date": day})
     newest_day = copy.latest_partition(METRICS_DAILY)
     assert newest_day is not None
     old = copy.read_table(METRICS_DAILY, where={"dt": newest_day["dt"]}).assign(dt=pd.Timestamp(old_day))
