@@ -114,7 +114,7 @@ def test_run_on_own_exports_and_an_inventory(tmp_path: Path, capsys: pytest.Capt
     horizon = ["--horizon", "60", "--run-date", RUN_DATE.isoformat()]
     assert main(["run", *base, *horizon, "--report-dir", str(reports)]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "Top servers at risk" in out and "generate" not in out
+    assert "Breaching now" in out and "Next to break" in out and "generate" not in out
 
     lake = open_lake(lake_dir)
     daily = lake.read_table(METRICS_DAILY)
