@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import date
+import shutil
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,19 @@ from sqlglot import exp
 
 from capacity_forecaster.cli import main
 from capacity_forecaster.pipeline import run_pipeline
-from capacity_forecaster.query import connect, run_query, view_tables, views
-from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, METRICS_DAILY, RISK_REGISTER, SERVERS, TABLES
+from capacity_forecaster.query import VIEW_WINDOW_DAYS, connect, run_query, view_tables, views
+from capacity_forecaster.schema import (
+    CONSOLIDATION,
+    FORECASTS,
+    LATEST_RUN,
+    METRICS_DAILY,
+    MODEL_METRICS,
+    RISK_REGISTER,
+    SERVERS,
+    TABLES,
+)
 from capacity_forecaster.settings import load_settings
-from capacity_forecaster.storage.lake import Lake, open_lake
+from capacity_forecaster.storage.lake import Lake, open_lake, partition_key
 from capacity_forecaster.storage.s3_client import S3Config
 
 pytestmark = pytest.mark.slow
@@ -113,6 +123,103 @@ def test_forecast_accuracy_scores_runs_against_later_actuals(lake: Lake) -> None
     assert (past["coverage_p10_p90"] == 1.0).all()
     # The newest run forecasts days not observed yet: nothing to score.
     assert RUN_DATE not in set(accuracy["run_date"])
+
+
+def _file_connection(root: Path) -> Any:
+    """DuckDB with each lake table as a view over its Parquet objects (Hive partitions from the keys), the way
+    Athena reads the lake, and the planners' views over them."""
+    con = duckdb.connect(":memory:")
+    for name, table in TABLES.items():
+        folder = root / table.prefix
+        if not any(folder.glob("**/data.parquet")):
+            con.register(f"_empty_{name}", table.arrow_schema(with_partitions=True).empty_table())
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "_empty_{name}"')
+        elif table.partition_keys:
+            types = ", ".join(f"'{k}': 'DATE'" for k in table.partition_names)
+            glob = folder / "/".join("*" for _ in table.partition_keys) / "data.parquet"
+            con.execute(
+                f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
+                f"hive_types = {{{types}}})"
+            )
+        else:
+            con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{folder / 'data.parquet'}')")
+    for sql in views().values():
+        con.execute(sql)
+    return con
+
+
+def _files_read(con: Any, sql: str) -> dict[str, set[str]]:
+    """Table -> the partitions (``key=value`` folders; "" unpartitioned) whose objects a query opened, from
+    DuckDB's profile of the query (each Parquet scan lists the files it read)."""
+    plan = json.loads(con.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}").fetchall()[0][1])
+    read: dict[str, set[str]] = {}
+
+    def walk(node: dict[str, Any]) -> None:
+        info = node.get("extra_info", {})
+        if node.get("type") == "TABLE_SCAN" and info.get("Function") == "READ_PARQUET":
+            files = info.get("Filename(s)", "")
+            for path in ([files] if isinstance(files, str) else files) if files else []:
+                parts = Path(path).parts
+                table = next(p for p in parts if p in TABLES)
+                partition = parts[parts.index(table) + 1] if parts[-2] != table else ""
+                read.setdefault(table, set()).add(partition)
+        for child in node.get("children", []):
+            walk(child)
+
+    for node in plan["operator"]:
+        walk(node)
+    return read
+
+
+def test_views_read_only_the_latest_run_and_a_bounded_window_of_days(lake: Lake, tmp_path: Path) -> None:
+    """The views join the one-row latest_run table on the partition columns: DuckDB's scans open only the
+    latest run's partitions (and forecast_accuracy only its window's runs and days), with older runs and days
+    in the lake; Athena's dynamic partition pruning does the same with the same joins."""
+    root = tmp_path / "lake"
+    shutil.copytree(lake.uri, root)
+    copy = open_lake(root)
+    window_start = copy.read_table(LATEST_RUN)["window_start"].iloc[0].date()
+    assert window_start == RUN_DATE - timedelta(days=VIEW_WINDOW_DAYS)
+    old_run, old_day = window_start - timedelta(days=30), window_start - timedelta(days=10)
+    for table in (FORECASTS, MODEL_METRICS, RISK_REGISTER, CONSOLIDATION):  # an older run of every output
+        rows = copy.read_table(table, where={"run_date": RUN_DATE})
+        for day in (old_run, RUN_DATE - timedelta(days=1)):
+            copy.write_partition(table, rows.assign(run_date=pd.Timestamp(day)), {"run_date": day})
+    newest_day = copy.latest_partition(METRICS_DAILY)
+    assert newest_day is not None
+    old = copy.read_table(METRICS_DAILY, where={"dt": newest_day["dt"]}).assign(dt=pd.Timestamp(old_day))
+    copy.write_partition(METRICS_DAILY, old, {"dt": old_day})
+
+    con = _file_connection(root)
+    latest = f"run_date={RUN_DATE}"
+    assert _files_read(con, "SELECT * FROM latest_forecasts") == {
+        "forecasts": {latest},
+        "model_metrics": {latest},
+        "latest_run": {""},
+    }
+    assert _files_read(con, "SELECT * FROM risk_servers") == {
+        "risk_register": {latest},
+        "servers": {""},
+        "latest_run": {""},
+    }
+    summary = _files_read(con, "SELECT * FROM fleet_summary")
+    assert summary["risk_register"] == {latest} and summary["consolidation"] == {latest}
+    accuracy = _files_read(con, "SELECT * FROM forecast_accuracy")
+    assert f"run_date={old_run}" not in accuracy["forecasts"] and f"run_date={PAST_RUN}" in accuracy["forecasts"]
+    days = {date.fromisoformat(p.removeprefix("dt=")) for p in accuracy["metrics_daily"]}
+    assert days and min(days) >= window_start and old_day not in days
+    # The same views over the same files return the same rows as `query` on the lake.
+    for view in ("latest_forecasts", "risk_servers"):
+        assert len(con.sql(f"SELECT * FROM {view}").fetchall()) == len(run_query(lake, f"SELECT * FROM {view}"))
+
+    # `query` loads a table it reaches only through the views with the window's partitions only: the older
+    # run's and day's objects made unreadable change nothing.
+    for table in (FORECASTS, MODEL_METRICS, RISK_REGISTER, CONSOLIDATION):
+        copy.store.put_bytes(partition_key(table, {"run_date": old_run}), b"not parquet")
+    copy.store.put_bytes(partition_key(METRICS_DAILY, {"dt": old_day}), b"not parquet")
+    for view in ("latest_forecasts", "risk_servers", "fleet_summary"):
+        assert len(run_query(copy, f"SELECT * FROM {view}")) == len(run_query(lake, f"SELECT * FROM {view}"))
+    assert set(run_query(copy, "SELECT * FROM forecast_accuracy")["run_date"]) == {PAST_RUN}
 
 
 def test_cli_query_uses_the_views(lake: Lake, capsys: pytest.CaptureFixture[str]) -> None:

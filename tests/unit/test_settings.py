@@ -387,3 +387,33 @@ def test_any_text_in_a_variable_or_a_config_file_is_taken_or_refused_in_one_line
         load_settings(cfg, environ={})
     except ConfigError as exc:
         assert str(exc) and "\n" not in str(exc)
+
+
+def test_a_fleet_history_or_horizon_the_lambda_stages_cannot_process_is_refused_in_one_line() -> None:
+    from capacity_forecaster import settings as limits
+
+    def refused(**overrides: int) -> str:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(environ={}, overrides={k.replace("__", "."): v for k, v in overrides.items()})
+        message = str(caught.value)
+        assert "\n" not in message and "docs/scaling.md" in message
+        return message
+
+    # issue 14's fleet runs: 10,000 servers, 3 years of history, a 90-day horizon
+    assert load_settings(environ={}, overrides={"fleet.servers": 10_000, "fleet.days": 1_095}).fleet.servers == 10_000
+    biggest = limits.MAX_FLEET_SERVERS
+    assert load_settings(environ={}, overrides={"fleet.servers": biggest, "fleet.days": 28}).fleet.servers == biggest
+    assert f"fleet.servers={biggest + 1} exceeds what the Lambda stages process (<= {biggest}" in refused(
+        fleet__servers=biggest + 1, fleet__days=28
+    )
+    assert "fleet.servers=100000 exceeds" in refused(fleet__servers=100_000)
+    longest = limits.MAX_SERVER_DAYS // 10_000
+    assert load_settings(environ={}, overrides={"fleet.servers": 10_000, "fleet.days": longest}).fleet.days == longest
+    assert f"generate fewer days (<= {longest})" in refused(fleet__servers=10_000, fleet__days=longest + 1)
+    assert "fleet.days=3650 = 36500000 server-days" in refused(fleet__servers=10_000, fleet__days=3_650)
+    furthest = limits.MAX_SERIES_HORIZON_DAYS // 40_000
+    ok = load_settings(environ={}, overrides={"fleet.servers": 10_000, "fleet.days": 365, "horizon_days": furthest})
+    assert ok.horizon_days == furthest
+    assert f"forecast fewer days (<= {furthest})" in refused(
+        fleet__servers=10_000, fleet__days=365, horizon_days=furthest + 1
+    )

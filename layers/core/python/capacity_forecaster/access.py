@@ -20,6 +20,7 @@ from capacity_forecaster.schema import (
     FORECASTS,
     FORECASTS_HOURLY,
     GROUND_TRUTH,
+    LATEST_RUN,
     METRICS_DAILY,
     METRICS_HOURLY,
     MODEL_METRICS,
@@ -130,8 +131,8 @@ STAGE_ACCESS: Final[dict[str, StageAccess]] = {
     ),
     # forecasts and the recent history -> the risk register (the previous one tells which risks are new)
     "risk": StageAccess(
-        read=(*_tables(FORECASTS, FORECASTS_HOURLY, METRICS_DAILY, RISK_REGISTER), LOCKS_PREFIX),
-        write=(table_prefix(RISK_REGISTER), LOCKS_PREFIX),
+        read=(*_tables(FORECASTS, FORECASTS_HOURLY, METRICS_DAILY, RISK_REGISTER, LATEST_RUN), LOCKS_PREFIX),
+        write=(*_tables(RISK_REGISTER, LATEST_RUN), LOCKS_PREFIX),
         delete=(LOCKS_PREFIX,),
     ),
     # the register, the history and the inventory -> the consolidation plan

@@ -25,7 +25,7 @@ from capacity_forecaster.report import (
     next_to_break,
 )
 from capacity_forecaster.risk import SEVERITY_ORDER
-from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, FORECASTS_HOURLY, METRICS, METRICS_DAILY, SERVERS
+from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, FORECASTS_HOURLY, METRICS, SERVERS
 from capacity_forecaster.storage.lake import Lake
 from capacity_forecaster.tables import format_column, format_value
 
@@ -75,19 +75,20 @@ def load_report_data(
     hour, as the risk register read them."""
     from capacity_forecaster.forecasting.grain import daily_peaks
     from capacity_forecaster.rightsizing import server_features
+    from capacity_forecaster.risk_inputs import champion_forecasts, recent_daily
     from capacity_forecaster.stages import read_risk_register
 
     run_date, register = read_risk_register(lake, run_date, command="run")
     servers = lake.read_table(SERVERS)
     plan = lake.read_table(CONSOLIDATION, where={"run_date": run_date})
     leaders = chart_series(register, servers, charts=charts)
-    forecasts = lake.read_table(FORECASTS_HOURLY if hourly else FORECASTS, where={"run_date": run_date})
+    # The charted series' champion rows only, and the window's daily columns the charts and the scatter use.
+    forecasts = champion_forecasts(lake, FORECASTS_HOURLY if hourly else FORECASTS, run_date, series=leaders)
     if hourly and not forecasts.empty:
         forecasts = daily_peaks(forecasts)
-    forecasts = forecasts[forecasts["is_champion"]].merge(leaders, on=["server_id", "metric"])
     start = pd.Timestamp(run_date) - pd.Timedelta(days=HISTORY_DAYS)
     days = [d.date() for d in pd.date_range(start, pd.Timestamp(run_date), freq="D")]
-    daily = lake.read_table(METRICS_DAILY, where={"dt": days})
+    daily = recent_daily(lake, days, observed_only=False)
     actuals = daily.merge(leaders, on=["server_id", "metric"])
     features = server_features(daily, days=HISTORY_DAYS)[["cpu_mean", "mem_mean"]] if not daily.empty else None
     return ReportData(

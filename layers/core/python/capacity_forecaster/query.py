@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from datetime import date, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -22,10 +23,13 @@ from typing import Any
 import pandas as pd
 
 from capacity_forecaster.errors import InputError
-from capacity_forecaster.schema import TABLES
-from capacity_forecaster.storage.lake import Lake
+from capacity_forecaster.schema import LATEST_RUN, TABLES, TableSchema
+from capacity_forecaster.storage.lake import Lake, PartitionFilter, partition_key
 
 FORMATS = ("table", "csv", "json")
+VIEW_WINDOW_DAYS = 90
+"""Days of runs (and of actuals) before the newest run that ``forecast_accuracy`` scores: the ``window_start`` of
+``latest_run``, which bounds the partitions the view reads."""
 
 # Set once the tables and views exist: the connection then reads only them (Arrow in memory), no file, no URL, no
 # extension, no Python variable; lock_configuration comes last, so that no SET, RESET or PRAGMA can undo the rest.
@@ -46,21 +50,51 @@ def views() -> dict[str, str]:
     return found
 
 
+def record_latest_run(lake: Lake, run_date: date) -> str:
+    """Point ``latest_run`` (what the views join on) at ``run_date``, unless it names a newer run already
+    (building an older run's register again does not turn the views back)."""
+    newest = run_date
+    if lake.store.exists(partition_key(LATEST_RUN, None)):
+        held = lake.read_table(LATEST_RUN)
+        if not held.empty:
+            newest = max(newest, held["run_date"].max().date())
+    row = pd.DataFrame({"run_date": [newest], "window_start": [newest - timedelta(days=VIEW_WINDOW_DAYS)]})
+    return lake.write_partition(LATEST_RUN, row)
+
+
 def view_tables(sql: str) -> list[str]:
     """The lake tables a view reads (names after FROM or JOIN)."""
     named = set(re.findall(r"\b(?:from|join)\s+([a-z_]+)", sql.lower()))
     return [name for name in TABLES if name in named]
 
 
-def connect(lake: Lake, tables: Iterable[str] | None = None) -> Any:
+def view_partitions(lake: Lake, table: TableSchema) -> PartitionFilter | None:
+    """The partitions of ``table`` the planners' views can read: the date partitions from ``latest_run``'s
+    ``window_start`` up to its run (what the views' joins keep); None (all) for an unpartitioned table or a lake
+    without ``latest_run``."""
+    if not table.partition_keys or not lake.store.exists(partition_key(LATEST_RUN, None)):
+        return None
+    latest = lake.read_table(LATEST_RUN)
+    if latest.empty:
+        return None
+    first, last = (latest[c].iloc[0].date().isoformat() for c in ("window_start", "run_date"))
+    key = table.partition_names[0]
+    upper = last if key == "run_date" else "9999-12-31"
+    return {key: [p[key] for p in lake.list_partitions(table) if first <= p[key] <= upper]}
+
+
+def connect(lake: Lake, tables: Iterable[str] | None = None, *, through_views: Iterable[str] = ()) -> Any:
     """A DuckDB connection with a view per lake table (empty tables still have their columns), and each planners'
-    view whose tables are all loaded; it can read nothing else and its configuration is locked."""
+    view whose tables are all loaded; it can read nothing else and its configuration is locked. Tables named in
+    ``through_views`` (read by the statement only through the planners' views) are loaded with only the
+    partitions the views read (:func:`view_partitions`)."""
     import duckdb
 
     con = duckdb.connect(":memory:")
     loaded = list(tables) if tables is not None else list(TABLES)
+    pruned = set(through_views)
     for name in loaded:
-        arrow = lake.read_arrow(TABLES[name])
+        arrow = lake.read_arrow(TABLES[name], view_partitions(lake, TABLES[name]) if name in pruned else None)
         con.register(f"_arrow_{name}", arrow)
         con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "_arrow_{name}"')
     for sql in views().values():
@@ -79,7 +113,8 @@ def run_query(lake: Lake, sql: str) -> pd.DataFrame:
     from capacity_forecaster.query_check import check_read_only
 
     check_read_only(sql)
-    con = connect(lake, _tables_named(sql))
+    direct, through_views = _tables_named(sql)
+    con = connect(lake, [*direct, *through_views], through_views=through_views)
     try:
         return con.sql(sql).to_arrow_table().to_pandas()
     except duckdb.PermissionException as exc:
@@ -92,15 +127,16 @@ def run_query(lake: Lake, sql: str) -> pd.DataFrame:
         con.close()
 
 
-def _tables_named(sql: str) -> list[str]:
-    """Only the tables a statement mentions, and those of the views it mentions, are loaded (a cheap
-    over-approximation by name)."""
+def _tables_named(sql: str) -> tuple[list[str], list[str]]:
+    """The tables a statement mentions, and those it reads only through the views it mentions (a cheap
+    over-approximation by name): only these are loaded, the second ones pruned to what the views read."""
     lowered = sql.lower()
-    named = {name for name in TABLES if name in lowered}
+    named = {name for name in TABLES if re.search(rf"\b{name}\b", lowered)}
+    seen = set()
     for view, text in views().items():
         if view in lowered:
-            named.update(view_tables(text))
-    return [name for name in TABLES if name in named]
+            seen.update(view_tables(text))
+    return [n for n in TABLES if n in named], [n for n in TABLES if n in seen - named]
 
 
 def format_result(df: pd.DataFrame, fmt: str) -> str:

@@ -465,3 +465,16 @@ FORECAST_TABLES: Final[dict[str, tuple[TableSchema, TableSchema]]] = {
 """The forecasts and model-metrics tables of each training grain."""
 TRAINING_CHANNEL_TABLES: Final[dict[str, TableSchema]] = {"daily": METRICS_DAILY, "hourly": METRICS_HOURLY}
 """The table the training job's ``curated`` channel holds at each training grain (the launcher points it there)."""
+
+LATEST_RUN = TableSchema(
+    name="latest_run",
+    description=(
+        "One row: the newest run with a risk register, and the first day of the window the planners' views read "
+        "(their joins on it prune the run_date and dt partitions)."
+    ),
+    columns=(
+        _c("run_date", DATE, "Run date of the newest risk register.", nullable=False),
+        _c("window_start", DATE, "First run date and day forecast_accuracy scores (run_date less its window).", False),
+    ),
+)
+TABLES[LATEST_RUN.name] = LATEST_RUN

@@ -22,6 +22,7 @@ from capacity_forecaster.access import DEMO_FLEET_PREFIX, QUARANTINED_FILES_PREF
 from capacity_forecaster.errors import CapacityForecasterError, InputError
 from capacity_forecaster.progress import NullProgress, ProgressReporter
 from capacity_forecaster.raw_formats import too_large
+from capacity_forecaster.risk_inputs import champion_forecasts, recent_observed
 from capacity_forecaster.schema import (
     CONSOLIDATION,
     ETL_FILES,
@@ -825,6 +826,7 @@ def _run_risk(
     lake: Lake, settings: Settings, *, run_date: date | None, progress: ProgressReporter | None
 ) -> StageResult:
     from capacity_forecaster.forecasting.grain import daily_peaks
+    from capacity_forecaster.query import record_latest_run
 
     reporter: ProgressReporter = progress or NullProgress()
     hourly = settings.training.grain == "hourly"
@@ -837,15 +839,17 @@ def _run_risk(
                 + (" --grain hourly` first" if hourly else "` first")
             )
         run_date = date.fromisoformat(latest["run_date"])
-    forecasts = lake.read_table(source, where={"run_date": run_date})
+    # Only the champion's rows of the run and the observed days of the saturation rule's look-back window.
+    forecasts = champion_forecasts(lake, source, run_date)
     if forecasts.empty:
         raise CapacityForecasterError(f"no {source.name} for run date {run_date} in {lake.uri}")
     if hourly:
         forecasts = daily_peaks(forecasts)
     with reporter.task("risk register", 1) as advance:
-        daily = lake.read_table(METRICS_DAILY)
+        daily = recent_observed(lake, settings.risk.saturation_days)
         register = risk_register(forecasts, daily, settings.risk, run_date)
         uri = lake.write_partition(RISK_REGISTER, register, {"run_date": run_date})
+        pointer = record_latest_run(lake, run_date)
         advance(1)
     by_severity = register["severity"].value_counts().to_dict()
     return StageResult(
@@ -856,7 +860,7 @@ def _run_risk(
             **{f"severity_{k}": int(by_severity.get(k, 0)) for k in ("critical", "high", "medium", "low")},
             "seasonal_peaks": int(register["seasonal_peak"].sum()),
         },
-        [uri],
+        [uri, pointer],
     )
 
 
@@ -891,7 +895,7 @@ def run_consolidation(
     run_date, register = read_risk_register(lake, run_date, command="risk")
     cfg = settings.rightsizing
     with reporter.task("consolidation plan", 1) as advance:
-        daily = lake.read_table(METRICS_DAILY)
+        daily = recent_observed(lake, max(cfg.profile_days, cfg.idle_days), metrics=rightsizing.PROFILE_METRICS)
         stored = lake.read_table(SERVERS)
         ids = sorted(register["server_id"].astype(str).unique())
         servers = completed(rightsizing.inventory_for(stored, ids), settings)

@@ -4,12 +4,12 @@ CREATE OR REPLACE VIEW fleet_summary AS
 WITH latest_risk AS (
     SELECT r.*
     FROM risk_register AS r
-    WHERE r.run_date = (SELECT max(run_date) FROM risk_register)
+    JOIN latest_run AS l ON r.run_date = l.run_date
 ),
 latest_plan AS (
     SELECT c.*
     FROM consolidation AS c
-    WHERE c.run_date = (SELECT max(run_date) FROM consolidation)
+    JOIN latest_run AS l ON c.run_date = l.run_date
 ),
 per_server AS (
     SELECT

@@ -1,8 +1,5 @@
--- The newest risk register joined with the server inventory, most urgent first.
+-- The newest risk register joined with the server inventory, most urgent first (only its partition is read).
 CREATE OR REPLACE VIEW risk_servers AS
-WITH latest AS (
-    SELECT max(run_date) AS run_date FROM risk_register
-)
 SELECT
     r.run_date,
     r.server_id,
@@ -34,5 +31,5 @@ SELECT
     r.model,
     CASE r.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END AS severity_rank
 FROM risk_register AS r
-JOIN latest AS l ON r.run_date = l.run_date
+JOIN latest_run AS l ON r.run_date = l.run_date
 LEFT JOIN servers AS s ON s.server_id = r.server_id
