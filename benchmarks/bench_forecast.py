@@ -481,6 +481,17 @@ def print_summary(all_results: Sequence[SourceResult]) -> None:
     print(f"{total - missed} of {total} targets met")
 
 
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
 def as_json(all_results: Sequence[SourceResult], args: argparse.Namespace) -> dict[str, Any]:
     return {
         "arguments": {k: v for k, v in vars(args).items() if k not in ("json", "per_series")},
@@ -510,12 +521,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--sources", default=",".join(ALL_SOURCES), help="comma-separated, of " + ", ".join(ALL_SOURCES)
     )
     parser.add_argument("--seeds", default="42,7,3", help="generator seeds (one source each)")
-    parser.add_argument("--servers", type=int, default=20, help="generator servers per seed (x cpu, mem, disk)")
+    parser.add_argument("--servers", type=int, default=16, help="generator servers per seed (x cpu, mem, disk)")
     parser.add_argument("--days", type=int, default=1095, help="generator days of history")
-    parser.add_argument("--scenario-series", type=int, default=48, help="series of each scenario set")
+    parser.add_argument("--scenario-series", type=int, default=36, help="series of each scenario set")
     parser.add_argument("--scenario-seed", type=int, default=1)
     parser.add_argument("--series", type=int, default=None, help="subsample every source to N series")
-    parser.add_argument("--prophet-series", type=int, default=20, help="series per source Prophet runs on alone")
+    parser.add_argument("--prophet-series", type=int, default=15, help="series per source Prophet runs on alone")
     parser.add_argument("--bitbrains", type=Path, default=BITBRAINS)
     parser.add_argument("--quick", action="store_true", help="small sizes for CI: a minute or two")
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
@@ -546,7 +557,12 @@ def load_sources(args: argparse.Namespace) -> list[Source]:
         else:
             sources.append(load_scenarios(name.split("-")[1], args.scenario_series, args.scenario_seed))
     if args.series is not None:
-        sources = [s.subset(evenly(s.keys(), args.series)) for s in sources]
+        sources = [
+            dataclasses.replace(s.subset(evenly(s.keys(), args.series)), note=f"{s.note}; subsampled to {args.series}")
+            if args.series < len(s.keys())
+            else s
+            for s in sources
+        ]
     return sources
 
 
@@ -582,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print_source(all_results[-1])
         print(f"({len(source.keys())} series in {time.perf_counter() - t0:.0f} s wall)", flush=True)
         if args.json is not None:  # after every source, so a long run's figures survive an interruption
-            args.json.write_text(json.dumps(as_json(all_results, args), indent=2, default=float) + "\n")
+            args.json.write_text(json.dumps(finite(as_json(all_results, args)), indent=2, default=str) + "\n")
     print_summary(all_results)
     print(f"\nwall time {time.perf_counter() - started:.0f} s")
     if args.per_series is not None:
