@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import resource
@@ -259,7 +260,8 @@ def peer_forecasts(name: str, source: Source) -> tuple[pd.DataFrame, int]:
             failed += 1
             p50 = np.resize(y[-min(source.season, y.size) :], h)
             p10 = p90 = p50
-        ds = pd.date_range(last + pd.Timedelta(1, unit=freq), periods=h, freq=freq)
+        step = pd.Timedelta(hours=1) if source.grain == "hourly" else pd.Timedelta(days=1)
+        ds = pd.date_range(last + step, periods=h, freq=freq)
         parts.append(
             pd.DataFrame(
                 {
@@ -413,7 +415,7 @@ def run_source(source: Source, args: argparse.Namespace) -> SourceResult:
         if model == "prophet" and args.prophet_series is not None and args.prophet_series < len(keys):
             part = source.subset(evenly(keys, args.prophet_series))
             out.notes.append(f"prophet on {args.prophet_series} of {len(keys)} series (--prophet-series)")
-        (forecasts, _), cpu = measured(lambda part=part, model=model: product_forecasts(part, [model]))
+        (forecasts, _), cpu = measured(functools.partial(product_forecasts, part, [model]))
         own = forecasts[forecasts["model"] == model]
         alone.append(own)
         record(model, own, cpu, len(part.keys()))
@@ -432,7 +434,7 @@ def run_source(source: Source, args: argparse.Namespace) -> SourceResult:
     )
 
     for peer in PEERS:
-        (forecasts, failed), cpu = measured(lambda peer=peer: peer_forecasts(peer, source))
+        (forecasts, failed), cpu = measured(functools.partial(peer_forecasts, peer, source))
         record(peer, forecasts, cpu, len(keys))
         if failed:
             out.notes.append(f"{peer} failed on {failed} series (naive forecast there)")
