@@ -13,7 +13,8 @@ Sources (``--sources``; each is scored on its own):
   that wake up), 2 to 4 weeks hourly with a week ahead, and 1 to 3 years daily with 90 days ahead.
 
 Methods, fitted in the same run on the same splits: every registered product model alone (the whole training
-pipeline with that one model; Prophet on ``--prophet-series`` series of each source), the product's champion
+pipeline with that one model, and what it delivers: the pipeline's fallback where the model has no forecast, e.g.
+a history under ``min_history_hours``; Prophet on ``--prophet-series`` series of each source), the product's champion
 pipeline with the default models (``TrainingSettings().models``), a combination (per step, the median of the
 product models' P10, P50 and P90 that exist for the series) and the peers statsforecast AutoETS, AutoTheta and MSTL
 (seasons 7 and [7, 365] daily, 24 and [24, 168] hourly; MSTL keeps the seasons the history holds twice) with
@@ -416,9 +417,12 @@ def run_source(source: Source, args: argparse.Namespace) -> SourceResult:
             part = source.subset(evenly(keys, args.prophet_series))
             out.notes.append(f"prophet on {args.prophet_series} of {len(keys)} series (--prophet-series)")
         (forecasts, _), cpu = measured(functools.partial(product_forecasts, part, [model]))
-        own = forecasts[forecasts["model"] == model]
-        alone.append(own)
-        record(model, own, cpu, len(part.keys()))
+        delivered = forecasts[forecasts["is_champion"]]  # the model's, or the pipeline's fallback where it has none
+        fallback = delivered.loc[delivered["model"] != model, "server_id"].nunique()
+        if fallback:
+            out.notes.append(f"{model} alone: the pipeline's fallback forecast on {fallback} series")
+        alone.append(delivered)
+        record(model, delivered, cpu, len(part.keys()))
     record(COMBINATION, combine(alone), None, len(keys))
 
     defaults = TrainingSettings().models
@@ -601,12 +605,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"({len(source.keys())} series in {time.perf_counter() - t0:.0f} s wall)", flush=True)
         if args.json is not None:  # after every source, so a long run's figures survive an interruption
             args.json.write_text(json.dumps(finite(as_json(all_results, args)), indent=2, default=str) + "\n")
+        if args.per_series is not None:
+            frames = [p for r in all_results for p in r.per_series]
+            pd.concat(frames, ignore_index=True).to_csv(args.per_series, index=False)
     print_summary(all_results)
     print(f"\nwall time {time.perf_counter() - started:.0f} s")
-    if args.per_series is not None:
-        pd.concat([p for r in all_results for p in r.per_series], ignore_index=True).to_csv(
-            args.per_series, index=False
-        )
 
 
 if __name__ == "__main__":
