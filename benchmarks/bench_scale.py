@@ -86,7 +86,7 @@ def _children() -> dict[int, list[int]]:
 def tree_rss_bytes(pid: int) -> int:
     """The resident set of ``pid`` and all its descendants, in bytes."""
     try:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
     except ImportError:
         psutil = None
     if psutil is not None:

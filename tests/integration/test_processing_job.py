@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from capacity_forecaster.forecasting.job import run_training_job
-from capacity_forecaster.processing import MAX_MESSAGE_BYTES, ProcessingPaths
+from capacity_forecaster.processing import MAX_MESSAGE_BYTES, ProcessingPaths, processing_job_request
+from capacity_forecaster.scale import processing_instance
 from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, METRICS_DAILY, RISK_REGISTER
 from capacity_forecaster.settings import load_settings
 from capacity_forecaster.stages import report_prefix, run_generate, training_hyperparameters
@@ -160,3 +161,51 @@ def test_a_missing_job_config_is_named(s3_config: S3Config, tmp_path: Path) -> N
     done = run_job(tmp_path, s3_config)
     assert done.returncode == 1
     assert "no processing job config at" in ProcessingPaths(tmp_path).message.read_text(encoding="utf-8")
+
+
+def test_the_job_request_is_a_valid_create_processing_job_call(moto_server: str) -> None:
+    """botocore validates the request against the SageMaker API model (a bad field raises before sending); the
+    moto server accepts and records it."""
+    import boto3
+
+    request = processing_job_request(
+        job_name="capacity-forecaster-etl-20261123-abc123",
+        stage_arguments=["etl"],
+        image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/cdk-assets:lambdas",
+        role_arn="arn:aws:iam::123456789012:role/processing",
+        instance_type=processing_instance(100_000).name,
+        environment=environment("s3://lake-bucket"),
+        summary_uri="s3://lake-bucket/processing/output/capacity-forecaster-etl-20261123-abc123",
+        kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    )
+    client = boto3.client("sagemaker", endpoint_url=moto_server, region_name="us-east-1")
+    client.create_processing_job(**request)
+    job = client.describe_processing_job(ProcessingJobName=request["ProcessingJobName"])
+    assert job["AppSpecification"]["ContainerArguments"] == ["etl"]
+    assert job["AppSpecification"]["ContainerEntrypoint"] == ["python3", "-m", "capacity_forecaster.processing"]
+    [output] = job["ProcessingOutputConfig"]["Outputs"]
+    assert output["S3Output"]["LocalPath"] == str(ProcessingPaths(Path("/opt/ml")).summary)
+
+
+def test_the_request_runs_under_the_local_contract(
+    s3_lake: tuple[str, Lake], s3_config: S3Config, tmp_path: Path
+) -> None:
+    """What the request asks of the container is what the contract reads: its arguments and environment."""
+    uri, lake = s3_lake
+    run_generate(lake, load_settings(environ={}, overrides={"lake": uri, **SETTINGS}), run_date=RUN_DATE)
+    request = processing_job_request(
+        job_name="cf-etl",
+        stage_arguments=["etl"],
+        image_uri="local",
+        role_arn="arn:aws:iam::123456789012:role/processing",
+        instance_type="ml.m5.xlarge",
+        environment=environment(uri),
+        summary_uri=f"{uri}/processing/output/cf-etl",
+    )
+    root = tmp_path / "opt-ml"
+    paths = ProcessingPaths(root)
+    paths.job_config.parent.mkdir(parents=True)
+    paths.job_config.write_text(json.dumps(request), encoding="utf-8")
+    done = run_job(root, s3_config)
+    assert done.returncode == 0, done.stderr
+    assert summary(root, "etl")["etl"]["partitions_written"] == 90
