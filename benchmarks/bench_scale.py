@@ -296,7 +296,7 @@ def train_sharded(train_lake: Path, work: Path, n_hosts: int, settings: Any) -> 
     params = training_hyperparameters(settings, run_date=RUN_DATE, run_id=run_id, lake_uri=str(train_lake))
     params["training.n_jobs"] = "1"
     names = [f"algo-{k}" for k in range(1, n_hosts + 1)]
-    base = work / f"contract-{n_hosts}"
+    base = work / f"contract-{os.getpid()}-{n_hosts}"  # runs sharing --work do not collide
     for name in names:
         _contract(base / name, params, name, names, train_lake / METRICS_DAILY.prefix)
     results: list[Measured | None] = [None] * n_hosts
@@ -322,6 +322,44 @@ def train_sharded(train_lake: Path, work: Path, n_hosts: int, settings: Any) -> 
     published = publish_training_run(lake, run_id=run_id, run_date=RUN_DATE)
     shutil.rmtree(base)
     return [r for r in results if r is not None], wall, published
+
+
+def train_rounds(
+    lake: Path, train_lake: Path, work: Path, n: int, args: argparse.Namespace, hosts_list: tuple[int, ...]
+) -> dict[int, dict[str, Any]]:
+    """The training sample sharded over each host count of ``hosts_list`` (key 0: the per-series CPU)."""
+    sub = measure(
+        "subset",
+        _child({"kind": "subset", "lake": str(lake), "target": str(train_lake), "train_servers": args.train_servers}),
+    )
+    series = int(sub.result["series"])
+    settings = _settings(n, str(lake), **({"training.models": args.models} if args.models else {}))
+    print(
+        f"training sample: {series} series of the first {sub.result['servers']} servers, "
+        f"models {', '.join(settings.training.models)}"
+    )
+    training: dict[int, dict[str, Any]] = {}
+    for hosts in hosts_list:
+        host_runs, wall, published = train_sharded(train_lake, work, hosts, settings)
+        cpu = [h.cpu_s for h in host_runs]
+        training[hosts] = {
+            "wall_s": wall,
+            "host_cpu_s": cpu,
+            "host_wall_s": [h.wall_s for h in host_runs],
+            "host_peak_mb": [h.peak_mb for h in host_runs],
+            "series": published.series,
+        }
+        print(
+            f"  train {hosts} host(s): {wall:7.1f} s wall; per host CPU "
+            f"{', '.join(f'{c:.1f}' for c in cpu)} s, peak {', '.join(f'{h.peak_mb:.0f}' for h in host_runs)} MB"
+        )
+    cpu1 = sum(training[1]["host_cpu_s"])
+    for hosts in hosts_list:
+        t = training[hosts]
+        t["efficiency"] = cpu1 / (hosts * max(t["host_cpu_s"]))
+        t["wall_efficiency"] = training[1]["wall_s"] / (hosts * t["wall_s"])
+    training[0] = {"per_series_cpu_s": cpu1 / series, "series": series}
+    return training
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -418,38 +456,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stage("etl")
     stage("channel")
 
-    train_lake = work / f"train-{n}-{args.train_servers}"
-    sub = measure(
-        "subset",
-        _child({"kind": "subset", "lake": str(lake), "target": str(train_lake), "train_servers": args.train_servers}),
-    )
-    series = int(sub.result["series"])
-    settings = _settings(n, str(lake), **({"training.models": args.models} if args.models else {}))
-    print(
-        f"training sample: {series} series of the first {sub.result['servers']} servers, "
-        f"models {', '.join(settings.training.models)}"
-    )
+    hosts_list = tuple(int(h) for h in args.hosts.split(","))
+    train_lake = Path(args.tile_from).resolve() if args.tile_from else work / f"train-{n}-{args.train_servers}"
     training: dict[int, dict[str, Any]] = {}
-    for hosts in HOSTS:
-        host_runs, wall, published = train_sharded(train_lake, work, hosts, settings)
-        cpu = [h.cpu_s for h in host_runs]
-        training[hosts] = {
-            "wall_s": wall,
-            "host_cpu_s": cpu,
-            "host_wall_s": [h.wall_s for h in host_runs],
-            "host_peak_mb": [h.peak_mb for h in host_runs],
-            "series": published.series,
-        }
-        print(
-            f"  train {hosts} host(s): {wall:7.1f} s wall; per host CPU "
-            f"{', '.join(f'{c:.1f}' for c in cpu)} s, peak {', '.join(f'{h.peak_mb:.0f}' for h in host_runs)} MB"
-        )
-    cpu1 = sum(training[1]["host_cpu_s"])
-    for hosts in HOSTS:
-        t = training[hosts]
-        t["efficiency"] = cpu1 / (hosts * max(t["host_cpu_s"]))
-        t["wall_efficiency"] = training[1]["wall_s"] / (hosts * t["wall_s"])
-    per_series = cpu1 / series
+    if not args.tile_from:
+        training = train_rounds(lake, train_lake, work, n, args, hosts_list)
 
     tile = measure("tile", _child({"kind": "tile", "lake": str(lake), "source": str(train_lake), "servers": n}))
     print(f"  forecasts tiled over the fleet: {tile.result}")
@@ -488,23 +499,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if factor != 1:
             lines.append((f"{kind} wall (10k, scaled)", m.wall_s * factor, LAMBDA_SECONDS, "s"))
             lines.append((f"{kind} peak RSS (10k, scaled)", scaled(m.peak_mb, noop.peak_mb, factor), LAMBDA_MB, "MB"))
-    eff = training[max(HOSTS)]["efficiency"]
-    train_s = TRAIN_SERIES * per_series / (TRAIN_INSTANCES * TRAIN_VCPUS * eff)
-    needed = math.ceil(TRAIN_SERIES * per_series / (TRAIN_VCPUS * eff * TRAIN_SECONDS))
     channel_40k = scaled(measured["channel"].peak_mb, noop.peak_mb, TRAIN_SERIES / (4 * n))
-    host_peak = max(training[max(HOSTS)]["host_peak_mb"])
-    host_40k = host_peak + max(0.0, channel_40k - noop.peak_mb)
-    lines.append(("train 40k series on 8 x 4 vCPU (extrapolated)", train_s, TRAIN_SECONDS, "s"))
-    lines.append(("train host peak RSS, 40k-series channel", host_40k, TRAIN_INSTANCE_MB, "MB"))
+    train_s = needed = host_40k = per_series = float("nan")
+    if training:
+        most = max(h for h in training if h)
+        eff, per_series = training[most]["efficiency"], training[0]["per_series_cpu_s"]
+        train_s = TRAIN_SERIES * per_series / (TRAIN_INSTANCES * TRAIN_VCPUS * eff)
+        needed = math.ceil(TRAIN_SERIES * per_series / (TRAIN_VCPUS * eff * TRAIN_SECONDS))
+        host_40k = max(training[most]["host_peak_mb"]) + max(0.0, channel_40k - noop.peak_mb)
+        lines.append((f"train 40k series on 8 x 4 vCPU (eff. at {most} hosts)", train_s, TRAIN_SECONDS, "s"))
+        lines.append(("train host peak RSS, 40k-series channel", host_40k, TRAIN_INSTANCE_MB, "MB"))
+    lines.append(("channel read, scaled to 40k series", channel_40k, TRAIN_INSTANCE_MB, "MB"))
     for name, value, limit, unit in lines:
         print(ratio_line(name, value, limit, unit))
-    print(
-        f"  training: {per_series:.3f} CPU s a series ({series} series, 1 host); sharding efficiency "
-        + ", ".join(
-            f"{h} hosts {training[h]['efficiency']:.2f} (wall {training[h]['wall_efficiency']:.2f})" for h in HOSTS
+    if training:
+        print(
+            f"  training: {per_series:.3f} CPU s a series ({training[0]['series']} series, 1 host); sharding "
+            "efficiency "
+            + ", ".join(
+                f"{h} hosts {training[h]['efficiency']:.2f} (wall {training[h]['wall_efficiency']:.2f})"
+                for h in training
+                if h
+            )
+            + f"; {needed} instance(s) of {TRAIN_VCPUS} vCPU would do 40,000 series in 15 minutes"
         )
-        + f"; {needed} instance(s) of {TRAIN_VCPUS} vCPU would do 40,000 series in 15 minutes"
-    )
     report.update(
         {
             "measured": {k: asdict(v) for k, v in measured.items()},
@@ -528,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--work", default=".bench-scale", help="where the built lake is cached (default .bench-scale)")
     parser.add_argument("--train-servers", type=int, default=12, help="servers of the training sample (default 12)")
     parser.add_argument("--models", default=None, help="training.models for the training sample (default: the setting)")
+    parser.add_argument("--hosts", default="1,2,4", help="simulated host counts to shard over (default 1,2,4)")
+    parser.add_argument("--tile-from", default=None, help="a trained sample's lake to tile from, skipping training")
     parser.add_argument("--skip-large", action="store_true", help="skip the 1 GB file")
     parser.add_argument("--skip-files", action="store_true", help="skip the file-size measurements")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
