@@ -25,12 +25,15 @@ LAMBDA_TIMEOUT_S: Final = 900
 
 # Measured by benchmarks/bench_scale.py (docs/scaling.md): the fleet-wide stages' peak memory is a base plus a
 # slope per server; the training job's CPU per series with the default models and its sharding efficiency.
-BASE_MB: Final = 110.0
-"""Resident memory of a process that has imported the stages, before any data."""
-MB_PER_SERVER: Final = 0.9
-"""Peak memory per server of the hungriest fleet-wide stage (consolidation), above the base."""
-CPU_S_PER_SERIES: Final = 2.2
-"""Training CPU seconds per series (all five models, six backtest origins), one core."""
+BASE_MB: Final = 109.0
+"""Resident memory of a process that has imported the stages, before any data (measured 2026-12-02)."""
+MB_PER_SERVER: Final = 1.25
+"""Peak memory per server of the hungriest fleet-wide stage above the base: the risk register on main's risk
+stage, 2,601 MB at 2,000 servers with 3 models' forecasts (measured 2026-12-02; the ETL increment: 0.36)."""
+CPU_S_PER_SERIES: Final = 11.7
+"""Training CPU seconds per series on one core: prophet, random_forest and the three baselines with six backtest
+origins, 140 CPU s for a 12-series host (measured 2026-12-02, the global forest's fits amortised over 12 series
+only: an upper bound)."""
 SHARDING_EFFICIENCY: Final = 0.9
 """CPU of one host / (hosts x CPU of the busiest host): shard balance and per-host overhead."""
 HEADROOM: Final = 1.5
