@@ -17,8 +17,8 @@ from capacity_forecaster.errors import ConfigError
 from capacity_forecaster.schema import METRICS
 from capacity_forecaster.settings import Settings
 
-LAMBDA_MAX_SERVERS: Final = 10_000
-"""The largest fleet the Lambda design is measured to hold inside its limits (3 GB, 300 s a stage)."""
+LAMBDA_CONFIGURED_MB: Final = 3008
+"""The data Lambdas' memory as the stack configures it by default (cdk.json ``lambdaMemoryMb``)."""
 LAMBDA_MEMORY_MB: Final = 10_240
 LAMBDA_TIMEOUT_S: Final = 900
 """Lambda's hard limits: what no setting can raise."""
@@ -38,6 +38,17 @@ SHARDING_EFFICIENCY: Final = 0.9
 """CPU of one host / (hosts x CPU of the busiest host): shard balance and per-host overhead."""
 HEADROOM: Final = 1.5
 """Memory an engine is given over the measured peak."""
+
+
+def lambda_max_servers(memory_mb: int = LAMBDA_CONFIGURED_MB) -> int:
+    """The largest fleet whose hungriest fleet-wide stage fits ``memory_mb`` with :data:`HEADROOM`."""
+    return max(1, math.floor((memory_mb / HEADROOM - BASE_MB) / MB_PER_SERVER))
+
+
+LAMBDA_MAX_SERVERS: Final = lambda_max_servers()
+"""Where ``scale.engine: auto`` switches to SageMaker: what the measured figures say the Lambdas hold (1,517
+servers on main's risk stage; the issue's target is 10,000 once the risk stage reads less: rerun
+``benchmarks/bench_scale.py`` and update the figures above)."""
 
 
 @dataclass(frozen=True)
