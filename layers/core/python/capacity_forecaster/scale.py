@@ -35,7 +35,8 @@ CPU_S_PER_SERIES: Final = 11.7
 origins, 140 CPU s for a 12-series host (measured 2026-12-02, the global forest's fits amortised over 12 series
 only: an upper bound)."""
 SHARDING_EFFICIENCY: Final = 0.9
-"""CPU of one host / (hosts x CPU of the busiest host): shard balance and per-host overhead."""
+"""CPU of one host / (hosts x CPU of the busiest host): shard balance and per-host overhead. Assumed, not
+measured: the 2- and 4-host rounds of bench_scale did not finish on the loaded machine (docs/scaling.md)."""
 HEADROOM: Final = 1.5
 """Memory an engine is given over the measured peak."""
 
