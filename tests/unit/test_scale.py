@@ -70,3 +70,5 @@ def test_training_hosts_refuse_impossible_inputs() -> None:
         training_hosts(0)
     with pytest.raises(ConfigError):
         training_hosts(10, efficiency=0)
+    with pytest.raises(ConfigError, match="cannot finish even one series"):
+        training_hosts(10, budget_s=10)

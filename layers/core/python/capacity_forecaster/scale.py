@@ -4,7 +4,8 @@ Up to :data:`LAMBDA_MAX_SERVERS` servers the ETL and the risk outputs run in the
 ``scale.engine: sagemaker``) they run as SageMaker Processing jobs of the same image and code
 (:mod:`capacity_forecaster.processing`), on one instance sized here from the measured memory per server. The
 per-series work (training) always runs in the SageMaker training job, sharded over ``training.hosts`` instances;
-:func:`training_hosts` sizes it from the measured CPU per series. The figures are ``benchmarks/bench_scale.py``'s.
+:func:`training_hosts` sizes it from the measured CPU per series and per host. The figures are
+``benchmarks/bench_scale.py``'s.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ BASE_MB: Final = 109.0
 MB_PER_SERVER: Final = 1.25
 """Peak memory per server of the hungriest fleet-wide stage above the base: the risk register on main's risk
 stage, 2,601 MB at 2,000 servers with 3 models' forecasts (measured 2026-12-02; the ETL increment: 0.36)."""
-CPU_S_PER_SERIES: Final = 11.7
-"""Training CPU seconds per series on one core: prophet, random_forest and the three baselines with six backtest
-origins, 140 CPU s for a 12-series host (measured 2026-12-02, the global forest's fits amortised over 12 series
-only: an upper bound)."""
-SHARDING_EFFICIENCY: Final = 0.9
-"""CPU of one host / (hosts x CPU of the busiest host): shard balance and per-host overhead. Assumed, not
-measured: the 2- and 4-host rounds of bench_scale did not finish on the loaded machine (docs/scaling.md)."""
+CPU_S_PER_SERIES: Final = 4.7
+"""Training CPU seconds a series on one core (prophet, random_forest and the three baselines, six backtest
+origins): the slope between a 12-series host (140 CPU s) and two 6-series hosts (116.5 and 107.9 CPU s),
+measured 2026-12-02 on a loaded machine."""
+HOST_FIXED_CPU_S: Final = 84.0
+"""Training CPU seconds a host spends whatever its share of series (the same measurement's intercept)."""
+PARALLEL_EFFICIENCY: Final = 0.9
+"""Assumed efficiency of one host's worker processes over its vCPUs (``training.n_jobs: 0``), not measured."""
 HEADROOM: Final = 1.5
 """Memory an engine is given over the measured peak."""
 
@@ -99,30 +101,40 @@ def processing_instance(servers: int) -> Instance:
     )
 
 
-def training_hosts(
-    series: int,
-    *,
-    budget_s: float = 900.0,
-    cpu_s_per_series: float = CPU_S_PER_SERIES,
-    efficiency: float = SHARDING_EFFICIENCY,
-    vcpus: int = TRAINING_INSTANCE.vcpus,
-) -> int:
-    """Training instances of ``vcpus`` that forecast ``series`` within ``budget_s`` seconds."""
-    if series < 1 or budget_s <= 0 or not 0 < efficiency <= 1:
-        raise ConfigError("training_hosts needs series >= 1, budget_s > 0 and 0 < efficiency <= 1")
-    return max(1, math.ceil(series * cpu_s_per_series / (vcpus * efficiency * budget_s)))
-
-
 def training_seconds(
     series: int,
     hosts: int,
     *,
     cpu_s_per_series: float = CPU_S_PER_SERIES,
-    efficiency: float = SHARDING_EFFICIENCY,
+    fixed_cpu_s: float = HOST_FIXED_CPU_S,
+    efficiency: float = PARALLEL_EFFICIENCY,
     vcpus: int = TRAINING_INSTANCE.vcpus,
 ) -> float:
-    """The wall time of training ``series`` on ``hosts`` instances of ``vcpus``."""
-    return series * cpu_s_per_series / (hosts * vcpus * efficiency)
+    """The wall time of training ``series`` on ``hosts`` instances of ``vcpus``: each host's fixed CPU and its
+    share of the series, over its vCPUs."""
+    return (fixed_cpu_s + math.ceil(series / hosts) * cpu_s_per_series) / (vcpus * efficiency)
+
+
+def training_hosts(
+    series: int,
+    *,
+    budget_s: float = 900.0,
+    cpu_s_per_series: float = CPU_S_PER_SERIES,
+    fixed_cpu_s: float = HOST_FIXED_CPU_S,
+    efficiency: float = PARALLEL_EFFICIENCY,
+    vcpus: int = TRAINING_INSTANCE.vcpus,
+) -> int:
+    """The fewest training instances of ``vcpus`` that forecast ``series`` within ``budget_s`` seconds."""
+    if series < 1 or not 0 < efficiency <= 1:
+        raise ConfigError("training_hosts needs series >= 1 and 0 < efficiency <= 1")
+    per_host_series_cpu = budget_s * vcpus * efficiency - fixed_cpu_s
+    if per_host_series_cpu < cpu_s_per_series:
+        raise ConfigError(f"a training host cannot finish even one series in {budget_s:.0f} s: raise the budget")
+    hosts = max(1, math.ceil(series * cpu_s_per_series / per_host_series_cpu))
+    kwargs = {"cpu_s_per_series": cpu_s_per_series, "fixed_cpu_s": fixed_cpu_s, "efficiency": efficiency}
+    while training_seconds(series, hosts, vcpus=vcpus, **kwargs) > budget_s:  # the last host's rounding
+        hosts += 1
+    return hosts
 
 
 def fleet_series(servers: int) -> int:
