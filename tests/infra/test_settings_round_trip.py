@@ -61,6 +61,7 @@ SPECIAL: dict[str, Any] = {
     "risk.high_days": 60,  # at least risk.critical_days
     "rightsizing.instance_types": {"t3.small": {"cores": 2, "memory_gib": 2, "monthly_cost": 15.5}},
     "ingest.metric_aliases": {"processor_time": "cpu"},
+    "scale.engine": "lambda",
 }
 """Settings whose value off the default is not the default plus one (or times 0.9): choices, lists, tables."""
 

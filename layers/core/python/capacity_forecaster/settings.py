@@ -26,6 +26,8 @@ DEFAULT_THRESHOLD = 80.0
 DEFAULT_HEADROOM = 10.0
 MODEL_NAMES: Final = ("seasonal_naive", "linear_trend", "recent_trend", "prophet", "random_forest")
 """The forecasting models the training job registers (``forecasting.baselines.registered_models()``)."""
+SCALE_ENGINES: Final = ("auto", "lambda", "sagemaker")
+"""Where the fleet-wide stages run (``scale.engine``; ``capacity_forecaster.scale``)."""
 SCORES: Final = ("mae", "rmse", "smape", "mase")
 """The backtest scores a champion can be chosen on (``forecasting.metrics.SCORES``)."""
 
@@ -180,6 +182,15 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class ScaleSettings:
+    """Where the fleet-wide stages run (``capacity_forecaster.scale``, docs/scaling.md)."""
+
+    engine: str = "auto"
+    """lambda: the ETL and risk Lambdas; sagemaker: SageMaker Processing jobs of the same image and code;
+    auto: lambda up to ``scale.LAMBDA_MAX_SERVERS`` servers, sagemaker above."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a pipeline run needs."""
 
@@ -191,6 +202,7 @@ class Settings:
     risk: RiskSettings = field(default_factory=RiskSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     rightsizing: RightsizingSettings = field(default_factory=RightsizingSettings)
+    scale: ScaleSettings = field(default_factory=ScaleSettings)
     s3: Mapping[str, Any] = field(default_factory=dict)
     """Overrides for :class:`~capacity_forecaster.storage.s3_client.S3Config` (region, endpoint_url, sse...)."""
 
@@ -211,6 +223,7 @@ _SECTIONS = {
     "risk": RiskSettings,
     "rightsizing": RightsizingSettings,
     "ingest": IngestSettings,
+    "scale": ScaleSettings,
 }
 
 
@@ -671,6 +684,7 @@ def _validate(s: Settings) -> None:
         (bool(str(s.lake).strip()), "lake must name a folder or s3://bucket/prefix"),
         (1 <= s.horizon_days <= 730, f"horizon_days={s.horizon_days} must be between 1 and 730"),
         (1 <= s.fleet.servers <= 100_000, f"fleet.servers={s.fleet.servers} must be between 1 and 100000"),
+        (s.scale.engine in SCALE_ENGINES, f"scale.engine={s.scale.engine!r} must be one of {', '.join(SCALE_ENGINES)}"),
         (28 <= s.fleet.days <= 3_650, f"fleet.days={s.fleet.days} must be between 28 and 3650"),
         (s.etl.max_gap_days >= 0, "etl.max_gap_days must be 0 or more"),
         (1 <= s.ingest.max_file_mb <= 10_240, "ingest.max_file_mb must be between 1 and 10240"),
