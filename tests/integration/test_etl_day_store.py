@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def test_chunked_reading_gives_the_whole_read(
 
 
 def test_chunked_parquet_gives_the_whole_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    frame = pd.read_csv(pd.io.common.BytesIO(long_csv(60)), dtype=str)
+    frame = pd.read_csv(io.BytesIO(long_csv(60)), dtype=str)
     data = frame.to_parquet(index=False, row_group_size=7)
     whole = raw_formats.read_monitoring_export("x.parquet", data, ALIASES)
     pd.testing.assert_frame_equal(chunks(tmp_path, "x.parquet", data, monkeypatch), whole)
@@ -125,3 +126,12 @@ def test_a_later_file_of_a_day_is_aggregated_with_the_earlier_ones_without_readi
     assert daily["n_samples"].tolist() == [120]
     assert daily["p95"].iloc[0] == pytest.approx(np.percentile(first + second, 95))
     assert daily["expected_samples"].tolist() == [288]
+
+
+def test_a_large_json_export_is_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(etl_stream, "WHOLE_READ_MAX_BYTES", 100)
+    path = tmp_path / "pull.json"
+    path.write_text('{"MetricDataResults": [' + " " * 200 + "]}")
+    with pytest.raises(InputError, match=r"^pull.json: a JSON .* read whole, so at most 0 MB .*; split it") as err:
+        list(etl_stream.iter_raw_chunks("pull.json", path, ALIASES, max_bytes=None))
+    assert "\n" not in str(err.value)

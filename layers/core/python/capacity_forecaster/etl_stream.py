@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pandas as pd
 import pyarrow as pa
@@ -49,6 +49,9 @@ CHUNK_ROWS: Final[int] = 250_000
 """Raw rows read, validated and staged at a time (a CSV chunk of about 14 MB)."""
 STREAM_FROM_BYTES: Final[int] = 16 * MiB
 """Files up to this size are read whole (their peak is small); larger CSV and Parquet files are read in chunks."""
+WHOLE_READ_MAX_BYTES: Final[int] = 64 * MiB
+"""A CloudWatch JSON export is parsed whole (about 10 times its size in memory): larger ones are refused. The
+CloudWatch puller writes one GetMetricData response (at most 100,800 points, a few MB) per file."""
 DEFAULT_DUCKDB_MEMORY_MB: Final[int] = 1024
 LAMBDA_MEMORY_SHARE: Final[float] = 0.35
 """In the ETL Lambda, DuckDB may use this share of the function's memory (the rest: Python, a chunk, pandas)."""
@@ -131,7 +134,7 @@ def work_folder() -> Iterator[Path]:
 class _Guard(io.RawIOBase):
     """A binary stream that refuses NUL bytes (binary data, not CSV) and more than ``max_bytes`` bytes."""
 
-    def __init__(self, name: str, stream: IO[bytes], max_bytes: int | None, what: str) -> None:
+    def __init__(self, name: str, stream: io.BufferedIOBase, max_bytes: int | None, what: str) -> None:
         super().__init__()
         self._name, self._stream, self._max, self._what, self.read_bytes = name, stream, max_bytes, what, 0
 
@@ -166,21 +169,45 @@ def iter_raw_chunks(
     with path.open("rb") as handle:
         head = handle.read(512)
     gz = head[:2] == raw_formats.GZIP_MAGIC
-    if size <= STREAM_FROM_BYTES or head[:1] in (b"{", b"[") or head[:4] in raw_formats.ZIP_MAGICS:
-        yield etl.read_raw_object(name, path.read_bytes(), aliases, max_bytes=max_bytes)
-        return
-    if head[:4] == raw_formats.PARQUET_MAGIC:
-        yield from _parquet_chunks(name, path, aliases, chunk_rows)
-        return
-    if gz:
+    if _is_json(head) and size > WHOLE_READ_MAX_BYTES:
+        raise _json_too_large(name, size)
+    whole = size <= STREAM_FROM_BYTES or _is_json(head) or head[:4] in raw_formats.ZIP_MAGICS
+    cap = max_bytes
+    if gz and not whole:
         import gzip
+        import zlib
 
-        with gzip.open(path, "rb") as inner:
-            peek = inner.read(512)
-        if peek[:4] == raw_formats.PARQUET_MAGIC or peek.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
-            yield etl.read_raw_object(name, path.read_bytes(), aliases, max_bytes=max_bytes)
-            return
-    yield from _csv_chunks(name, path, aliases, max_bytes=max_bytes, gz=gz, chunk_rows=chunk_rows)
+        try:
+            with gzip.open(path, "rb") as inner:
+                peek = inner.read(512)
+        except (OSError, EOFError, zlib.error):
+            peek = b""  # corrupt: the whole read says why
+        if not peek or peek[:4] == raw_formats.PARQUET_MAGIC or _is_json(peek) or peek[:4] in raw_formats.ZIP_MAGICS:
+            whole, cap = True, WHOLE_READ_MAX_BYTES if max_bytes is None else min(max_bytes, WHOLE_READ_MAX_BYTES)
+    if whole:
+        try:
+            yield etl.read_raw_object(name, path.read_bytes(), aliases, max_bytes=cap)
+        except InputError as exc:
+            if cap is not None and cap != max_bytes and "limit" in str(exc):
+                raise _json_too_large(name, None) from None
+            raise
+    elif head[:4] == raw_formats.PARQUET_MAGIC:
+        yield from _parquet_chunks(name, path, aliases, chunk_rows)
+    else:
+        yield from _csv_chunks(name, path, aliases, max_bytes=max_bytes, gz=gz, chunk_rows=chunk_rows)
+
+
+def _is_json(head: bytes) -> bool:
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
+
+
+def _json_too_large(name: str, size: int | None) -> InputError:
+    measured = "" if size is None else f" ({size / MiB:,.1f} MB)"
+    return InputError(
+        f"{name}: a JSON or gzip-compressed Parquet file{measured} is read whole, so at most "
+        f"{WHOLE_READ_MAX_BYTES // MiB} MB once decompressed; split it (one GetMetricData response per file) "
+        "or export CSV or plain Parquet, which are read in chunks up to ingest.max_file_mb"
+    )
 
 
 def _csv_chunks(
@@ -189,7 +216,7 @@ def _csv_chunks(
     import gzip
     import zlib
 
-    raw: IO[bytes] = gzip.open(path, "rb") if gz else path.open("rb")  # noqa: SIM115
+    raw: io.BufferedIOBase = gzip.open(path, "rb") if gz else path.open("rb")  # noqa: SIM115
     guard = _Guard(name, raw, max_bytes if gz else None, "the file once decompressed")
     text = io.TextIOWrapper(io.BufferedReader(guard, 1 << 20), encoding="utf-8-sig", errors="strict", newline="")
     yielded = False
