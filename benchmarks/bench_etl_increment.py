@@ -49,7 +49,7 @@ DAY = date(2026, 11, 30)
 RUN_AT = "2026-12-01T06:00:00+00:00"
 MEMORY_LIMIT_MB = 3 * 1024
 TIME_LIMIT_S = 300.0
-BYTES_PER_ROW = 56  # a long CSV row: "2026-11-30T00:05:00Z,srv-00001,cpu,12.3456789\n", about
+BYTES_PER_ROW = 42  # a long CSV row: "2026-11-30T00:05:00Z,srv-00001,cpu,12.3457\n"
 
 CHILD = """
 import json, sys, time

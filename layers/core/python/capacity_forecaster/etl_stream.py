@@ -53,6 +53,9 @@ WHOLE_READ_MAX_BYTES: Final[int] = 64 * MiB
 """A CloudWatch JSON export is parsed whole (about 10 times its size in memory): larger ones are refused. The
 CloudWatch puller writes one GetMetricData response (at most 100,800 points, a few MB) per file."""
 DEFAULT_DUCKDB_MEMORY_MB: Final[int] = 1024
+MIN_DUCKDB_MEMORY_MB: Final[int] = 128
+"""DuckDB's limit follows the pass's input (its bytes, at least this), up to :func:`duckdb_memory_mb`: a pass
+over one file keeps to about its size above the interpreter's own memory; DuckDB spills the rest."""
 LAMBDA_MEMORY_SHARE: Final[float] = 0.35
 """In the ETL Lambda, DuckDB may use this share of the function's memory (the rest: Python, a chunk, pandas)."""
 SAMPLE_COLUMNS: Final[tuple[str, ...]] = ("timestamp", "server_id", "metric", "value")
@@ -363,15 +366,19 @@ def write_context(path: Path, samples: pd.DataFrame) -> None:
 # ----------------------------------------------------------------------------------------------- DuckDB
 
 
-def connect(folder: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that spills to ``folder`` beyond :func:`duckdb_memory_mb`."""
+def connect(folder: Path, input_bytes: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that spills to ``folder`` beyond :func:`duckdb_memory_mb`, or beyond ``input_bytes``
+    (at least :data:`MIN_DUCKDB_MEMORY_MB`) when that is less."""
     import duckdb
 
     spill = folder / "duckdb-spill"
     spill.mkdir(exist_ok=True)
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = '{duckdb_memory_mb()}MB'")
+    limit_mb = duckdb_memory_mb()
+    if input_bytes is not None:
+        limit_mb = min(limit_mb, max(MIN_DUCKDB_MEMORY_MB, input_bytes // MiB))
+    con.execute(f"SET memory_limit = '{limit_mb}MB'")
     con.execute(f"SET temp_directory = '{spill}'")
     con.execute("SET preserve_insertion_order = false")
     con.execute(f"SET threads = {max(1, min(os.cpu_count() or 1, 4))}")
@@ -542,10 +549,7 @@ def write_parts(con: duckdb.DuckDBPyConnection, lake: Lake, folder: Path, extra:
         '"timestamp", server_id, metric, value'
     )
     union = f"{select} FROM valid" + (f" UNION ALL {select} FROM {extra}" if extra else "")
-    con.execute(
-        f'COPY (SELECT * FROM ({union}) ORDER BY server_id, metric, "timestamp") TO {_quote(str(out))} '
-        "(FORMAT parquet, PARTITION_BY (fid, dt), COMPRESSION zstd)"
-    )
+    con.execute(f"COPY ({union}) TO {_quote(str(out))} (FORMAT parquet, PARTITION_BY (fid, dt), COMPRESSION zstd)")
     keys = []
     for folder_ in sorted(out.glob("fid=*/dt=*")):
         files = sorted(folder_.glob("*.parquet"))

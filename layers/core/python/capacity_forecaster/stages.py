@@ -368,7 +368,7 @@ def _etl_pass_writes(
                 except InputError as exc:
                     rejected_files.append((info, str(exc)))
                 advance(1)
-        con = etl_stream.connect(folder)
+        con = etl_stream.connect(folder, sum(int(info.size or 0) for info, _ in file_rows))
         try:
             days = etl_stream.staged_days(con, staging)
             context_files, legacy = _context_parts(lake, manifest, new_keys, days, folder, settings, limit)
