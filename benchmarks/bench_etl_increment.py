@@ -17,7 +17,8 @@ split between them in order: with 2 or more, later runs add files to a day that 
 aggregated, as hourly CloudWatch pulls do). Each run is a child process; its wall time, CPU time (user + system)
 and peak resident set (``VmHWM`` of the child, which runs DuckDB in-process and starts no process; ``ru_maxrss``
 would count the pages the child shared with this process at the fork) are printed
-with their ratios against the limits, and the baseline RSS of a child that only imports the modules.
+with their ratios against the limits, and the baseline RSS of a child that only imports the modules (and opens
+DuckDB).
 
 ``--file-mb M`` instead writes one CSV of about M MB (one day of enough servers) into an empty lake, raises
 ``ingest.max_file_mb`` above it, and prints the ETL's peak RSS over the file size.
@@ -63,7 +64,10 @@ if not only_import:
     settings = load_settings(environ={}, overrides={"lake": root, "ingest.max_file_mb": int(max_mb)})
     result = run_etl(open_lake(root), settings, now=datetime.fromisoformat(sys.argv[4]))
     counts = {k: v for k, v in result.counts.items() if isinstance(v, int | str)}
-else:
+else:  # the modules and connections any ETL run holds, whatever its input
+    import duckdb, pyarrow.parquet, pyarrow.csv
+    from capacity_forecaster import etl_stream
+    duckdb.connect().execute("SELECT 1").fetchall()
     counts = {}
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"counts": counts, "seconds": time.perf_counter() - t0, "hwm_kb": hwm}))
