@@ -135,3 +135,18 @@ def test_a_large_json_export_is_refused_in_one_line(tmp_path: Path, monkeypatch:
     with pytest.raises(InputError, match=r"^pull.json: a JSON .* read whole, so at most 0 MB .*; split it") as err:
         list(etl_stream.iter_raw_chunks("pull.json", path, ALIASES, max_bytes=None))
     assert "\n" not in str(err.value)
+
+
+def test_a_work_folder_left_by_a_killed_run_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale, recent = tmp_path / "cf-etl-old", tmp_path / "cf-etl-new"
+    for folder in (stale, recent):
+        (folder / "download").mkdir(parents=True)
+    old = datetime(2026, 1, 1).timestamp()
+    os.utime(stale, (old, old))
+    with etl_stream.work_folder() as work:
+        assert work.parent == tmp_path and work.is_dir()
+    assert not stale.exists() and recent.exists() and not work.exists()

@@ -121,9 +121,22 @@ def part_key(day: str, key: str) -> str:
     return f"{ETL_SAMPLES_PREFIX}dt={day}/{file_id(key)}.parquet"
 
 
+STALE_WORK_SECONDS: Final[int] = 6 * 3600
+"""Work folders older than this were left by killed runs (a Lambda runs 15 minutes at most): removed."""
+
+
 @contextmanager
 def work_folder() -> Iterator[Path]:
-    """A local folder for staged rows and DuckDB's spill files (``/tmp`` in Lambda), removed afterwards."""
+    """A local folder for staged rows and DuckDB's spill files (``/tmp`` in Lambda), removed afterwards; folders
+    that killed runs left (a warm Lambda keeps its ``/tmp``) are removed first."""
+    import time
+
+    for stale in Path(tempfile.gettempdir()).glob("cf-etl-*"):
+        try:
+            if time.time() - stale.stat().st_mtime > STALE_WORK_SECONDS:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
     path = Path(tempfile.mkdtemp(prefix="cf-etl-"))
     try:
         yield path
