@@ -20,7 +20,6 @@ the raw file and validated once more (the former way), and its parts are written
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -380,23 +379,11 @@ def write_context(path: Path, samples: pd.DataFrame) -> None:
 # ----------------------------------------------------------------------------------------------- DuckDB
 
 
-def release_memory() -> None:
-    """Hand the memory pandas freed back to the system (glibc keeps it otherwise) before DuckDB takes its share."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError, TypeError):  # not glibc: nothing to trim
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-
-
 def connect(folder: Path, input_bytes: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB that spills to ``folder`` beyond :func:`duckdb_memory_mb`, or beyond ``input_bytes``
     (at least :data:`MIN_DUCKDB_MEMORY_MB`) when that is less."""
     import duckdb
 
-    release_memory()
     spill = folder / "duckdb-spill"
     spill.mkdir(exist_ok=True)
     con = duckdb.connect(":memory:")
