@@ -77,6 +77,9 @@ ETL_TRIGGER_PREFIX: Final = UPLOADS_PREFIX
 day of history) are left to the daily ETL schedule, so a generation run does not start hundreds of ETL runs."""
 TRAINING_JOB_PREFIX: Final = f"{PROJECT}-"
 """Training jobs of this stack are named ``capacity-forecaster-<run date>...``; the state-change rule matches it."""
+EPHEMERAL_STORAGE_MB: Final[dict[str, int]] = {"etl": 10_240}
+"""``/tmp`` of the functions that need more than Lambda's 512 MB: the ETL downloads each raw file, stages a pass's
+valid rows as Parquet and lets DuckDB spill there (docs/etl.md); 10,240 MB is Lambda's maximum."""
 LAMBDA_RETRY_ATTEMPTS: Final = 2
 """Asynchronous retries of a failed invocation before it goes to the dead-letter queue."""
 LAMBDA_MAX_EVENT_AGE_HOURS: Final = 6

@@ -38,6 +38,7 @@ from capacity_forecaster.settings import settings_environment
 from infra.names import (
     ALARM_PERIOD_MINUTES,
     DLQ_RETENTION_DAYS,
+    EPHEMERAL_STORAGE_MB,
     ETL_TRIGGER_PREFIX,
     HANDLER_COMMANDS,
     LAMBDA_DOCKERFILE,
@@ -250,6 +251,7 @@ class Pipeline(Construct):
             ),
             architecture=lambda_.Architecture.X86_64,
             memory_size=settings.lambda_memory_mb,
+            ephemeral_storage_size=cdk.Size.mebibytes(EPHEMERAL_STORAGE_MB.get(name, 512)),
             timeout=cdk.Duration.seconds(settings.lambda_timeout_seconds),
             environment={**self.environment(name), **self._function_environment(name)},
             tracing=lambda_.Tracing.ACTIVE,

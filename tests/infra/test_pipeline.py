@@ -58,6 +58,8 @@ def test_two_container_image_functions_from_one_image(template_json: dict[str, A
         assert props["MemorySize"] == DEFAULTS.lambda_memory_mb
         assert props["Timeout"] == DEFAULTS.lambda_timeout_seconds
         assert props["TracingConfig"] == {"Mode": "Active"}
+        assert props["EphemeralStorage"] == {"Size": names.EPHEMERAL_STORAGE_MB.get(name, 512)}
+    assert functions["etl"]["EphemeralStorage"] == {"Size": 10_240}  # the ETL's work folder (docs/etl.md)
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

@@ -299,7 +299,7 @@ def test_size_limit_applies_to_the_bytes_and_to_what_gzip_expands_to() -> None:
 
 
 def test_max_file_mb_setting_and_its_variable() -> None:
-    assert load_settings(environ={}).ingest.max_file_bytes == 200 * 1024 * 1024
+    assert load_settings(environ={}).ingest.max_file_bytes == 1024 * 1024 * 1024
     assert load_settings(environ={"CF_INGEST_MAX_FILE_MB": "5"}).ingest.max_file_bytes == 5 * 1024 * 1024
     for bad in ("0", "20000"):
         with pytest.raises(ConfigError, match=r"ingest\.max_file_mb must be between 1 and 10240"):

@@ -49,6 +49,8 @@ REPORTS_PREFIX: Final = "reports/"
 LOCKS_PREFIX: Final = "state/locks/"
 """Lease objects that keep two runs writing the same tables from interleaving."""
 DEMO_FLEET_PREFIX: Final = "state/demo/"
+ETL_SAMPLES_PREFIX: Final = "state/etl_samples/"
+"""The ETL's day store: each processed raw file's valid samples per UTC day, re-aggregated with a day's new files."""
 """The demo generator's record of the fleet it writes (``fleet.json``): its first and last day and shape."""
 
 
@@ -109,13 +111,15 @@ STAGE_ACCESS: Final[dict[str, StageAccess]] = {
             RAW_PREFIX,
             *_tables(METRICS_DAILY, METRICS_HOURLY, QUARANTINE, ETL_RUNS, ETL_FILES, SERVER_ATTRIBUTES),
             LOCKS_PREFIX,
+            ETL_SAMPLES_PREFIX,
         ),
         write=(
             *_tables(METRICS_DAILY, METRICS_HOURLY, QUARANTINE, ETL_RUNS, ETL_FILES, SERVER_ATTRIBUTES),
             QUARANTINED_FILES_PREFIX,
             LOCKS_PREFIX,
+            ETL_SAMPLES_PREFIX,
         ),
-        delete=(UPLOADS_PREFIX, LOCKS_PREFIX),
+        delete=(UPLOADS_PREFIX, LOCKS_PREFIX, ETL_SAMPLES_PREFIX),
     ),
     # the SageMaker training job: the curated channel in, staged parts and the model artifact out
     "train": StageAccess(

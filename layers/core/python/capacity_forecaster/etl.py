@@ -62,13 +62,15 @@ def validate_samples(
     now: pd.Timestamp,
     context: pd.DataFrame | None = None,
     aliases: Mapping[str, str] | None = None,
+    duplicates: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split raw rows into valid samples and rejected rows.
 
     ``raw`` has the four raw columns plus ``source`` and ``row_number``. ``context`` holds valid samples already
     in the lake for the same days: a new row that repeats one of them is a duplicate, or a conflicting duplicate
     when its value differs. ``now`` is the latest acceptable timestamp (UTC). Metric names are mapped to the
-    canonical ones through ``aliases`` (:func:`raw_formats.metric_aliases` when None).
+    canonical ones through ``aliases`` (:func:`raw_formats.metric_aliases` when None). ``duplicates=False``
+    applies the row rules only (the streaming ETL applies the duplicate rules in DuckDB, over every file).
 
     Returns ``(valid, rejected)``: valid has timestamp (UTC), server_id, metric, value (float), source,
     row_number; rejected has source, row_number, the four raw columns as text, and reason.
@@ -103,7 +105,7 @@ def validate_samples(
         index=raw.index,
     )
     ok = reason.isna()
-    for code, mask in _duplicate_reasons(candidates[ok], context).items():
+    for code, mask in (_duplicate_reasons(candidates[ok], context) if duplicates else {}).items():
         reason[mask[mask].index] = code
     ok = reason.isna()
     valid = candidates[ok].reset_index(drop=True)
@@ -270,7 +272,18 @@ def add_coverage(
     null for a series with a single timestamp) and ``low_coverage`` (n_samples < min_coverage x expected)."""
     if aggregated.empty:
         return aggregated.assign(expected_samples=pd.Series(dtype="Int32"), low_coverage=pd.Series(dtype=bool))
-    out = aggregated.merge(_median_intervals(samples), on=["server_id", "metric"], how="left")
+    return coverage_from_intervals(
+        aggregated, _median_intervals(samples), period_seconds=period_seconds, min_coverage=min_coverage
+    )
+
+
+def coverage_from_intervals(
+    aggregated: pd.DataFrame, intervals: pd.DataFrame, *, period_seconds: int, min_coverage: float
+) -> pd.DataFrame:
+    """:func:`add_coverage` from the series' median sampling intervals (server_id, metric, interval_s)."""
+    if aggregated.empty:
+        return aggregated.assign(expected_samples=pd.Series(dtype="Int32"), low_coverage=pd.Series(dtype=bool))
+    out = aggregated.merge(intervals, on=["server_id", "metric"], how="left")
     expected = np.maximum(1, np.round(period_seconds / out["interval_s"].to_numpy(dtype="float64")))
     out["expected_samples"] = pd.array(np.where(np.isnan(expected), np.nan, expected), dtype="Float64").astype("Int32")
     low = out["n_samples"] < min_coverage * out["expected_samples"].astype("Float64")

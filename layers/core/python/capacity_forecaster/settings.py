@@ -165,10 +165,11 @@ class IngestSettings:
 
     metric_aliases: Mapping[str, str] = field(default_factory=dict)
     """Extra metric names mapped to cpu, mem, disk or net, on top of ``raw_formats.DEFAULT_METRIC_ALIASES``."""
-    max_file_mb: int = 200
+    max_file_mb: int = 1024
     """Largest export (MB, once decompressed) ``ingest`` accepts and the ETL reads; larger raw objects are moved to
-    quarantine/files/. The ETL's peak memory is today about 11 to 12 times a file's size (a 100 MB CSV: 1.16 GB,
-    measured for the fleet-scale issue), so 200 MB (about 2.3 GB) is what the ETL Lambda's 3,008 MB can hold."""
+    quarantine/files/. The ETL streams CSV and Parquet (docs/etl.md): its peak is the interpreter, a chunk and
+    DuckDB's limit (the input's size, at most 35 % of the Lambda's memory), about 360 MB for a 100 MB CSV and 820 MB
+    for 470 MB of CSV in one pass (measured), so a 1 GB file fits the ETL Lambda's 3,008 MB."""
 
     def aliases(self) -> dict[str, str]:
         """The full alias table: canonical names, built-in aliases, then these."""

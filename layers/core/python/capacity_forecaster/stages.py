@@ -13,12 +13,19 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from capacity_forecaster import etl
-from capacity_forecaster.access import DEMO_FLEET_PREFIX, QUARANTINED_FILES_PREFIX, REPORTS_PREFIX, UPLOADS_PREFIX
+from capacity_forecaster import etl, etl_stream
+from capacity_forecaster.access import (
+    DEMO_FLEET_PREFIX,
+    ETL_SAMPLES_PREFIX,
+    QUARANTINED_FILES_PREFIX,
+    REPORTS_PREFIX,
+    UPLOADS_PREFIX,
+)
 from capacity_forecaster.errors import CapacityForecasterError, InputError
 from capacity_forecaster.progress import NullProgress, ProgressReporter
 from capacity_forecaster.raw_formats import too_large
@@ -238,6 +245,22 @@ def _read_raw(lake: Lake, key: str, settings: Settings | None = None, size: int 
     return frame.assign(source=key, row_number=range(len(frame)))
 
 
+def _stage_raw(
+    lake: Lake, staging: etl_stream.Staging, idx: int, info: Any, settings: Settings, now: pd.Timestamp
+) -> int:
+    """Download one new raw object, validate its rows chunk by chunk into ``staging``; return its row count."""
+    limit = settings.ingest.max_file_bytes
+    if info.size is not None and info.size > limit:
+        raise too_large(info.key, info.size, limit)  # not read: moved aside as it is
+    local = lake.store.download_file(info.key, staging.folder / "download" / f"{idx:06d}")
+    try:
+        aliases = settings.ingest.aliases()
+        chunks = etl_stream.iter_raw_chunks(info.key, local, aliases, max_bytes=limit)
+        return staging.stage_file(idx, info.key, chunks, now=now, aliases=aliases)
+    finally:
+        local.unlink(missing_ok=True)
+
+
 def run_etl(
     lake: Lake,
     settings: Settings,
@@ -334,55 +357,81 @@ def _etl_pass_writes(
     """The pass up to its commit (``etl_files`` written); returns its result and the steps after the commit."""
     manifest = _read_manifest(lake)
     new = _new_raw_objects(lake, manifest, full=full)
-
-    frames, file_rows, rejected_files = [], [], []
-    with reporter.task("etl: read raw files", len(new)) as advance:
-        for info in new:
-            try:
-                frame = _read_raw(lake, info.key, settings, info.size)
-            except InputError as exc:
-                rejected_files.append((info, str(exc)))
-            else:
-                frames.append(frame)
-                file_rows.append((info, len(frame)))
-            advance(1)
-    raw_new = pd.concat(frames, ignore_index=True) if frames else _empty_raw()
-
     new_keys = {o.key for o in new}
-    context = _context_samples(lake, manifest, raw_new, new_keys, started, settings)
     limit = pd.Timestamp(started) + pd.Timedelta(minutes=settings.etl.future_tolerance_minutes)
-    with reporter.task("etl: validate", 1) as advance:
-        valid, rejected = etl.validate_samples(raw_new, now=limit, context=context, aliases=settings.ingest.aliases())
-        advance(1)
-    etl.reconcile(len(raw_new), len(valid), len(rejected))
-
-    reasons = rejected["reason"].value_counts().sort_index().to_dict()
-    counts: dict[str, Any] = {
-        "run_id": run_id,
-        "files_read": len(new),
-        "files_rejected": len(rejected_files),
-        "rows_in": len(raw_new),
-        "rows_written": len(valid),
-        "rows_quarantined": len(rejected),
-        "quarantine_reasons": {str(k): int(v) for k, v in reasons.items()},
-        "partitions_written": 0,
-    }
     run_day = started.date()
-    written = [_record_run(lake, _run_row(counts, started, "started"), run_day)]
+    with etl_stream.work_folder() as folder:
+        staging = etl_stream.Staging(folder)
+        file_rows: list[tuple[Any, int]] = []
+        rejected_files: list[tuple[Any, str]] = []
+        with reporter.task("etl: read and validate raw files", len(new)) as advance:
+            for idx, info in enumerate(new):
+                try:
+                    file_rows.append((info, _stage_raw(lake, staging, idx, info, settings, limit)))
+                except InputError as exc:
+                    rejected_files.append((info, str(exc)))
+                advance(1)
+        con = etl_stream.connect(folder, sum(int(info.size or 0) for info, _ in file_rows))
+        try:
+            days = etl_stream.staged_days(con, staging)
+            context_files, legacy = _context_parts(lake, manifest, new_keys, days, folder, settings, limit)
+            etl_stream.deduplicate(con, staging, context_files)
+            rows_valid, _ = etl_stream.counts(con)
+            rejected = etl_stream.rejected_rows(con, staging)
+            etl.reconcile(staging.rows_in, rows_valid, len(rejected))
 
-    daily_written = _write_daily(lake, settings, valid, context, reporter)
-    written += daily_written
-    hourly_written = _write_hourly(lake, settings, valid, context) if settings.etl.grain == "hourly" else []
-    written += hourly_written
-    quarantine_rows = _quarantine_frame(rejected, rejected_files, run_id)
-    if not quarantine_rows.empty or _partition_exists(lake, QUARANTINE, run_day):
-        written.append(_merge_quarantine(lake, quarantine_rows, run_day, new_keys))
-    moved = [_move_aside(lake, info.key, reason, run_id, run_day) for info, reason in rejected_files]
-    attributes_written = _write_server_attributes(lake, raw_new, valid)
-    if attributes_written:
-        written.append(attributes_written)
-    counts["partitions_written"] = len(daily_written)
-    _write_manifest(lake, manifest, valid, file_rows, rejected_files, run_id, full)
+            reasons = rejected["reason"].value_counts().sort_index().to_dict()
+            counts: dict[str, Any] = {
+                "run_id": run_id,
+                "files_read": len(new),
+                "files_rejected": len(rejected_files),
+                "rows_in": staging.rows_in,
+                "rows_written": rows_valid,
+                "rows_quarantined": len(rejected),
+                "quarantine_reasons": {str(k): int(v) for k, v in reasons.items()},
+                "partitions_written": 0,
+            }
+            written = [_record_run(lake, _run_row(counts, started, "started"), run_day)]
+
+            affected = [
+                str(r[0])
+                for r in con.sql(
+                    'SELECT DISTINCT CAST(CAST("timestamp" AS TIMESTAMP) AS DATE) FROM valid ORDER BY 1'
+                ).fetchall()
+            ]
+            etl_stream.define_samples(con, context_files, affected)
+            min_coverage = settings.etl.min_coverage
+            with reporter.task("etl: aggregate", 1) as advance:
+                daily_new = (
+                    etl_stream.aggregate(con, "day", period_seconds=86_400, min_coverage=min_coverage)
+                    if affected
+                    else None
+                )
+                hourly = (
+                    etl_stream.aggregate(con, "hour", period_seconds=3600, min_coverage=min_coverage)
+                    if affected and settings.etl.grain == "hourly"
+                    else None
+                )
+                advance(1)
+            daily_written = _write_daily(lake, settings, daily_new, reporter)
+            written += daily_written
+            hourly_written = _write_hourly(lake, hourly) if hourly is not None else []
+            written += hourly_written
+            _drop_stale_parts(lake, manifest, new)
+            if legacy is not None:
+                con.execute(f"CREATE VIEW legacy AS SELECT * FROM read_parquet('{legacy}')")
+            etl_stream.write_parts(con, lake, folder, extra="legacy" if legacy is not None else "")
+            quarantine_rows = _quarantine_frame(rejected, rejected_files, run_id)
+            if not quarantine_rows.empty or _partition_exists(lake, QUARANTINE, run_day):
+                written.append(_merge_quarantine(lake, quarantine_rows, run_day, new_keys))
+            moved = [_move_aside(lake, info.key, reason, run_id, run_day) for info, reason in rejected_files]
+            attributes_written = _write_server_attributes(lake, etl_stream.attribute_samples(con))
+            if attributes_written:
+                written.append(attributes_written)
+            counts["partitions_written"] = len(daily_written)
+            _write_manifest(lake, manifest, etl_stream.spans(con), file_rows, rejected_files, run_id, full)
+        finally:
+            con.close()
 
     def finish() -> None:
         """After the commit: the run's row says succeeded, and unreadable files leave the raw zone."""
@@ -498,12 +547,11 @@ def _undo_quarantine(lake: Lake, run_id: str, day: date) -> None:
             lake.store.delete(info.key)
 
 
-def _write_server_attributes(lake: Lake, raw_new: pd.DataFrame, valid: pd.DataFrame) -> str | None:
-    """Merge the extra columns of this run's valid samples into ``server_attributes`` (latest value wins)."""
-    carrying = raw_new.loc[raw_new["attributes"].astype(str) != "", ["source", "row_number", "attributes"]]
-    if carrying.empty or valid.empty:
+def _write_server_attributes(lake: Lake, samples: pd.DataFrame) -> str | None:
+    """Merge the extra columns of this run's valid samples (server_id, timestamp, source, attributes; those
+    carrying attributes) into ``server_attributes`` (latest value wins)."""
+    if samples.empty:
         return None
-    samples = valid[["server_id", "timestamp", "source", "row_number"]].merge(carrying, on=["source", "row_number"])
     fresh = etl.server_attributes(samples)
     if fresh.empty:
         return None
@@ -542,48 +590,60 @@ def _empty_raw() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in cols}).astype({"row_number": "int64"})
 
 
-def _context_samples(
+def _context_parts(
     lake: Lake,
     manifest: pd.DataFrame,
-    raw_new: pd.DataFrame,
     new_keys: set[str],
-    now: datetime,
+    days: list[str],
+    folder: Path,
     settings: Settings,
-) -> pd.DataFrame | None:
-    """Valid samples of already-processed files that cover the days the new rows fall on."""
-    if raw_new.empty or manifest.empty:
-        return None
-    days = etl._parse_timestamps(raw_new["timestamp"]).dropna()
-    if days.empty:
-        return None
-    first, last = days.min().tz_localize(None).floor("D"), days.max().tz_localize(None).floor("D")
+    now: pd.Timestamp,
+) -> tuple[list[str], str | None]:
+    """Local copies of the day-store parts of ``days`` from files already processed (not being reprocessed),
+    and the local file of the samples of processed files that have no part yet (read from their raw objects)."""
+    if manifest.empty or not days:
+        return [], None
     done = manifest[(manifest["status"] == "processed") & ~manifest["key"].isin(new_keys)]
-    overlap = done[(done["first_day"] <= last) & (done["last_day"] >= first)]
+    ids = {etl_stream.file_id(k): k for k in done["key"]}
+    local, found = [], set()
+    for day in days:
+        for info in lake.store.list(f"{ETL_SAMPLES_PREFIX}dt={day}/"):
+            fid = info.key.rsplit("/", 1)[-1].removesuffix(".parquet")
+            if fid in ids:
+                local.append(str(lake.store.download_file(info.key, folder / "ctx" / f"dt={day}" / f"{fid}.parquet")))
+                found.add(ids[fid])
+    first, last = pd.Timestamp(days[0]), pd.Timestamp(days[-1])
+    overlap = done[(done["first_day"] <= last) & (done["last_day"] >= first) & ~done["key"].isin(found)]
     if overlap.empty:
-        return None
+        return local, None
+    # Processed before the day store: read and validated again, as before; write_parts stores their samples.
     frames = [_read_raw(lake, key, settings) for key in overlap["key"]]
-    limit = pd.Timestamp(now) + pd.Timedelta(minutes=settings.etl.future_tolerance_minutes)
-    valid, _ = etl.validate_samples(pd.concat(frames, ignore_index=True), now=limit, aliases=settings.ingest.aliases())
-    return valid
+    valid, _ = etl.validate_samples(pd.concat(frames, ignore_index=True), now=now, aliases=settings.ingest.aliases())
+    legacy = folder / "legacy.parquet"
+    etl_stream.write_context(legacy, valid)
+    return [*local, str(legacy)], str(legacy)
+
+
+def _drop_stale_parts(lake: Lake, manifest: pd.DataFrame, new: list[Any]) -> None:
+    """Delete the day-store parts of the earlier version of files processed again (their days may differ)."""
+    again = manifest[manifest["key"].isin({o.key for o in new}) & manifest["first_day"].notna()]
+    for key, first, last in zip(again["key"], again["first_day"], again["last_day"], strict=True):
+        for day in pd.date_range(first, last, freq="D"):
+            part = f"{ETL_SAMPLES_PREFIX}dt={day.date().isoformat()}/{etl_stream.file_id(key)}.parquet"
+            if lake.store.exists(part):
+                lake.store.delete(part)
 
 
 def _write_daily(
     lake: Lake,
     settings: Settings,
-    valid: pd.DataFrame,
-    context: pd.DataFrame | None,
+    daily_new: pd.DataFrame | None,
     progress: ProgressReporter,
 ) -> list[str]:
-    """Aggregate the affected days, fill gaps around them, and rewrite their daily partitions."""
-    if valid.empty:
+    """Fill gaps around the affected days (those ``daily_new`` holds) and rewrite their daily partitions."""
+    if daily_new is None or daily_new.empty:
         return []
-    samples = valid if context is None else pd.concat([context, valid], ignore_index=True)
-    day_of = samples["timestamp"].dt.tz_localize(None).dt.floor("D")
-    affected = set(valid["timestamp"].dt.tz_localize(None).dt.floor("D"))
-    subset = samples[day_of.isin(affected)]
-    daily_new = etl.add_coverage(
-        etl.aggregate_daily(subset), subset, period_seconds=86_400, min_coverage=settings.etl.min_coverage
-    )
+    affected = set(daily_new["dt"])
     pad = pd.Timedelta(days=max(settings.etl.max_gap_days, 7) + 7)
     lo, hi = min(affected) - pad, max(affected) + pad
     window = [d.date() for d in pd.date_range(lo, hi, freq="D")]
@@ -605,14 +665,11 @@ def _write_daily(
         return lake.write_table(METRICS_DAILY, frame, on_written=advance)
 
 
-def _write_hourly(lake: Lake, settings: Settings, valid: pd.DataFrame, context: pd.DataFrame | None) -> list[str]:
+def _write_hourly(lake: Lake, hourly: pd.DataFrame) -> list[str]:
     """Hourly P95 of every day the new samples touch (old samples of those days included), one partition a day."""
-    if valid.empty:
+    if hourly.empty:
         return []
-    samples = valid if context is None else pd.concat([context, valid], ignore_index=True)
-    day_of = samples["timestamp"].dt.tz_localize(None).dt.floor("D")
-    affected = set(valid["timestamp"].dt.tz_localize(None).dt.floor("D"))
-    hourly = etl.aggregate_hourly(samples[day_of.isin(affected)], min_coverage=settings.etl.min_coverage)
+    hourly = hourly[etl.HOURLY_COLUMNS]
     return lake.write_table(METRICS_HOURLY, hourly.assign(day=hourly["dt"].dt.floor("D").dt.date))
 
 
@@ -647,18 +704,13 @@ def _merge_quarantine(lake: Lake, rows: pd.DataFrame, day: date, sources: set[st
 def _write_manifest(
     lake: Lake,
     manifest: pd.DataFrame,
-    valid: pd.DataFrame,
+    spans: pd.DataFrame,
     file_rows: list[tuple[Any, int]],
     rejected_files: list[tuple[Any, str]],
     run_id: str,
     full: bool,
 ) -> None:
-    day = (
-        valid["timestamp"].dt.tz_localize(None).dt.floor("D") if not valid.empty else pd.Series(dtype="datetime64[ns]")
-    )
-    spans = (
-        day.groupby(valid["source"]).agg(["min", "max"]) if not valid.empty else pd.DataFrame(columns=["min", "max"])
-    )
+    """Record the pass's files (``spans``: each source's first and last day of valid rows) in ``etl_files``."""
     entries = [
         {
             "key": info.key,

@@ -1,0 +1,152 @@
+"""The streaming ETL: large files read in chunks as a whole read would, days re-aggregated from the day store."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from capacity_forecaster import etl_stream, raw_formats
+from capacity_forecaster.access import ETL_SAMPLES_PREFIX
+from capacity_forecaster.errors import InputError
+from capacity_forecaster.ingest import ingest_files
+from capacity_forecaster.schema import METRICS_DAILY, QUARANTINE
+from capacity_forecaster.settings import load_settings
+from capacity_forecaster.stages import run_etl
+from capacity_forecaster.storage.lake import open_lake
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+ALIASES = raw_formats.metric_aliases()
+
+
+def long_csv(rows: int) -> bytes:
+    lines = ["timestamp,server_id,metric,value,rack"]
+    lines += [
+        f"2026-11-0{1 + i % 3}T00:{i % 60:02d}:00Z, s{i % 7},CPUUtilization,{i % 97}.5,r{i % 2}" for i in range(rows)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def wide_csv(rows: int) -> bytes:
+    lines = ["time,host,cpu,mem"] + [
+        f"2026-11-01T{i % 24:02d}:00:00Z,h{i % 5},{i % 90},{(i * 7) % 100}" for i in range(rows)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def chunks(tmp_path: Path, name: str, data: bytes, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
+    monkeypatch.setattr(etl_stream, "STREAM_FROM_BYTES", 0)
+    path = tmp_path / name
+    path.write_bytes(data)
+    parts = list(etl_stream.iter_raw_chunks(name, path, ALIASES, max_bytes=None, chunk_rows=7))
+    assert len(parts) > 1  # it streamed
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("long.csv", long_csv(50)),
+        ("wide.csv", wide_csv(40)),
+        ("long.csv.gz", gzip.compress(long_csv(50))),
+    ],
+)
+def test_chunked_reading_gives_the_whole_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, data: bytes
+) -> None:
+    whole = raw_formats.read_monitoring_export(name, data, ALIASES)
+    pd.testing.assert_frame_equal(chunks(tmp_path, name, data, monkeypatch), whole)
+
+
+def test_chunked_parquet_gives_the_whole_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = pd.read_csv(io.BytesIO(long_csv(60)), dtype=str)
+    data = frame.to_parquet(index=False, row_group_size=7)
+    whole = raw_formats.read_monitoring_export("x.parquet", data, ALIASES)
+    pd.testing.assert_frame_equal(chunks(tmp_path, "x.parquet", data, monkeypatch), whole)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (long_csv(40) + b"2026-11-01T00:00:00Z,s1,cpu,\xff\xfe\n", "not UTF-8 text"),
+        (long_csv(40) + b"2026-11-01T00:00:00Z,s1,cpu,1\x00\n", "binary, not CSV"),
+        (long_csv(40) + b"2026-11-01T00:00:00Z,s1,cpu,1,r1,extra,more\n", "cannot be read as csv"),
+    ],
+)
+def test_a_bad_line_late_in_a_streamed_file_refuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes, message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        chunks(tmp_path, "bad.csv", data, monkeypatch)
+
+
+def export(folder: Path, name: str, server: str, values: list[float], start: int = 0) -> Path:
+    lines = ["timestamp,server_id,metric,value"]
+    lines += [
+        f"2026-11-20T{(start + i) // 12:02d}:{5 * ((start + i) % 12):02d}:00Z,{server},cpu,{v}"
+        for i, v in enumerate(values)
+    ]
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_later_file_of_a_day_is_aggregated_with_the_earlier_ones_without_reading_them_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(etl_stream, "STREAM_FROM_BYTES", 0)  # the streamed path, in chunks of 250,000 rows
+    lake = open_lake(tmp_path / "lake")
+    settings = load_settings(environ={}, overrides={"lake": str(tmp_path / "lake")})
+    first = [float(v) for v in range(10, 70)]
+    ingest_files(lake, [export(tmp_path, "a.csv", "s1", first)], now=NOW)
+    run_etl(lake, settings, now=NOW)
+    a_key = next(o.key for o in lake.store.list("raw/uploads/") if o.key.endswith("a.csv"))
+    assert [o.key for o in lake.store.list(ETL_SAMPLES_PREFIX)] == [
+        f"{ETL_SAMPLES_PREFIX}dt=2026-11-20/{etl_stream.file_id(a_key)}.parquet"
+    ]
+    # The earlier file's raw object is gone: its samples come from the day store.
+    lake.store.delete(a_key)
+    # samples 60..119, plus an exact repeat of sample 0 and a changed sample 1
+    second = [float(v) for v in range(30, 90)]
+    path = export(tmp_path, "b.csv", "s1", second, start=60)
+    with path.open("a") as f:
+        f.write(f"2026-11-20T00:00:00Z,s1,cpu,{first[0]}\n2026-11-20T00:05:00Z,s1,cpu,99\n")
+    ingest_files(lake, [path], now=NOW)
+    result = run_etl(lake, settings, now=NOW)
+    assert result.counts["rows_in"] == 62
+    assert result.counts["quarantine_reasons"] == {"conflicting_duplicate": 1, "duplicate": 1}
+    quarantine = lake.read_table(QUARANTINE)
+    assert sorted(quarantine["value"]) == ["10.0", "99"]
+    daily = lake.read_table(METRICS_DAILY, where={"dt": datetime(2026, 11, 20).date()})
+    assert daily["n_samples"].tolist() == [120]
+    assert daily["p95"].iloc[0] == pytest.approx(np.percentile(first + second, 95))
+    assert daily["expected_samples"].tolist() == [288]
+
+
+def test_a_large_json_export_is_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(etl_stream, "WHOLE_READ_MAX_BYTES", 100)
+    path = tmp_path / "pull.json"
+    path.write_text('{"MetricDataResults": [' + " " * 200 + "]}")
+    with pytest.raises(InputError, match=r"^pull.json: a JSON .* read whole, so at most 0 MB .*; split it") as err:
+        list(etl_stream.iter_raw_chunks("pull.json", path, ALIASES, max_bytes=None))
+    assert "\n" not in str(err.value)
+
+
+def test_a_work_folder_left_by_a_killed_run_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale, recent = tmp_path / "cf-etl-old", tmp_path / "cf-etl-new"
+    for folder in (stale, recent):
+        (folder / "download").mkdir(parents=True)
+    old = datetime(2026, 1, 1).timestamp()
+    os.utime(stale, (old, old))
+    with etl_stream.work_folder() as work:
+        assert work.parent == tmp_path and work.is_dir()
+    assert not stale.exists() and recent.exists() and not work.exists()
