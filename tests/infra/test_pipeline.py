@@ -206,7 +206,7 @@ def test_deletes_only_uploads_moved_aside_staging_and_leases(
         if "s3:DeleteObject" in (access := s3_object_access(template_json, ids[f"{name}-role"], ids["bucket"]))
     }
     assert deleting == {
-        "etl": {names.ETL_TRIGGER_PREFIX, "state/locks/"},
+        "etl": {names.ETL_TRIGGER_PREFIX, "state/etl_samples/", "state/locks/"},
         "risk": {names.STAGING_TRAINING_PREFIX, "state/locks/"},
     }
 

@@ -201,7 +201,10 @@ def test_config_help_points_to_a_section_that_exists() -> None:
     assert anchor in slugs
 
 
-def test_query_table_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_query_table_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")  # the terminal's width, whatever runs the test
     sql = (
         "SELECT 'srv-0001' AS server_id, NULL::DOUBLE AS last_p95, 76.283999 AS peak_p50, "
         "DATE '2026-12-16' AS breach_date_p50, 15::DOUBLE AS days_to_breach_p50, 0.25 AS breach_probability"
