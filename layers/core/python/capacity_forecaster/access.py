@@ -48,6 +48,8 @@ REPORTS_PREFIX: Final = "reports/"
 """The HTML capacity report and its CSV/Excel exports of each run."""
 LOCKS_PREFIX: Final = "state/locks/"
 """Lease objects that keep two runs writing the same tables from interleaving."""
+PROCESSING_SUMMARY_PREFIX: Final = "state/processing/"
+"""Where SageMaker uploads each processing job's summary (``<job name>/<stage>.json``, scale.engine sagemaker)."""
 DEMO_FLEET_PREFIX: Final = "state/demo/"
 """The demo generator's record of the fleet it writes (``fleet.json``): its first and last day and shape."""
 
@@ -145,6 +147,8 @@ STAGE_ACCESS: Final[dict[str, StageAccess]] = {
         read=_tables(RISK_REGISTER, CONSOLIDATION, SERVERS, FORECASTS, FORECASTS_HOURLY, METRICS_DAILY),
         write=(REPORTS_PREFIX,),
     ),
+    # a SageMaker Processing job of the fleet-wide stages (scale.engine sagemaker): its summary, uploaded at the end
+    "processing_summary": StageAccess(write=(PROCESSING_SUMMARY_PREFIX,)),
     # the tagged EC2 instances' CloudWatch metrics -> one raw upload per GetMetricData request; their instance
     # types, zones and tags merged into the inventory
     "pull_cloudwatch": StageAccess(
