@@ -430,7 +430,7 @@ def test_auto_takes_what_the_lambdas_refuse_and_sagemaker_refuses_beyond_the_lar
 
     biggest = limits.LAMBDA_MAX_SERVERS
     assert _accepted(fleet__servers=biggest + 1, fleet__days=28).fleet.servers == biggest + 1
-    assert _accepted(fleet__servers=100_000, fleet__days=28, scale__engine="sagemaker").fleet.servers == 100_000
+    assert _accepted(fleet__servers=100_000, fleet__days=1_095, scale__engine="sagemaker").fleet.servers == 100_000
     # the largest instance's limit, shown by shrinking it: the same check names the limit
     most = limits.max_servers(limits.PROCESSING_MAX_MB, 730)
     assert most >= 100_000  # every accepted fleet and horizon fits the largest processing instance

@@ -775,14 +775,14 @@ def _known_country(country: str) -> bool:
 def _validate_scale(s: Settings) -> None:
     """Refuse a fleet, history or horizon the chosen engine cannot process (one line, naming the limit)."""
     servers, days, horizon = s.fleet.servers, s.fleet.days, s.horizon_days
-    if servers * days > limits.MAX_SERVER_DAYS:
-        raise ConfigError(
-            f"fleet.servers={servers} x fleet.days={days} = {servers * days} server-days of history exceeds what the "
-            f"generate Lambda holds at {limits.LAMBDA_MEMORY_MB} MB (<= {limits.MAX_SERVER_DAYS}); generate fewer "
-            f"days (<= {limits.MAX_SERVER_DAYS // servers}), see docs/scaling.md"
-        )
     engine = limits.choose_engine(s.scale.engine, servers, horizon)
     if engine == "lambda":
+        if servers * days > limits.MAX_SERVER_DAYS:  # the demo generator's history (fleet.days is only its)
+            raise ConfigError(
+                f"fleet.servers={servers} x fleet.days={days} = {servers * days} server-days of history exceeds what "
+                f"the generate Lambda holds at {limits.LAMBDA_MEMORY_MB} MB (<= {limits.MAX_SERVER_DAYS}); generate "
+                f"fewer days (<= {limits.MAX_SERVER_DAYS // servers}), see docs/scaling.md"
+            )
         switch = "set scale.engine=sagemaker (or auto), see docs/scaling.md"
         if servers > limits.LAMBDA_MAX_SERVERS:
             raise ConfigError(
