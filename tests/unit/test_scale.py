@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from capacity_forecaster.errors import ConfigError
-from capacity_forecaster.limits import LAMBDA_CONFIGURED_MB, max_horizon_days, max_servers
+from capacity_forecaster.limits import (
+    LAMBDA_CONFIGURED_MB,
+    job_memory_mb,
+    max_horizon_days,
+    max_job_servers,
+    max_servers,
+)
 from capacity_forecaster.scale import (
     HEADROOM,
     LAMBDA_MAX_SERVERS,
@@ -58,16 +64,17 @@ def test_an_unknown_engine_is_refused_in_one_line() -> None:
 def test_the_processing_instance_is_the_smallest_that_holds_the_fleet() -> None:
     for servers in (1, LAMBDA_MAX_SERVERS, 50_000, 100_000):
         chosen = processing_instance(servers)
-        assert chosen.memory_gib * 1024 >= HEADROOM * stage_memory_mb(servers)
+        assert chosen.memory_gib * 1024 >= HEADROOM * job_memory_mb(servers)
         smaller = [i for i in PROCESSING_INSTANCES if i.memory_gib < chosen.memory_gib]
-        assert all(i.memory_gib * 1024 < HEADROOM * stage_memory_mb(servers) for i in smaller)
+        assert all(i.memory_gib * 1024 < HEADROOM * job_memory_mb(servers) for i in smaller)
     assert processing_instance(100_000).memory_gib > processing_instance(1).memory_gib
 
 
 def test_a_fleet_no_instance_holds_is_refused_with_what_to_do() -> None:
     largest = PROCESSING_INSTANCES[-1]
-    too_many = max_servers(largest.memory_gib * 1024) + 1
-    assert HEADROOM * stage_memory_mb(too_many) > largest.memory_gib * 1024
+    too_many = max_job_servers(largest.memory_gib * 1024) + 1
+    assert HEADROOM * job_memory_mb(too_many - 1) <= largest.memory_gib * 1024
+    assert HEADROOM * job_memory_mb(too_many) > largest.memory_gib * 1024
     with pytest.raises(ConfigError, match=rf"more than the largest processing instance \({largest.name}"):
         processing_instance(too_many)
 

@@ -432,13 +432,13 @@ def test_auto_takes_what_the_lambdas_refuse_and_sagemaker_refuses_beyond_the_lar
     assert _accepted(fleet__servers=biggest + 1, fleet__days=28).fleet.servers == biggest + 1
     assert _accepted(fleet__servers=100_000, fleet__days=1_095, scale__engine="sagemaker").fleet.servers == 100_000
     # the largest instance's limit, shown by shrinking it: the same check names the limit
-    most = limits.max_servers(limits.PROCESSING_MAX_MB, 730)
+    most = limits.max_job_servers(limits.PROCESSING_MAX_MB, 730)
     assert most >= 100_000  # every accepted fleet and horizon fits the largest processing instance
-    assert limits.HEADROOM * limits.stage_memory_mb(most, 730) <= limits.PROCESSING_MAX_MB
-    assert limits.HEADROOM * limits.stage_memory_mb(most + 1, 730) > limits.PROCESSING_MAX_MB
+    assert limits.HEADROOM * limits.job_memory_mb(most, 730) <= limits.PROCESSING_MAX_MB
+    assert limits.HEADROOM * limits.job_memory_mb(most + 1, 730) > limits.PROCESSING_MAX_MB
     # the check names the limit: shown on an instance of a sixteenth of the largest one's memory
     monkeypatch.setattr(limits, "PROCESSING_MAX_MB", limits.PROCESSING_MAX_MB / 16)
-    small = limits.max_servers(limits.PROCESSING_MAX_MB, 90)
+    small = limits.max_job_servers(limits.PROCESSING_MAX_MB, 90)
     assert _accepted(fleet__servers=small, fleet__days=28, scale__engine="sagemaker").fleet.servers == small
     message = _refused(fleet__servers=small + 1, fleet__days=28, scale__engine="sagemaker")
     largest = limits.PROCESSING_INSTANCES[-1]

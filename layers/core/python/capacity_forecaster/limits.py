@@ -35,6 +35,10 @@ GENERATE_MB_PER_SERVER_DAY: Final = (1_526 - 854) / (1_000 * 1_095)
 """The demo generator's peak memory per server-day of history: 854 MB at 1,000 servers and 1,526 MB at 2,000,
 three years of daily history each."""
 GENERATE_BASE_MB: Final = 854 - 1_000 * 1_095 * GENERATE_MB_PER_SERVER_DAY
+ETL_MB_PER_SERVER: Final = 3_072 / 10_000
+"""The ETL's peak memory per server for a day's increment: issue 14's bound, 3 GB for 10,000 servers x 4 metrics
+(11.5 million 5-minute samples). It sizes the processing instance; on Lambda the ETL's fit is the increment's
+and the file size limit's (``ingest.max_file_mb``), measured by ``benchmarks/bench_scale.py``."""
 DEFAULT_HORIZON_DAYS: Final = 90
 
 
@@ -65,6 +69,11 @@ def stage_memory_mb(servers: int, horizon_days: int = DEFAULT_HORIZON_DAYS) -> f
     return max(risk, CONSOLIDATION_MB_PER_SERVER * servers)
 
 
+def job_memory_mb(servers: int, horizon_days: int = DEFAULT_HORIZON_DAYS) -> float:
+    """The peak memory of the hungrier processing job (the ETL's increment, or the fleet-wide stages)."""
+    return max(ETL_MB_PER_SERVER * servers, stage_memory_mb(servers, horizon_days))
+
+
 def max_servers(memory_mb: float, horizon_days: int = DEFAULT_HORIZON_DAYS, timeout_s: float | None = None) -> int:
     """The largest fleet whose fleet-wide stages fit ``memory_mb`` (and ``timeout_s``) with :data:`HEADROOM`."""
     budget = memory_mb / HEADROOM
@@ -73,6 +82,11 @@ def max_servers(memory_mb: float, horizon_days: int = DEFAULT_HORIZON_DAYS, time
     if timeout_s is not None:
         servers = min(servers, math.floor(timeout_s / HEADROOM / STAGE_CPU_S_PER_SERVER))
     return max(0, servers)
+
+
+def max_job_servers(memory_mb: float, horizon_days: int = DEFAULT_HORIZON_DAYS) -> int:
+    """The largest fleet whose processing jobs (the ETL's and the fleet-wide stages') fit ``memory_mb``."""
+    return min(max_servers(memory_mb, horizon_days), math.floor(memory_mb / HEADROOM / ETL_MB_PER_SERVER))
 
 
 def max_horizon_days(servers: int, memory_mb: float) -> int:
@@ -92,7 +106,7 @@ def fits_lambda(servers: int, horizon_days: int) -> bool:
 
 LAMBDA_MAX_SERVERS: Final = max_servers(LAMBDA_CONFIGURED_MB, timeout_s=LAMBDA_TIMEOUT_S)
 """The most servers the Lambda stages take at the default horizon (consolidation binds: 17,878)."""
-PROCESSING_MAX_SERVERS: Final = max_servers(PROCESSING_MAX_MB)
+PROCESSING_MAX_SERVERS: Final = max_job_servers(PROCESSING_MAX_MB)
 """The most servers the largest processing instance takes at the default horizon."""
 MAX_SERVER_DAYS: Final = max_generate_server_days()
 """The most server-days of history the generate Lambda writes at Lambda's largest memory."""

@@ -22,6 +22,7 @@ from capacity_forecaster.limits import (
     PROCESSING_INSTANCES,
     Instance,
     choose_engine,
+    job_memory_mb,
     stage_memory_mb,
 )
 from capacity_forecaster.schema import METRICS
@@ -34,6 +35,7 @@ __all__ = [
     "Instance",
     "engine_for",
     "fleet_series",
+    "job_memory_mb",
     "processing_instance",
     "stage_memory_mb",
     "training_hosts",
@@ -59,14 +61,15 @@ def engine_for(settings: Settings) -> str:
 
 
 def processing_instance(servers: int, horizon_days: int = DEFAULT_HORIZON_DAYS) -> Instance:
-    """The smallest processing instance holding the fleet-wide stages of ``servers`` with :data:`HEADROOM`."""
-    needed_gib = HEADROOM * stage_memory_mb(servers, horizon_days) / 1024
+    """The smallest processing instance holding the ETL and the fleet-wide stages of ``servers`` with
+    :data:`HEADROOM` (one type for both jobs)."""
+    needed_gib = HEADROOM * job_memory_mb(servers, horizon_days) / 1024
     for instance in PROCESSING_INSTANCES:
         if instance.memory_gib >= needed_gib:
             return instance
     largest = PROCESSING_INSTANCES[-1]
     raise ConfigError(
-        f"fleet.servers={servers} needs about {needed_gib:,.0f} GiB for the risk outputs, more than the largest "
+        f"fleet.servers={servers} needs about {needed_gib:,.0f} GiB for the processing jobs, more than the largest "
         f"processing instance ({largest.name}, {largest.memory_gib} GiB): split the fleet into several lakes"
     )
 

@@ -798,7 +798,7 @@ def _validate_scale(s: Settings) -> None:
         return
     largest = limits.PROCESSING_INSTANCES[-1]
     split = "split the fleet into several lakes, see docs/scaling.md"
-    most = limits.max_servers(limits.PROCESSING_MAX_MB, horizon)
+    most = limits.max_job_servers(limits.PROCESSING_MAX_MB, horizon)
     if servers > most:
         raise ConfigError(
             f"fleet.servers={servers} with horizon_days={horizon} exceeds what the largest processing instance "
