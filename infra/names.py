@@ -91,6 +91,8 @@ OPS_KEY_ALIAS: Final = f"alias/{PROJECT}/ops"
 # --- training (SageMaker jobs and their launcher) -----------------------------------------------------------
 TRAINING_DOCKERFILE: Final = "sagemaker_jobs/Dockerfile"
 LAUNCHER_CODE: Final = "lambdas/launch_training"
+PROCESSING_LAUNCHER_CODE: Final = "lambdas/launch_processing"
+"""The zip function that starts the ETL and outputs Processing jobs (scale.engine sagemaker)."""
 VIEWS_HANDLER_CODE: Final = "lambdas/create_views"
 """The ``Custom::AthenaViews`` resource's zip function (boto3 only) that runs the view statements at deploy time."""
 LAYER_ROOT: Final = "layers/core"
@@ -104,6 +106,7 @@ LAYER_MODULES: Final = (
     "storage/keys.py",
     "storage/errors.py",
     "storage/object_store.py",
+    "processing_request.py",
 )
 """The domain package's modules in the zip launcher's layer: standard library, boto3 and botocore only (the
 Lambda runtime's own), so the layer stays a few kilobytes and nothing pulls in pandas."""

@@ -34,6 +34,7 @@ from constructs import Construct
 
 from capacity_forecaster.access import ACCOUNT_WIDE_ACTIONS, StageAccess
 from capacity_forecaster.access import function_access as stage_access
+from capacity_forecaster.scale import engine_for
 from capacity_forecaster.settings import settings_environment
 from infra.names import (
     ALARM_PERIOD_MINUTES,
@@ -91,6 +92,9 @@ def function_access(name: str) -> StageAccess:
     return stage_access(*FUNCTION_STAGES[name])
 
 
+LAUNCHED_FUNCTIONS = frozenset({"etl", "risk"})
+"""Functions whose rules start a SageMaker Processing job instead with ``scale.engine`` sagemaker (infra.processing)."""
+
 SERIALISED = frozenset({"etl", "risk"})
 """Functions that must not overlap: their stages hold a lease under ``state/locks/`` in the lake."""
 
@@ -102,6 +106,8 @@ class Pipeline(Construct):
         super().__init__(scope, construct_id)
         self._lake = lake
         self._settings = settings
+        self.engine = engine_for(settings.domain_settings)
+        """lambda, or sagemaker: the etl and risk rules are left for infra.processing's launcher to target."""
 
         self.key = kms.Key(
             self,
@@ -324,7 +330,9 @@ class Pipeline(Construct):
             description=description,
             schedule=schedule,
             event_pattern=event_pattern,
-            targets=[
+            targets=[]
+            if self.engine == "sagemaker" and function in LAUNCHED_FUNCTIONS
+            else [
                 targets.LambdaFunction(
                     self.functions[function],
                     retry_attempts=LAMBDA_RETRY_ATTEMPTS,

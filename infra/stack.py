@@ -20,6 +20,7 @@ from infra.names import (
 )
 from infra.notifications import Notifications
 from infra.pipeline import Pipeline
+from infra.processing import Processing
 from infra.settings import StackSettings
 from infra.storage import DataLake
 from infra.training import Training
@@ -45,6 +46,12 @@ class CapacityForecasterStack(cdk.Stack):
         self.training = Training(
             self, "Training", lake=self.lake, settings=settings, dead_letters=self.pipeline.dead_letters
         )
+        # 4b. with scale.engine sagemaker: the processing launcher the etl and training-completed rules target
+        self.processing: Processing | None = None
+        if self.pipeline.engine == "sagemaker":
+            self.processing = Processing(
+                self, "Processing", lake=self.lake, settings=settings, pipeline=self.pipeline, training=self.training
+            )
         # 5. notifications: the alerts topic (new critical risks, failed runs, alarms)
         self.notifications = Notifications(
             self, "Notifications", settings=settings, pipeline=self.pipeline, training=self.training

@@ -27,7 +27,7 @@ from aws_cdk.assertions import Template  # noqa: E402
 
 from app import build_app, load_cdk_context  # noqa: E402
 from infra.stack import CapacityForecasterStack  # noqa: E402
-from tests.infra.options import OPTIONS, OptionsSynth  # noqa: E402
+from tests.infra.options import OPTIONS, SAGEMAKER_OPTIONS, OptionsSynth  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,6 +43,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         elif HERE in item.path.parents and "options_synth" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.xdist_group("cdk-synth-options"))
+        elif HERE in item.path.parents and "sagemaker_synth" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("cdk-synth-sagemaker"))
 
 
 @dataclass(frozen=True)
@@ -116,5 +119,18 @@ def options_synth(tmp_path_factory: pytest.TempPathFactory) -> OptionsSynth:
         **{f"capacity-forecaster:{k}": v for k, v in OPTIONS.items()},
     }
     app, stack = build_app(context=context, outdir=str(tmp_path_factory.mktemp("cdk.out.options")))
+    assembly = app.synth()
+    return OptionsSynth(stack, Path(assembly.directory), dict(Template.from_stack(stack).to_json()))
+
+
+@pytest.fixture(scope="session")
+def sagemaker_synth(tmp_path_factory: pytest.TempPathFactory) -> OptionsSynth:
+    """The stack whose settings file says ``scale.engine: sagemaker`` (infra.processing)."""
+    context = {
+        **load_cdk_context(),
+        "@aws-cdk/core:failSynthOnValidationErrors": False,
+        **{f"capacity-forecaster:{k}": v for k, v in SAGEMAKER_OPTIONS.items()},
+    }
+    app, stack = build_app(context=context, outdir=str(tmp_path_factory.mktemp("cdk.out.sagemaker")))
     assembly = app.synth()
     return OptionsSynth(stack, Path(assembly.directory), dict(Template.from_stack(stack).to_json()))

@@ -29,6 +29,9 @@ OPTIONS: dict[str, Any] = {
 """A second synthesis with every optional part on and the settings off their defaults (tests of the optional
 parts and of the settings reaching the template share it: group ``cdk-synth-options``)."""
 
+SAGEMAKER_OPTIONS: dict[str, Any] = {"settingsFile": "tests/infra/settings.sagemaker.yaml"}
+"""A synthesis whose settings file chooses the SageMaker Processing engine (``scale.engine: sagemaker``)."""
+
 
 @dataclass(frozen=True)
 class OptionsSynth:

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from capacity_forecaster.forecasting.job import run_training_job
-from capacity_forecaster.processing import MAX_MESSAGE_BYTES, ProcessingPaths, processing_job_request
+from capacity_forecaster.processing import MAX_MESSAGE_BYTES, ProcessingPaths
+from capacity_forecaster.processing_request import processing_job_request
 from capacity_forecaster.scale import processing_instance
 from capacity_forecaster.schema import CONSOLIDATION, FORECASTS, METRICS_DAILY, RISK_REGISTER
 from capacity_forecaster.settings import load_settings

@@ -389,31 +389,59 @@ def test_any_text_in_a_variable_or_a_config_file_is_taken_or_refused_in_one_line
         assert str(exc) and "\n" not in str(exc)
 
 
+def _refused(**overrides: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={}, overrides={k.replace("__", "."): v for k, v in overrides.items()})
+    message = str(caught.value)
+    assert "\n" not in message and "docs/scaling.md" in message
+    return message
+
+
+def _accepted(**overrides: object) -> Settings:
+    return load_settings(environ={}, overrides={k.replace("__", "."): v for k, v in overrides.items()})
+
+
 def test_a_fleet_history_or_horizon_the_lambda_stages_cannot_process_is_refused_in_one_line() -> None:
-    from capacity_forecaster import settings as limits
+    from capacity_forecaster import limits
 
-    def refused(**overrides: int) -> str:
-        with pytest.raises(ConfigError) as caught:
-            load_settings(environ={}, overrides={k.replace("__", "."): v for k, v in overrides.items()})
-        message = str(caught.value)
-        assert "\n" not in message and "docs/scaling.md" in message
-        return message
-
-    # issue 14's fleet runs: 10,000 servers, 3 years of history, a 90-day horizon
-    assert load_settings(environ={}, overrides={"fleet.servers": 10_000, "fleet.days": 1_095}).fleet.servers == 10_000
-    biggest = limits.MAX_FLEET_SERVERS
-    assert load_settings(environ={}, overrides={"fleet.servers": biggest, "fleet.days": 28}).fleet.servers == biggest
-    assert f"fleet.servers={biggest + 1} exceeds what the Lambda stages process (<= {biggest}" in refused(
-        fleet__servers=biggest + 1, fleet__days=28
-    )
-    assert "fleet.servers=100000 exceeds" in refused(fleet__servers=100_000)
+    # issue 14's fleet runs on the Lambdas: 10,000 servers, 3 years of history, a 90-day horizon
+    fleet = _accepted(fleet__servers=10_000, fleet__days=1_095, horizon_days=90, scale__engine="lambda")
+    assert fleet.fleet.servers == 10_000 and limits.fits_lambda(10_000, 90)
+    biggest = limits.LAMBDA_MAX_SERVERS
+    assert biggest >= 10_000
+    assert _accepted(fleet__servers=biggest, fleet__days=28, scale__engine="lambda").fleet.servers == biggest
+    message = _refused(fleet__servers=biggest + 1, fleet__days=28, scale__engine="lambda")
+    assert f"fleet.servers={biggest + 1} exceeds what the Lambda stages process (<= {biggest} servers" in message
+    assert "set scale.engine=sagemaker (or auto)" in message
+    furthest = limits.max_horizon_days(10_000, limits.LAMBDA_CONFIGURED_MB)
+    assert furthest >= 90
+    assert _accepted(fleet__servers=10_000, horizon_days=furthest, scale__engine="lambda").horizon_days == furthest
+    message = _refused(fleet__servers=10_000, horizon_days=furthest + 1, scale__engine="lambda")
+    assert f"forecast fewer days (<= {furthest}) or set scale.engine=sagemaker (or auto)" in message
     longest = limits.MAX_SERVER_DAYS // 10_000
-    assert load_settings(environ={}, overrides={"fleet.servers": 10_000, "fleet.days": longest}).fleet.days == longest
-    assert f"generate fewer days (<= {longest})" in refused(fleet__servers=10_000, fleet__days=longest + 1)
-    assert "fleet.days=3650 = 36500000 server-days" in refused(fleet__servers=10_000, fleet__days=3_650)
-    furthest = limits.MAX_SERIES_HORIZON_DAYS // 40_000
-    ok = load_settings(environ={}, overrides={"fleet.servers": 10_000, "fleet.days": 365, "horizon_days": furthest})
-    assert ok.horizon_days == furthest
-    assert f"forecast fewer days (<= {furthest})" in refused(
-        fleet__servers=10_000, fleet__days=365, horizon_days=furthest + 1
+    assert _accepted(fleet__servers=10_000, fleet__days=longest).fleet.days == longest
+    assert f"generate fewer days (<= {longest})" in _refused(fleet__servers=10_000, fleet__days=longest + 1)
+
+
+def test_auto_takes_what_the_lambdas_refuse_and_sagemaker_refuses_beyond_the_largest_instance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from capacity_forecaster import limits
+
+    biggest = limits.LAMBDA_MAX_SERVERS
+    assert _accepted(fleet__servers=biggest + 1, fleet__days=28).fleet.servers == biggest + 1
+    assert _accepted(fleet__servers=100_000, fleet__days=1_095, scale__engine="sagemaker").fleet.servers == 100_000
+    # the largest instance's limit, shown by shrinking it: the same check names the limit
+    most = limits.max_job_servers(limits.PROCESSING_MAX_MB, 730)
+    assert most >= 100_000  # every accepted fleet and horizon fits the largest processing instance
+    assert limits.HEADROOM * limits.job_memory_mb(most, 730) <= limits.PROCESSING_MAX_MB
+    assert limits.HEADROOM * limits.job_memory_mb(most + 1, 730) > limits.PROCESSING_MAX_MB
+    # the check names the limit: shown on an instance of a sixteenth of the largest one's memory
+    monkeypatch.setattr(limits, "PROCESSING_MAX_MB", limits.PROCESSING_MAX_MB / 16)
+    small = limits.max_job_servers(limits.PROCESSING_MAX_MB, 90)
+    assert _accepted(fleet__servers=small, fleet__days=28, scale__engine="sagemaker").fleet.servers == small
+    message = _refused(fleet__servers=small + 1, fleet__days=28, scale__engine="sagemaker")
+    largest = limits.PROCESSING_INSTANCES[-1]
+    assert f"the largest processing instance ({largest.name}, {largest.memory_gib} GiB) holds (<= {small} servers)" in (
+        message
     )

@@ -48,6 +48,8 @@ REPORTS_PREFIX: Final = "reports/"
 """The HTML capacity report and its CSV/Excel exports of each run."""
 LOCKS_PREFIX: Final = "state/locks/"
 """Lease objects that keep two runs writing the same tables from interleaving."""
+PROCESSING_SUMMARY_PREFIX: Final = "state/processing/"
+"""Where SageMaker uploads each processing job's summary (``<job name>/<stage>.json``, scale.engine sagemaker)."""
 DEMO_FLEET_PREFIX: Final = "state/demo/"
 ETL_SAMPLES_PREFIX: Final = "state/etl_samples/"
 """The ETL's day store: each processed raw file's valid samples per UTC day, re-aggregated with a day's new files."""
@@ -149,6 +151,8 @@ STAGE_ACCESS: Final[dict[str, StageAccess]] = {
         read=_tables(RISK_REGISTER, CONSOLIDATION, SERVERS, FORECASTS, FORECASTS_HOURLY, METRICS_DAILY),
         write=(REPORTS_PREFIX,),
     ),
+    # a SageMaker Processing job of the fleet-wide stages (scale.engine sagemaker): its summary, uploaded at the end
+    "processing_summary": StageAccess(write=(PROCESSING_SUMMARY_PREFIX,)),
     # the tagged EC2 instances' CloudWatch metrics -> one raw upload per GetMetricData request; their instance
     # types, zones and tags merged into the inventory
     "pull_cloudwatch": StageAccess(

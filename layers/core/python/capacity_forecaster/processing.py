@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, single_line
+from capacity_forecaster.processing_request import SUMMARY_OUTPUT
 from capacity_forecaster.redact import redact
 from capacity_forecaster.settings import Settings, load_settings
 
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 DEFAULT_ROOT = Path("/opt/ml")
 PROCESSING_STAGES = ("etl", "outputs")
 """What a processing job runs: the ETL Lambda's stage, or the risk Lambda's (publish, risk, consolidation, report)."""
-SUMMARY_OUTPUT = "summary"
-"""The processing output (``processing/output/summary/``) that holds the stage's counts."""
 MAX_MESSAGE_BYTES = 1024
 """SageMaker keeps the first 1 KB of ``output/message`` as the job's ExitMessage."""
 
@@ -194,50 +193,6 @@ def run_processing_job(root: Path = DEFAULT_ROOT, argv: Sequence[str] = ()) -> i
     (paths.summary / f"{request.stage}.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     log.info("processing finished: %s", json.dumps(summary, default=str, sort_keys=True))
     return 0
-
-
-def processing_job_request(
-    *,
-    job_name: str,
-    stage_arguments: Sequence[str],
-    image_uri: str,
-    role_arn: str,
-    instance_type: str,
-    environment: Mapping[str, str],
-    summary_uri: str,
-    kms_key_arn: str | None = None,
-    volume_gb: int = 30,
-    max_runtime_seconds: int = 3600,
-) -> dict[str, Any]:
-    """The ``CreateProcessingJob`` request that runs ``stage_arguments`` under this contract: the data Lambdas'
-    image with this module as its entry point, one instance, the settings and lake in ``environment`` (``CF_*``),
-    the summary output uploaded to ``summary_uri`` at the end (encrypted with ``kms_key_arn`` when given)."""
-    output: dict[str, Any] = {
-        "OutputName": SUMMARY_OUTPUT,
-        "S3Output": {
-            "S3Uri": summary_uri,
-            "LocalPath": str(ProcessingPaths(DEFAULT_ROOT).summary),
-            "S3UploadMode": "EndOfJob",
-        },
-    }
-    cluster: dict[str, Any] = {"InstanceCount": 1, "InstanceType": instance_type, "VolumeSizeInGB": volume_gb}
-    request: dict[str, Any] = {
-        "ProcessingJobName": job_name,
-        "RoleArn": role_arn,
-        "AppSpecification": {
-            "ImageUri": image_uri,
-            "ContainerEntrypoint": ["python3", "-m", "capacity_forecaster.processing"],
-            "ContainerArguments": list(stage_arguments),
-        },
-        "Environment": dict(environment),
-        "ProcessingResources": {"ClusterConfig": cluster},
-        "ProcessingOutputConfig": {"Outputs": [output]},
-        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime_seconds},
-    }
-    if kms_key_arn:
-        cluster["VolumeKmsKeyId"] = kms_key_arn
-        request["ProcessingOutputConfig"]["KmsKeyId"] = kms_key_arn
-    return request
 
 
 def main(argv: Sequence[str] | None = None) -> int:

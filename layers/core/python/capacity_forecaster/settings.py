@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import yaml
 
+from capacity_forecaster import limits
 from capacity_forecaster.errors import ConfigError
 from capacity_forecaster.schema import METRICS
 
@@ -768,66 +769,41 @@ def _known_country(country: str) -> bool:
 
 
 # ---- what the deployed design processes (issue 14) -----------------------------------------------------------
-# The limits below follow from measured peaks of the Lambda stages and AWS Lambda's largest size; a setting past
-# them is refused in one line naming the limit (docs/scaling.md says what runs a larger fleet).
-LAMBDA_MAX_MEMORY_MB: Final = 10_240
-"""AWS Lambda's largest memory size: what any of the stages' functions can be given."""
-SCALE_HEADROOM: Final = 0.8
-"""Share of LAMBDA_MAX_MEMORY_MB (and of Lambda's 900 s) a limit plans to use; the rest is headroom."""
-LAMBDA_MAX_SECONDS: Final = 900
-GENERATE_MB_PER_SERVER_DAY: Final = (1_526 - 854) / (1_000 * 1_095)
-"""The demo generator's peak memory per server-day of history, measured on main for issue 14: 854 MB at 1,000
-servers and 1,526 MB at 2,000, three years of daily history each."""
-GENERATE_BASE_MB: Final = 854 - 1_000 * 1_095 * GENERATE_MB_PER_SERVER_DAY
-ETL_MB_PER_SERVER: Final = 3_072 / 10_000
-"""The ETL's peak memory per server for a day's increment: issue 14's bound, 3 GB for 10,000 servers x 4 metrics
-(11.5 million 5-minute samples), which benchmarks/bench_scale.py checks."""
-RISK_MB_PER_SERIES_DAY: Final = (1_349 - 440) / ((10_000 - 2_000) * 4 * 90)
-"""The risk stage's peak memory per series and forecast day (its champion rows), benchmarks/bench_risk_scale.py:
-440 MB at 2,000 servers, 1,349 MB at 10,000 (4 metrics, 90-day horizon, three models' forecasts in the lake)."""
-RISK_BASE_MB: Final = 440 - 2_000 * 4 * 90 * RISK_MB_PER_SERIES_DAY
-STAGE_CPU_S_PER_SERVER: Final = 61.0 / 10_000
-"""CPU seconds per server of the slowest fleet-wide stage, benchmarks/bench_risk_scale.py at 10,000 servers:
-consolidation 61.0 s (risk 21.2 s, report 39.8 s)."""
-STAGE_MB_PER_SERVER: Final = 1_346 / 10_000
-"""Peak memory of the consolidation and report stages counted per server (their whole peak: an upper bound),
-benchmarks/bench_risk_scale.py at 10,000 servers: consolidation 1,346 MB, report 1,059 MB."""
-_BUDGET_MB: Final = LAMBDA_MAX_MEMORY_MB * SCALE_HEADROOM
-MAX_FLEET_SERVERS: Final = int(
-    min(
-        _BUDGET_MB / max(ETL_MB_PER_SERVER, STAGE_MB_PER_SERVER),
-        LAMBDA_MAX_SECONDS * SCALE_HEADROOM / STAGE_CPU_S_PER_SERVER,
-    )
-    // 1_000
-    * 1_000
-)
-"""The most servers the Lambda stages process a day (the ETL's daily increment is the binding figure)."""
-MAX_SERVER_DAYS: Final = int((_BUDGET_MB - GENERATE_BASE_MB) / GENERATE_MB_PER_SERVER_DAY)
-"""The most server-days of history the generate Lambda writes (fleet.servers x fleet.days)."""
-MAX_SERIES_HORIZON_DAYS: Final = int((_BUDGET_MB - RISK_BASE_MB) / RISK_MB_PER_SERIES_DAY)
-"""The most champion forecast rows (series x horizon days) the risk Lambda holds."""
+# The limits follow from the measured figures in capacity_forecaster.limits (one source, also scale's): a setting
+# past the chosen engine's limits is refused in one line naming the limit and the engine to switch to.
 
 
 def _validate_scale(s: Settings) -> None:
-    """Refuse a fleet, history or horizon the deployed Lambda stages cannot process (one line, naming the limit)."""
+    """Refuse a fleet, history or horizon the chosen engine cannot process (one line, naming the limit)."""
     servers, days, horizon = s.fleet.servers, s.fleet.days, s.horizon_days
-    where = "run it on the engine for larger fleets: see docs/scaling.md"
-    if servers > MAX_FLEET_SERVERS:
+    engine = limits.choose_engine(s.scale.engine, servers, horizon)
+    if engine == "lambda":
+        if servers * days > limits.MAX_SERVER_DAYS:  # the demo generator's history (fleet.days is only its)
+            raise ConfigError(
+                f"fleet.servers={servers} x fleet.days={days} = {servers * days} server-days of history exceeds what "
+                f"the generate Lambda holds at {limits.LAMBDA_MEMORY_MB} MB (<= {limits.MAX_SERVER_DAYS}); generate "
+                f"fewer days (<= {limits.MAX_SERVER_DAYS // servers}), see docs/scaling.md"
+            )
+        switch = "set scale.engine=sagemaker (or auto), see docs/scaling.md"
+        if servers > limits.LAMBDA_MAX_SERVERS:
+            raise ConfigError(
+                f"fleet.servers={servers} exceeds what the Lambda stages process (<= {limits.LAMBDA_MAX_SERVERS} "
+                f"servers in {limits.LAMBDA_CONFIGURED_MB} MB functions); {switch}"
+            )
+        longest = limits.max_horizon_days(servers, limits.LAMBDA_CONFIGURED_MB)
+        if horizon > longest:
+            raise ConfigError(
+                f"horizon_days={horizon} for fleet.servers={servers} exceeds what the risk Lambda holds in "
+                f"{limits.LAMBDA_CONFIGURED_MB} MB; forecast fewer days (<= {longest}) or {switch}"
+            )
+        return
+    largest = limits.PROCESSING_INSTANCES[-1]
+    split = "split the fleet into several lakes, see docs/scaling.md"
+    most = limits.max_job_servers(limits.PROCESSING_MAX_MB, horizon)
+    if servers > most:
         raise ConfigError(
-            f"fleet.servers={servers} exceeds what the Lambda stages process (<= {MAX_FLEET_SERVERS} servers at "
-            f"{max(ETL_MB_PER_SERVER, STAGE_MB_PER_SERVER):.2f} MB a server in {LAMBDA_MAX_MEMORY_MB} MB); {where}"
-        )
-    if servers * days > MAX_SERVER_DAYS:
-        raise ConfigError(
-            f"fleet.servers={servers} x fleet.days={days} = {servers * days} server-days of history exceeds what the "
-            f"generate Lambda holds (<= {MAX_SERVER_DAYS}); generate fewer days (<= {MAX_SERVER_DAYS // servers}) "
-            f"or {where}"
-        )
-    if servers * 4 * horizon > MAX_SERIES_HORIZON_DAYS:
-        raise ConfigError(
-            f"fleet.servers={servers} x 4 metrics x horizon_days={horizon} = {servers * 4 * horizon} forecast days "
-            f"exceeds what the risk Lambda holds (<= {MAX_SERIES_HORIZON_DAYS}); forecast fewer days "
-            f"(<= {MAX_SERIES_HORIZON_DAYS // (servers * 4)}) or {where}"
+            f"fleet.servers={servers} with horizon_days={horizon} exceeds what the largest processing instance "
+            f"({largest.name}, {largest.memory_gib} GiB) holds (<= {most} servers); {split}"
         )
 
 

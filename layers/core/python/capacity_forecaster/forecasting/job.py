@@ -414,13 +414,38 @@ def staging_keys(run_id: str, index: int, n_hosts: int) -> dict[str, str]:
     }
 
 
-def read_channel(paths: ContractPaths, grain: str = "daily") -> pd.DataFrame:
-    """The metrics_daily rows of the ``curated`` data channel (metrics_hourly with ``grain="hourly"``)."""
+def _shard_rows(index: int, n_hosts: int, read: list[int]) -> Callable[[Any], Any]:
+    """A filter of an Arrow table's rows to the series of host ``index`` (:func:`shard_of`, each series hashed
+    once across the channel's objects); ``read`` counts the rows before filtering."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    seen: set[str] = set()
+    mine: list[str] = []
+
+    def keep(piece: pa.Table) -> pa.Table:
+        read.append(piece.num_rows)
+        keys = pc.binary_join_element_wise(piece["server_id"], piece["metric"], "|")
+        for key in pc.unique(keys).to_pylist():
+            if key not in seen:
+                seen.add(key)
+                server_id, _, metric = key.rpartition("|")
+                if shard_of(server_id, metric, n_hosts) == index:
+                    mine.append(key)
+        return piece.filter(pc.is_in(keys, value_set=pa.array(mine, pa.string())))
+
+    return keep
+
+
+def read_channel(paths: ContractPaths, grain: str = "daily", index: int = 0, n_hosts: int = 1) -> pd.DataFrame:
+    """The metrics_daily rows of the ``curated`` data channel (metrics_hourly with ``grain="hourly"``); with
+    ``n_hosts`` > 1 only host ``index``'s series, filtered object by object so a host holds only its shard."""
     if not paths.channel.is_dir():
         raise InputError(f"no data channel {CHANNEL!r} at {paths.channel}")
     table = CHANNEL_TABLES[grain]
-    daily = read_partitioned_dir(paths.channel, table)
-    if daily.empty:
+    read: list[int] = []
+    daily = read_partitioned_dir(paths.channel, table, None if n_hosts == 1 else _shard_rows(index, n_hosts, read))
+    if daily.empty and not any(read):
         raise InputError(
             f"data channel {CHANNEL!r} at {paths.channel} holds no {table.name} rows "
             f"(expected {table.partition_names[0]}=YYYY-MM-DD/data.parquet objects)"
@@ -479,7 +504,7 @@ def _train(paths: ContractPaths, *, progress: bool | ProgressReporter, lake: Lak
     params = parse_hyperparameters(read_json_object(paths.hyperparameters, "hyperparameters file"))
     index, n_hosts, host = read_hosts(paths)
     target = lake if lake is not None else open_lake(params.lake_uri)
-    shard = select_shard(read_channel(paths, params.grain), index, n_hosts)
+    shard = select_shard(read_channel(paths, params.grain, index, n_hosts), index, n_hosts)
     n_series = len(shard[["server_id", "metric"]].drop_duplicates())
     log.info("host %s (%d of %d): %d series", host, index + 1, n_hosts, n_series)
 

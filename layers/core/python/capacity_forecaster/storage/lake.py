@@ -264,14 +264,18 @@ class Lake:
         return len(keys)
 
 
-def read_partitioned_dir(path: Path, table: TableSchema) -> pd.DataFrame:
-    """Read a table's Hive-partitioned objects from a local folder (e.g. a SageMaker data channel)."""
+def read_partitioned_dir(
+    path: Path, table: TableSchema, keep: Callable[[pa.Table], pa.Table] | None = None
+) -> pd.DataFrame:
+    """Read a table's Hive-partitioned objects from a local folder (e.g. a SageMaker data channel); ``keep``
+    filters each object's rows as it is read, so only the kept rows are held."""
     store = LocalObjectStore(path)
     pieces = []
     for info in store.list(""):
         values = parse_partition_key(table, info.key, prefix="")
         if values is not None:
-            pieces.append(_with_partition_columns(table, store.get_bytes(info.key), values))
+            piece = _with_partition_columns(table, store.get_bytes(info.key), values)
+            pieces.append(piece if keep is None else keep(piece))
     if not pieces:
         return from_arrow(table.arrow_schema(with_partitions=True).empty_table())
     return from_arrow(pa.concat_tables(pieces))

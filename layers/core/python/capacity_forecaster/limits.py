@@ -1,0 +1,119 @@
+"""What each engine of the fleet-wide stages can process, from the measured figures (docs/scaling.md).
+
+The one source of the scale limits: ``settings`` refuses a fleet, history or horizon beyond them and
+``scale`` chooses the engine and sizes the processing instance from them. The figures are
+``benchmarks/bench_risk_scale.py``'s and ``benchmarks/bench_scale.py``'s (measured 2026-12-02, 2 shared cores).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+from capacity_forecaster.schema import METRICS
+
+LAMBDA_CONFIGURED_MB: Final = 3008
+"""The data Lambdas' memory as the stack configures it by default (cdk.json ``lambdaMemoryMb``)."""
+LAMBDA_MEMORY_MB: Final = 10_240
+LAMBDA_TIMEOUT_S: Final = 900
+"""Lambda's hard limits: what no setting can raise."""
+HEADROOM: Final = 1.25
+"""Memory (and time) an engine is given over the measured peak: a limit plans to use 80% of it."""
+
+RISK_MB_PER_SERIES_DAY: Final = (1_349 - 440) / ((10_000 - 2_000) * len(METRICS) * 90)
+"""The risk stage's peak memory per series and forecast day (its champion rows): 440 MB at 2,000 servers,
+1,349 MB at 10,000 (4 metrics, a 90-day horizon, three models' forecasts in the lake)."""
+RISK_BASE_MB: Final = 440 - 2_000 * len(METRICS) * 90 * RISK_MB_PER_SERIES_DAY
+CONSOLIDATION_MB_PER_SERVER: Final = 1_346 / 10_000
+"""The consolidation stage's whole peak counted per server (an upper bound): 1,346 MB at 10,000 servers (the
+report stage: 1,059 MB)."""
+STAGE_CPU_S_PER_SERVER: Final = 61.0 / 10_000
+"""CPU seconds per server of the slowest fleet-wide stage at 10,000 servers: consolidation 61.0 s (risk 21.2 s,
+report 39.8 s)."""
+GENERATE_MB_PER_SERVER_DAY: Final = (1_526 - 854) / (1_000 * 1_095)
+"""The demo generator's peak memory per server-day of history: 854 MB at 1,000 servers and 1,526 MB at 2,000,
+three years of daily history each."""
+GENERATE_BASE_MB: Final = 854 - 1_000 * 1_095 * GENERATE_MB_PER_SERVER_DAY
+ETL_MB_PER_SERVER: Final = 3_072 / 10_000
+"""The ETL's peak memory per server for a day's increment: issue 14's bound, 3 GB for 10,000 servers x 4 metrics
+(11.5 million 5-minute samples). It sizes the processing instance; on Lambda the ETL's fit is the increment's
+and the file size limit's (``ingest.max_file_mb``), measured by ``benchmarks/bench_scale.py``."""
+DEFAULT_HORIZON_DAYS: Final = 90
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A SageMaker instance type: vCPUs, memory and its on-demand list price (docs/scaling.md, with its date)."""
+
+    name: str
+    vcpus: int
+    memory_gib: int
+    usd_per_hour: float
+
+
+PROCESSING_INSTANCES: Final = (
+    Instance("ml.m5.xlarge", 4, 16, 0.23),
+    Instance("ml.m5.2xlarge", 8, 32, 0.461),
+    Instance("ml.m5.4xlarge", 16, 64, 0.922),
+    Instance("ml.r5.4xlarge", 16, 128, 1.21),
+    Instance("ml.r5.8xlarge", 32, 256, 2.419),
+)
+"""The instances a processing job is sized from, smallest first (us-east-1 list prices)."""
+PROCESSING_MAX_MB: Final = PROCESSING_INSTANCES[-1].memory_gib * 1024
+
+
+def stage_memory_mb(servers: int, horizon_days: int = DEFAULT_HORIZON_DAYS) -> float:
+    """The measured peak memory of the hungriest fleet-wide stage (risk or consolidation) for a fleet."""
+    risk = RISK_BASE_MB + RISK_MB_PER_SERIES_DAY * servers * len(METRICS) * horizon_days
+    return max(risk, CONSOLIDATION_MB_PER_SERVER * servers)
+
+
+def job_memory_mb(servers: int, horizon_days: int = DEFAULT_HORIZON_DAYS) -> float:
+    """The peak memory of the hungrier processing job (the ETL's increment, or the fleet-wide stages)."""
+    return max(ETL_MB_PER_SERVER * servers, stage_memory_mb(servers, horizon_days))
+
+
+def max_servers(memory_mb: float, horizon_days: int = DEFAULT_HORIZON_DAYS, timeout_s: float | None = None) -> int:
+    """The largest fleet whose fleet-wide stages fit ``memory_mb`` (and ``timeout_s``) with :data:`HEADROOM`."""
+    budget = memory_mb / HEADROOM
+    risk = (budget - RISK_BASE_MB) / (RISK_MB_PER_SERIES_DAY * len(METRICS) * horizon_days)
+    servers = math.floor(min(risk, budget / CONSOLIDATION_MB_PER_SERVER))
+    if timeout_s is not None:
+        servers = min(servers, math.floor(timeout_s / HEADROOM / STAGE_CPU_S_PER_SERVER))
+    return max(0, servers)
+
+
+def max_job_servers(memory_mb: float, horizon_days: int = DEFAULT_HORIZON_DAYS) -> int:
+    """The largest fleet whose processing jobs (the ETL's and the fleet-wide stages') fit ``memory_mb``."""
+    return min(max_servers(memory_mb, horizon_days), math.floor(memory_mb / HEADROOM / ETL_MB_PER_SERVER))
+
+
+def max_horizon_days(servers: int, memory_mb: float) -> int:
+    """The longest horizon whose champion forecasts for ``servers`` fit ``memory_mb`` in the risk stage."""
+    return max(0, math.floor((memory_mb / HEADROOM - RISK_BASE_MB) / (RISK_MB_PER_SERIES_DAY * servers * len(METRICS))))
+
+
+def max_generate_server_days(memory_mb: float = LAMBDA_MEMORY_MB) -> int:
+    """The most server-days of history the demo generator writes in ``memory_mb`` with :data:`HEADROOM`."""
+    return math.floor((memory_mb / HEADROOM - GENERATE_BASE_MB) / GENERATE_MB_PER_SERVER_DAY)
+
+
+def fits_lambda(servers: int, horizon_days: int) -> bool:
+    """Whether the Lambdas, as configured, hold the fleet-wide stages of this fleet and horizon."""
+    return servers <= LAMBDA_MAX_SERVERS and horizon_days <= max_horizon_days(servers, LAMBDA_CONFIGURED_MB)
+
+
+LAMBDA_MAX_SERVERS: Final = max_servers(LAMBDA_CONFIGURED_MB, timeout_s=LAMBDA_TIMEOUT_S)
+"""The most servers the Lambda stages take at the default horizon (consolidation binds: 17,878)."""
+PROCESSING_MAX_SERVERS: Final = max_job_servers(PROCESSING_MAX_MB)
+"""The most servers the largest processing instance takes at the default horizon."""
+MAX_SERVER_DAYS: Final = max_generate_server_days()
+"""The most server-days of history the generate Lambda writes at Lambda's largest memory."""
+
+
+def choose_engine(engine: str, servers: int, horizon_days: int) -> str:
+    """``lambda`` or ``sagemaker``: the setting, or (``auto``) whether the Lambdas hold the fleet and horizon."""
+    if engine == "auto":
+        return "lambda" if fits_lambda(servers, horizon_days) else "sagemaker"
+    return engine
