@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 import aws_cdk as cdk
 import constructs
 
+from capacity_forecaster.limits import LAMBDA_CONFIGURED_MB
 from infra.names import CONTEXT_NAMESPACE
 
 if TYPE_CHECKING:
@@ -91,8 +92,9 @@ class StackSettings:
     daily; used with ``demo`` only)."""
     etl_schedule: str = "cron(0 3 * * ? *)"
     """When the ETL Lambda processes new raw objects (EventBridge expression, UTC; daily, after generation)."""
-    lambda_memory_mb: int = 3008
-    """Memory of the container-image Lambdas (128 to 10240 MB; CPU grows with it)."""
+    lambda_memory_mb: int = LAMBDA_CONFIGURED_MB
+    """Memory of the container-image Lambdas (128 to 10240 MB; CPU grows with it). The default is the one the
+    settings' fleet limits are derived from (``capacity_forecaster.limits``: 3,008 MB hold 17,878 servers)."""
     lambda_timeout_seconds: int = 900
     """Timeout of the container-image Lambdas (1 to 900 seconds)."""
     log_retention_days: int = 90

@@ -30,15 +30,16 @@ CONSOLIDATION_MB_PER_SERVER: Final = 1_346 / 10_000
 report stage: 1,059 MB)."""
 STAGE_CPU_S_PER_SERVER: Final = 61.0 / 10_000
 """CPU seconds per server of the slowest fleet-wide stage at 10,000 servers: consolidation 61.0 s (risk 21.2 s,
-report 39.8 s)."""
+report 39.8 s; the ETL's increment, :data:`ETL_CPU_S_PER_SERVER`, is checked too)."""
 GENERATE_MB_PER_SERVER_DAY: Final = (1_526 - 854) / (1_000 * 1_095)
 """The demo generator's peak memory per server-day of history: 854 MB at 1,000 servers and 1,526 MB at 2,000,
 three years of daily history each."""
 GENERATE_BASE_MB: Final = 854 - 1_000 * 1_095 * GENERATE_MB_PER_SERVER_DAY
-ETL_MB_PER_SERVER: Final = 3_072 / 10_000
-"""The ETL's peak memory per server for a day's increment: issue 14's bound, 3 GB for 10,000 servers x 4 metrics
-(11.5 million 5-minute samples). It sizes the processing instance; on Lambda the ETL's fit is the increment's
-and the file size limit's (``ingest.max_file_mb``), measured by ``benchmarks/bench_scale.py``."""
+ETL_MB_PER_SERVER: Final = 816 / 10_000
+"""The ETL's peak memory per server for a day's increment (``benchmarks/bench_etl_increment.py``): 816 MB at
+10,000 servers x 4 metrics, 11.5 million 5-minute samples in 10 CSV files (473 MB), 108.8 CPU-s; the whole peak
+counted per server (an upper bound: 148 MB of it is the process's fixed cost)."""
+ETL_CPU_S_PER_SERVER: Final = 108.8 / 10_000
 DEFAULT_HORIZON_DAYS: Final = 90
 
 
@@ -75,12 +76,14 @@ def job_memory_mb(servers: int, horizon_days: int = DEFAULT_HORIZON_DAYS) -> flo
 
 
 def max_servers(memory_mb: float, horizon_days: int = DEFAULT_HORIZON_DAYS, timeout_s: float | None = None) -> int:
-    """The largest fleet whose fleet-wide stages fit ``memory_mb`` (and ``timeout_s``) with :data:`HEADROOM`."""
+    """The largest fleet whose ETL increment and fleet-wide stages fit ``memory_mb`` (and ``timeout_s``) with
+    :data:`HEADROOM`."""
     budget = memory_mb / HEADROOM
     risk = (budget - RISK_BASE_MB) / (RISK_MB_PER_SERIES_DAY * len(METRICS) * horizon_days)
-    servers = math.floor(min(risk, budget / CONSOLIDATION_MB_PER_SERVER))
+    servers = math.floor(min(risk, budget / CONSOLIDATION_MB_PER_SERVER, budget / ETL_MB_PER_SERVER))
     if timeout_s is not None:
-        servers = min(servers, math.floor(timeout_s / HEADROOM / STAGE_CPU_S_PER_SERVER))
+        slowest = max(STAGE_CPU_S_PER_SERVER, ETL_CPU_S_PER_SERVER)
+        servers = min(servers, math.floor(timeout_s / HEADROOM / slowest))
     return max(0, servers)
 
 
