@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, single_line
+from capacity_forecaster.json_files import read_json_object
 from capacity_forecaster.processing_request import SUMMARY_OUTPUT
 from capacity_forecaster.redact import redact
 from capacity_forecaster.settings import Settings, load_settings
@@ -85,18 +86,6 @@ class ProcessingRequest:
     run_date: date | None = None
 
 
-def _read_object(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"no {what} at {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} at {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} at {path} must be a JSON object")
-    return data
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
         raise ConfigError(f"processing job arguments: {message}")
@@ -116,9 +105,9 @@ def read_request(
     """The stage and settings of the job: ``argv`` (the container's arguments) or the config's
     ``ContainerArguments``; the settings from the config's ``Environment`` over ``environ``. One host only: the
     per-series work shards across hosts in the training job, not here."""
-    config = _read_object(paths.job_config, "processing job config")
+    config = read_json_object(paths.job_config, "processing job config")
     if paths.resource_config.exists():
-        hosts = _read_object(paths.resource_config, "resource config").get("hosts")
+        hosts = read_json_object(paths.resource_config, "resource config").get("hosts")
         if not isinstance(hosts, list) or len(hosts) != 1:
             count = len(hosts) if isinstance(hosts, list) else hosts
             raise ConfigError(

@@ -45,6 +45,7 @@ from capacity_forecaster.errors import CapacityForecasterError, ConfigError, Inp
 from capacity_forecaster.forecasting.backtest import one_line
 from capacity_forecaster.forecasting.engine import forecast_fleet, resolve_models
 from capacity_forecaster.forecasting.grain import get_grain, merged_settings
+from capacity_forecaster.json_files import read_json_object
 from capacity_forecaster.progress import ProgressReporter, RichProgress
 from capacity_forecaster.redact import redact
 from capacity_forecaster.schema import (
@@ -341,18 +342,6 @@ class ContractPaths:
     @property
     def failure(self) -> Path:
         return self.root / "output" / "failure"
-
-
-def read_json_object(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"no {what} at {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} at {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} at {path} must be a JSON object")
-    return data
 
 
 def read_hosts(paths: ContractPaths) -> tuple[int, int, str]:
