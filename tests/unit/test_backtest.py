@@ -93,8 +93,8 @@ def by_model(result: SeriesResult) -> dict[str, ModelResult]:
 
 
 def test_config_defaults_and_validation() -> None:
-    assert BacktestConfig(horizon=90).eval_horizon == 28
-    assert BacktestConfig(horizon=14).eval_horizon == 14
+    assert BacktestConfig(horizon=90).eval_horizon == 90  # judged as far ahead as it forecasts
+    assert BacktestConfig(horizon=90, backtest_horizon=28).eval_horizon == 28
     assert BacktestConfig(horizon=90, backtest_horizon=10).origin_step == 10
     assert BacktestConfig(horizon=90, step=7).origin_step == 7
     with pytest.raises(ValueError, match="score"):
@@ -104,11 +104,20 @@ def test_config_defaults_and_validation() -> None:
 
 
 def test_origins_sit_at_the_end_of_history() -> None:
-    config = BacktestConfig(horizon=90, n_origins=3)
+    config = BacktestConfig(horizon=90, backtest_horizon=28, n_origins=3)
     assert origins_for(120, config) == [92, 64, 36]
     assert origins_for(50, config) == [22]  # 22 - 28 < min_train_days
-    assert origins_for(30, config) == []
-    assert origins_for(120, BacktestConfig(horizon=90, n_origins=2, step=7)) == [92, 85]
+    assert origins_for(120, BacktestConfig(horizon=90, backtest_horizon=28, n_origins=2, step=7)) == [92, 85]
+    assert origins_for(200, BacktestConfig(horizon=90, n_origins=2)) == [110, 20]
+
+
+def test_a_short_history_gets_a_shorter_window_never_under_a_season() -> None:
+    config = BacktestConfig(horizon=90, n_origins=2)
+    assert config.window_for(300) == 90
+    assert config.window_for(60) == 46  # what is left after 14 training days
+    assert origins_for(60, config) == [14]
+    assert config.window_for(20) == 0  # 6 days left: under a season, no backtest
+    assert origins_for(20, config) == []
 
 
 def test_champion_is_seasonal_naive_on_a_weekly_pattern() -> None:
@@ -121,6 +130,8 @@ def test_champion_is_seasonal_naive_on_a_weekly_pattern() -> None:
         assert all(math.isfinite(getattr(r, m)) for m in ("mae", "rmse", "smape", "mase", "coverage"))
     assert [r.model for r in result.results if r.is_champion] == ["seasonal_naive"]
     assert rows["seasonal_naive"].mae < rows["linear_trend"].mae
+    assert rows["median"].reason == "median of seasonal_naive, linear_trend"
+    assert len(result.actuals) == len(result.scales) == 2 and result.actuals[0].size == 30
 
 
 def test_champion_is_linear_trend_on_a_trend() -> None:
@@ -153,29 +164,38 @@ def test_a_tie_goes_to_the_better_calibrated_band() -> None:
     assert choose_champion(failed, "mae") == 1
 
 
-def test_insufficient_history_falls_back_to_seasonal_naive() -> None:
-    result = evaluate_series(weekly(30), [LinearTrend(), SeasonalNaive()], CONFIG)
-    assert result.champion == "seasonal_naive"
+def test_insufficient_history_fits_every_model_on_what_there_is() -> None:
+    y = weekly(30)
+    result = evaluate_series(y, [LinearTrend(), SeasonalNaive()], CONFIG)
+    assert result.champion == "median"
     rows = by_model(result)
     naive, line = rows["seasonal_naive"], rows["linear_trend"]
-    assert naive.status == line.status == "insufficient_history"
-    assert naive.forecast is not None and naive.is_champion
-    assert line.forecast is None and not line.is_champion
-    assert "30 days of history, fewer than min_history_days=56" in naive.reason
+    assert naive.status == line.status == rows["median"].status == "insufficient_history"
+    assert naive.forecast is not None and line.forecast is not None and rows["median"].is_champion
+    assert "30 days of history, fewer than min_history_days=56; fitted on the 30 days there are" in naive.reason
     assert naive.n_origins == 0 and math.isnan(naive.mae)
+    # The band comes from the series' own noise, never the whole 0..100 range.
+    for r in result.results:
+        assert r.forecast is not None
+        width = r.forecast.p90 - r.forecast.p10
+        assert np.all(width > 0) and np.all(width < 40)
+        assert np.all(np.diff(width) >= -1e-9)
 
 
-def test_insufficient_history_adds_the_fallback_when_not_requested() -> None:
-    result = evaluate_series(weekly(20), [LinearTrend()], CONFIG)
-    assert [r.model for r in result.results] == ["linear_trend", "seasonal_naive"]
+def test_insufficient_history_falls_back_to_seasonal_naive_when_no_model_fits() -> None:
+    result = evaluate_series(weekly(20), [Broken()], CONFIG)
+    assert [(r.model, r.status) for r in result.results] == [
+        ("broken", "failed"),
+        ("seasonal_naive", "insufficient_history"),
+    ]
     assert result.champion == "seasonal_naive"
 
 
-def test_history_too_short_for_the_backtest_window() -> None:
+def test_history_too_short_for_the_backtest_window_gets_a_shorter_one() -> None:
     config = BacktestConfig(horizon=90, backtest_horizon=60, min_history_days=56)
     result = evaluate_series(weekly(70), [SeasonalNaive()], config)
-    assert result.results[0].status == "insufficient_history"
-    assert "cannot hold a 60-day backtest" in result.results[0].reason
+    assert result.results[0].status == "ok" and result.results[0].n_origins == 1
+    assert result.actuals[0].size == 56
 
 
 def test_a_model_that_raises_is_failed_and_the_next_best_wins() -> None:
@@ -257,7 +277,8 @@ def test_fleet_outputs_have_the_table_columns_and_order() -> None:
     forecasts, metrics = fleet(daily)
     assert list(forecasts.columns) == [*FORECASTS.column_names, "run_date"]
     assert list(metrics.columns) == [*MODEL_METRICS.column_names, "run_date"]
-    assert len(metrics) == 12 * 2 and len(forecasts) == 12 * 2 * 30
+    assert len(metrics) == 12 * 3 and len(forecasts) == 12 * 3 * 30  # two models and their median
+    assert set(metrics["model"]) == {"seasonal_naive", "linear_trend", "median"}
     keys = ["server_id", "metric", "model", "ds"]
     assert forecasts[keys].equals(forecasts[keys].sort_values(keys, ignore_index=True))
     assert (forecasts["run_date"] == pd.Timestamp("2026-01-01")).all()
@@ -270,7 +291,10 @@ def test_fleet_outputs_have_the_table_columns_and_order() -> None:
     assert (champions == 1).all() and len(champions) == 12
     champ_rows = forecasts[forecasts["is_champion"]].groupby(["server_id", "metric"])["model"].nunique()
     assert (champ_rows == 1).all()
-    assert (metrics["status"] == "ok").all() and (metrics["reason"] == "").all()
+    # One champion per metric across the fleet: four servers, one choice each.
+    assert (metrics[metrics["is_champion"]].groupby("metric")["model"].nunique() == 1).all()
+    models = metrics["model"] != "median"
+    assert (metrics["status"] == "ok").all() and (metrics.loc[models, "reason"] == "").all()
 
 
 def test_fleet_is_the_same_for_any_n_jobs_and_reports_progress() -> None:
@@ -299,8 +323,15 @@ def test_fleet_fills_gaps_and_handles_short_series() -> None:
     forecasts, metrics = fleet(pd.concat([daily, short]))
     new = metrics[metrics["server_id"] == "srv-new"]
     assert set(new["status"]) == {"insufficient_history"}
-    assert set(new.loc[new["is_champion"], "model"]) == {"seasonal_naive"}
-    assert set(forecasts.loc[forecasts["server_id"] == "srv-new", "model"]) == {"seasonal_naive"}
+    # Too short to backtest: forecast with each metric's champion over the backtested servers.
+    champions = metrics[metrics["is_champion"]].set_index(["server_id", "metric"])["model"]
+    for metric in ("cpu", "mem", "disk"):
+        assert champions[("srv-new", metric)] == champions[("srv-00", metric)]
+    assert set(forecasts.loc[forecasts["server_id"] == "srv-new", "model"]) == {
+        "seasonal_naive",
+        "linear_trend",
+        "median",
+    }
     assert (metrics.loc[metrics["server_id"] == "srv-00", "status"] == "ok").all()
 
 

@@ -98,7 +98,7 @@ def test_backtest_passes_each_origin_its_dates() -> None:
 
     evaluate_series(weekly_series(100), [Spy()], BacktestConfig(horizon=30, n_origins=2), LAST_DAY)
     day = np.timedelta64(1, "D")
-    assert seen == [LAST_DAY - 28 * day, LAST_DAY - 56 * day, LAST_DAY]
+    assert seen == [LAST_DAY - 30 * day, LAST_DAY - 60 * day, LAST_DAY]
 
 
 def test_a_daily_fit_sees_only_the_last_history_days() -> None:

@@ -149,11 +149,11 @@ def test_engine_fits_a_global_model_per_metric_and_origin_without_leakage() -> N
     model = CountingGlobal(calls)
     config = BacktestConfig(horizon=30, n_origins=2)
     out = precompute_global_models(series, [SeasonalNaive(), model], config)
-    # 2 metrics x (2 origins + final); origins cut at 120 - 28 and 120 - 56 days, as the backtest does.
-    assert sorted(calls) == sorted([(28, [92] * 3), (28, [64] * 3), (30, [120] * 3)] * 2)
+    # 2 metrics x (2 origins + final); windows as long as the horizon: origins cut at 120 - 30 and 120 - 60 days.
+    assert sorted(calls) == sorted([(30, [90] * 3), (30, [60] * 3), (30, [120] * 3)] * 2)
     table = out[("srv-00", "cpu")]["counting_global"]
-    assert isinstance(table, Precomputed) and sorted(table.forecasts) == [64, 92, 120]
-    assert table.forecast(np.zeros(92), 28).horizon == 28
+    assert isinstance(table, Precomputed) and sorted(table.forecasts) == [60, 90, 120]
+    assert table.forecast(np.zeros(90), 28).horizon == 28
     with pytest.raises(ValueError, match="no forecast from a history of 50"):
         table.forecast(np.zeros(50), 7)
 

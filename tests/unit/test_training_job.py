@@ -131,13 +131,13 @@ def test_good_run_stages_parts_manifest_and_model_artifact(lake: Lake, tmp_path:
     assert manifest["series"] == n_series
     assert manifest["hosts"] == 1 and manifest["host"] == "algo-1"
     assert manifest["models"] == ["seasonal_naive", "linear_trend"]
-    assert manifest["forecast_rows"] == n_series * 2 * 30
+    assert manifest["forecast_rows"] == n_series * 3 * 30  # two models and their median
     assert sum(manifest["champions"].values()) == n_series
     assert manifest["seconds"] >= 0
 
     forecasts = lake.read_object_table(keys["forecasts"], FORECASTS)
     metrics = lake.read_object_table(keys["model_metrics"], MODEL_METRICS)
-    assert len(forecasts) == manifest["forecast_rows"] and len(metrics) == n_series * 2
+    assert len(forecasts) == manifest["forecast_rows"] and len(metrics) == n_series * 3
     assert forecasts["ds"].min() == pd.Timestamp(RUN_DATE) + pd.Timedelta(days=1)
 
     artifact = json.loads((ContractPaths(root).model_dir / "model.json").read_text())
@@ -145,7 +145,7 @@ def test_good_run_stages_parts_manifest_and_model_artifact(lake: Lake, tmp_path:
     assert set(artifact["models"]) == {"seasonal_naive", "linear_trend"}
     assert artifact["models"]["linear_trend"]["window"] == 84
     assert len(artifact["champions"]) == n_series
-    assert {c["model"] for c in artifact["champions"]} <= {"seasonal_naive", "linear_trend"}
+    assert {c["model"] for c in artifact["champions"]} <= {"seasonal_naive", "linear_trend", "median"}
 
 
 @pytest.mark.parametrize(
@@ -203,11 +203,11 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
     assert params.run_date == RUN_DATE
     assert (params.horizon_days, params.backtest_origins, params.score, params.min_history_days) == (
         90,
-        6,
+        2,
         "mae",
         56,
     )
-    assert params.models == ("seasonal_naive", "linear_trend", "recent_trend")
+    assert params.models == ("seasonal_naive", "linear_trend", "recent_trend", "prophet", "random_forest")
     # The cloud job (launched without these hyperparameters) backtests as the local pipeline does.
     local = TrainingSettings()
     assert (params.models, params.backtest_origins) == (local.models, local.backtest_origins)
@@ -295,7 +295,10 @@ def test_shards_are_stable_and_disjoint() -> None:
     assert shard_of("srv-00", "cpu", 1000) == int.from_bytes(digest[:8], "big") % 1000
 
 
-def test_three_hosts_give_exactly_the_one_host_result(lake: Lake, tmp_path: Path) -> None:
+def test_three_hosts_give_the_one_host_forecasts(lake: Lake, tmp_path: Path) -> None:
+    """Every candidate's forecast and backtest is the same on any number of hosts; the champion of a metric is
+    chosen, and its band calibrated, on each host's own shard (a hash sample of the fleet), so only those two
+    may differ between 1 and 3 hosts."""
     one = run_local_training(lake, run_date=RUN_DATE, hyperparameters=hyperparameters(lake, run_id="one"))
     forecasts_1 = lake.read_table(FORECASTS, {"run_date": RUN_DATE})
     metrics_1 = lake.read_table(MODEL_METRICS, {"run_date": RUN_DATE})
@@ -314,8 +317,12 @@ def test_three_hosts_give_exactly_the_one_host_result(lake: Lake, tmp_path: Path
     assert (one.hosts, three.hosts) == (1, 3)
     assert one.series == three.series == SERVERS * len(METRICS)
     assert one.forecast_rows == three.forecast_rows == len(forecasts_1)
-    pd.testing.assert_frame_equal(forecasts_1, forecasts_3)
-    pd.testing.assert_frame_equal(metrics_1, metrics_3)
+    chosen = ["is_champion", "p10", "p90"]
+    pd.testing.assert_frame_equal(forecasts_1.drop(columns=chosen), forecasts_3.drop(columns=chosen))
+    others = ~forecasts_1["is_champion"] & ~forecasts_3["is_champion"]
+    pd.testing.assert_frame_equal(forecasts_1[others], forecasts_3[others])
+    pd.testing.assert_frame_equal(metrics_1.drop(columns="is_champion"), metrics_3.drop(columns="is_champion"))
+    assert (metrics_3.groupby(["server_id", "metric"])["is_champion"].sum() == 1).all()
     # Each simulated host had its own contract root, hyperparameters as strings, and a share of the series.
     hosts = sorted(p.name for p in workdir.iterdir() if p.name.startswith("algo-"))
     assert hosts == ["algo-1", "algo-2", "algo-3"]
@@ -438,11 +445,11 @@ def test_prophet_and_random_forest_run_under_the_contract(lake: Lake, tmp_path: 
     keys = staging_keys("test-run", 0, 1)
     metrics = lake.read_object_table(keys["model_metrics"], MODEL_METRICS)
     n_series = SERVERS * len(METRICS)
-    assert len(metrics) == n_series * 3
+    assert len(metrics) == n_series * 4  # three models and their median
     assert (metrics["status"] == "ok").all(), metrics[metrics["status"] != "ok"]["reason"].tolist()
     assert metrics.groupby(["server_id", "metric"])["is_champion"].sum().eq(1).all()
     forecasts = lake.read_object_table(keys["forecasts"], FORECASTS)
-    assert len(forecasts) == n_series * 3 * 30
+    assert len(forecasts) == n_series * 4 * 30
     assert (forecasts["p10"] <= forecasts["p50"]).all() and (forecasts["p50"] <= forecasts["p90"]).all()
     assert forecasts["p10"].min() >= 0 and forecasts["p90"].max() <= 100
     artifact = json.loads((ContractPaths(root).model_dir / "model.json").read_text())

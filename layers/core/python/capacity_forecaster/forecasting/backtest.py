@@ -1,11 +1,15 @@
 """Rolling-origin backtest and champion choice for one series.
 
-Origins sit at the end of the history: the latest leaves exactly ``backtest_horizon`` days to score, and each
-earlier one is ``step`` days before the previous. Every model is fitted on the history up to each origin and
-scored on the following ``backtest_horizon`` days; the metrics are averaged over the origins, and the
-champion is the model with the lowest chosen score (within 1%, a tie: the best-calibrated band wins). A
-model that raises (or returns an unusable forecast) is recorded as ``failed`` and the next best is used;
-nothing here raises for a bad series or a bad model.
+Origins sit at the end of the history: the latest leaves a window of ``backtest_horizon`` steps to score (by
+default the whole forecast horizon, so a model is judged as far ahead as it will forecast; shortened to what
+a short history holds after ``min_train_days``), and each earlier one is ``step`` steps before the previous.
+Every model is fitted on the history up to each origin and scored on the window after it; the metrics are
+averaged over the origins. Besides the models, the per-step median of their forecasts (``median``) is a
+candidate scored the same way. The series' own champion is the candidate with the lowest chosen score (within
+1%, a tie: the best-calibrated band wins); the engine may replace it by the fleet's choice
+(:mod:`~capacity_forecaster.forecasting.fleet_choice`), which also recalibrates the bands from the backtest
+residuals kept here. A model that raises (or returns an unusable forecast) is recorded as ``failed`` and the
+next best is used; nothing here raises for a bad series or a bad model.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field, is_dataclass, replace
 import numpy as np
 
 from capacity_forecaster.errors import single_line
-from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast, get_model
+from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast, get_model, make_forecast
 from capacity_forecaster.forecasting.calendar_features import CalendarModel
 from capacity_forecaster.forecasting.grain import steps_before
 from capacity_forecaster.forecasting.metrics import POINT_SCORES, SCORES, coverage, mase
@@ -36,9 +40,9 @@ NOMINAL_COVERAGE = 0.8
 class BacktestConfig:
     """How series are backtested and forecast.
 
-    ``backtest_horizon`` defaults to ``min(horizon, 28)`` days and ``step`` to ``backtest_horizon``
-    (back-to-back windows). A series needs ``min_history_days`` observations, and an origin at least
-    ``min_train_days`` of history before it, to be scored.
+    ``backtest_horizon`` defaults to ``horizon`` and ``step`` to ``backtest_horizon`` (back-to-back windows).
+    A series needs ``min_history_days`` observations, and an origin at least ``min_train_days`` of history
+    before it, to be scored (a shorter history gets a shorter window: :meth:`window_for`).
     """
 
     horizon: int = 90
@@ -65,7 +69,13 @@ class BacktestConfig:
 
     @property
     def eval_horizon(self) -> int:
-        return self.backtest_horizon if self.backtest_horizon is not None else min(self.horizon, 28)
+        return self.backtest_horizon if self.backtest_horizon is not None else self.horizon
+
+    def window_for(self, n: int) -> int:
+        """Steps scored after each origin of a series of ``n`` steps: ``eval_horizon``, or what the history
+        holds after ``min_train_days`` when that is shorter; 0 when it holds less than a season."""
+        bh = min(self.eval_horizon, n - self.min_train_days)
+        return bh if bh >= min(self.season, self.eval_horizon) else 0
 
     @property
     def origin_step(self) -> int:
@@ -74,7 +84,8 @@ class BacktestConfig:
 
 @dataclass(frozen=True)
 class ModelResult:
-    """One model on one series: its averaged backtest metrics, status and final forecast."""
+    """One model (or the median of the models) on one series: its averaged backtest metrics, status, final
+    forecast and its backtest forecast at each origin (``origin_forecasts``, latest origin first)."""
 
     model: str
     status: str
@@ -87,26 +98,53 @@ class ModelResult:
     n_origins: int = 0
     is_champion: bool = False
     forecast: QuantileForecast | None = field(default=None, repr=False)
+    origin_forecasts: tuple[QuantileForecast, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
 class SeriesResult:
-    """Every model's result on one series, and the champion's name (None when no model could forecast)."""
+    """Every candidate's result on one series, and the champion's name (None when no model could forecast).
+
+    ``actuals`` holds, per origin (latest first), the values the backtest scored; ``scales`` the series' noise
+    scale at each origin (:func:`noise_scale` of the history before it) and ``scale`` at the end; the engine
+    turns ``actual - P50`` of ``origin_forecasts`` over ``scale`` into the pooled residuals that calibrate the bands."""
 
     results: tuple[ModelResult, ...]
     champion: str | None
+    actuals: tuple[FloatArray, ...] = field(default=(), repr=False)
+    scales: tuple[float, ...] = ()
+    scale: float = math.nan
+
+
+COMBINATION = "median"
+"""The candidate made of the per-step median of the models' P10, P50 and P90 (the M4 competition's lesson:
+a plain combination is hard to beat, and it damps one model's runaway)."""
+MIN_SCALE = 0.1
+"""Floor of :func:`noise_scale`, in percentage points: a flat series still gets a (narrow) band."""
 
 
 def origins_for(n: int, config: BacktestConfig) -> list[int]:
-    """Training lengths of the backtest origins for a series of ``n`` days, latest first."""
-    bh, step = config.eval_horizon, config.origin_step
-    found = []
+    """Training lengths of the backtest origins for a series of ``n`` steps, latest first."""
+    bh, step = config.window_for(n), config.origin_step
+    found: list[int] = []
+    if bh <= 0:
+        return found
     for k in range(config.n_origins):
         t = n - bh - k * step
         if t < config.min_train_days:
             break
         found.append(t)
     return found
+
+
+def noise_scale(history: FloatArray, season: int) -> float:
+    """How much the series moves from one season to the next: the mean absolute seasonal difference over its
+    last eight seasons (the lag-1 difference when shorter than two seasons), at least ``MIN_SCALE``."""
+    y = np.asarray(history, dtype=np.float64)[-8 * season - season :]
+    lag = season if y.size > 2 * season else 1
+    if y.size <= lag:
+        return MIN_SCALE
+    return max(float(np.mean(np.abs(y[lag:] - y[:-lag]))), MIN_SCALE)
 
 
 def one_line(exc: BaseException) -> str:
@@ -138,6 +176,38 @@ def checked_forecast(
     return fc
 
 
+def backtest_forecasts(
+    model: Model,
+    y: FloatArray,
+    origins: Sequence[int],
+    config: BacktestConfig,
+    last_day: np.datetime64 | None = None,
+) -> list[QuantileForecast]:
+    """The model fitted on ``y[:t]`` for every origin ``t``, forecasting the window after it.
+
+    ``last_day``: the day of ``y[-1]``, from which each origin's last day follows."""
+    bh = config.window_for(y.size)
+    out = []
+    for t in origins:
+        origin_day = None if last_day is None else steps_before(last_day, y.size - t)
+        out.append(checked_forecast(model, y[:t], bh, origin_day))
+    return out
+
+
+def score_forecasts(
+    y: FloatArray, origins: Sequence[int], forecasts: Sequence[QuantileForecast], config: BacktestConfig
+) -> dict[str, float]:
+    """The metrics of each origin's forecast against the actuals after it, averaged over the origins."""
+    per_origin: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
+    for t, fc in zip(origins, forecasts, strict=True):
+        history, actual = y[:t], y[t : t + fc.horizon]
+        for name, fn in POINT_SCORES.items():
+            per_origin[name].append(fn(actual, fc.p50))
+        per_origin["mase"].append(mase(actual, fc.p50, history, config.season))
+        per_origin["coverage"].append(coverage(actual, fc.p10, fc.p90))
+    return {name: _mean_finite(values) for name, values in per_origin.items()}
+
+
 def score_origins(
     model: Model,
     y: FloatArray,
@@ -145,20 +215,8 @@ def score_origins(
     config: BacktestConfig,
     last_day: np.datetime64 | None = None,
 ) -> dict[str, float]:
-    """Fit on ``y[:t]`` for every origin ``t``, score the next ``eval_horizon`` days, average over origins.
-
-    ``last_day``: the day of ``y[-1]``, from which each origin's last day follows."""
-    bh = config.eval_horizon
-    per_origin: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
-    for t in origins:
-        history, actual = y[:t], y[t : t + bh]
-        origin_day = None if last_day is None else steps_before(last_day, y.size - t)
-        fc = checked_forecast(model, history, bh, origin_day)
-        for name, fn in POINT_SCORES.items():
-            per_origin[name].append(fn(actual, fc.p50))
-        per_origin["mase"].append(mase(actual, fc.p50, history, config.season))
-        per_origin["coverage"].append(coverage(actual, fc.p10, fc.p90))
-    return {name: _mean_finite(values) for name, values in per_origin.items()}
+    """Fit on ``y[:t]`` for every origin ``t``, score the window after it, average over origins."""
+    return score_forecasts(y, origins, backtest_forecasts(model, y, origins, config, last_day), config)
 
 
 def _mean_finite(values: Sequence[float]) -> float:
@@ -175,7 +233,8 @@ def evaluate_model(
 ) -> ModelResult:
     """Backtest one model and make its final forecast; any exception becomes a ``failed`` result."""
     try:
-        s = score_origins(model, y, origins, config, last_day)
+        backtests = backtest_forecasts(model, y, origins, config, last_day)
+        s = score_forecasts(y, origins, backtests, config)
         fc = checked_forecast(model, y, config.horizon, last_day)
     except Exception as exc:  # a broken model must not stop the fleet
         return ModelResult(model=model.name, status=STATUS_FAILED, reason=one_line(exc), n_origins=len(origins))
@@ -189,6 +248,41 @@ def evaluate_model(
         coverage=s["coverage"],
         n_origins=len(origins),
         forecast=fc,
+        origin_forecasts=tuple(backtests),
+    )
+
+
+def median_forecast(forecasts: Sequence[QuantileForecast]) -> QuantileForecast:
+    """Per step, the median of the forecasts' P10, P50 and P90 (ordered, since each input is)."""
+    return QuantileForecast(
+        p10=np.median(np.stack([f.p10 for f in forecasts]), axis=0),
+        p50=np.median(np.stack([f.p50 for f in forecasts]), axis=0),
+        p90=np.median(np.stack([f.p90 for f in forecasts]), axis=0),
+    )
+
+
+def combination_result(
+    results: Sequence[ModelResult], y: FloatArray, origins: Sequence[int], config: BacktestConfig
+) -> ModelResult | None:
+    """The ``median`` candidate of the models that forecast every origin and the future; None under two."""
+    members = [r for r in results if r.status == STATUS_OK and r.forecast is not None]
+    if len(members) < 2:
+        return None
+    backtests = [median_forecast([r.origin_forecasts[k] for r in members]) for k in range(len(origins))]
+    final = median_forecast([r.forecast for r in members if r.forecast is not None])
+    s = score_forecasts(y, origins, backtests, config) if origins else dict.fromkeys(METRIC_NAMES, math.nan)
+    return ModelResult(
+        model=COMBINATION,
+        status=STATUS_OK,
+        reason=f"median of {', '.join(r.model for r in members)}",
+        mae=s["mae"],
+        rmse=s["rmse"],
+        smape=s["smape"],
+        mase=s["mase"],
+        coverage=s["coverage"],
+        n_origins=len(origins),
+        forecast=final,
+        origin_forecasts=tuple(backtests),
     )
 
 
@@ -231,16 +325,26 @@ def evaluate_series(
     n = int(y.size)
     origins = origins_for(n, config)
     if n < config.min_history_days or not origins:
-        return _insufficient(y, models, config, _short_reason(n, config))
+        return _insufficient(y, models, config, _short_reason(n, config), last_day)
 
     results = [evaluate_model(m, y, origins, config, last_day) for m in models]
     if choose_champion(results, config.score) is None and FALLBACK_MODEL not in {m.name for m in models}:
         fallback = evaluate_model(fallback_model(config), y, origins, config, last_day)
         results.append(replace(fallback, reason=fallback.reason or "fallback: every requested model failed"))
+    combined = combination_result(results, y, origins, config)
+    if combined is not None:
+        results.append(combined)
     best = choose_champion(results, config.score)
     if best is not None:
         results[best] = replace(results[best], is_champion=True)
-    return SeriesResult(results=tuple(results), champion=results[best].model if best is not None else None)
+    bh = config.window_for(n)
+    return SeriesResult(
+        results=tuple(results),
+        champion=results[best].model if best is not None else None,
+        actuals=tuple(y[t : t + bh] for t in origins),
+        scales=tuple(noise_scale(y[:t], config.season) for t in origins),
+        scale=noise_scale(y, config.season),
+    )
 
 
 def fallback_model(config: BacktestConfig) -> Model:
@@ -259,25 +363,69 @@ def _short_reason(n: int, config: BacktestConfig) -> str:
     )
 
 
-def _insufficient(y: FloatArray, models: Sequence[Model], config: BacktestConfig, why: str) -> SeriesResult:
-    """Too short to backtest: forecast with the seasonal naive only, score nothing."""
-    fallback = next((m for m in models if m.name == FALLBACK_MODEL), None) or fallback_model(config)
-    try:
-        fc = checked_forecast(fallback, y, config.horizon)
-        chosen = ModelResult(
-            model=fallback.name,
-            status=STATUS_INSUFFICIENT,
-            reason=f"{why}; forecast by {fallback.name}, not backtested",
-            is_champion=True,
-            forecast=fc,
+def noise_band(forecast: QuantileForecast, scale: float, season: int) -> QuantileForecast:
+    """The forecast's P50 with a band from the series' own noise: a normal band of 1.25 x ``scale`` (a mean
+    absolute difference as a standard deviation) per season ahead, widening with the square root of the steps
+    (a random walk's spread); for histories too short for the model's own band, never 0 to 100."""
+    steps = np.arange(1, forecast.horizon + 1)
+    half = 1.2816 * 1.25 * scale * np.sqrt(np.maximum(steps / season, 1.0))
+    return make_forecast(forecast.p50, -half, half)
+
+
+def _insufficient(
+    y: FloatArray,
+    models: Sequence[Model],
+    config: BacktestConfig,
+    why: str,
+    last_day: np.datetime64 | None = None,
+) -> SeriesResult:
+    """Too short to backtest: every model fitted on the history there is (the seasonal naive when none can),
+    each with a band from the series' own noise (:func:`noise_band`), nothing scored. The series' champion is
+    the median of the models (or the first that forecast); the engine replaces it by the fleet's choice."""
+    scale = noise_scale(y, config.season)
+    results: list[ModelResult] = []
+    for model in models:
+        try:
+            fc = checked_forecast(model, y, config.horizon, last_day)
+        except Exception as exc:
+            results.append(ModelResult(model=model.name, status=STATUS_FAILED, reason=f"{why}; {one_line(exc)}"))
+            continue
+        results.append(
+            ModelResult(
+                model=model.name,
+                status=STATUS_INSUFFICIENT,
+                reason=f"{why}; fitted on the {y.size} {config.step_name} there are, not backtested",
+                forecast=noise_band(fc, scale, config.season),
+            )
         )
-    except Exception as exc:
-        chosen = ModelResult(model=fallback.name, status=STATUS_FAILED, reason=f"{why}; {one_line(exc)}")
-    others = [
-        ModelResult(model=m.name, status=STATUS_INSUFFICIENT, reason=f"{why}; not evaluated")
-        for m in models
-        if m.name != fallback.name
-    ]
-    order = {m.name: i for i, m in enumerate(models)}
-    results = sorted([chosen, *others], key=lambda r: order.get(r.model, len(order)))
-    return SeriesResult(results=tuple(results), champion=chosen.model if chosen.is_champion else None)
+    fitted = [r for r in results if r.forecast is not None]
+    if not fitted:
+        fallback = next((m for m in models if m.name == FALLBACK_MODEL), None) or fallback_model(config)
+        try:
+            fc = noise_band(checked_forecast(fallback, y, config.horizon), scale, config.season)
+            chosen = ModelResult(
+                model=fallback.name,
+                status=STATUS_INSUFFICIENT,
+                reason=f"{why}; forecast by {fallback.name}, not backtested",
+                forecast=fc,
+            )
+            results = [r for r in results if r.model != fallback.name] + [chosen]
+            fitted = [chosen]
+        except Exception as exc:
+            results.append(ModelResult(model=fallback.name, status=STATUS_FAILED, reason=f"{why}; {one_line(exc)}"))
+    if len(fitted) >= 2:
+        combined = median_forecast([r.forecast for r in fitted if r.forecast is not None])
+        results.append(
+            ModelResult(
+                model=COMBINATION,
+                status=STATUS_INSUFFICIENT,
+                reason=f"{why}; median of {', '.join(r.model for r in fitted)}, not backtested",
+                forecast=combined,
+            )
+        )
+    best = next((i for i, r in enumerate(results) if r.model == COMBINATION), None)
+    if best is None:
+        best = next((i for i, r in enumerate(results) if r.forecast is not None), None)
+    if best is not None:
+        results[best] = replace(results[best], is_champion=True)
+    return SeriesResult(results=tuple(results), champion=results[best].model if best is not None else None, scale=scale)

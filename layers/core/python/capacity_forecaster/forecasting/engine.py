@@ -30,9 +30,10 @@ from capacity_forecaster.forecasting.backtest import (
     origins_for,
 )
 from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast, get_model, registered_models
+from capacity_forecaster.forecasting.fleet_choice import FleetChoice, SeriesBacktest, choose, summarize
 from capacity_forecaster.forecasting.global_models import GlobalModel, History, Precomputed
 from capacity_forecaster.forecasting.grain import get_grain, merged_settings, steps_before, unit_of
-from capacity_forecaster.schema import FORECASTS, MODEL_METRICS
+from capacity_forecaster.schema import FORECASTS, METRIC_RANGE, MODEL_METRICS
 
 INPUT_COLUMNS: tuple[str, ...] = ("server_id", "metric", "dt", "p95")
 FORECAST_COLUMNS: list[str] = [*FORECASTS.column_names, "run_date"]
@@ -69,8 +70,13 @@ def forecast_fleet(
     backtest_step: int | None = None,
     model_settings: Mapping[str, Mapping[str, Any]] | None = None,
     grain: str = "daily",
+    champion_override: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Backtest, choose a champion and forecast ``horizon_days`` ahead for every (server_id, metric) series.
+
+    The champion is chosen per metric across the series given (:mod:`fleet_choice`: the lowest mean backtest
+    score, a series keeping its own winner only when under ``champion_override`` x the choice's score) and its
+    band is calibrated on the pooled backtest residuals; every other candidate keeps its own band.
 
     ``daily`` has columns server_id, metric, dt, p95 (others are ignored). Days after ``run_date`` are not yet
     observable and are dropped; each series' forecast origin is its last remaining day. ``progress`` is called
@@ -88,7 +94,7 @@ def forecast_fleet(
     unit = get_grain(grain)
     instances = resolve_models(models, merged_settings(unit, model_settings))
     if backtest_horizon is None:
-        backtest_horizon = min(horizon_days, unit.backtest_horizon)
+        backtest_horizon = min(horizon_days, unit.backtest_horizon or horizon_days)
     if backtest_step is None:
         backtest_step = unit.backtest_step
     try:
@@ -109,7 +115,7 @@ def forecast_fleet(
     global_forecasts = precompute_global_models(series, instances, config)
     chunks = chunked(series, effective_n_jobs(n_jobs))
 
-    results: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+    results: list[ChunkOutput] = []
     if effective_n_jobs(n_jobs) == 1 or len(chunks) <= 1:
         outputs = (run_chunk(chunk, instances, config, _for_chunk(global_forecasts, chunk)) for chunk in chunks)
     else:
@@ -120,7 +126,53 @@ def forecast_fleet(
         results.append(output)
         if progress is not None:
             progress(len(chunk))
-    return assemble(results, run_date)
+    choice = choose([b for r in results for b in r[2]], horizon_days, champion_override)
+    forecasts, metrics = assemble([(r[0], r[1]) for r in results], run_date)
+    return apply_choice(forecasts, metrics, choice, {(b.server_id, b.metric): b.scale for r in results for b in r[2]})
+
+
+def apply_choice(
+    forecasts: pd.DataFrame,
+    metrics: pd.DataFrame,
+    choice: FleetChoice,
+    scales: Mapping[tuple[str, str], float],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mark each series' chosen candidate as the champion in both tables and give its forecast rows the
+    metric's calibrated band (P50 plus the offsets times the series' scale, clipped to the metric range)."""
+    if not choice.series:
+        return forecasts, metrics
+    picks = pd.DataFrame(
+        [(s, m, c, scales.get((s, m), 1.0)) for (s, m), c in choice.series.items()],
+        columns=["server_id", "metric", "_champion", "_scale"],
+    )
+    for frame in (forecasts, metrics):
+        joined = frame[["server_id", "metric"]].merge(picks, on=["server_id", "metric"], how="left")
+        chosen = joined["_champion"].to_numpy(dtype=object)
+        has_pick = pd.notna(chosen)
+        is_champion = frame["is_champion"].to_numpy(dtype=bool)
+        frame["is_champion"] = np.where(has_pick, frame["model"].to_numpy(dtype=object) == chosen, is_champion)
+        if frame is not forecasts:
+            continue
+        lo_b, hi_b = METRIC_RANGE
+        p50 = frame["p50"].to_numpy(dtype=np.float64)
+        p10 = frame["p10"].to_numpy(dtype=np.float64).copy()
+        p90 = frame["p90"].to_numpy(dtype=np.float64).copy()
+        steps = frame["horizon_step"].to_numpy(dtype=np.int64) - 1
+        scale = joined["_scale"].to_numpy(dtype=np.float64)
+        metric_col = frame["metric"].to_numpy(dtype=object)
+        for metric, mc in choice.metrics.items():
+            if mc.lower is None or mc.upper is None:
+                continue
+            rows = frame["is_champion"].to_numpy(dtype=bool) & (metric_col == metric) & has_pick
+            step = np.minimum(steps[rows], mc.lower.size - 1)
+            p10[rows] = np.minimum(np.clip(p50[rows] + mc.lower[step] * scale[rows], lo_b, hi_b), p50[rows])
+            p90[rows] = np.maximum(np.clip(p50[rows] + mc.upper[step] * scale[rows], lo_b, hi_b), p50[rows])
+        frame["p10"] = p10
+        frame["p90"] = p90
+    return forecasts, metrics
+
+
+ChunkOutput = tuple[pd.DataFrame, pd.DataFrame, list[SeriesBacktest]]
 
 
 def resolve_models(names: Sequence[str], settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[Model]:
@@ -162,14 +214,15 @@ def precompute_global_models(
     out: GlobalForecasts = {(s.server_id, s.metric): {} for s in series}
     if not global_models:
         return out
-    eligible = [s for s in series if s.y.size >= config.min_history_days and origins_for(s.y.size, config)]
+    # Every series long enough to train on gets the final fit (short ones are forecast, not backtested).
+    eligible = [s for s in series if s.y.size >= config.min_train_days]
     by_metric: dict[str, list[SeriesInput]] = {}
     for s in eligible:
         by_metric.setdefault(s.metric, []).append(s)
     for model in global_models:
         tables: dict[tuple[str, str], dict[int, QuantileForecast | str]] = {(s.server_id, s.metric): {} for s in series}
         for group in by_metric.values():
-            cuts = [origins_for(s.y.size, config) for s in group]
+            cuts = [origins_for(s.y.size, config) if s.y.size >= config.min_history_days else [] for s in group]
             for k in range(config.n_origins + 1):
                 final = k == config.n_origins
                 members = [
@@ -250,12 +303,14 @@ def run_chunk(
     models: Sequence[Model],
     config: BacktestConfig,
     global_forecasts: GlobalForecasts | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Evaluate a batch of series (in a worker): their forecast rows and model-metric rows.
+) -> ChunkOutput:
+    """Evaluate a batch of series (in a worker): their forecast rows, model-metric rows and the compact
+    backtests the fleet step chooses and calibrates on.
 
     A global model is replaced, series by series, by its precomputed forecasts (``global_forecasts``)."""
     forecast_parts: list[dict[str, np.ndarray]] = []
     metric_rows: list[dict[str, object]] = []
+    backtests: list[SeriesBacktest] = []
     steps = np.arange(1, config.horizon + 1)
     for s in chunk:
         own = (global_forecasts or {}).get((s.server_id, s.metric), {})
@@ -263,12 +318,13 @@ def run_chunk(
         result = evaluate_series(s.y, series_models, config, s.last_day)
         forecast_parts.extend(_forecast_arrays(s, result, steps))
         metric_rows.extend(_metric_rows(s, result))
+        backtests.append(summarize(s.server_id, s.metric, result, config.score))
     forecasts = (
         pd.DataFrame({k: np.concatenate([p[k] for p in forecast_parts]) for k in forecast_parts[0]})
         if forecast_parts
         else _empty(FORECASTS.column_names)
     )
-    return forecasts, pd.DataFrame(metric_rows, columns=MODEL_METRICS.column_names)
+    return forecasts, pd.DataFrame(metric_rows, columns=MODEL_METRICS.column_names), backtests
 
 
 def _forecast_arrays(s: SeriesInput, result: SeriesResult, steps: np.ndarray) -> list[dict[str, np.ndarray]]:

@@ -32,23 +32,22 @@ class Grain:
     """Plural noun of a step, for messages: ``days`` or ``hours``."""
     season: int
     """Steps in the main season: 7 days a week, 24 hours a day."""
-    backtest_horizon: int
-    """Default steps scored per backtest origin (capped by the horizon)."""
     min_train: int
     """Steps of history an origin needs before it to be scored."""
+    backtest_horizon: int | None = None
+    """Default steps scored per backtest origin (capped by the horizon); None: the whole horizon."""
     backtest_step: int | None = None
     """Default steps between backtest origins; None: back to back (the backtest horizon)."""
     model_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Field overrides of the models for this grain (under the job's own settings)."""
 
 
-DAILY = Grain(name="daily", unit="D", step_name="days", season=7, backtest_horizon=28, min_train=14)
+DAILY = Grain(name="daily", unit="D", step_name="days", season=7, min_train=14)
 HOURLY = Grain(
     name="hourly",
     unit="h",
     step_name="hours",
     season=24,
-    backtest_horizon=168,
     # A week of level for the random forest plus a day to learn from; origins 4 days apart (overlapping
     # week-long windows at the same hour of the day), so a 3-week trace still holds 2 origins.
     min_train=192,

@@ -1,0 +1,141 @@
+"""The champion per metric across the fleet and the calibrated bands, on held-out data the backtest never saw."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from capacity_forecaster.forecasting.backtest import COMBINATION
+from capacity_forecaster.forecasting.engine import forecast_fleet
+from capacity_forecaster.forecasting.fleet_choice import (
+    MIN_RESIDUALS,
+    SeriesBacktest,
+    band_offsets,
+    choose,
+)
+
+HORIZON = 30
+RUN_DATE = date(2026, 1, 1)
+
+
+def noisy_fleet(n: int, days: int, seed: int, kind: str) -> dict[str, np.ndarray]:
+    """``n`` series of ``days`` days: ``weekly`` (a weekly cycle plus noise) or ``walk`` (a random walk)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    t = np.arange(days)
+    for i in range(n):
+        if kind == "weekly":
+            y = 40 + 10 * np.sin(2 * np.pi * t / 7 + i) + rng.normal(0, 2 + i % 3, days)
+        else:
+            y = 50 + np.cumsum(rng.normal(0, 1.0, days))
+        out[f"srv-{i:02d}"] = np.clip(y, 0, 100)
+    return out
+
+
+def frame_of(series: dict[str, np.ndarray], metric: str, end: date) -> pd.DataFrame:
+    parts = []
+    for server, y in series.items():
+        dt = pd.date_range(end=pd.Timestamp(end), periods=y.size, freq="D")
+        parts.append(pd.DataFrame({"server_id": server, "metric": metric, "dt": dt, "p95": y}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def held_out_fleet(n: int, seed: int, kind: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    full = noisy_fleet(n, 400 + HORIZON, seed, kind)
+    history = {k: v[:-HORIZON] for k, v in full.items()}
+    truth = {k: v[-HORIZON:] for k, v in full.items()}
+    return frame_of(history, "cpu", RUN_DATE), truth
+
+
+def run(frame: pd.DataFrame, **kwargs: object) -> tuple[pd.DataFrame, pd.DataFrame]:
+    args: dict[str, object] = {
+        "run_date": RUN_DATE,
+        "horizon_days": HORIZON,
+        "models": ["seasonal_naive", "linear_trend"],
+        "n_origins": 2,
+        "score": "mae",
+        "min_history_days": 56,
+    }
+    args.update(kwargs)
+    return forecast_fleet(frame, **args)  # type: ignore[arg-type]
+
+
+def coverage_of(forecasts: pd.DataFrame, truth: dict[str, np.ndarray]) -> float:
+    champion = forecasts[forecasts["is_champion"]].sort_values(["server_id", "ds"])
+    inside = []
+    for server, rows in champion.groupby("server_id"):
+        actual = truth[str(server)]
+        inside.append((rows["p10"].to_numpy() <= actual) & (actual <= rows["p90"].to_numpy()))
+    return float(np.mean(np.concatenate(inside)))
+
+
+def test_one_champion_per_metric_even_where_a_series_was_lucky_in_its_own_backtest() -> None:
+    weekly, _ = held_out_fleet(24, seed=1, kind="weekly")
+    _, metrics = run(weekly)
+    champions = metrics[metrics["is_champion"]]
+    assert champions["model"].nunique() == 1 and len(champions) == 24
+    # Pooled over the fleet, the weekly cycle wins (alone or in the median), never the straight line.
+    assert champions["model"].iloc[0] in {"seasonal_naive", COMBINATION}
+    own = metrics.loc[metrics.groupby("server_id")["mae"].idxmin(), "model"]
+    chosen = champions["model"].iloc[0]
+    means = metrics.groupby("model")["mae"].mean()
+    assert means[chosen] == means.min()
+    # Whatever each series' own hindsight winner was, the fleet's choice is used (override off by default).
+    assert set(own) <= {"seasonal_naive", "linear_trend", COMBINATION}
+
+
+def test_the_override_keeps_a_series_own_winner_only_by_a_wide_margin() -> None:
+    def series(name: str, naive: float, line: float) -> SeriesBacktest:
+        rows = np.zeros((2, 5), dtype=np.float32)
+        return SeriesBacktest(
+            server_id=name,
+            metric="cpu",
+            scale=1.0,
+            own_champion="seasonal_naive" if naive < line else "linear_trend",
+            scores={"seasonal_naive": naive, "linear_trend": line},
+            residuals={"seasonal_naive": rows, "linear_trend": rows},
+            forecastable=frozenset({"seasonal_naive", "linear_trend"}),
+        )
+
+    fleet = [series(f"s{i}", 1.0, 2.0) for i in range(8)] + [series("close", 1.0, 0.9), series("far", 1.0, 0.3)]
+    assert set(choose(fleet, 5).series.values()) == {"seasonal_naive"}
+    picked = choose(fleet, 5, override=0.6).series
+    assert picked[("far", "cpu")] == "linear_trend" and picked[("close", "cpu")] == "seasonal_naive"
+    assert choose(fleet, 5).metrics["cpu"].scores == {"linear_trend": 1.72, "seasonal_naive": 1.0}
+
+
+def test_calibrated_bands_cover_about_80_percent_of_what_came_next() -> None:
+    for kind, seed in (("weekly", 2), ("walk", 3)):
+        frame, truth = held_out_fleet(40, seed=seed, kind=kind)
+        forecasts, _ = run(frame)
+        share = coverage_of(forecasts, truth)
+        assert 0.7 <= share <= 0.9, (kind, share)
+        champion = forecasts[forecasts["is_champion"]]
+        assert (champion["p10"] <= champion["p50"]).all() and (champion["p50"] <= champion["p90"]).all()
+
+
+def test_a_short_series_gets_the_metric_champion_with_a_band_from_its_own_noise() -> None:
+    frame, _ = held_out_fleet(12, seed=4, kind="weekly")
+    short = frame_of({"srv-new": noisy_fleet(1, 20, 9, "weekly")["srv-00"]}, "cpu", RUN_DATE)
+    forecasts, metrics = run(pd.concat([frame, short], ignore_index=True))
+    champions = metrics[metrics["is_champion"]].set_index("server_id")["model"]
+    assert champions["srv-new"] == champions["srv-00"]
+    new = forecasts[(forecasts["server_id"] == "srv-new") & forecasts["is_champion"]]
+    width = new["p90"] - new["p10"]
+    assert len(new) == HORIZON and (width > 0).all() and (width < 60).all()
+    assert metrics.loc[metrics["server_id"] == "srv-new", "status"].eq("insufficient_history").all()
+
+
+def test_band_offsets_widen_past_the_window_and_need_enough_residuals() -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.normal(0, 1, (200, 10)).astype(np.float32)
+    lower, upper = band_offsets([rows], 40)
+    assert lower is not None and upper is not None and lower.size == upper.size == 40
+    assert np.all(lower <= 0) and np.all(upper >= 0)
+    np.testing.assert_allclose(upper[:10], 1.28, atol=0.25)  # the normal's 90th percentile
+    np.testing.assert_allclose(upper[39], upper[9] * 2, rtol=1e-6)  # sqrt(40 / 10)
+    few = rng.normal(0, 1, (2, (MIN_RESIDUALS - 1) // 2)).astype(np.float32)
+    assert band_offsets([few], 10) == (None, None)
+    assert band_offsets([], 10) == (None, None)
