@@ -214,6 +214,8 @@ def product_forecasts(source: Source, models: Sequence[str]) -> tuple[pd.DataFra
         backtest_step=params.backtest_step,
         model_settings=params.model_settings(),
         grain=params.grain,
+        champion_override=params.champion_override,
+        backtest_sample=params.backtest_sample,
     )
 
 
@@ -537,6 +539,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes for CI: a minute or two")
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     parser.add_argument("--per-series", type=Path, default=None, help="write per-series scores to this CSV")
+    parser.add_argument(
+        "--cost-servers",
+        type=int,
+        default=0,
+        help="also measure the champion pipeline's CPU s per series on a generated fleet of N servers x cpu, mem, "
+        "disk (a fleet larger than training.backtest_sample per metric, as production runs); 0: skip",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.servers, args.scenario_series = "42", 4, 12
@@ -609,7 +618,30 @@ def main(argv: Sequence[str] | None = None) -> None:
             frames = [p for r in all_results for p in r.per_series]
             pd.concat(frames, ignore_index=True).to_csv(args.per_series, index=False)
     print_summary(all_results)
+    if args.cost_servers > 0:
+        print_fleet_cost(fleet_cost(args.cost_servers, args.days))
     print(f"\nwall time {time.perf_counter() - started:.0f} s")
+
+
+def fleet_cost(servers: int, days: int) -> dict[str, float]:
+    """The champion pipeline with the default models on ``servers`` generated servers: series, CPU s and CPU s
+    per series (the fits past the backtest sample cost only their final fit)."""
+    source = load_generator(1000 + servers, servers, days)
+    (_, metrics), cpu = measured(lambda: product_forecasts(source, TrainingSettings().models))
+    n = len(source.keys())
+    backtested = int(metrics.loc[metrics["n_origins"] > 0, ["server_id", "metric"]].drop_duplicates().shape[0])
+    return {"servers": servers, "series": n, "backtested": backtested, "cpu_s": cpu, "cpu_per_series": cpu / n}
+
+
+def print_fleet_cost(cost: Mapping[str, float]) -> None:
+    per = cost["cpu_per_series"]
+    print(
+        f"\n== champion pipeline at fleet scale: {cost['series']:.0f} series ({cost['servers']:.0f} servers x "
+        f"{', '.join(GENERATOR_METRICS)}; {cost['backtested']:.0f} backtested, training.backtest_sample "
+        f"{TrainingSettings().backtest_sample} per metric), {cost['cpu_s']:.0f} CPU s on one worker: "
+        f"{per:.3f} CPU s / series, {per / TARGET_CPU:.3f} of the {TARGET_CPU} target "
+        f"({'MET' if per <= TARGET_CPU else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

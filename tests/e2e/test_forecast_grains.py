@@ -65,10 +65,10 @@ def test_hourly_grain_from_a_five_minute_trace_to_the_risk_register(
     # Shapes: every series, every model, one row per hour of the horizon, from the hour after the last actual.
     n_series = hourly.groupby(["server_id", "metric"]).ngroups
     assert n_series == 12
-    assert len(metrics) == n_series * len(MODELS)
+    assert len(metrics) == n_series * (len(MODELS) + 1)  # and their median
     assert (metrics["status"] == "ok").all() and (metrics["n_origins"] == 2).all()
     assert (metrics.groupby(["server_id", "metric"])["is_champion"].sum() == 1).all()
-    assert len(forecasts) == n_series * len(MODELS) * HORIZON_HOURS
+    assert len(forecasts) == n_series * (len(MODELS) + 1) * HORIZON_HOURS
     last_hour = hourly["dt"].max()
     assert last_hour == pd.Timestamp("2026-11-21 23:00", tz="UTC")
     for _, group in forecasts.groupby(["server_id", "metric", "model"]):
@@ -125,7 +125,7 @@ def test_a_180_day_horizon_runs_through_train_and_risk(tmp_path: Path) -> None:
     run_pipeline(lake, settings, run_date=run_date, demo=True)
     forecasts = lake.read_table(FORECASTS, where={"run_date": run_date})
     steps = forecasts.groupby(["server_id", "metric", "model"])["horizon_step"].agg(["min", "max", "count"])
-    assert len(steps) == 6 * 4 * len(settings.training.models)
+    assert len(steps) == 6 * 4 * (len(settings.training.models) + 1)  # and their median
     assert (steps["min"] == 1).all() and (steps["max"] == 180).all() and (steps["count"] == 180).all()
     assert forecasts["ds"].max() == pd.Timestamp("2026-11-22") + pd.Timedelta(days=180)
     register = lake.read_table(RISK_REGISTER, where={"run_date": run_date})

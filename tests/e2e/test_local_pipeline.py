@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from capacity_forecaster.cli import main
+from capacity_forecaster.forecasting.backtest import COMBINATION
 from capacity_forecaster.pipeline import run_pipeline
 from capacity_forecaster.schema import (
     CONSOLIDATION,
@@ -23,7 +24,7 @@ from capacity_forecaster.schema import (
     SERVERS,
     TABLES,
 )
-from capacity_forecaster.settings import load_settings
+from capacity_forecaster.settings import TrainingSettings, load_settings
 from capacity_forecaster.storage.lake import Lake, open_lake
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def check_run(lake: Lake) -> None:
     assert (forecasts["p10"] <= forecasts["p50"]).all() and (forecasts["p50"] <= forecasts["p90"]).all()
     assert forecasts[["p10", "p50", "p90"]].stack().between(0, 100).all()
     metrics = lake.read_table(MODEL_METRICS)
-    assert set(metrics["model"]) == {"seasonal_naive", "linear_trend", "recent_trend"}
+    assert set(metrics["model"]) == {*TrainingSettings().models, COMBINATION}
 
     register = lake.read_table(RISK_REGISTER)
     assert len(register) == n_series

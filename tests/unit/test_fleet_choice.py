@@ -14,6 +14,8 @@ from capacity_forecaster.forecasting.fleet_choice import (
     SeriesBacktest,
     band_offsets,
     choose,
+    largest_moves,
+    runaway,
 )
 
 HORIZON = 30
@@ -139,3 +141,52 @@ def test_band_offsets_widen_past_the_window_and_need_enough_residuals() -> None:
     few = rng.normal(0, 1, (2, (MIN_RESIDUALS - 1) // 2)).astype(np.float32)
     assert band_offsets([few], 10) == (None, None)
     assert band_offsets([], 10) == (None, None)
+
+
+def test_a_backtest_sample_chooses_and_calibrates_for_the_whole_metric() -> None:
+    frame, truth = held_out_fleet(40, seed=5, kind="walk")
+    forecasts, metrics = run(frame, backtest_sample=12)
+    scored = metrics[metrics["n_origins"] > 0]
+    assert scored.groupby("metric")["server_id"].nunique().tolist() == [12]
+    unscored = metrics[metrics["n_origins"] == 0]
+    assert unscored["server_id"].nunique() == 28 and unscored["mae"].isna().all()
+    assert (unscored["status"] == "ok").all()
+    champions = metrics[metrics["is_champion"]]
+    assert champions["model"].nunique() == 1 and len(champions) == 40
+    # The same choice as backtesting all 40, and bands as honest on the series that were only fitted.
+    _, everything = run(frame)
+    assert set(everything.loc[everything["is_champion"], "model"]) == set(champions["model"])
+    only_fitted = set(unscored["server_id"])
+    share = coverage_of(forecasts[forecasts["server_id"].isin(only_fitted)], truth)
+    assert 0.7 <= share <= 0.9
+
+
+def test_a_forecast_leaving_the_range_faster_than_the_series_ever_moved_runs_away() -> None:
+    rng = np.random.default_rng(7)
+    t = np.arange(400)
+    steady = 50 + 8 * np.sin(2 * np.pi * t / 7) + rng.normal(0, 1, t.size)
+    moves = largest_moves(steady, HORIZON, 7)
+    repeat = np.tile(steady[-7:], 5)[:HORIZON]
+    ramp = steady[-1] + np.linspace(1, 45, HORIZON)
+    assert not runaway(repeat, steady, 7, moves)
+    assert runaway(ramp, steady, 7, moves)
+    assert runaway(np.full(HORIZON, 5.0), steady, 7, moves)  # a collapse below anything seen
+    growing = 20 + 0.1 * t + rng.normal(0, 1, t.size)
+    grown = largest_moves(growing, 90, 7)
+    assert not runaway(growing[-1] + 0.1 * np.arange(1, 91), growing, 7, grown)  # its own slope: not suspect
+    assert runaway(growing[-1] + 0.4 * np.arange(1, 91), growing, 7, grown)  # four times as fast
+
+
+def test_a_series_whose_champion_runs_away_gets_the_median() -> None:
+    rows = np.zeros((1, 5), dtype=np.float32)
+    names = frozenset({"recent_trend", "seasonal_naive", COMBINATION})
+
+    def series(name: str, runs: frozenset[str]) -> SeriesBacktest:
+        scores = {"recent_trend": 1.0, "seasonal_naive": 2.0, COMBINATION: 1.5}
+        return SeriesBacktest(name, "disk", 1.0, "recent_trend", scores, dict.fromkeys(scores, rows), names, runs)
+
+    fleet = [series(f"s{i}", frozenset()) for i in range(5)]
+    fleet += [series("peak", frozenset({"recent_trend"})), series("both", frozenset({"recent_trend", COMBINATION}))]
+    picked = choose(fleet, 5).series
+    assert picked[("s0", "disk")] == "recent_trend"
+    assert picked[("peak", "disk")] == COMBINATION and picked[("both", "disk")] == "seasonal_naive"

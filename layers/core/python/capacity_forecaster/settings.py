@@ -98,6 +98,12 @@ class TrainingSettings:
     """Hourly series with fewer hours than this are forecast by the models fitted on what there is, not
     backtested (the metric's champion, with its calibrated band)."""
     prophet_history_days: int = 400
+    champion_override: float = 0.0
+    backtest_sample: int = 200
+    """Series of each metric backtested on each host (a stable hash sample): the metric's champion is chosen
+    and its band calibrated on them; the others are only fitted (``n_origins`` 0 in model_metrics). 0: all."""
+    """A series keeps its own backtest winner over its metric's champion when it scored under this share of
+    the champion's score (0: never; 0.6: a winner 40% better)."""
     """Days of recent history each daily prophet fit sees (0: all); 400 halves its cost but drops the yearly wave."""
 
 
@@ -817,5 +823,9 @@ def _validate_hourly_training(t: TrainingSettings) -> None:
         raise ConfigError(f"training.grain={t.grain!r} must be daily or hourly")
     if not 1 <= t.horizon_hours <= MAX_HORIZON_HOURS:
         raise ConfigError(f"training.horizon_hours={t.horizon_hours} must be between 1 and {MAX_HORIZON_HOURS}")
+    if not 0 <= t.backtest_sample <= 1_000_000:
+        raise ConfigError(f"training.backtest_sample={t.backtest_sample} must be between 0 (all) and 1000000")
+    if not 0.0 <= t.champion_override < 1.0:
+        raise ConfigError(f"training.champion_override={t.champion_override} must be at least 0 and under 1")
     if not 48 <= t.min_history_hours <= 87_600:
         raise ConfigError(f"training.min_history_hours={t.min_history_hours} must be between 48 and 87600")

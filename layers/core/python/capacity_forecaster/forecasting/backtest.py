@@ -316,16 +316,24 @@ def choose_champion(results: Sequence[ModelResult], score: str) -> int | None:
 
 
 def evaluate_series(
-    y: FloatArray, models: Sequence[Model], config: BacktestConfig, last_day: np.datetime64 | None = None
+    y: FloatArray,
+    models: Sequence[Model],
+    config: BacktestConfig,
+    last_day: np.datetime64 | None = None,
+    *,
+    backtest: bool = True,
 ) -> SeriesResult:
     """Backtest every model on one series, pick the champion, and keep every model's final forecast.
 
-    ``last_day`` (the day of ``y[-1]``) is passed on to models that use the calendar."""
+    ``last_day`` (the day of ``y[-1]``) is passed on to models that use the calendar. ``backtest=False``: only
+    the final fits (status ``ok``, no scores; the engine gives the series its metric's champion)."""
     y = np.asarray(y, dtype=np.float64)
     n = int(y.size)
     origins = origins_for(n, config)
     if n < config.min_history_days or not origins:
         return _insufficient(y, models, config, _short_reason(n, config), last_day)
+    if not backtest:
+        return _fitted_only(y, models, config, last_day)
 
     results = [evaluate_model(m, y, origins, config, last_day) for m in models]
     if choose_champion(results, config.score) is None and FALLBACK_MODEL not in {m.name for m in models}:
@@ -370,6 +378,33 @@ def noise_band(forecast: QuantileForecast, scale: float, season: int) -> Quantil
     steps = np.arange(1, forecast.horizon + 1)
     half = 1.2816 * 1.25 * scale * np.sqrt(np.maximum(steps / season, 1.0))
     return make_forecast(forecast.p50, -half, half)
+
+
+def _fitted_only(
+    y: FloatArray, models: Sequence[Model], config: BacktestConfig, last_day: np.datetime64 | None
+) -> SeriesResult:
+    """Outside the backtest sample: every model's final forecast with its own band, and their median."""
+    results = []
+    for model in models:
+        try:
+            fc = checked_forecast(model, y, config.horizon, last_day)
+        except Exception as exc:  # a broken model must not stop the fleet
+            results.append(ModelResult(model=model.name, status=STATUS_FAILED, reason=one_line(exc)))
+            continue
+        results.append(ModelResult(model=model.name, status=STATUS_OK, forecast=fc))
+    fitted = [r.forecast for r in results if r.forecast is not None]
+    if not fitted:
+        fallback = fallback_model(config)
+        fc = checked_forecast(fallback, y, config.horizon)
+        results.append(ModelResult(fallback.name, STATUS_OK, "fallback: every requested model failed", forecast=fc))
+    elif len(fitted) >= 2:
+        members = ", ".join(r.model for r in results if r.forecast is not None)
+        results.append(ModelResult(COMBINATION, STATUS_OK, f"median of {members}", forecast=median_forecast(fitted)))
+    best = next((i for i, r in enumerate(results) if r.model == COMBINATION), None)
+    if best is None:
+        best = next(i for i, r in enumerate(results) if r.forecast is not None)
+    results[best] = replace(results[best], is_champion=True)
+    return SeriesResult(results=tuple(results), champion=results[best].model, scale=noise_scale(y, config.season))
 
 
 def _insufficient(

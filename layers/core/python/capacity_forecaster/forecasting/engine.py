@@ -11,6 +11,7 @@ steps are then hours, and ``ds`` is the start of each forecast hour.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ class SeriesInput:
     last_day: np.datetime64
     y: FloatArray
     filled_days: int = 0
+    backtest: bool = True
+    """False: outside the metric's backtest sample (see :func:`mark_backtest_sample`), only fitted."""
 
 
 def forecast_fleet(
@@ -71,12 +74,16 @@ def forecast_fleet(
     model_settings: Mapping[str, Mapping[str, Any]] | None = None,
     grain: str = "daily",
     champion_override: float = 0.0,
+    backtest_sample: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Backtest, choose a champion and forecast ``horizon_days`` ahead for every (server_id, metric) series.
 
     The champion is chosen per metric across the series given (:mod:`fleet_choice`: the lowest mean backtest
     score, a series keeping its own winner only when under ``champion_override`` x the choice's score) and its
     band is calibrated on the pooled backtest residuals; every other candidate keeps its own band.
+    ``backtest_sample`` > 0 backtests only that many series of each metric (a stable hash sample, see
+    :func:`mark_backtest_sample`): the choice and the calibration need a sample, not the fleet, and the other series
+    are only fitted (``n_origins`` 0, no backtest scores), which makes a large fleet's cost the final fits.
 
     ``daily`` has columns server_id, metric, dt, p95 (others are ignored). Days after ``run_date`` are not yet
     observable and are dropped; each series' forecast origin is its last remaining day. ``progress`` is called
@@ -111,7 +118,7 @@ def forecast_fleet(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    series = prepare_series(daily, run_date=run_date, grain=grain)
+    series = mark_backtest_sample(prepare_series(daily, run_date=run_date, grain=grain), backtest_sample)
     global_forecasts = precompute_global_models(series, instances, config)
     chunks = chunked(series, effective_n_jobs(n_jobs))
 
@@ -129,6 +136,25 @@ def forecast_fleet(
     choice = choose([b for r in results for b in r[2]], horizon_days, champion_override)
     forecasts, metrics = assemble([(r[0], r[1]) for r in results], run_date)
     return apply_choice(forecasts, metrics, choice, {(b.server_id, b.metric): b.scale for r in results for b in r[2]})
+
+
+def sample_rank(server_id: str, metric: str) -> int:
+    """A series' place in its metric's backtest sample: a SHA-256 of its key (stable across hosts and
+    processes, and independent of the hosts' sharding hash)."""
+    digest = hashlib.sha256(f"backtest|{server_id}|{metric}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def mark_backtest_sample(series: Sequence[SeriesInput], size: int) -> list[SeriesInput]:
+    """The series with ``backtest`` set for the ``size`` lowest :func:`sample_rank` of each metric (every
+    series when ``size`` is 0 or a metric has no more)."""
+    if size <= 0:
+        return list(series)
+    ranks: dict[str, list[tuple[int, int]]] = {}
+    for i, s in enumerate(series):
+        ranks.setdefault(s.metric, []).append((sample_rank(s.server_id, s.metric), i))
+    keep = {i for group in ranks.values() for _, i in sorted(group)[:size]}
+    return [s if i in keep else dataclasses.replace(s, backtest=False) for i, s in enumerate(series)]
 
 
 def apply_choice(
@@ -315,10 +341,10 @@ def run_chunk(
     for s in chunk:
         own = (global_forecasts or {}).get((s.server_id, s.metric), {})
         series_models = [own.get(m.name, m) if isinstance(m, GlobalModel) else m for m in models]
-        result = evaluate_series(s.y, series_models, config, s.last_day)
+        result = evaluate_series(s.y, series_models, config, s.last_day, backtest=s.backtest)
         forecast_parts.extend(_forecast_arrays(s, result, steps))
         metric_rows.extend(_metric_rows(s, result))
-        backtests.append(summarize(s.server_id, s.metric, result, config.score))
+        backtests.append(summarize(s.server_id, s.metric, result, config.score, s.y, config.season))
     forecasts = (
         pd.DataFrame({k: np.concatenate([p[k] for p in forecast_parts]) for k in forecast_parts[0]})
         if forecast_parts

@@ -12,6 +12,10 @@ the series' noise scale (:func:`~capacity_forecaster.forecasting.backtest.noise_
 and horizon step (with neighbouring steps, a window of an eighth of the step either side); their 10th and 90th
 percentiles, times a series' own scale, are its P10 and P90 around its P50. Steps past the backtest window
 widen with the square root of the step. Short series (not backtested) get the metric's champion and its band.
+
+Runaway guard: a candidate whose P50 leaves the series' observed range further than the series ever moved in
+as many steps (:func:`runaway`) is not used for that series; it gets the median of the models instead (or,
+when that runs away too, the first candidate that does not).
 """
 
 from __future__ import annotations
@@ -46,10 +50,53 @@ class SeriesBacktest:
     scores: Mapping[str, float] = field(default_factory=dict)
     residuals: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
     forecastable: frozenset[str] = frozenset()
+    runaway: frozenset[str] = frozenset()
 
 
-def summarize(server_id: str, metric: str, result: SeriesResult, score: str) -> SeriesBacktest:
-    """The backtest of one series in the compact form the fleet step pools (float32 residuals)."""
+def largest_moves(history: FloatArray, horizon: int, season: int) -> tuple[FloatArray, FloatArray]:
+    """Per step ``h`` = 1..horizon, the largest rise and the largest fall of the series over ``h`` steps (of
+    its seasonal means, so one noisy value is not a move); steps longer than the history repeat the last."""
+    y = np.asarray(history, dtype=np.float64)
+    level = np.convolve(y, np.ones(season) / season, mode="valid") if y.size >= season else y
+    rise = np.zeros(horizon)
+    fall = np.zeros(horizon)
+    for h in range(1, horizon + 1):
+        if h >= level.size:
+            rise[h - 1 :], fall[h - 1 :] = rise[max(h - 2, 0)], fall[max(h - 2, 0)]
+            break
+        moves = level[h:] - level[:-h]
+        rise[h - 1], fall[h - 1] = max(float(moves.max()), 0.0), max(float(-moves.min()), 0.0)
+    return rise, fall
+
+
+def runaway(p50: FloatArray, history: FloatArray, season: int, moves: tuple[FloatArray, FloatArray]) -> bool:
+    """True when the forecast leaves the observed range (above its highest or below its lowest seasonal mean)
+    by more than the series ever rose or fell in as many steps, measured from its last season's mean."""
+    y = np.asarray(history, dtype=np.float64)
+    if y.size < 2 * season:
+        return False
+    level = np.convolve(y, np.ones(season) / season, mode="valid")
+    start = float(level[-1])
+    n = min(p50.size, moves[0].size)
+    # Seasonal means of the forecast, each over the season ending on its step (the history fills the first).
+    joined = np.concatenate([y[-(season - 1) :] if season > 1 else y[:0], np.asarray(p50[:n], dtype=np.float64)])
+    f = np.convolve(joined, np.ones(season) / season, mode="valid")
+    rise, fall = moves[0][:n], moves[1][:n]
+    above = (f > level.max()) & (f - start > rise)
+    below = (f < level.min()) & (start - f > fall)
+    return bool(np.any(above | below))
+
+
+def summarize(
+    server_id: str,
+    metric: str,
+    result: SeriesResult,
+    score: str,
+    history: FloatArray | None = None,
+    season: int = 7,
+) -> SeriesBacktest:
+    """The backtest of one series in the compact form the fleet step pools (float32 residuals); with the
+    ``history``, which candidates' forecasts run away (:func:`runaway`)."""
     scores: dict[str, float] = {}
     residuals: dict[str, np.ndarray] = {}
     if result.actuals:
@@ -72,7 +119,17 @@ def summarize(server_id: str, metric: str, result: SeriesResult, score: str) -> 
         scores=scores,
         residuals=residuals,
         forecastable=frozenset(r.model for r in result.results if r.forecast is not None),
+        runaway=frozenset(runaways(result, history, season)) if history is not None else frozenset(),
     )
+
+
+def runaways(result: SeriesResult, history: FloatArray, season: int) -> list[str]:
+    """The candidates of one series whose final forecast runs away."""
+    forecasts = [r for r in result.results if r.forecast is not None]
+    if not forecasts:
+        return []
+    moves = largest_moves(history, max(r.forecast.horizon for r in forecasts if r.forecast is not None), season)
+    return [r.model for r in forecasts if r.forecast is not None and runaway(r.forecast.p50, history, season, moves)]
 
 
 @dataclass(frozen=True)
@@ -142,12 +199,17 @@ def metric_champion(group: Sequence[SeriesBacktest]) -> tuple[str | None, dict[s
 def series_champion(s: SeriesBacktest, champion: str | None, override: float) -> str | None:
     """The candidate one series is forecast with (see :func:`choose`)."""
     if champion is None or champion not in s.forecastable:
-        return s.own_champion
-    if override > 0 and s.scores and champion in s.scores:
-        own = min(s.scores, key=lambda n: s.scores[n])
-        if s.scores[own] < override * s.scores[champion]:
-            return own
-    return champion
+        pick = s.own_champion
+    else:
+        pick = champion
+        if override > 0 and s.scores and champion in s.scores:
+            own = min(s.scores, key=lambda n: s.scores[n])
+            if s.scores[own] < override * s.scores[champion]:
+                pick = own
+    if pick is None or pick not in s.runaway:
+        return pick
+    calm = [n for n in (COMBINATION, *sorted(s.forecastable)) if n in s.forecastable and n not in s.runaway]
+    return calm[0] if calm else pick
 
 
 def band_offsets(pooled: Sequence[np.ndarray], horizon: int) -> tuple[FloatArray | None, FloatArray | None]:

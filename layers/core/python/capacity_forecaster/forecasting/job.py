@@ -168,6 +168,14 @@ class TrainingParams:
         return self.training.prophet_history_days
 
     @property
+    def champion_override(self) -> float:
+        return self.training.champion_override
+
+    @property
+    def backtest_sample(self) -> int:
+        return self.training.backtest_sample
+
+    @property
     def horizon(self) -> int:
         """The forecast horizon in steps of the grain (days or hours)."""
         return self.horizon_hours if self.grain == "hourly" else self.horizon_days
@@ -207,6 +215,7 @@ class TrainingParams:
             "country",
         )
         used = (*used, "rf_max_rows", "seed", "grain", "horizon_hours", "min_history_hours", "prophet_history_days")
+        used = (*used, "champion_override", "backtest_sample")
         out: dict[str, Any] = {
             "run_date": self.run_date.isoformat(),
             "run_id": self.run_id,
@@ -512,6 +521,8 @@ def _train(paths: ContractPaths, *, progress: bool | ProgressReporter, lake: Lak
             backtest_step=params.backtest_step,
             model_settings=params.model_settings(),
             grain=params.grain,
+            champion_override=params.champion_override,
+            backtest_sample=params.backtest_sample,
         )
 
     write_model_artifact(paths.model_dir, params, host, metrics)
