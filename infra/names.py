@@ -107,6 +107,7 @@ LAYER_MODULES: Final = (
     "storage/errors.py",
     "storage/object_store.py",
     "processing_request.py",
+    "launcher_env.py",
 )
 """The domain package's modules in the zip launcher's layer: standard library, boto3 and botocore only (the
 Lambda runtime's own), so the layer stays a few kilobytes and nothing pulls in pandas."""
