@@ -4,6 +4,9 @@ outputs job's run summary."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,6 +179,58 @@ def test_a_failed_processing_job_of_this_stack_notifies_in_a_readable_line(sagem
     # failed training jobs still notify on this engine
     training = template["Resources"][logical_id(stack, stack.notifications.training_failed)]["Properties"]
     assert training["EventPattern"]["detail"]["TrainingJobStatus"] == ["Failed"]
+
+
+PROCESSING_FAILED = json.loads(
+    (Path(__file__).resolve().parents[1] / "events" / "sagemaker_processing_job_state_change.json").read_text()
+)
+
+
+def _at(event: Any, path: str) -> Any:
+    for part in path.removeprefix("$.").split("."):
+        event = event[part]
+    return event
+
+
+def test_the_processing_rule_matches_a_failed_job_of_this_stack_only(
+    sagemaker_synth: OptionsSynth, moto_server: str
+) -> None:
+    """The rule's pattern on moto's EventBridge (a rule with it, an SQS target, the events put on the bus): the
+    failed job of this stack arrives, a completed one, another stack's and a training job's do not; the message
+    EventBridge sends for it names the job and the reason."""
+    import boto3
+
+    stack, template = sagemaker_synth.stack, sagemaker_synth.template_json
+    assert stack.notifications.processing_failed is not None
+    props = template["Resources"][logical_id(stack, stack.notifications.processing_failed)]["Properties"]
+    events, sqs = (boto3.client(s, endpoint_url=moto_server, region_name="us-east-1") for s in ("events", "sqs"))
+    queue = sqs.create_queue(QueueName="processing-failed-rule")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="processing-failed", EventPattern=json.dumps(props["EventPattern"]))
+    events.put_targets(Rule="processing-failed", Targets=[{"Id": "inbox", "Arn": arn}])
+    detail = PROCESSING_FAILED["detail"]
+    candidates = {
+        "failed": (PROCESSING_FAILED["detail-type"], detail),
+        "completed": (PROCESSING_FAILED["detail-type"], {**detail, "ProcessingJobStatus": "Completed"}),
+        "other-stack": (PROCESSING_FAILED["detail-type"], {**detail, "ProcessingJobName": "other-etl-1"}),
+        "training": ("SageMaker Training Job State Change", detail),
+    }
+    for name, (kind, body) in candidates.items():
+        entry = {"Source": "aws.sagemaker", "DetailType": kind, "Detail": json.dumps({**body, "case": name})}
+        assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
+    received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    assert [json.loads(m["Body"])["detail"]["case"] for m in received] == ["failed"]
+    transformer = props["Targets"][0]["InputTransformer"]
+    message = re.sub(
+        r"<([A-Za-z0-9_-]+)>",
+        lambda m: str(_at(PROCESSING_FAILED, transformer["InputPathsMap"][m[1]])),
+        json.loads(transformer["InputTemplate"]),
+    )
+    assert message == (
+        f"Capacity Forecaster processing job {detail['ProcessingJobName']} failed: {detail['FailureReason']}. The "
+        "job's own one-line reason is its exit message (aws sagemaker describe-processing-job --processing-job-name "
+        f"{detail['ProcessingJobName']}). The lake's tables keep what the last completed job wrote."
+    )
 
 
 def test_the_lambda_engine_has_no_processing_rule(stack: CapacityForecasterStack) -> None:
