@@ -1,12 +1,13 @@
 """Processing launcher Lambda (``scale.engine: sagemaker``): start the SageMaker Processing job an event asks for.
 
-A zip function on the light domain layer (``layers/core``: ``capacity_forecaster.processing_request``, stdlib
-only) and AWS's Powertools layer, like ``lambdas/launch_training``. The stack points the ETL schedule and the
-raw-object rule (an ``etl`` job) and the training-completed rule (an ``outputs`` job: publish, risk,
-consolidation, report of that run) here instead of the ETL and risk Lambdas. The job runs the data Lambdas'
-image with ``capacity_forecaster.processing`` as its entry point and the Lambdas' ``CF_*`` settings as its
-environment, under the job role of its stage (the grants of ``capacity_forecaster.access``), its volume and
-summary encrypted with the lake's key; the summary goes to ``state/processing/<job name>/``.
+A zip function on the light domain layer (``layers/core``: ``capacity_forecaster.processing_request`` and
+``launcher_env``, stdlib only) and AWS's Powertools layer, like ``lambdas/launch_training``. The stack points the
+ETL schedule and the raw-object rule (an ``etl`` job) and the training-completed rule (an ``outputs`` job:
+publish, risk, consolidation, report and run summary of that run) here instead of the ETL and risk Lambdas. The
+job runs the data Lambdas' image with ``capacity_forecaster.processing`` as its entry point and the Lambdas'
+``CF_*`` settings as its environment, under the job role of its stage (the grants of
+``capacity_forecaster.access``), its volume and summary encrypted with the lake's key; the summary goes to
+``state/processing/<job name>/``.
 
 A malformed event is rejected in one line before any AWS call. The job name comes from the event (its time and
 id, or the training run), so a re-delivered event finds the name taken (ResourceInUse) and starts nothing.
