@@ -5,13 +5,11 @@ module's own (its keys, roles, queue, topic and bucket). A tiny lake is prepared
 one training host's staged parts: not what is checked). Then the processing launcher's own ``job_request``, built
 from its environment in the template, for the training run's Completed event, is laid out as the job's
 ``/opt/ml`` (``config/processingjobconfig.json``) and ``python -m capacity_forecaster.processing`` runs under it
-in a subprocess with the request's environment, as SageMaker runs the container, every AWS call recorded
-(``tests/cloud/bootstrap.py``). An SQS queue subscribed to the topic receives the summary; every recorded call
-is evaluated against the outputs job role's synthesized policies (``tests/cloud/iam.py``), and dropping the role's
-``sns:Publish`` statement in a copy of the template denies exactly the publish.
-
-The subprocess has the test environment's packages (``tests/cloud/test_flow.py`` runs the Lambdas in their
-image's packages; the data image's imports are checked by ``tests/integration/test_images.py``).
+in a subprocess with only the data image's packages (the image the job runs, ``tests/images.py``) and the
+request's environment, as SageMaker runs the container, every AWS call recorded (``tests/cloud/bootstrap.py``).
+An SQS queue subscribed to the topic receives the summary; every recorded call is evaluated against the outputs
+job role's synthesized policies (``tests/cloud/iam.py``), and dropping the role's ``sns:Publish`` statement in a
+copy of the template denies exactly the publish.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from tests.cloud.conftest import CloudStack, _clients, function_environment, loa
 from tests.cloud.iam import AccountFacts, PolicySet, Request, UnmappedCall, requests_for
 from tests.cloud.runner import Run, base_environment, run
 from tests.cloud.template import Resolver, account_facts, policy_set, provision
-from tests.images import DOMAIN
+from tests.images import image_path, images, outside_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cloud-processing")]
 
@@ -53,6 +51,8 @@ class SummaryRun:
     bucket: str
     request: dict[str, Any]
     job: Run
+    path: list[Path]
+    """The folders of the data image the job ran with."""
     summary: dict[str, Any]
     messages: list[dict[str, Any]]
 
@@ -115,8 +115,6 @@ def _contract(root: Path, request: Mapping[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def summary_run(cloud_moto: str, tmp_path_factory: pytest.TempPathFactory) -> SummaryRun:
-    import pandas
-
     from app import load_cdk_context
     from capacity_forecaster.processing import ProcessingPaths
     from tests.lambda_modules import load_handler
@@ -152,11 +150,11 @@ def summary_run(cloud_moto: str, tmp_path_factory: pytest.TempPathFactory) -> Su
     _contract(root, request)
     environment = base_environment(cloud_moto, tmp / "job" / "home") | request["Environment"]
     environment["SM_CONTRACT_ROOT"] = str(root)
-    site_packages = Path(pandas.__file__).resolve().parents[1]
+    path = image_path("lambdas", images()["lambdas"])
     job = run(
         "processing:outputs",
         principal=str(request["RoleArn"]),
-        path=[site_packages, DOMAIN],
+        path=path,
         env=environment,
         spec={"module": "capacity_forecaster.processing"},
         workdir=tmp / "job",
@@ -175,6 +173,7 @@ def summary_run(cloud_moto: str, tmp_path_factory: pytest.TempPathFactory) -> Su
         bucket,
         request,
         job,
+        path,
         summary,
         messages,
     )
@@ -208,6 +207,7 @@ def test_the_outputs_job_sends_the_run_summary_to_the_alerts_topic(summary_run: 
     assert report.startswith(f"s3://{summary_run.bucket}/reports/run_date={RUN_DATE}/") and f"Report: {report}" in body
     publishes = [c for c in job.calls if (c["service"], c["operation"]) == ("sns", "Publish")]
     assert [(c["params"]["TopicArn"], c["status"]) for c in publishes] == [(summary_run.topic, 200)]
+    assert outside_image(job.modules, summary_run.path) == {}, "modules loaded from outside the data image"
 
 
 def test_the_job_runs_as_the_outputs_role_with_the_topic_from_the_template(summary_run: SummaryRun) -> None:
