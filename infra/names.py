@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 # the lake prefixes the stages touch are declared once, beside the stages (re-exported here for the stack)
+from capacity_forecaster.access import NOTIFY_TOPIC_ENV as NOTIFY_TOPIC_ENV
 from capacity_forecaster.access import RAW_PREFIX as RAW_PREFIX
 from capacity_forecaster.access import STAGING_TRAINING_PREFIX as STAGING_TRAINING_PREFIX
 from capacity_forecaster.access import TRAINING_CHECKPOINT_PREFIX as TRAINING_CHECKPOINT_PREFIX
@@ -107,6 +108,7 @@ LAYER_MODULES: Final = (
     "storage/errors.py",
     "storage/object_store.py",
     "processing_request.py",
+    "launcher_env.py",
 )
 """The domain package's modules in the zip launcher's layer: standard library, boto3 and botocore only (the
 Lambda runtime's own), so the layer stays a few kilobytes and nothing pulls in pandas."""
@@ -121,8 +123,6 @@ SAGEMAKER_LOG_GROUP: Final = "/aws/sagemaker/TrainingJobs"
 
 # --- notifications ------------------------------------------------------------------------------------------
 ALERTS_KEY_ALIAS: Final = f"alias/{PROJECT}/alerts"
-NOTIFY_TOPIC_ENV: Final = "CF_NOTIFY_TOPIC_ARN"
-"""The risk Lambda publishes new critical risks to the topic named in this variable (lambdas/risk/handler.py)."""
 OUTPUT_ALERTS_TOPIC: Final = "AlertsTopicArn"
 
 # --- dashboards ---------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ LAMBDA_NAG_REASONS: dict[str, str] = {
 FUNCTION_STAGES: dict[str, tuple[str, ...]] = {
     "generate": ("generate",),
     "etl": ("etl",),
-    "risk": ("publish", "risk", "consolidation", "report"),
+    "risk": ("publish", "risk", "consolidation", "report", "notify"),
     "pull_cloudwatch": ("pull_cloudwatch",),
 }
 """The stages each function's handler runs; its role gets what they touch (``capacity_forecaster.access``)."""

@@ -40,9 +40,10 @@ from infra.training import LAUNCHER_MEMORY_MB, LAUNCHER_TIMEOUT_SECONDS, Trainin
 
 JOB_STAGES: dict[str, tuple[str, ...]] = {
     "etl": ("etl", "processing_summary"),
-    "outputs": ("publish", "risk", "consolidation", "report", "processing_summary"),
+    "outputs": ("publish", "risk", "consolidation", "report", "notify", "processing_summary"),
 }
-"""The stages each processing job runs (the ETL Lambda's, the risk Lambda's) and its summary upload."""
+"""The stages each processing job runs (the ETL Lambda's, the risk Lambda's with its run summary) and its summary
+upload."""
 LAUNCHED_RULES: dict[str, str] = {"etl-schedule": "etl", "raw-object-created": "etl", "training-completed": "outputs"}
 """The pipeline's rules that start a processing job instead of a Lambda, and the job each starts."""
 PROCESSING_LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
@@ -112,7 +113,9 @@ class Processing(Construct):
             )
             self.roles[stage] = role
 
-        environment = {k: v for k, v in pipeline.environment("etl").items() if k.startswith("CF_")}
+        self.job_environment = {k: v for k, v in pipeline.environment("etl").items() if k.startswith("CF_")}
+        """What every job gets in its environment (the launcher adds the lake and its key): the data functions'
+        ``CF_*`` settings, and what :meth:`add_job_environment` adds (the alerts topic)."""
         self.launcher = lambda_.Function(
             self,
             "LauncherFunction",
@@ -134,7 +137,7 @@ class Processing(Construct):
                 "CF_PROCESSING_OUTPUTS_ROLE_ARN": self.roles["outputs"].role_arn,
                 "CF_PROCESSING_INSTANCE_TYPE": processing_instance(domain.fleet.servers, domain.horizon_days).name,
                 "CF_PROCESSING_MAX_RUNTIME_SECONDS": str(settings.training_max_runtime_seconds),
-                "CF_PROCESSING_ENVIRONMENT": json.dumps(environment, separators=(",", ":")),
+                "CF_PROCESSING_ENVIRONMENT": self._job_environment_json(),
             },
             tracing=lambda_.Tracing.ACTIVE,
             on_failure=destinations.SqsDestination(pipeline.dead_letters),
@@ -181,6 +184,14 @@ class Processing(Construct):
                 )
             )
         self._acknowledge(lake)
+
+    def _job_environment_json(self) -> str:
+        return json.dumps(self.job_environment, separators=(",", ":"))
+
+    def add_job_environment(self, name: str, value: str) -> None:
+        """One more variable in every job's environment (``CF_PROCESSING_ENVIRONMENT`` of the launcher)."""
+        self.job_environment[name] = value
+        self.launcher.add_environment("CF_PROCESSING_ENVIRONMENT", self._job_environment_json())
 
     def _acknowledge(self, lake: DataLake) -> None:
         """cdk-nag findings that are by design, each with its reason, on the role they concern."""

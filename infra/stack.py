@@ -52,9 +52,14 @@ class CapacityForecasterStack(cdk.Stack):
             self.processing = Processing(
                 self, "Processing", lake=self.lake, settings=settings, pipeline=self.pipeline, training=self.training
             )
-        # 5. notifications: the alerts topic (new critical risks, failed runs, alarms)
+        # 5. notifications: the alerts topic (run summaries, failed jobs, alarms)
         self.notifications = Notifications(
-            self, "Notifications", settings=settings, pipeline=self.pipeline, training=self.training
+            self,
+            "Notifications",
+            settings=settings,
+            pipeline=self.pipeline,
+            training=self.training,
+            processing=self.processing,
         )
 
         # 6. dashboards (optional): QuickSight data source, data sets over the views, and the dashboard

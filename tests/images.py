@@ -1,9 +1,10 @@
 """What each deployed runtime has on its path: its requirements installed for the platform, and its own code.
 
-Four runtimes: the data Lambdas' image (lambdas/Dockerfile), the SageMaker training image
-(sagemaker_jobs/Dockerfile), the zip launcher (its own folder, the domain layer's few modules
-``infra.names.LAYER_MODULES``, AWS's Powertools layer and the Lambda runtime's boto3) and the zip views handler of
-the ``Custom::AthenaViews`` resource (its own folder and the Lambda runtime's boto3).
+Five runtimes: the data Lambdas' image (lambdas/Dockerfile), the SageMaker training image
+(sagemaker_jobs/Dockerfile), the two zip launchers (training, and processing with ``scale.engine: sagemaker``: each
+its own folder, the domain layer's few modules ``infra.names.LAYER_MODULES``, AWS's Powertools layer and the Lambda
+runtime's boto3) and the zip views handler of the ``Custom::AthenaViews`` resource (its own folder and the Lambda
+runtime's boto3).
 
 :func:`installed` runs ``pip install --platform ... --python-version 3.13 --only-binary=:all: --target DIR`` of an
 image's requirements (the wheels the image build would get on Linux x86_64) and caches DIR per requirements
@@ -84,8 +85,8 @@ def launcher_layer(cache: Path | None = None) -> Path:
 
 
 def images() -> dict[str, Image]:
-    """The four runtimes of the stack (the launcher's layer folder is built on first use)."""
-    from infra.names import LAUNCHER_CODE, VIEWS_HANDLER_CODE
+    """The five runtimes of the stack (the launchers' layer folder is built on first use)."""
+    from infra.names import LAUNCHER_CODE, PROCESSING_LAUNCHER_CODE, VIEWS_HANDLER_CODE
 
     return {
         "lambdas": Image(
@@ -121,6 +122,12 @@ def images() -> dict[str, Image]:
         "launcher": Image(
             requirements=pinned(LAMBDA_REQUIREMENTS, LAUNCHER_PACKAGES),
             code=(launcher_layer(), ROOT / LAUNCHER_CODE),
+            modules=("handler",),
+            required_loaded=("aws_xray_sdk",),
+        ),
+        "processing_launcher": Image(
+            requirements=pinned(LAMBDA_REQUIREMENTS, LAUNCHER_PACKAGES),
+            code=(launcher_layer(), ROOT / PROCESSING_LAUNCHER_CODE),
             modules=("handler",),
             required_loaded=("aws_xray_sdk",),
         ),

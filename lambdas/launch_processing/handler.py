@@ -1,12 +1,13 @@
 """Processing launcher Lambda (``scale.engine: sagemaker``): start the SageMaker Processing job an event asks for.
 
-A zip function on the light domain layer (``layers/core``: ``capacity_forecaster.processing_request``, stdlib
-only) and AWS's Powertools layer, like ``lambdas/launch_training``. The stack points the ETL schedule and the
-raw-object rule (an ``etl`` job) and the training-completed rule (an ``outputs`` job: publish, risk,
-consolidation, report of that run) here instead of the ETL and risk Lambdas. The job runs the data Lambdas'
-image with ``capacity_forecaster.processing`` as its entry point and the Lambdas' ``CF_*`` settings as its
-environment, under the job role of its stage (the grants of ``capacity_forecaster.access``), its volume and
-summary encrypted with the lake's key; the summary goes to ``state/processing/<job name>/``.
+A zip function on the light domain layer (``layers/core``: ``capacity_forecaster.processing_request`` and
+``launcher_env``, stdlib only) and AWS's Powertools layer, like ``lambdas/launch_training``. The stack points the
+ETL schedule and the raw-object rule (an ``etl`` job) and the training-completed rule (an ``outputs`` job:
+publish, risk, consolidation, report and run summary of that run) here instead of the ETL and risk Lambdas. The
+job runs the data Lambdas' image with ``capacity_forecaster.processing`` as its entry point and the Lambdas'
+``CF_*`` settings as its environment, under the job role of its stage (the grants of
+``capacity_forecaster.access``), its volume and summary encrypted with the lake's key; the summary goes to
+``state/processing/<job name>/``.
 
 A malformed event is rejected in one line before any AWS call. The job name comes from the event (its time and
 id, or the training run), so a re-delivered event finds the name taken (ResourceInUse) and starts nothing.
@@ -14,7 +15,6 @@ id, or the training run), so a re-delivered event finds the name taken (Resource
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -28,11 +28,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
-from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError, single_line
+from capacity_forecaster import launcher_env
+from capacity_forecaster.errors import CapacityForecasterError, InputError
+from capacity_forecaster.launcher_env import JOB_NAME, one_line, shown
 from capacity_forecaster.processing_request import processing_job_request
 from capacity_forecaster.redact import redacting_formatter
-from capacity_forecaster.storage.errors import InvalidKeyError
-from capacity_forecaster.storage.keys import parse_s3_uri
 
 SCHEDULED = ("aws.events", "Scheduled Event")
 OBJECT_CREATED = ("aws.s3", "Object Created")
@@ -40,10 +40,8 @@ TRAINING_STATE_CHANGE = ("aws.sagemaker", "SageMaker Training Job State Change")
 JOB_PREFIX = "capacity-forecaster-"
 SUMMARY_PREFIX = "state/processing/"
 """The lake prefix of the jobs' summaries (capacity_forecaster.access.PROCESSING_SUMMARY_PREFIX)."""
-_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 
 logger = Logger(logger_formatter=redacting_formatter())
 metrics = Metrics()
@@ -67,61 +65,44 @@ class ProcessingConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProcessingConfig:
         """From ``CF_PROCESSING_*``, ``CF_LAKE`` and ``CF_S3_KMS_KEY_ID``; ConfigError if wrong."""
-        required = {
-            "image_uri": "CF_PROCESSING_IMAGE_URI",
-            "etl": "CF_PROCESSING_ETL_ROLE_ARN",
-            "outputs": "CF_PROCESSING_OUTPUTS_ROLE_ARN",
-            "lake_uri": "CF_LAKE",
-            "kms_key_arn": "CF_S3_KMS_KEY_ID",
-        }
-        missing = [var for var in required.values() if not env.get(var)]
-        if missing:
-            raise ConfigError(f"the launcher needs {', '.join(missing)} in its environment")
+        found = launcher_env.require(
+            env,
+            {
+                "image_uri": "CF_PROCESSING_IMAGE_URI",
+                "etl": "CF_PROCESSING_ETL_ROLE_ARN",
+                "outputs": "CF_PROCESSING_OUTPUTS_ROLE_ARN",
+                "lake_uri": "CF_LAKE",
+                "kms_key_arn": "CF_S3_KMS_KEY_ID",
+            },
+        )
         values: dict[str, Any] = {
-            "image_uri": env["CF_PROCESSING_IMAGE_URI"],
-            "lake_uri": env["CF_LAKE"],
-            "kms_key_arn": env["CF_S3_KMS_KEY_ID"],
-            "role_arns": {"etl": env["CF_PROCESSING_ETL_ROLE_ARN"], "outputs": env["CF_PROCESSING_OUTPUTS_ROLE_ARN"]},
+            "image_uri": found["image_uri"],
+            "lake_uri": found["lake_uri"],
+            "kms_key_arn": found["kms_key_arn"],
+            "role_arns": {"etl": found["etl"], "outputs": found["outputs"]},
         }
-        for name, (var, low, high) in {
-            "volume_gb": ("CF_PROCESSING_VOLUME_GB", 1, 16384),
-            "max_runtime_seconds": ("CF_PROCESSING_MAX_RUNTIME_SECONDS", 1, 432000),
-        }.items():
-            if var in env:
-                text = env[var].strip()
-                if not text.isdigit() or not low <= int(text) <= high:
-                    raise ConfigError(f"{var}={env[var]!r} must be an integer between {low} and {high}")
-                values[name] = int(text)
+        values |= launcher_env.bounded_ints(
+            env,
+            {
+                "volume_gb": ("CF_PROCESSING_VOLUME_GB", 1, 16384),
+                "max_runtime_seconds": ("CF_PROCESSING_MAX_RUNTIME_SECONDS", 1, 432000),
+            },
+        )
         if "CF_PROCESSING_INSTANCE_TYPE" in env:
             values["instance_type"] = env["CF_PROCESSING_INSTANCE_TYPE"]
         if "CF_PROCESSING_ENVIRONMENT" in env:
-            values["environment"] = _environment(env["CF_PROCESSING_ENVIRONMENT"])
+            values["environment"] = launcher_env.string_object(
+                "CF_PROCESSING_ENVIRONMENT", env["CF_PROCESSING_ENVIRONMENT"]
+            )
         return cls(**values)
 
     def __post_init__(self) -> None:
-        try:
-            bucket, prefix = parse_s3_uri(self.lake_uri)
-        except InvalidKeyError as exc:
-            raise ConfigError(f"CF_LAKE: {exc}") from None
-        if prefix:
-            raise ConfigError(f"CF_LAKE must be the lake bucket's root (s3://{bucket}), not {self.lake_uri!r}")
-        if not _INSTANCE_TYPE.match(self.instance_type):
-            raise ConfigError(f"CF_PROCESSING_INSTANCE_TYPE={self.instance_type!r} is not an ml.* instance type")
+        launcher_env.lake_bucket(self.lake_uri)
+        launcher_env.instance_type("CF_PROCESSING_INSTANCE_TYPE", self.instance_type)
 
     @property
     def bucket(self) -> str:
-        return parse_s3_uri(self.lake_uri)[0]
-
-
-def _environment(text: str) -> dict[str, str]:
-    """The job's environment as the stack wrote it: a JSON object of strings."""
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError:
-        values = None
-    if not isinstance(values, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
-        raise ConfigError("CF_PROCESSING_ENVIRONMENT must be a JSON object of strings")
-    return values
+        return launcher_env.lake_bucket(self.lake_uri)
 
 
 @dataclass(frozen=True)
@@ -136,19 +117,8 @@ class Launch:
         return self.arguments[0]
 
 
-def _shown(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def one_line(reason: str, limit: int = 300) -> str:
-    """The reason on one line, cut to ``limit`` characters."""
-    reason = single_line(reason)
-    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
-
-
 def _name(name: str) -> str:
-    if not _JOB_NAME.match(name):
+    if not JOB_NAME.match(name):
         raise InputError(f"processing job name {name!r} is not valid for SageMaker")
     return name
 
@@ -160,9 +130,9 @@ def _event_time(event: dict[str, Any]) -> datetime:
             raise ValueError(text)
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InputError(f"event time {_shown(text)} is not an ISO 8601 date-time") from None
+        raise InputError(f"event time {shown(text)} is not an ISO 8601 date-time") from None
     if when.tzinfo is None:
-        raise InputError(f"event time {_shown(text)} has no time zone")
+        raise InputError(f"event time {shown(text)} has no time zone")
     return when.astimezone(UTC)
 
 
@@ -179,14 +149,14 @@ def launch_for(event: Any) -> Launch | None:
         event_id = event.get("id")
         suffix = re.sub(r"[^a-zA-Z0-9]", "", event_id)[:8] if isinstance(event_id, str) else ""
         if not suffix:
-            raise InputError(f"event id {_shown(event_id)} has no letters or digits to name the job by")
+            raise InputError(f"event id {shown(event_id)} has no letters or digits to name the job by")
         return Launch(_name(f"{JOB_PREFIX}etl-{_event_time(event):%Y%m%d%H%M}-{suffix}"), ("etl",))
     if (source, kind) != TRAINING_STATE_CHANGE:
-        got = f"got {_shown(kind)} from {_shown(source)}"
+        got = f"got {shown(kind)} from {shown(source)}"
         raise InputError(f"expected a schedule, raw object or training job event, {got}")
     status = detail.get("TrainingJobStatus")
     if not isinstance(status, str) or not status:
-        raise InputError(f"training job state change without a TrainingJobStatus string (got {_shown(status)})")
+        raise InputError(f"training job state change without a TrainingJobStatus string (got {shown(status)})")
     if status != "Completed":
         return None
     params = detail.get("HyperParameters")
@@ -194,9 +164,9 @@ def launch_for(event: Any) -> Launch | None:
         raise InputError(f"training job HyperParameters must be an object, not {type(params).__name__}")
     run_id, run_date = params.get("run_id"), params.get("run_date")
     if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise InputError(f"hyperparameter run_id={_shown(run_id)} is not a run id (1 to 128 of A-Z, a-z, 0-9, - and _)")
+        raise InputError(f"hyperparameter run_id={shown(run_id)} is not a run id (1 to 128 of A-Z, a-z, 0-9, - and _)")
     if not isinstance(run_date, str) or not _ISO_DAY.match(run_date):
-        raise InputError(f"hyperparameter run_date={_shown(run_date)} is not YYYY-MM-DD")
+        raise InputError(f"hyperparameter run_date={shown(run_date)} is not YYYY-MM-DD")
     run = run_id.removeprefix(JOB_PREFIX).replace("_", "-")[:32].strip("-")
     return Launch(_name(f"{JOB_PREFIX}outputs-{run}"), ("outputs", "--run-id", run_id, "--run-date", run_date))
 

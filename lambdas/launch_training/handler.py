@@ -19,7 +19,6 @@ so what it stages under ``staging/training/`` is encrypted with the lake's KMS k
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -33,10 +32,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
-from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError, single_line
+from capacity_forecaster import launcher_env
+from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
+from capacity_forecaster.launcher_env import JOB_NAME, one_line, shown
 from capacity_forecaster.redact import redacting_formatter
-from capacity_forecaster.storage.errors import InvalidKeyError
-from capacity_forecaster.storage.keys import parse_s3_uri
 
 CHANNEL = "curated"
 """The data channel the training container reads (forecasting.job.CHANNEL)."""
@@ -49,8 +48,6 @@ OUTPUT_PREFIX = "training/output/"
 CHECKPOINT_PREFIX = "training/checkpoints/"
 SCHEDULED = ("aws.events", "Scheduled Event")
 JOB_PREFIX = "capacity-forecaster-"
-_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _CHANNEL_PREFIX = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*/$")
 
 logger = Logger(logger_formatter=redacting_formatter())
@@ -78,29 +75,24 @@ class LaunchConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LaunchConfig:
         """From ``CF_TRAINING_*``, ``CF_LAKE`` and ``CF_S3_KMS_KEY_ID``; ConfigError if wrong."""
-        required = {
-            "image_uri": "CF_TRAINING_IMAGE_URI",
-            "role_arn": "CF_TRAINING_ROLE_ARN",
-            "lake_uri": "CF_LAKE",
-            "kms_key_arn": "CF_S3_KMS_KEY_ID",
-        }
-        missing = [var for var in required.values() if not env.get(var)]
-        if missing:
-            raise ConfigError(f"the launcher needs {', '.join(missing)} in its environment")
-        values: dict[str, Any] = {name: env[var] for name, var in required.items()}
-        integers = {  # the host count's limits are training.hosts', checked with the settings at synth
-            "instance_count": ("CF_TRAINING_INSTANCE_COUNT", 1, None),
-            "volume_gb": ("CF_TRAINING_VOLUME_GB", 1, 16384),
-            "max_runtime_seconds": ("CF_TRAINING_MAX_RUNTIME_SECONDS", 60, 432000),
-            "max_wait_seconds": ("CF_TRAINING_MAX_WAIT_SECONDS", 60, 432000),
-        }
-        for name, (var, low, high) in integers.items():
-            if var in env:
-                text = env[var].strip()
-                if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
-                    span = f"between {low} and {high}" if high is not None else f"of at least {low}"
-                    raise ConfigError(f"{var}={env[var]!r} must be an integer {span}")
-                values[name] = int(text)
+        values: dict[str, Any] = launcher_env.require(
+            env,
+            {
+                "image_uri": "CF_TRAINING_IMAGE_URI",
+                "role_arn": "CF_TRAINING_ROLE_ARN",
+                "lake_uri": "CF_LAKE",
+                "kms_key_arn": "CF_S3_KMS_KEY_ID",
+            },
+        )
+        values |= launcher_env.bounded_ints(  # the host count's limits are training.hosts', checked at synth
+            env,
+            {
+                "instance_count": ("CF_TRAINING_INSTANCE_COUNT", 1, None),
+                "volume_gb": ("CF_TRAINING_VOLUME_GB", 1, 16384),
+                "max_runtime_seconds": ("CF_TRAINING_MAX_RUNTIME_SECONDS", 60, 432000),
+                "max_wait_seconds": ("CF_TRAINING_MAX_WAIT_SECONDS", 60, 432000),
+            },
+        )
         if "CF_TRAINING_INSTANCE_TYPE" in env:
             values["instance_type"] = env["CF_TRAINING_INSTANCE_TYPE"]
         if "CF_TRAINING_SPOT" in env:
@@ -115,14 +107,8 @@ class LaunchConfig:
         return cls(**values)
 
     def __post_init__(self) -> None:
-        try:
-            bucket, prefix = parse_s3_uri(self.lake_uri)
-        except InvalidKeyError as exc:
-            raise ConfigError(f"CF_LAKE: {exc}") from None
-        if prefix:
-            raise ConfigError(f"CF_LAKE must be the lake bucket's root (s3://{bucket}), not {self.lake_uri!r}")
-        if not _INSTANCE_TYPE.match(self.instance_type):
-            raise ConfigError(f"CF_TRAINING_INSTANCE_TYPE={self.instance_type!r} is not an ml.* instance type")
+        launcher_env.lake_bucket(self.lake_uri)
+        launcher_env.instance_type("CF_TRAINING_INSTANCE_TYPE", self.instance_type)
         if not _CHANNEL_PREFIX.match(self.channel_prefix):
             raise ConfigError(f"CF_TRAINING_CHANNEL_PREFIX={self.channel_prefix!r} must be a lake prefix ending in /")
         if self.spot and self.max_wait_seconds < self.max_runtime_seconds:
@@ -130,17 +116,12 @@ class LaunchConfig:
 
     @property
     def bucket(self) -> str:
-        return parse_s3_uri(self.lake_uri)[0]
+        return launcher_env.lake_bucket(self.lake_uri)
 
 
 def _hyperparameters(text: str) -> dict[str, str]:
     """The settings hyperparameters the stack wrote: a JSON object of strings, without the run's own keys."""
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError:
-        values = None
-    if not isinstance(values, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
-        raise ConfigError("CF_TRAINING_HYPERPARAMETERS must be a JSON object of strings")
+    values = launcher_env.string_object("CF_TRAINING_HYPERPARAMETERS", text)
     clash = sorted(set(values) & set(RUN_KEYS))
     if clash:
         raise ConfigError(f"CF_TRAINING_HYPERPARAMETERS must not set {', '.join(clash)}: the launcher sets them")
@@ -151,9 +132,9 @@ def job_name(run_date: date, event_id: str) -> str:
     """``capacity-forecaster-YYYYMMDD-<first 8 characters of the event id>``: one job per event."""
     suffix = re.sub(r"[^a-zA-Z0-9]", "", event_id)[:8]
     if not suffix:
-        raise InputError(f"event id {_shown(event_id)} has no letters or digits to name the training job by")
+        raise InputError(f"event id {shown(event_id)} has no letters or digits to name the training job by")
     name = f"{JOB_PREFIX}{run_date:%Y%m%d}-{suffix}"
-    if not _JOB_NAME.match(name):
+    if not JOB_NAME.match(name):
         raise InputError(f"training job name {name!r} is not valid for SageMaker")
     return name
 
@@ -210,25 +191,13 @@ def training_request(config: LaunchConfig, *, name: str, run_date: date) -> dict
     return request
 
 
-def _shown(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters (as lambdas/common/runtime.shown, which a zip cannot import)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def one_line(reason: str, limit: int = 300) -> str:
-    """The reason with every run of whitespace (line breaks included) as one space, cut to ``limit`` characters."""
-    reason = single_line(reason)
-    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
-
-
 def scheduled_run_date(event: Any) -> tuple[date, str]:
     """(UTC day, event id) of a Scheduled Event; InputError for anything else, of any shape."""
     if not isinstance(event, dict):
         raise InputError(f"expected an EventBridge event object, got {type(event).__name__}")
     source, kind = event.get("source"), event.get("detail-type")
     if not (isinstance(source, str) and isinstance(kind, str) and (source, kind) == SCHEDULED):
-        raise InputError(f"expected a Scheduled Event, got {_shown(kind)} from {_shown(source)}")
+        raise InputError(f"expected a Scheduled Event, got {shown(kind)} from {shown(source)}")
     if not isinstance(event.get("detail"), dict):
         raise InputError(f"Scheduled Event 'detail' must be an object, not {type(event.get('detail')).__name__}")
     text = event.get("time")
@@ -237,15 +206,15 @@ def scheduled_run_date(event: Any) -> tuple[date, str]:
             raise ValueError(text)
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InputError(f"event time {_shown(text)} is not an ISO 8601 date-time") from None
+        raise InputError(f"event time {shown(text)} is not an ISO 8601 date-time") from None
     if when.tzinfo is None:
-        raise InputError(f"event time {_shown(text)} has no time zone")
+        raise InputError(f"event time {shown(text)} has no time zone")
     event_id = event.get("id")
     if not isinstance(event_id, str):
-        raise InputError(f"event id {_shown(event_id)} is not a string")
+        raise InputError(f"event id {shown(event_id)} is not a string")
     resources = event.get("resources", [])
     if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
-        raise InputError(f"EventBridge event 'resources' must be a list of ARNs, not {_shown(resources)}")
+        raise InputError(f"EventBridge event 'resources' must be a list of ARNs, not {shown(resources)}")
     return when.astimezone(UTC).date(), event_id
 
 

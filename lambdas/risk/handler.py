@@ -17,9 +17,10 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from capacity_forecaster.access import NOTIFY_TOPIC_ENV
 from capacity_forecaster.errors import InputError
 from capacity_forecaster.forecasting.job import is_run_id, publish_training_run
-from capacity_forecaster.outputs import RunOutputs, build_outputs, run_summary
+from capacity_forecaster.outputs import build_outputs, notify_run
 from capacity_forecaster.stages import RISK_LEASE
 from capacity_forecaster.storage.lease import Lease, LeaseHeld
 from common.runtime import (
@@ -35,8 +36,6 @@ from common.runtime import (
 )
 
 STATE_CHANGE = ("aws.sagemaker", "SageMaker Training Job State Change")
-NOTIFY_TOPIC_ENV = "CF_NOTIFY_TOPIC_ARN"
-"""When set, each run's summary (with its new critical risks and the report's key) is published to this topic."""
 
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -92,7 +91,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         with Lease(lake.store, RISK_LEASE) as lease:
             published = publish_training_run(lake, run_id=run_id, run_date=run_date)
             outputs = build_outputs(lake, settings, run_date=run_date, grain=published.grain, held=lease)
-            notified = notify(outputs, run_id=run_id, topic_arn=os.environ.get(NOTIFY_TOPIC_ENV))
+            topic_arn = os.environ.get(NOTIFY_TOPIC_ENV)  # the run summary goes there when the stack sets it
+            notified = notify_run(outputs, run_id=run_id, topic_arn=topic_arn)
+            if topic_arn:
+                logger.info("run summary notified", extra={"run_id": run_id, "new_critical": notified})
     except LeaseHeld as exc:
         logger.warning("another risk run holds the lease; the event is retried", extra={"reason": str(exc)})
         metrics.add_metric(name="LeaseBusy", unit=MetricUnit.Count, value=1)
@@ -105,15 +107,3 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     logger.info("risk register, consolidation plan and report written", extra={"run_id": run_id, **counts})
     return {"status": "succeeded", "run_id": run_id, "series": published.series, "notified": notified, **counts}
-
-
-def notify(outputs: RunOutputs, *, run_id: str, topic_arn: str | None) -> int:
-    """Publish the run summary to the topic (nothing without one); the number of new critical risks it lists."""
-    if not topic_arn:
-        return 0
-    import boto3
-
-    subject, message = run_summary(outputs, run_id=run_id)
-    boto3.client("sns").publish(TopicArn=topic_arn, Subject=subject, Message=message)
-    logger.info("run summary notified", extra={"run_id": run_id, "new_critical": len(outputs.new_critical)})
-    return len(outputs.new_critical)

@@ -8,8 +8,9 @@ out), ``after-call`` adds the HTTP status, the error code and the response's enc
 as one JSON line to ``spec["calls"]``.
 
 Then either ``spec["handler"]`` (``module:function``) is called with the event in ``spec["event"]`` and a
-Lambda context, its return value written to ``spec["result"]`` and printed; or ``spec["script"]`` is run as
-``__main__`` (the training entry point) and its exit code written. The modules loaded (name -> file) go to
+Lambda context, its return value written to ``spec["result"]`` and printed; or ``spec["script"]`` (the training
+entry point) or ``spec["module"]`` (as ``python -m``: the processing entry point) is run as ``__main__`` and its
+exit code written. The modules loaded (name -> file) go to
 ``spec["modules"]`` so the runner can check nothing came from outside the image.
 
 Only the standard library is imported here at the top: the hooks must not need what the image may lack.
@@ -168,7 +169,11 @@ def main(spec: dict[str, Any]) -> int:
             import runpy
 
             try:
-                runpy.run_path(spec["script"], run_name="__main__")
+                if "module" in spec:
+                    sys.argv = [spec["module"], *spec.get("argv", [])]
+                    runpy.run_module(spec["module"], run_name="__main__", alter_sys=True)
+                else:
+                    runpy.run_path(spec["script"], run_name="__main__")
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             with open(spec["result"], "w", encoding="utf-8") as out:

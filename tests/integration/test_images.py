@@ -34,7 +34,7 @@ print(json.dumps({"path": sys.path, "files": {n: f for n, f in files.items() if 
 """
 
 
-@pytest.mark.parametrize("name", ["lambdas", "training", "launcher", "views"])
+@pytest.mark.parametrize("name", ["lambdas", "training", "launcher", "processing_launcher", "views"])
 def test_every_module_imports_with_only_the_image_requirements(name: str, tmp_path: Path) -> None:
     image = images()[name]
     allowed = image_path(name, image)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -231,51 +229,6 @@ def test_launcher_logs_and_emits_metrics_with_powertools(
     names = [m["Name"] for line in emitted for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]]
     assert names == ["TrainingJobsLaunched", "TrainingJobsAlreadyLaunched"]
     assert {d["Namespace"] for line in emitted for d in line["_aws"]["CloudWatchMetrics"]} == {"CapacityForecaster"}
-
-
-def test_launcher_imports_no_pandas_and_only_the_light_domain_modules(tmp_path: Path) -> None:
-    """Imported the way Lambda does: the function folder and the layer's python/ folder, boto3 from the runtime
-    (and Powertools, AWS's layer there, from the same site-packages)."""
-    from infra.names import LAYER_MODULES
-
-    layer = tmp_path / "layer" / "python" / "capacity_forecaster"
-    for module in LAYER_MODULES:
-        target = layer / module
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((ROOT / "layers" / "core" / "python" / "capacity_forecaster" / module).read_bytes())
-    import boto3
-
-    runtime = str(Path(boto3.__file__).parents[1])  # site-packages: boto3 and botocore, as in the runtime
-    script = (
-        "import sys, json\n"
-        "import handler\n"
-        "heavy = sorted(m for m in ('pandas', 'numpy', 'pyarrow', 'duckdb', 'yaml') if m in sys.modules)\n"
-        "ours = sorted(m for m in sys.modules if m.startswith('capacity_forecaster'))\n"
-        "print(json.dumps({'heavy': heavy, 'ours': ours,"
-        " 'from': sys.modules['capacity_forecaster'].__file__}))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "lambdas" / "launch_training"), str(tmp_path / "layer" / "python")])
-    out = subprocess.run(
-        [sys.executable, "-S", "-c", f"import sys; sys.path.append({runtime!r})\n{script}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tmp_path,
-    )
-    found = json.loads(out.stdout)
-    assert found["heavy"] == []
-    assert found["from"].startswith(str(tmp_path))
-    assert set(found["ours"]) <= {"capacity_forecaster", *(f"capacity_forecaster.{m}" for m in _dotted())}
-
-
-def _dotted() -> list[str]:
-    from infra.names import LAYER_MODULES
-
-    return [
-        m.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for m in LAYER_MODULES if m.endswith("py")
-    ]
 
 
 def test_the_job_stages_its_outputs_with_the_lake_key(

@@ -58,6 +58,11 @@ ETL_SAMPLES_PREFIX: Final = "state/etl_samples/"
 
 CLOUDWATCH_PULL_ACTIONS: Final = ("ec2:DescribeInstances", "cloudwatch:ListMetrics", "cloudwatch:GetMetricData")
 """What the CloudWatch puller calls besides the lake (capacity_forecaster.cloudwatch_pull)."""
+NOTIFY_ACTIONS: Final = ("sns:Publish",)
+"""What sending the run summary calls: ``infra/`` scopes it to the alerts topic (and its key)."""
+NOTIFY_TOPIC_ENV: Final = "CF_NOTIFY_TOPIC_ARN"
+"""The variable naming the alerts topic, set by the stack for every function or job whose stages hold
+NOTIFY_ACTIONS (``capacity_forecaster.outputs.notify_run``)."""
 ACCOUNT_WIDE_ACTIONS: Final = frozenset(CLOUDWATCH_PULL_ACTIONS)
 """Actions that support no resource-level permissions: ``infra/`` grants them on ``*``."""
 
@@ -151,6 +156,8 @@ STAGE_ACCESS: Final[dict[str, StageAccess]] = {
         read=_tables(RISK_REGISTER, CONSOLIDATION, SERVERS, FORECASTS, FORECASTS_HOURLY, METRICS_DAILY),
         write=(REPORTS_PREFIX,),
     ),
+    # the run summary (counts, new critical risks, the report's key) to the alerts topic
+    "notify": StageAccess(actions=NOTIFY_ACTIONS),
     # a SageMaker Processing job of the fleet-wide stages (scale.engine sagemaker): its summary, uploaded at the end
     "processing_summary": StageAccess(write=(PROCESSING_SUMMARY_PREFIX,)),
     # the tagged EC2 instances' CloudWatch metrics -> one raw upload per GetMetricData request; their instance

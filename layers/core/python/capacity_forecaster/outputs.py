@@ -1,8 +1,9 @@
 """A run's outputs once its forecasts are in the lake: the risk register, the consolidation plan, the HTML report
 with its exports (under ``reports/``), and the run summary for the alerts topic.
 
-The risk Lambda runs :func:`build_outputs` after publishing a completed training run; the local ``run`` can run
-the same function after its own training. :func:`run_summary` is pure: frames and counts in, text out.
+The risk Lambda (and, with ``scale.engine: sagemaker``, the ``outputs`` processing job) runs :func:`build_outputs`
+after publishing a completed training run, then :func:`notify_run`; the local ``run`` can run the same function
+after its own training. :func:`run_summary` is pure: frames and counts in, text out.
 """
 
 from __future__ import annotations
@@ -125,3 +126,17 @@ def run_summary(outputs: RunOutputs, *, run_id: str) -> tuple[str, str]:
         lines.append("")
     lines.append(f"Athena: SELECT * FROM risk_register WHERE run_date = DATE '{run_date}' AND severity = 'critical'")
     return subject, "\n".join(lines)
+
+
+def notify_run(outputs: RunOutputs, *, run_id: str, topic_arn: str | None, client: Any = None) -> int:
+    """Publish the run summary to the topic (nothing without one: ``NOTIFY_TOPIC_ENV`` unset); the number of new
+    critical risks it lists. ``client``: an SNS client (boto3's default one when None)."""
+    if not topic_arn:
+        return 0
+    if client is None:
+        import boto3
+
+        client = boto3.client("sns")
+    subject, message = run_summary(outputs, run_id=run_id)
+    client.publish(TopicArn=topic_arn, Subject=subject, Message=message)
+    return len(outputs.new_critical)

@@ -16,7 +16,8 @@ uploads aside and both stages hold a lease in the lake, which Processing's copy-
 The image is the data Lambdas' (``lambdas/Dockerfile``: the stages' dependencies and this package), run with
 ``python3 -m capacity_forecaster.processing`` as its ContainerEntrypoint. Arguments: ``etl`` (the ETL Lambda's
 work) or ``outputs --run-id ID --run-date YYYY-MM-DD`` (the risk Lambda's: publish the training run, then the
-risk register, the consolidation plan and the report).
+risk register, the consolidation plan and the report, and the run summary to the alerts topic named in
+``CF_NOTIFY_TOPIC_ARN`` when the environment sets it, with the risk Lambda's ``outputs.notify_run``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from capacity_forecaster.access import NOTIFY_TOPIC_ENV
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, single_line
 from capacity_forecaster.json_files import read_json_object
 from capacity_forecaster.processing_request import SUMMARY_OUTPUT
@@ -84,6 +86,8 @@ class ProcessingRequest:
     job_name: str = "local"
     run_id: str | None = None
     run_date: date | None = None
+    notify_topic_arn: str | None = None
+    """The alerts topic the ``outputs`` stage sends the run summary to (``CF_NOTIFY_TOPIC_ARN``); None: no summary."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,6 +137,7 @@ def read_request(
         job_name=str(config.get("ProcessingJobName") or "local"),
         run_id=parsed.run_id,
         run_date=parsed.run_date,
+        notify_topic_arn=env.get(NOTIFY_TOPIC_ENV) or None,
     )
 
 
@@ -147,7 +152,7 @@ def run_stage(request: ProcessingRequest) -> dict[str, Any]:
 
         return {"etl": run_etl(lake, settings).counts}
     from capacity_forecaster.forecasting.job import publish_training_run
-    from capacity_forecaster.outputs import build_outputs
+    from capacity_forecaster.outputs import build_outputs, notify_run
     from capacity_forecaster.stages import RISK_LEASE
     from capacity_forecaster.storage.lease import Lease
 
@@ -155,7 +160,8 @@ def run_stage(request: ProcessingRequest) -> dict[str, Any]:
     with Lease(lake.store, RISK_LEASE) as lease:
         published = publish_training_run(lake, run_id=request.run_id, run_date=request.run_date)
         outputs = build_outputs(lake, settings, run_date=request.run_date, grain=published.grain, held=lease)
-    return {"publish": published.as_json(), **{s.stage: s.counts for s in outputs.stages}}
+        notified = notify_run(outputs, run_id=request.run_id, topic_arn=request.notify_topic_arn)
+    return {"publish": published.as_json(), **{s.stage: s.counts for s in outputs.stages}, "notified": notified}
 
 
 def run_processing_job(root: Path = DEFAULT_ROOT, argv: Sequence[str] = ()) -> int:
