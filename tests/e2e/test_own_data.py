@@ -128,7 +128,8 @@ def test_run_on_own_exports_and_an_inventory(tmp_path: Path, capsys: pytest.Capt
     # The 20-day series is flagged short (its champion could not be backtested), the 120-day ones are not.
     short = register[register["short_history"]]
     assert list(zip(short["server_id"], short["metric"], strict=True)) == [SHORT[:2]]
-    assert short["severity"].isin(["medium", "low"]).all()
+    assert short["severity"].isin(["medium", "low"]).all() and short["history_days"].tolist() == [SHORT[2]]
+    assert (register.loc[~register["short_history"], "history_days"] == DAYS).all()
 
     servers = lake.read_table(SERVERS).set_index("server_id")
     assert servers.loc["web-03.example.com", "monthly_cost"] == pytest.approx(0.192 * 730, abs=0.01)

@@ -19,7 +19,7 @@ import pytest
 from capacity_forecaster.cli import main
 from capacity_forecaster.forecasting.engine import forecast_fleet
 from capacity_forecaster.html_report import ReportData, render_html, summary_cards
-from capacity_forecaster.risk import SEVERITY_ORDER, capped_severity, short_histories
+from capacity_forecaster.risk import SEVERITY_ORDER, capped_severity, history_days, short_histories
 from capacity_forecaster.risk_inputs import STATUS_COLUMNS, champion_statuses
 from capacity_forecaster.schema import FORECASTS, METRICS_DAILY, MODEL_METRICS, RISK_REGISTER
 from capacity_forecaster.settings import Settings
@@ -68,11 +68,17 @@ def champions(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics[metrics["is_champion"]][list(STATUS_COLUMNS)].reset_index(drop=True)
 
 
+def statuses_of(metrics: pd.DataFrame) -> pd.DataFrame:
+    """What the risk stage passes: the champions' status and their days of history."""
+    statuses = champions(metrics)
+    return statuses.assign(history_days=history_days(statuses.pop("n_history")))
+
+
 def test_short_series_are_flagged_and_capped_at_medium_unless_breaching_now(
     engine_output: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
 ) -> None:
     daily, forecasts, metrics = engine_output
-    statuses = champions(metrics)
+    statuses = statuses_of(metrics)
     assert set(statuses.loc[statuses["status"] == "insufficient_history", "server_id"]) == {"new-near", "new-hot"}
     risk = Settings().risk
     uncapped = risk_register(forecasts, daily, risk, RUN).set_index("server_id")
@@ -90,11 +96,11 @@ def test_short_series_are_flagged_and_capped_at_medium_unless_breaching_now(
     assert SEVERITY_ORDER[reg.loc["old-near", "severity"]] < SEVERITY_ORDER["medium"]
     # The finding follows the capped severity; nothing else moves.
     assert reg.loc["new-near", "finding"] != "under-provisioned"
-    same = [c for c in reg.columns if c not in ("severity", "finding", "short_history")]
+    same = [c for c in reg.columns if c not in ("severity", "finding", "short_history", "history_days")]
     pd.testing.assert_frame_equal(reg.loc[uncapped.index, same], uncapped[same])
-    # model_metrics do not record the history's length: history_days is null rather than guessed.
-    assert reg["history_days"].isna().all()
-    assert not uncapped["short_history"].any()
+    # The days of history each series had, as the engine recorded them in model_metrics (n_history).
+    assert reg["history_days"].to_dict() == {server: days for server, (days, _, _) in FLEET.items()}
+    assert not uncapped["short_history"].any() and uncapped["history_days"].isna().all()
 
 
 def test_history_days_come_from_the_statuses_when_they_carry_them() -> None:
@@ -164,6 +170,7 @@ def test_the_risk_command_reads_the_champions_status_and_flags_short_series(
         "old-cool": False,
     }
     assert register.loc["new-near", "severity"] == "medium"
+    assert register["history_days"].to_dict() == {server: days for server, (days, _, _) in FLEET.items()}
 
     data = ReportData(
         run_date=RUN,
@@ -177,6 +184,7 @@ def test_the_risk_command_reads_the_champions_status_and_flags_short_series(
     page = render_html(data)
     assert "2 series had too little history to backtest" in page
     assert '<tr class="critical short-history"><td>new-hot</td>' in page  # breaching now, marked
+    assert "<td>short: 20 days</td>" in page
     assert '<tr class="medium short-history"><td>new-near</td>' in page  # next to break, marked
     assert '<tr class="high"><td>old-near</td>' in page or '<tr class="critical"><td>old-near</td>' in page
     assert ("short history", 2, "count") in summary_cards(data)
@@ -193,3 +201,19 @@ def test_a_register_written_before_the_columns_reads_them_as_not_short(tmp_path:
     lake.store.put_bytes(partition_key(RISK_REGISTER, {"run_date": RUN}), buf.getvalue())
     back = lake.read_table(RISK_REGISTER)
     assert back["short_history"].tolist() == [False] and back["history_days"].isna().all()
+
+
+def test_model_metrics_written_before_n_history_give_a_null_history(
+    tmp_path: Path, engine_output: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
+) -> None:
+    _, _, metrics = engine_output
+    lake = open_lake(tmp_path / "lake")
+    old = to_arrow(MODEL_METRICS, metrics.drop(columns="run_date")).drop_columns(["n_history"])
+    buf = io.BytesIO()
+    pq.write_table(old, buf)
+    lake.store.put_bytes(partition_key(MODEL_METRICS, {"run_date": RUN}), buf.getvalue())
+    statuses = champion_statuses(lake, MODEL_METRICS, RUN)
+    assert statuses["n_history"].isna().all()
+    assert statuses["status"].tolist() == champions(metrics)["status"].tolist()
+    assert history_days(statuses["n_history"]).isna().all()
+    assert metrics["n_history"].tolist() == [FLEET[s][0] for s in metrics["server_id"]]  # the engine records it

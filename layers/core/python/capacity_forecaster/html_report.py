@@ -453,7 +453,7 @@ def short_history_note(register: pd.DataFrame) -> str:
         return ""
     return (
         f'<p class="short-note">{n} series had too little history to backtest (marked <i>short</i>): their '
-        "forecasts were fitted on the days there were and are less certain, so their severity is at most medium "
+        "forecasts were fitted on what there was and are less certain, so their severity is at most medium "
         "unless they are breaching now.</p>"
     )
 

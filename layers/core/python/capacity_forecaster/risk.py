@@ -291,6 +291,13 @@ SHORT_CAP: Final = "medium"
 """The highest severity a short-history series gets unless it is breaching now."""
 
 
+def history_days(n_history: pd.Series, steps_per_day: int = 1) -> pd.Series:
+    """Days of history from model_metrics' ``n_history`` (steps: days, or hours with ``steps_per_day`` 24, rounded
+    up to whole days); null where it is null."""
+    steps = pd.to_numeric(n_history, errors="coerce").astype("Int64")
+    return (-(-steps // steps_per_day)).astype("Int32")
+
+
 def short_histories(keys: pd.DataFrame, statuses: pd.DataFrame | None) -> pd.DataFrame:
     """Per series of ``keys`` (server_id, metric): ``short_history`` (its champion's status is insufficient_history)
     and ``history_days`` (from ``statuses`` when it has that column, else null).

@@ -31,9 +31,9 @@ from capacity_forecaster.storage.object_store import LocalObjectStore
 
 FORECAST_COLUMNS: Final[tuple[str, ...]] = ("server_id", "metric", "model", "ds", "p10", "p50", "p90", "is_champion")
 """The forecast columns the risk rules and the report's charts read (not ``horizon_step``)."""
-STATUS_COLUMNS: Final[tuple[str, ...]] = ("server_id", "metric", "status")
+STATUS_COLUMNS: Final[tuple[str, ...]] = ("server_id", "metric", "status", "n_history")
 """The model-metrics columns the risk rules read of each series' champion (``status``: insufficient_history marks a
-series too short to backtest)."""
+series too short to backtest; ``n_history``: the steps of history it had)."""
 DAILY_COLUMNS: Final[tuple[str, ...]] = ("server_id", "metric", "dt", "p95", "imputed")
 """The curated daily columns the risk and rightsizing rules read."""
 LOOKBACK_MARGIN_DAYS: Final = 30

@@ -185,8 +185,15 @@ MODEL_METRICS = TableSchema(
         _c("is_champion", BOOL, "True for the model chosen for this series.", nullable=False),
         _c("status", STRING, "ok, failed or insufficient_history.", nullable=False),
         _c("reason", STRING, "Why a model failed or a fallback was used; empty when ok."),
+        _c(
+            "n_history",
+            INT,
+            "Steps of history the series had at the forecast origin, given to every model: days (hours in "
+            "model_metrics_hourly) from its first value to its last, gaps filled (null: a run written before it).",
+        ),
     ),
     partition_keys=(_RUN_DATE,),
+    optional=("n_history",),
 )
 
 RISK_REGISTER = TableSchema(
@@ -243,8 +250,8 @@ RISK_REGISTER = TableSchema(
         _c(
             "history_days",
             INT,
-            "Days of history the forecast was fitted on (hourly forecasts: their hours / 24, rounded up); null when "
-            "the run's model_metrics do not record it.",
+            "Days of history the series had when forecast, from model_metrics' n_history (hourly forecasts: its "
+            "hours / 24, rounded up); null for a run whose model_metrics predate n_history.",
         ),
     ),
     partition_keys=(_RUN_DATE,),
@@ -472,6 +479,7 @@ MODEL_METRICS_HOURLY = TableSchema(
     description="Backtest accuracy of the hourly forecasts (windows in hours, MASE against season 24).",
     columns=MODEL_METRICS.columns,
     partition_keys=(_RUN_DATE,),
+    optional=MODEL_METRICS.optional,
 )
 TABLES[MODEL_METRICS_HOURLY.name] = MODEL_METRICS_HOURLY
 

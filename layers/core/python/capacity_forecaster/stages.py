@@ -889,6 +889,7 @@ def _run_risk(
 ) -> StageResult:
     from capacity_forecaster.forecasting.grain import daily_peaks
     from capacity_forecaster.query import record_latest_run
+    from capacity_forecaster.risk import history_days
 
     reporter: ProgressReporter = progress or NullProgress()
     hourly = settings.training.grain == "hourly"
@@ -911,6 +912,7 @@ def _run_risk(
     with reporter.task("risk register", 1) as advance:
         daily = recent_observed(lake, settings.risk.saturation_days)
         statuses = champion_statuses(lake, metrics, run_date)
+        statuses["history_days"] = history_days(statuses.pop("n_history"), 24 if hourly else 1)
         register = risk_register(forecasts, daily, settings.risk, run_date, statuses)
         uri = lake.write_partition(RISK_REGISTER, register, {"run_date": run_date})
         pointer = record_latest_run(lake, run_date)
