@@ -104,6 +104,14 @@ def test_hourly_grain_from_a_five_minute_trace_to_the_risk_register(
     assert set(register["model"]) <= set(MODELS)
     breaches = register["breach_date_p90"].dropna()
     assert breaches.between(pd.Timestamp("2026-11-22"), pd.Timestamp("2026-11-28")).all()
+    # Every series was backtested: none is short; its days of history are its hours (model_metrics_hourly), a day
+    # per 24 begun.
+    assert not register["short_history"].any()
+    spans = hourly.groupby(["server_id", "metric"])["dt"].agg(
+        lambda dt: (dt.max() - dt.min()) // pd.Timedelta(hours=1) + 1
+    )
+    days = register.set_index(["server_id", "metric"])["history_days"]
+    assert days.sort_index().tolist() == [-(-int(h) // 24) for h in spans.sort_index()]
 
     # A shorter hourly horizon from the command line.
     assert main([*train[:-2], "--horizon-hours", "48"]) == 0

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.slow
 RUN_DATE = date(2026, 11, 23)
 DAYS = 120
 METRICS = ("cpu", "mem", "disk", "net")
+SHORT = ("web-02.example.com", "net", 20)
+"""One series whose export holds only its last 20 days: too short to backtest (training.min_history_days 56)."""
 # server -> (cpu level, mem level, cpu growth per day): two idle web servers beside a roomy one, a growing db
 LEVELS = {
     "web-01.example.com": (45.0, 30.0, 0.0),
@@ -64,7 +66,7 @@ def write_exports(folder: Path) -> list[Path]:
                     "metric": m,
                     "value": _values(s, m, hours, rng),
                 }
-            )
+            ).iloc[-SHORT[2] * 24 if (s, m) == SHORT[:2] else 0 :]
             for s in LEVELS
             if s.startswith("web-")
             for m in METRICS
@@ -123,6 +125,11 @@ def test_run_on_own_exports_and_an_inventory(tmp_path: Path, capsys: pytest.Capt
     assert len(register) == 24
     growing = register[(register["server_id"] == "db-01") & (register["metric"] == "cpu")].iloc[0]
     assert growing["breach_date_p90"] is not None and not pd.isna(growing["breach_date_p90"])
+    # The 20-day series is flagged short (its champion could not be backtested), the 120-day ones are not.
+    short = register[register["short_history"]]
+    assert list(zip(short["server_id"], short["metric"], strict=True)) == [SHORT[:2]]
+    assert short["severity"].isin(["medium", "low"]).all() and short["history_days"].tolist() == [SHORT[2]]
+    assert (register.loc[~register["short_history"], "history_days"] == DAYS).all()
 
     servers = lake.read_table(SERVERS).set_index("server_id")
     assert servers.loc["web-03.example.com", "monthly_cost"] == pytest.approx(0.192 * 730, abs=0.01)
@@ -144,7 +151,9 @@ def test_run_on_own_exports_and_an_inventory(tmp_path: Path, capsys: pytest.Capt
     assert "web-01.example.com" in html and "srv-" not in html
     exported = pd.read_csv(reports / f"consolidation-{stamp}.csv")
     assert exported["monthly_savings"].sum() == pytest.approx(plan["monthly_savings"].sum())
-    assert len(pd.read_csv(reports / f"risk-register-{stamp}.csv")) == 24
+    exported_register = pd.read_csv(reports / f"risk-register-{stamp}.csv")
+    assert len(exported_register) == 24 and exported_register["short_history"].sum() == 1
+    assert "1 series had too little history to backtest" in html
     sheets = pd.read_excel(reports / f"capacity-report-{stamp}.xlsx", sheet_name=None)
     assert {"risk_register", "consolidation"} <= set(sheets)
 

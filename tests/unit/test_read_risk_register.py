@@ -18,7 +18,7 @@ def _row() -> dict[str, object]:
     """One register row: the required columns set, every nullable one left null."""
     row: dict[str, object] = {c.name: None for c in RISK_REGISTER.columns}
     required = {"server_id": "srv-1", "metric": "cpu", "threshold": 80.0, "already_breaching": False}
-    return row | required | {"severity": "low", "finding": "optimized", "seasonal_peak": False}
+    return row | required | {"severity": "low", "finding": "optimized", "seasonal_peak": False, "short_history": False}
 
 
 def test_newest_register_by_default_and_errors_that_say_what_to_run(tmp_path: Path) -> None:

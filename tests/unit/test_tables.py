@@ -160,11 +160,32 @@ def test_breaching_now_and_next_to_break_split_the_register() -> None:
     assert list(next_to_break(reg, None, top=1)["server_id"]) == ["likely-only"]
 
 
-def test_a_history_column_of_the_register_is_shown() -> None:
-    reg = register().assign(history_days=pd.array([700, 700, 30, 700, 700, 700], dtype="Int32"))
-    assert "history_days" in next_to_break(reg, None, top=3).columns
-    lines = format_table(next_to_break(reg, None, top=3), headers=NEXT_HEADERS, priority=list(NEXT_HEADERS))
-    assert "history days" in lines[0]
+def test_short_histories_are_marked_yes_and_their_days_shown_when_there_is_room() -> None:
+    reg = register().assign(
+        short_history=[False, False, True, False, False, False],
+        history_days=pd.array([700, 700, 20, 700, 700, 700], dtype="Int32"),
+    )
+    upcoming = next_to_break(reg, None, top=3)
+    assert dict(zip(upcoming["server_id"], upcoming["short"], strict=True)) == {
+        "likely-only": "",
+        "soon": "yes",
+        "later": "",
+    }
+    lines = format_table(upcoming, headers=NEXT_HEADERS, priority=list(NEXT_HEADERS), width=100)
+    header = lines[0].split()
+    assert "short" in header and "history" not in header  # the days drop first, named in the footer
+    assert "history days" in " ".join(lines[-2:])
+    soon = next(line for line in lines if line.startswith("soon"))
+    assert soon.split()[6] == "yes"  # server, metric, severity, breaks on, in days, chance, short
+    narrow = format_table(upcoming, headers=NEXT_HEADERS, priority=list(NEXT_HEADERS), width=60)
+    assert "short" not in narrow[0].split() and all(
+        line.startswith(("soon", "later", "likely")) for line in narrow[2:5]
+    )
+    wide = format_table(upcoming, headers=NEXT_HEADERS, priority=list(NEXT_HEADERS), width=200)
+    assert "history days" in wide[0] and "20" in next(line for line in wide if line.startswith("soon")).split()
+    now = breaching_now(reg, None, top=3)
+    assert list(now["short"]) == ["", ""] and "short" in now.columns
+    assert list(breaching_now(register(), None, top=3)["short"]) == ["", ""]  # a register without the column
 
 
 def test_the_charts_take_next_to_break_and_breaching_now_alternately() -> None:

@@ -20,6 +20,7 @@ def test_view_columns_keep_the_tables_types_and_the_sql_decides_the_rest() -> No
     assert risk.field("breach_date_p50").type == RISK_REGISTER.column("breach_date_p50").type
     assert risk.field("run_date").type == pa.date32()
     assert pa.types.is_integer(risk.field("severity_rank").type)
+    assert risk.field("short_history").type == pa.bool_() and risk.field("history_days").type == pa.int32()
     accuracy = view_schemas()["forecast_accuracy"]
     assert accuracy.field("mae").type == pa.float64()  # avg(...)
     assert accuracy.field("scored_days").type == pa.int64()  # count(*)

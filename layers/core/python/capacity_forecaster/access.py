@@ -140,9 +140,21 @@ STAGE_ACCESS: Final[dict[str, StageAccess]] = {
         write=(STAGING_TRAINING_PREFIX, *_tables(FORECASTS, MODEL_METRICS, FORECASTS_HOURLY, MODEL_METRICS_HOURLY)),
         delete=(STAGING_TRAINING_PREFIX,),
     ),
-    # forecasts and the recent history -> the risk register (the previous one tells which risks are new)
+    # forecasts, their champions' status and the recent history -> the risk register (the previous one tells which
+    # risks are new)
     "risk": StageAccess(
-        read=(*_tables(FORECASTS, FORECASTS_HOURLY, METRICS_DAILY, RISK_REGISTER, LATEST_RUN), LOCKS_PREFIX),
+        read=(
+            *_tables(
+                FORECASTS,
+                FORECASTS_HOURLY,
+                MODEL_METRICS,
+                MODEL_METRICS_HOURLY,
+                METRICS_DAILY,
+                RISK_REGISTER,
+                LATEST_RUN,
+            ),
+            LOCKS_PREFIX,
+        ),
         write=(*_tables(RISK_REGISTER, LATEST_RUN), LOCKS_PREFIX),
         delete=(LOCKS_PREFIX,),
     ),

@@ -359,6 +359,7 @@ th,td{border-bottom:1px solid #e5e7eb;padding:4px 8px;text-align:left;white-spac
 td:last-child{white-space:normal}th{cursor:pointer;background:#f3f4f6}
 tr.critical td:first-child{border-left:4px solid #b91c1c}tr.high td:first-child{border-left:4px solid #ea580c}
 tr.medium td:first-child{border-left:4px solid #ca8a04}svg{font-size:11px;font-family:inherit}
+tr.short-history td{font-style:italic;color:#4b5563}.short-note{color:#4b5563}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.band{fill:#93c5fd;opacity:.5}.p50{fill:none;stroke:#1d4ed8;stroke-width:2}
 .actual{fill:none;stroke:#111827;stroke-width:1.2}.threshold{stroke:#b91c1c;stroke-dasharray:5 3}
 .breach{stroke:#ea580c;stroke-width:1.5;stroke-dasharray:3 2}.breach-label{fill:#c2410c;font-weight:600}
@@ -394,8 +395,8 @@ document.querySelectorAll('table.sortable th').forEach(function (th, index) {
 
 def summary_cards(data: ReportData) -> list[tuple[str, int | float, str]]:
     """The report's headline figures, (label, value, kind: count or money): series per severity, breaching now,
-    next to break inside the horizon, servers, and the consolidation plan's result. The Excel export's Summary
-    sheet shows the same."""
+    next to break inside the horizon, series with a short history, servers, and the consolidation plan's result.
+    The Excel export's Summary sheet shows the same."""
     reg, plan = data.register, data.plan
     counts = reg["severity"].value_counts()
     savings = float(plan["monthly_savings"].sum()) if not plan.empty else 0.0
@@ -408,6 +409,7 @@ def summary_cards(data: ReportData) -> list[tuple[str, int | float, str]]:
     cards += [
         ("breaching now", int(is_breaching_now(reg).sum()), "count"),
         ("next to break", upcoming, "count"),
+        ("short history", int(reg["short_history"].sum()) if "short_history" in reg.columns else 0, "count"),
         ("servers", int(reg["server_id"].nunique()), "count"),
         ("servers freed", freed, "count"),
         ("downsized", downsized, "count"),
@@ -423,6 +425,37 @@ def _in_days(days: Any) -> str:
 
 def _chart_title(row: Any, kind: str) -> str:
     return f"{row.server_id} {row.metric}: {kind} ({row.severity}, {row.model})"
+
+
+def _list_headers(headers: dict[str, str]) -> dict[str, str]:
+    """A risk list's columns in the report: the terminal's, the short-history marker headed ``history`` (it gives
+    the days of history, which get no column of their own)."""
+    return {c: ("history" if c == "short" else h) for c, h in headers.items() if c != "history_days"}
+
+
+def _marked(listed: pd.DataFrame) -> pd.DataFrame:
+    """A risk list with its rows' classes (``_row``: the severity, and ``short-history`` on a short series) and the
+    short-history marker as the report shows it: ``short`` with the days of history when known."""
+    out = listed.copy()
+    short = out["short"].eq("yes") if "short" in out.columns else pd.Series(False, index=out.index)
+    days = out["history_days"] if "history_days" in out.columns else pd.Series(pd.NA, index=out.index)
+    out["short"] = [
+        ("short" if pd.isna(d) else f"short: {int(d)} days") if s else "" for s, d in zip(short, days, strict=True)
+    ]
+    out["_row"] = [f"{sev} short-history" if s else str(sev) for sev, s in zip(out["severity"], short, strict=True)]
+    return out
+
+
+def short_history_note(register: pd.DataFrame) -> str:
+    """One line with the number of short-history series (empty when there are none)."""
+    n = int(register["short_history"].fillna(False).astype(bool).sum()) if "short_history" in register.columns else 0
+    if not n:
+        return ""
+    return (
+        f'<p class="short-note">{n} series had too little history to backtest (marked <i>short</i>): their '
+        "forecasts were fitted on what there was and are less certain, so their severity is at most medium "
+        "unless they are breaching now.</p>"
+    )
 
 
 def render_html(data: ReportData) -> str:
@@ -486,10 +519,11 @@ def render_html(data: ReportData) -> str:
         "reason": "reason",
     }
     top_html = (
-        f"<h3>Breaching now ({int(is_breaching_now(reg).sum())} series)</h3>"
-        + _table(now, NOW_HEADERS, table_id="breaching-now-table", row_class="severity")
+        short_history_note(reg)
+        + f"<h3>Breaching now ({int(is_breaching_now(reg).sum())} series)</h3>"
+        + _table(_marked(now), _list_headers(NOW_HEADERS), table_id="breaching-now-table", row_class="_row")
         + "<h3>Next to break (not breaching yet, soonest first)</h3>"
-        + _table(upcoming, NEXT_HEADERS, table_id="next-to-break-table", row_class="severity")
+        + _table(_marked(upcoming), _list_headers(NEXT_HEADERS), table_id="next-to-break-table", row_class="_row")
     )
     bodies = {
         "heatmap": "<p>Each server's metrics in the colour of their severity, most at risk first; hover a cell "

@@ -27,11 +27,10 @@ TOP_HEADERS: Final = {
     "breach_date_p90": "breach P90",
     "peak_p50": "peak P50 %",
     "model": "model",
+    "history_days": "history days",
 }
 """The top risks' columns, in order, with the headings the terminal table and the HTML report give them."""
 TOP_COLUMNS: Final = list(TOP_HEADERS)
-HISTORY_COLUMNS: Final = ("short_history", "history_days")
-"""Shown after the others when the register has them (how much history a forecast stood on)."""
 NOW_HEADERS: Final = {
     "server_id": "server",
     "metric": "metric",
@@ -39,12 +38,13 @@ NOW_HEADERS: Final = {
     "last_p95": "last P95 %",
     "threshold": "threshold %",
     "peak_p90": "peak P90 %",
-    "short_history": "short history",
-    "history_days": "history days",
+    "short": "short",
     "application": "application",
     "model": "model",
+    "history_days": "history days",
 }
-"""Breaching now: how far over the threshold, and how high it goes."""
+"""Breaching now: how far over the threshold, and how high it goes; ``short`` marks a series too short to backtest
+(``yes``), ``history days`` (last: the first to drop) how much history its forecast stood on."""
 NEXT_HEADERS: Final = {
     "server_id": "server",
     "metric": "metric",
@@ -52,21 +52,29 @@ NEXT_HEADERS: Final = {
     "breaks_on": "breaks on",
     "days": "in days",
     "breach_probability": "chance",
-    "short_history": "short history",
-    "history_days": "history days",
+    "short": "short",
     "last_p95": "last P95 %",
     "breach_date_p90": "P90 crosses",
     "application": "application",
     "peak_p50": "peak P50 %",
     "model": "model",
+    "history_days": "history days",
 }
 """Next to break: when (the P50 breach date or the likely breach date, whichever comes first), in how many days,
-and how likely."""
+and how likely; ``short`` and ``history days`` as in :data:`NOW_HEADERS`."""
 SEVERITY_STYLE: Final = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "green"}
 
 
+def short_marks(register: pd.DataFrame) -> pd.Series:
+    """``yes`` for a series whose history was too short to backtest (``short_history``), empty otherwise (and for a
+    register without the column)."""
+    if "short_history" not in register.columns:
+        return pd.Series("", index=register.index, dtype=object)
+    return register["short_history"].fillna(False).astype(bool).map({True: "yes", False: ""}).astype(object)
+
+
 def _with_application(register: pd.DataFrame, servers: pd.DataFrame | None) -> pd.DataFrame:
-    reg = register.copy()
+    reg = register.assign(short=short_marks(register))
     if servers is not None and not servers.empty and "application" in servers.columns:
         reg = reg.merge(servers[["server_id", "application"]], on="server_id", how="left")
     else:
@@ -75,7 +83,9 @@ def _with_application(register: pd.DataFrame, servers: pd.DataFrame | None) -> p
 
 
 def _columns(frame: pd.DataFrame, headers: Mapping[str, str]) -> list[str]:
-    return [c for c in headers if c in frame.columns]
+    """The ``headers`` the frame has; ``history_days`` only when some row knows it."""
+    unknown = "history_days" in frame.columns and bool(frame["history_days"].isna().all())
+    return [c for c in headers if c in frame.columns and not (c == "history_days" and unknown)]
 
 
 def top_risks(register: pd.DataFrame, servers: pd.DataFrame | None, *, top: int) -> pd.DataFrame:

@@ -285,6 +285,44 @@ def findings(
     return register["server_id"].map(mapping).astype(str)
 
 
+SHORT_STATUS: Final = "insufficient_history"
+"""The model_metrics status of a champion fitted on a series too short to backtest."""
+SHORT_CAP: Final = "medium"
+"""The highest severity a short-history series gets unless it is breaching now."""
+
+
+def history_days(n_history: pd.Series, steps_per_day: int = 1) -> pd.Series:
+    """Days of history from model_metrics' ``n_history`` (steps: days, or hours with ``steps_per_day`` 24, rounded
+    up to whole days); null where it is null."""
+    steps = pd.to_numeric(n_history, errors="coerce").astype("Int64")
+    return (-(-steps // steps_per_day)).astype("Int32")
+
+
+def short_histories(keys: pd.DataFrame, statuses: pd.DataFrame | None) -> pd.DataFrame:
+    """Per series of ``keys`` (server_id, metric): ``short_history`` (its champion's status is insufficient_history)
+    and ``history_days`` (from ``statuses`` when it has that column, else null).
+
+    ``statuses``: the champion rows' server_id, metric, status [, history_days] (None: no short series)."""
+    out = keys[["server_id", "metric"]].copy()
+    if statuses is None or statuses.empty:
+        return out.assign(short_history=False, history_days=pd.Series(pd.NA, index=out.index, dtype="Int32"))
+    cols = [c for c in ("server_id", "metric", "status", "history_days") if c in statuses.columns]
+    merged = out.merge(statuses[cols].drop_duplicates(["server_id", "metric"]), on=["server_id", "metric"], how="left")
+    days = merged["history_days"] if "history_days" in merged.columns else pd.Series(pd.NA, index=merged.index)
+    return merged.assign(
+        short_history=merged["status"].eq(SHORT_STATUS).fillna(False).astype(bool),
+        history_days=pd.to_numeric(days, errors="coerce").astype("Int32"),
+    )[["server_id", "metric", "short_history", "history_days"]]
+
+
+def capped_severity(tier: pd.Series, short: pd.Series, already_breaching: pd.Series) -> pd.Series:
+    """``tier`` with short-history series lowered to :data:`SHORT_CAP` when above it, unless breaching now (a
+    saturated series stays critical: its actuals say so, not its forecast)."""
+    above = tier.map(SEVERITY_ORDER) < SEVERITY_ORDER[SHORT_CAP]
+    lower = short.to_numpy(dtype=bool) & above.to_numpy(dtype=bool) & ~already_breaching.to_numpy(dtype=bool)
+    return tier.where(~lower, SHORT_CAP)
+
+
 def build_risk_register(
     forecasts: pd.DataFrame,
     daily: pd.DataFrame,
@@ -299,6 +337,7 @@ def build_risk_register(
     headroom: Mapping[str, float] | None = None,
     breach_days: int = 1,
     likely: float = 1 / 3,
+    statuses: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The risk register for one run: champion forecasts plus recent actuals -> one row per series.
 
@@ -311,7 +350,10 @@ def build_risk_register(
     number of consecutive forecast days at or over the threshold that make a breach (1: any day).
     ``breach_probability`` is the chance of such a breach inside the horizon (1 for a saturated series); a
     breach at least ``likely`` probable counts as high even when P50 stays under the threshold (see
-    :func:`breach_probability`).
+    :func:`breach_probability`). ``statuses`` holds the champion rows of the run's model metrics (server_id,
+    metric, status, optionally history_days; None: no series is short): a series whose champion has status
+    insufficient_history is flagged ``short_history`` and its severity capped at medium unless breaching now
+    (:func:`capped_severity`); its finding follows the capped severity.
     """
     champions = forecasts[forecasts["is_champion"]]
     dates = breach_dates(champions, thresholds, breach_days=breach_days)
@@ -338,6 +380,10 @@ def build_risk_register(
         medium_days=medium_days,
         days_likely=days_to["likely_breach_date"],
     )
+    history = short_histories(reg, statuses)
+    reg["short_history"] = history["short_history"].set_axis(reg.index)
+    reg["history_days"] = history["history_days"].set_axis(reg.index)
+    reg["severity"] = capped_severity(reg["severity"], reg["short_history"], reg["already_breaching"])
     reg["finding"] = findings(reg, overprovisioned_ratio=overprovisioned_ratio, headroom=headroom)
     reg = reg.merge(
         seasonal_peaks(champions, thresholds, breach_days=breach_days), on=["server_id", "metric"], how="left"

@@ -26,11 +26,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from capacity_forecaster.schema import METRICS_DAILY, TableSchema
-from capacity_forecaster.storage.lake import Lake, from_arrow, partition_key
+from capacity_forecaster.storage.lake import Lake, from_arrow, partition_key, with_optional_columns
 from capacity_forecaster.storage.object_store import LocalObjectStore
 
 FORECAST_COLUMNS: Final[tuple[str, ...]] = ("server_id", "metric", "model", "ds", "p10", "p50", "p90", "is_champion")
 """The forecast columns the risk rules and the report's charts read (not ``horizon_step``)."""
+STATUS_COLUMNS: Final[tuple[str, ...]] = ("server_id", "metric", "status", "n_history")
+"""The model-metrics columns the risk rules read of each series' champion (``status``: insufficient_history marks a
+series too short to backtest; ``n_history``: the steps of history it had)."""
 DAILY_COLUMNS: Final[tuple[str, ...]] = ("server_id", "metric", "dt", "p95", "imputed")
 """The curated daily columns the risk and rightsizing rules read."""
 LOOKBACK_MARGIN_DAYS: Final = 30
@@ -69,9 +72,11 @@ def read_pruned(
         return schema.empty_table()
     parquet = pq.ParquetFile(_source(lake, key), memory_map=isinstance(lake.store, LocalObjectStore))
     wanted = list(dict.fromkeys([*columns, *keep_reads]))
+    stored = set(parquet.schema_arrow.names)
     pieces = []
     for group in range(parquet.num_row_groups):
-        chunk = parquet.read_row_group(group, columns=wanted)
+        # An optional column the object predates reads as null (or its default).
+        chunk = with_optional_columns(table, parquet.read_row_group(group, columns=[c for c in wanted if c in stored]))
         if keep is not None:
             chunk = chunk.filter(keep)
         pieces.append(chunk.select(list(columns)).cast(schema))
@@ -98,6 +103,20 @@ def champion_forecasts(
     if series is not None:
         frame = frame.merge(series[["server_id", "metric"]].drop_duplicates(), on=["server_id", "metric"])
     return frame
+
+
+def champion_statuses(lake: Lake, table: TableSchema, run_date: date) -> pd.DataFrame:
+    """The ``STATUS_COLUMNS`` of the champion rows of the run's model metrics (``table``: ``model_metrics`` or
+    ``model_metrics_hourly``): one row per series with a champion; empty when the partition does not exist."""
+    read = read_pruned(
+        lake,
+        table,
+        {"run_date": run_date},
+        columns=STATUS_COLUMNS,
+        keep=pc.field("is_champion"),
+        keep_reads=("is_champion",),
+    )
+    return from_arrow(read)
 
 
 def newest_days(lake: Lake, days: int) -> list[date]:

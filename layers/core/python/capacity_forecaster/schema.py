@@ -27,6 +27,8 @@ class Column:
     type: pa.DataType
     description: str
     nullable: bool = True
+    default: object = None
+    """What an optional column that may not be null reads as in objects written before it existed."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ class TableSchema:
     partition_keys: tuple[Column, ...] = ()
     zone: str = "curated"
     optional: tuple[str, ...] = ()
-    """Nullable columns added after the table was first written: writers may leave them out and older objects
-    lack them; either way they read as null."""
+    """Columns added after the table was first written: writers may leave them out and older objects lack them;
+    either way they read as null, or as the column's ``default`` when it may not be null."""
 
     @property
     def prefix(self) -> str:
@@ -71,8 +73,8 @@ class TableSchema:
         raise SchemaError(f"table {self.name} has no column {name!r}")
 
 
-def _c(name: str, typ: pa.DataType, description: str, nullable: bool = True) -> Column:
-    return Column(name, typ, description, nullable)
+def _c(name: str, typ: pa.DataType, description: str, nullable: bool = True, default: object = None) -> Column:
+    return Column(name, typ, description, nullable, default)
 
 
 STRING = pa.string()
@@ -183,8 +185,15 @@ MODEL_METRICS = TableSchema(
         _c("is_champion", BOOL, "True for the model chosen for this series.", nullable=False),
         _c("status", STRING, "ok, failed or insufficient_history.", nullable=False),
         _c("reason", STRING, "Why a model failed or a fallback was used; empty when ok."),
+        _c(
+            "n_history",
+            INT,
+            "Steps of history the series had at the forecast origin, given to every model: days (hours in "
+            "model_metrics_hourly) from its first value to its last, gaps filled (null: a run written before it).",
+        ),
     ),
     partition_keys=(_RUN_DATE,),
+    optional=("n_history",),
 )
 
 RISK_REGISTER = TableSchema(
@@ -230,8 +239,23 @@ RISK_REGISTER = TableSchema(
             DATE,
             "First day of the breach by whose end its chance reaches risk.likely_breach_probability (null: never).",
         ),
+        _c(
+            "short_history",
+            BOOL,
+            "True when the series had too little history to backtest: its forecast was fitted on what there was and "
+            "is less certain; severity is at most medium unless breaching now.",
+            nullable=False,
+            default=False,
+        ),
+        _c(
+            "history_days",
+            INT,
+            "Days of history the series had when forecast, from model_metrics' n_history (hourly forecasts: its "
+            "hours / 24, rounded up); null for a run whose model_metrics predate n_history.",
+        ),
     ),
     partition_keys=(_RUN_DATE,),
+    optional=("short_history", "history_days"),
 )
 
 CONSOLIDATION = TableSchema(
@@ -455,6 +479,7 @@ MODEL_METRICS_HOURLY = TableSchema(
     description="Backtest accuracy of the hourly forecasts (windows in hours, MASE against season 24).",
     columns=MODEL_METRICS.columns,
     partition_keys=(_RUN_DATE,),
+    optional=MODEL_METRICS.optional,
 )
 TABLES[MODEL_METRICS_HOURLY.name] = MODEL_METRICS_HOURLY
 

@@ -29,7 +29,7 @@ from capacity_forecaster.access import (
 from capacity_forecaster.errors import CapacityForecasterError, InputError
 from capacity_forecaster.progress import NullProgress, ProgressReporter
 from capacity_forecaster.raw_formats import too_large
-from capacity_forecaster.risk_inputs import champion_forecasts, recent_observed
+from capacity_forecaster.risk_inputs import champion_forecasts, champion_statuses, recent_observed
 from capacity_forecaster.schema import (
     CONSOLIDATION,
     ETL_FILES,
@@ -40,6 +40,8 @@ from capacity_forecaster.schema import (
     METRICS_DAILY,
     METRICS_DAILY_FLAGS,
     METRICS_HOURLY,
+    MODEL_METRICS,
+    MODEL_METRICS_HOURLY,
     QUARANTINE,
     RAW_SAMPLES,
     RISK_REGISTER,
@@ -831,8 +833,15 @@ def run_train(
 # --------------------------------------------------------------------------------------------- risk
 
 
-def risk_register(forecasts: pd.DataFrame, daily: pd.DataFrame, risk: RiskSettings, run_date: date) -> pd.DataFrame:
-    """The risk register of ``forecasts`` under the ``risk`` settings (tier windows of 0: the whole horizon)."""
+def risk_register(
+    forecasts: pd.DataFrame,
+    daily: pd.DataFrame,
+    risk: RiskSettings,
+    run_date: date,
+    statuses: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The risk register of ``forecasts`` under the ``risk`` settings (tier windows of 0: the whole horizon);
+    ``statuses``: the champions' model-metrics status per series (see ``risk.build_risk_register``)."""
     from capacity_forecaster.risk import build_risk_register
 
     return build_risk_register(
@@ -848,6 +857,7 @@ def risk_register(forecasts: pd.DataFrame, daily: pd.DataFrame, risk: RiskSettin
         headroom=risk.headroom,
         breach_days=risk.breach_days,
         likely=risk.likely_breach_probability,
+        statuses=statuses,
     )
 
 
@@ -879,10 +889,11 @@ def _run_risk(
 ) -> StageResult:
     from capacity_forecaster.forecasting.grain import daily_peaks
     from capacity_forecaster.query import record_latest_run
+    from capacity_forecaster.risk import history_days
 
     reporter: ProgressReporter = progress or NullProgress()
     hourly = settings.training.grain == "hourly"
-    source = FORECASTS_HOURLY if hourly else FORECASTS
+    source, metrics = (FORECASTS_HOURLY, MODEL_METRICS_HOURLY) if hourly else (FORECASTS, MODEL_METRICS)
     if run_date is None:
         latest = lake.latest_partition(source)
         if latest is None:
@@ -891,7 +902,8 @@ def _run_risk(
                 + (" --grain hourly` first" if hourly else "` first")
             )
         run_date = date.fromisoformat(latest["run_date"])
-    # Only the champion's rows of the run and the observed days of the saturation rule's look-back window.
+    # Only the champion's rows of the run (forecasts, and their status in the model metrics) and the observed days
+    # of the saturation rule's look-back window.
     forecasts = champion_forecasts(lake, source, run_date)
     if forecasts.empty:
         raise CapacityForecasterError(f"no {source.name} for run date {run_date} in {lake.uri}")
@@ -899,7 +911,9 @@ def _run_risk(
         forecasts = daily_peaks(forecasts)
     with reporter.task("risk register", 1) as advance:
         daily = recent_observed(lake, settings.risk.saturation_days)
-        register = risk_register(forecasts, daily, settings.risk, run_date)
+        statuses = champion_statuses(lake, metrics, run_date)
+        statuses["history_days"] = history_days(statuses.pop("n_history"), 24 if hourly else 1)
+        register = risk_register(forecasts, daily, settings.risk, run_date, statuses)
         uri = lake.write_partition(RISK_REGISTER, register, {"run_date": run_date})
         pointer = record_latest_run(lake, run_date)
         advance(1)
@@ -911,6 +925,7 @@ def _run_risk(
             "series": len(register),
             **{f"severity_{k}": int(by_severity.get(k, 0)) for k in ("critical", "high", "medium", "low")},
             "seasonal_peaks": int(register["seasonal_peak"].sum()),
+            "short_history": int(register["short_history"].sum()),
         },
         [uri, pointer],
     )

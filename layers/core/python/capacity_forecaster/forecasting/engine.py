@@ -391,6 +391,7 @@ def _metric_rows(s: SeriesInput, result: SeriesResult) -> list[dict[str, object]
             "is_champion": r.is_champion,
             "status": r.status,
             "reason": r.reason,
+            "n_history": int(s.y.size),
         }
         for r in result.results
     ]
@@ -428,6 +429,7 @@ def assemble(parts: Sequence[tuple[pd.DataFrame, pd.DataFrame]], run_date: date)
             "is_champion": bool,
             "status": "str",
             "reason": "str",
+            "n_history": np.int32,
         }
     )
     forecasts["run_date"] = pd.Series(stamp, index=forecasts.index, dtype=DATE_DTYPE)

@@ -28,6 +28,8 @@ SELECT
     r.seasonal_peak,
     r.seasonal_peak_kind,
     r.seasonal_peak_dates,
+    r.short_history,
+    r.history_days,
     r.model,
     CASE r.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END AS severity_rank
 FROM risk_register AS r

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from capacity_forecaster.errors import ConfigError, SchemaError
-from capacity_forecaster.schema import TableSchema
+from capacity_forecaster.schema import Column, TableSchema
 from capacity_forecaster.storage.keys import parse_s3_uri, validate_key
 from capacity_forecaster.storage.object_store import LocalObjectStore, ObjectStore
 
@@ -77,9 +77,9 @@ def parse_partition_key(table: TableSchema, key: str, prefix: str | None = None)
 def to_arrow(table: TableSchema, df: pd.DataFrame, *, with_partitions: bool = False) -> pa.Table:
     """Validate ``df`` against the table's columns and convert it to Arrow with the exact schema."""
     schema = table.arrow_schema(with_partitions=with_partitions)
-    absent = [n for n in table.optional if n not in df.columns]
-    if absent:  # optional columns a writer left out are stored as nulls
-        df = df.assign(**{n: pd.Series(pd.NA, index=df.index, dtype="object") for n in absent})
+    absent = [table.column(n) for n in table.optional if n not in df.columns]
+    if absent:  # optional columns a writer left out are stored as nulls (or their default, when not nullable)
+        df = df.assign(**{c.name: pd.Series(_absent_value(c), index=df.index, dtype="object") for c in absent})
     missing = [n for n in schema.names if n not in df.columns]
     extra = [c for c in df.columns if c not in schema.names]
     if missing or extra:
@@ -141,11 +141,27 @@ def to_parquet_bytes(table: TableSchema, df: pd.DataFrame) -> bytes:
 
 def _read_parquet_bytes(table: TableSchema, data: bytes) -> pa.Table:
     arrow = pq.read_table(io.BytesIO(data))
-    # An optional column (added to the schema after this object was written) reads as nulls.
-    for column in table.columns:
-        if column.name not in arrow.column_names and column.name in table.optional:
-            arrow = arrow.append_column(column.name, pa.nulls(arrow.num_rows, column.type))
-    return arrow.select(table.column_names).cast(table.arrow_schema())
+    return with_optional_columns(table, arrow).select(table.column_names).cast(table.arrow_schema())
+
+
+def _absent_value(column: Column) -> object:
+    return pd.NA if column.nullable else column.default
+
+
+def with_optional_columns(table: TableSchema, arrow: pa.Table, names: Sequence[str] | None = None) -> pa.Table:
+    """``arrow`` with the optional columns it lacks (of ``names``, default all) appended: nulls, or the column's
+    default when it may not be null (an object written before the column was added to the schema)."""
+    for name in table.optional if names is None else [n for n in names if n in table.optional]:
+        if name not in arrow.column_names:
+            column = table.column(name)
+            value = _absent_value(column)
+            filler = (
+                pa.nulls(arrow.num_rows, column.type)
+                if value is pd.NA
+                else pa.array([value] * arrow.num_rows, column.type)
+            )
+            arrow = arrow.append_column(name, filler)
+    return arrow
 
 
 def _partition_value(value: object) -> date | datetime | str:
