@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from capacity_forecaster.forecasting.backtest import COMBINATION, STATUS_OK, SeriesResult
+from capacity_forecaster.forecasting.backtest import COMBINATION, STATUS_OK, SeriesResult, noise_scale
 from capacity_forecaster.forecasting.baselines import LOWER_Q, UPPER_Q, FloatArray, QuantileForecast, make_forecast
 
 ELIGIBLE_SHARE = 0.9
@@ -55,14 +55,17 @@ class SeriesBacktest:
 
 def largest_moves(history: FloatArray, horizon: int, season: int) -> tuple[FloatArray, FloatArray]:
     """Per step ``h`` = 1..horizon, the largest rise and the largest fall of the series over ``h`` steps (of
-    its seasonal means, so one noisy value is not a move); steps longer than the history repeat the last."""
+    its seasonal means, so one noisy value is not a move); steps longer than the history take the longest
+    measured move at the same rate (``h / h_last`` times it)."""
     y = np.asarray(history, dtype=np.float64)
     level = np.convolve(y, np.ones(season) / season, mode="valid") if y.size >= season else y
     rise = np.zeros(horizon)
     fall = np.zeros(horizon)
     for h in range(1, horizon + 1):
         if h >= level.size:
-            rise[h - 1 :], fall[h - 1 :] = rise[max(h - 2, 0)], fall[max(h - 2, 0)]
+            last = max(h - 1, 1)
+            rate = np.arange(h, horizon + 1) / last
+            rise[h - 1 :], fall[h - 1 :] = rise[last - 1] * rate, fall[last - 1] * rate
             break
         moves = level[h:] - level[:-h]
         rise[h - 1], fall[h - 1] = max(float(moves.max()), 0.0), max(float(-moves.min()), 0.0)
@@ -71,7 +74,8 @@ def largest_moves(history: FloatArray, horizon: int, season: int) -> tuple[Float
 
 def runaway(p50: FloatArray, history: FloatArray, season: int, moves: tuple[FloatArray, FloatArray]) -> bool:
     """True when the forecast leaves the observed range (above its highest or below its lowest seasonal mean)
-    by more than the series ever rose or fell in as many steps, measured from its last season's mean."""
+    by more than the series ever rose or fell in as many steps, measured from its last season's mean, both by
+    more than the series' noise scale."""
     y = np.asarray(history, dtype=np.float64)
     if y.size < 2 * season:
         return False
@@ -82,8 +86,9 @@ def runaway(p50: FloatArray, history: FloatArray, season: int, moves: tuple[Floa
     joined = np.concatenate([y[-(season - 1) :] if season > 1 else y[:0], np.asarray(p50[:n], dtype=np.float64)])
     f = np.convolve(joined, np.ones(season) / season, mode="valid")
     rise, fall = moves[0][:n], moves[1][:n]
-    above = (f > level.max()) & (f - start > rise)
-    below = (f < level.min()) & (start - f > fall)
+    margin = noise_scale(y, season)  # the series' own noise: a forecast on its trend line is not a move
+    above = (f > level.max() + margin) & (f - start > rise + margin)
+    below = (f < level.min() - margin) & (start - f > fall + margin)
     return bool(np.any(above | below))
 
 
