@@ -371,6 +371,8 @@ def test_a_registration_is_the_one_place_of_a_models_settings(monkeypatch: pytes
     assert (model.params()["min_errors"], model.params()["season"], model.params()["error_window"]) == (3, 24, 365)
     with pytest.raises(ValueError, match="already registered"):
         register_model("test_naive", SeasonalNaive)
+    with pytest.raises(ValueError, match=r"'test_typo' has no field\(s\) windw to set"):
+        register_model("test_typo", LinearTrend, grains={"hourly": {"windw": 336}})
 
 
 def test_fleet_rejects_bad_arguments_clearly() -> None:

@@ -19,8 +19,9 @@ clipped to the metric range (0 to 100 percent), which keeps ``P10 <= P50 <= P90`
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -97,14 +98,14 @@ class Model(Protocol):
         ...
 
 
-class SeriesModel:
+class SeriesModel(ABC):
     """Base of the per-series models: :meth:`fit_predict` forecasts each history on its own by :meth:`forecast`."""
 
     scope: ClassVar[Scope] = "series"
 
+    @abstractmethod
     def forecast(self, y: FloatArray, horizon: int, last: np.datetime64 | None = None) -> QuantileForecast:
         """P10/P50/P90 for the ``horizon`` steps after ``y[-1]``, whose stamp is ``last`` (None: unknown)."""
-        raise NotImplementedError
 
     def fit_predict(self, histories: Sequence[History], horizon: int) -> list[Answer]:
         return [self.forecast(y, horizon, last) for y, last in histories]
@@ -138,9 +139,16 @@ def register_model(
     grains: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """Make a model available by name (to the backtest, the engine and the ``models`` hyperparameter), with
-    the job parameters and per-grain values of its fields (see :class:`Registration`)."""
+    the job parameters and per-grain values of its fields (see :class:`Registration`); a field the model does
+    not have is a ``ValueError``."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
+    model = factory()
+    if is_dataclass(model):
+        named = {*(settings or {}), *(key for values in (grains or {}).values() for key in values)}
+        unknown = sorted(named - {f.name for f in fields(model)})
+        if unknown:
+            raise ValueError(f"model {name!r} has no field(s) {', '.join(unknown)} to set")
     _REGISTRY[name] = Registration(
         name, factory, MappingProxyType(dict(settings or {})), MappingProxyType(dict(grains or {}))
     )
