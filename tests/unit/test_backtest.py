@@ -24,6 +24,7 @@ from capacity_forecaster.forecasting.baselines import (
     LinearTrend,
     QuantileForecast,
     SeasonalNaive,
+    SeriesModel,
     register_model,
     registered_models,
 )
@@ -34,7 +35,7 @@ CONFIG = BacktestConfig(horizon=30)
 
 
 @dataclass(frozen=True)
-class Broken:
+class Broken(SeriesModel):
     """Raises on every call."""
 
     name: str = "broken"
@@ -42,24 +43,24 @@ class Broken:
     def params(self) -> dict[str, object]:
         return {}
 
-    def forecast(self, y: np.ndarray, horizon: int) -> QuantileForecast:
+    def forecast(self, y: np.ndarray, horizon: int, last: np.datetime64 | None = None) -> QuantileForecast:
         raise RuntimeError("boom\nsecond line")
 
 
 @dataclass(frozen=True)
-class ReturnsNaN:
+class ReturnsNaN(SeriesModel):
     name: str = "returns_nan"
 
     def params(self) -> dict[str, object]:
         return {}
 
-    def forecast(self, y: np.ndarray, horizon: int) -> QuantileForecast:
+    def forecast(self, y: np.ndarray, horizon: int, last: np.datetime64 | None = None) -> QuantileForecast:
         nan = np.full(horizon, np.nan)
         return QuantileForecast(nan, nan, nan)
 
 
 @dataclass(frozen=True)
-class FailsOnLongHistory:
+class FailsOnLongHistory(SeriesModel):
     """Backtests fine (short histories) and fails on the final fit."""
 
     limit: int
@@ -68,7 +69,7 @@ class FailsOnLongHistory:
     def params(self) -> dict[str, object]:
         return {}
 
-    def forecast(self, y: np.ndarray, horizon: int) -> QuantileForecast:
+    def forecast(self, y: np.ndarray, horizon: int, last: np.datetime64 | None = None) -> QuantileForecast:
         if y.size >= self.limit:
             raise MemoryError("too much history")
         return SeasonalNaive().forecast(y, horizon)
@@ -347,6 +348,31 @@ def test_a_failing_registered_model_never_fails_the_fleet(monkeypatch: pytest.Mo
     assert set(broken["status"]) == {"failed"} and not broken["is_champion"].any()
     assert "test_broken" not in set(forecasts["model"])
     assert metrics.groupby(["server_id", "metric"])["is_champion"].sum().eq(1).all()
+
+
+def test_a_registration_is_the_one_place_of_a_models_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from capacity_forecaster.forecasting import baselines
+    from capacity_forecaster.forecasting.engine import resolve_models
+    from capacity_forecaster.forecasting.grain import HOURLY, merged_settings
+    from capacity_forecaster.forecasting.job import parse_hyperparameters
+
+    monkeypatch.setattr(baselines, "_REGISTRY", dict(baselines._REGISTRY))
+    register_model(
+        "test_naive",
+        lambda: SeasonalNaive(name="test_naive"),
+        settings={"min_errors": "seed"},
+        grains={"hourly": {"season": 24}},
+    )
+    params = parse_hyperparameters(
+        {"run_date": "2026-01-10", "run_id": "r1", "lake_uri": "lake", "training.seed": "3", "training.grain": "hourly"}
+    )
+    assert params.model_settings()["test_naive"] == {"min_errors": 3}
+    (model,) = resolve_models(["test_naive"], merged_settings(HOURLY, params.model_settings()))
+    assert (model.params()["min_errors"], model.params()["season"], model.params()["error_window"]) == (3, 24, 365)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("test_naive", SeasonalNaive)
+    with pytest.raises(ValueError, match=r"'test_typo' has no field\(s\) windw to set"):
+        register_model("test_typo", LinearTrend, grains={"hourly": {"windw": 336}})
 
 
 def test_fleet_rejects_bad_arguments_clearly() -> None:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
+from capacity_forecaster.forecasting.baselines import History
 from capacity_forecaster.forecasting.engine import forecast_fleet, prepare_series
 from capacity_forecaster.forecasting.grain import DAILY, HOURLY, daily_peaks, get_grain, merged_settings
 from capacity_forecaster.forecasting.job import (
@@ -132,7 +133,7 @@ def test_random_forest_hourly_learns_the_hour_of_day_and_weekday() -> None:
     hours = np.arange(n) + np.datetime64("2026-10-25T00", "h").astype(np.int64)
     last = np.datetime64("2026-10-25T00", "h") + np.timedelta64(n - 1, "h")
     rng = np.random.default_rng(0)
-    histories = [(hourly_profile(hours) + k + rng.normal(0, 1, n), last) for k in range(6)]
+    histories = [History(hourly_profile(hours) + k + rng.normal(0, 1, n), last) for k in range(6)]
     model = RandomForestModel(grain="hourly", max_rows=6000, seed=1)
     out = model.fit_predict(histories, 168)
     assert all(not isinstance(f, str) for f in out)
@@ -146,12 +147,12 @@ def test_random_forest_hourly_learns_the_hour_of_day_and_weekday() -> None:
         assert np.mean(np.abs(fc.p50 - (truth + k))) < 2.5
     again = model.fit_predict(histories, 168)
     np.testing.assert_array_equal(out[0].p50, again[0].p50)  # type: ignore[union-attr]
-    panel = _Panel([histories[0][0]], [last], 168)
+    panel = _Panel([histories[0].y], [last], 168)
     x = panel.hourly_features(np.array([0]), np.array([n - 1]), np.array([15]), "US")
     assert x.shape == (1, len(HOURLY_FEATURES))
     target_hour = (last + np.timedelta64(15, "h")).astype(np.int64) % 24
     assert x[0, HOURLY_FEATURES.index("hour")] == target_hour
-    short = model.fit_predict([(histories[0][0][:100], last)], 24)
+    short = model.fit_predict([History(histories[0].y[:100], last)], 24)
     assert short == ["random_forest: no series has 169 hours to learn from"]
     with pytest.raises(ValueError, match="grain must be daily or hourly"):
         RandomForestModel(grain="weekly")
@@ -162,7 +163,7 @@ def test_prophet_hourly_has_a_daily_cycle() -> None:
     last = np.datetime64("2026-11-21T23", "h")
     hours = last.astype(np.int64) - np.arange(n - 1, -1, -1)
     y = hourly_profile(hours) + np.random.default_rng(2).normal(0, 1, n)
-    fc = ProphetModel(grain="hourly", uncertainty_samples=50).forecast_from(y, 48, last)
+    fc = ProphetModel(grain="hourly", uncertainty_samples=50).forecast(y, 48, last)
     truth = hourly_profile(last.astype(np.int64) + np.arange(1, 49))
     assert fc.horizon == 48
     assert (fc.p10 <= fc.p50).all() and (fc.p50 <= fc.p90).all()

@@ -11,8 +11,8 @@ import pytest
 
 from capacity_forecaster.forecasting import get_model
 from capacity_forecaster.forecasting.backtest import BacktestConfig, evaluate_series
+from capacity_forecaster.forecasting.baselines import Model, QuantileForecast, SeasonalNaive
 from capacity_forecaster.forecasting.calendar_features import (
-    CalendarModel,
     day_range,
     holiday_flag,
     month_end_flag,
@@ -39,9 +39,9 @@ def test_calendar_flags() -> None:
     assert day_range(LAST_DAY, 0, ahead=2)[-1] == np.datetime64("2026-11-24")
 
 
-def test_registered_and_a_calendar_model() -> None:
+def test_registered_and_a_per_series_model() -> None:
     model = get_model("prophet")
-    assert isinstance(model, ProphetModel) and isinstance(model, CalendarModel)
+    assert isinstance(model, ProphetModel) and isinstance(model, Model) and model.scope == "series"
     assert model.params()["uncertainty_samples"] == 100
     with pytest.raises(ValueError, match="country"):
         ProphetModel(country="XX")
@@ -49,7 +49,7 @@ def test_registered_and_a_calendar_model() -> None:
 
 def test_shapes_order_bounds_and_weekly_pattern() -> None:
     y = weekly_series(120)
-    fc = ProphetModel().forecast_from(y, 21, LAST_DAY)
+    fc = ProphetModel().forecast(y, 21, LAST_DAY)
     assert fc.horizon == 21
     assert np.all(fc.p10 <= fc.p50) and np.all(fc.p50 <= fc.p90)
     assert np.all(fc.p10 >= 0) and np.all(fc.p90 <= 100)
@@ -60,10 +60,10 @@ def test_shapes_order_bounds_and_weekly_pattern() -> None:
 
 def test_clipped_to_the_metric_range() -> None:
     rising = np.linspace(50, 99, 100)
-    fc = ProphetModel().forecast_from(rising, 60, LAST_DAY)
+    fc = ProphetModel().forecast(rising, 60, LAST_DAY)
     assert fc.p90.max() == 100.0 and fc.p50.max() <= 100.0
     falling = np.linspace(50, 1, 100)
-    fc = ProphetModel().forecast_from(falling, 60, LAST_DAY)
+    fc = ProphetModel().forecast(falling, 60, LAST_DAY)
     assert fc.p10.min() == 0.0
 
 
@@ -72,9 +72,9 @@ def test_deterministic_with_a_seed_and_leaves_numpy_state_alone() -> None:
     np.random.seed(123)
     before = np.random.random()
     np.random.seed(123)
-    a = ProphetModel(seed=7).forecast_from(y, 14, LAST_DAY)
+    a = ProphetModel(seed=7).forecast(y, 14, LAST_DAY)
     assert np.random.random() == before
-    b = ProphetModel(seed=7).forecast_from(y, 14, LAST_DAY)
+    b = ProphetModel(seed=7).forecast(y, 14, LAST_DAY)
     np.testing.assert_array_equal(a.p10, b.p10)
     np.testing.assert_array_equal(a.p90, b.p90)
 
@@ -82,7 +82,7 @@ def test_deterministic_with_a_seed_and_leaves_numpy_state_alone() -> None:
 def test_learns_quarter_end_peaks() -> None:
     days = day_range(LAST_DAY, 400)
     y = 30 + 25 * quarter_end_flag(days) + np.random.default_rng(1).normal(0, 0.5, days.size)
-    fc = ProphetModel().forecast_from(y, 45, LAST_DAY)  # covers 2026-12-25..31
+    fc = ProphetModel().forecast(y, 45, LAST_DAY)  # covers 2026-12-25..31
     future = day_range(LAST_DAY, 0, ahead=45)
     peak = quarter_end_flag(future) == 1
     assert fc.p50[peak].mean() - fc.p50[~peak].mean() > 15
@@ -92,9 +92,10 @@ def test_backtest_passes_each_origin_its_dates() -> None:
     seen: list[np.datetime64] = []
 
     class Spy(ProphetModel):
-        def forecast_from(self, y: np.ndarray, horizon: int, last_day: np.datetime64):  # type: ignore[no-untyped-def]
-            seen.append(last_day)
-            return get_model("seasonal_naive").forecast(y, horizon)
+        def forecast(self, y: np.ndarray, horizon: int, last: np.datetime64 | None = None) -> QuantileForecast:
+            assert last is not None
+            seen.append(last)
+            return SeasonalNaive().forecast(y, horizon)
 
     evaluate_series(weekly_series(100), [Spy()], BacktestConfig(horizon=30, n_origins=2), LAST_DAY)
     day = np.timedelta64(1, "D")
@@ -105,11 +106,11 @@ def test_a_daily_fit_sees_only_the_last_history_days() -> None:
     recent = weekly_series(900, level=30.0)
     y = np.where(np.arange(900) < 500, 90.0, recent)  # an old regime that no longer holds
     model = ProphetModel(history_days=400)
-    capped = model.forecast_from(y, 30, LAST_DAY)
-    np.testing.assert_array_equal(capped.p50, model.forecast_from(y[-400:], 30, LAST_DAY).p50)
-    np.testing.assert_array_equal(capped.p90, model.forecast_from(y[-400:], 30, LAST_DAY).p90)
+    capped = model.forecast(y, 30, LAST_DAY)
+    np.testing.assert_array_equal(capped.p50, model.forecast(y[-400:], 30, LAST_DAY).p50)
+    np.testing.assert_array_equal(capped.p90, model.forecast(y[-400:], 30, LAST_DAY).p90)
     assert abs(capped.p50.mean() - 30) < 3
-    everything = ProphetModel(history_days=0).forecast_from(y, 30, LAST_DAY)
+    everything = ProphetModel(history_days=0).forecast(y, 30, LAST_DAY)
     assert not np.allclose(everything.p50, capped.p50)
 
 
@@ -120,8 +121,8 @@ def test_history_days_is_validated_and_ignored_by_hourly_fits() -> None:
         ProphetModel(history_days=MIN_HISTORY_DAYS - 1)
     y = weekly_series(24 * 21)
     last = np.datetime64("2026-11-22T23", "h")
-    short = ProphetModel(grain="hourly", history_days=MIN_HISTORY_DAYS).forecast_from(y, 24, last)
-    full = ProphetModel(grain="hourly", history_days=0).forecast_from(y, 24, last)
+    short = ProphetModel(grain="hourly", history_days=MIN_HISTORY_DAYS).forecast(y, 24, last)
+    full = ProphetModel(grain="hourly", history_days=0).forecast(y, 24, last)
     np.testing.assert_array_equal(short.p50, full.p50)
 
 
@@ -137,7 +138,7 @@ def test_holiday_table_is_the_countrys_holidays_once_per_year_range() -> None:
 def test_learns_bank_holiday_dips() -> None:
     days = day_range(LAST_DAY, 400)
     y = 50 - 30 * holiday_flag(days, "US") + np.random.default_rng(2).normal(0, 0.5, days.size)
-    fc = ProphetModel().forecast_from(y, 40, LAST_DAY)  # covers Christmas and New Year's Day
+    fc = ProphetModel().forecast(y, 40, LAST_DAY)  # covers Christmas and New Year's Day
     future = day_range(LAST_DAY, 0, ahead=40)
     dip = holiday_flag(future, "US") == 1
     assert dip.sum() >= 2

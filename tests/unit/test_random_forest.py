@@ -1,9 +1,11 @@
-"""The global RandomForest and how global models plug into the backtest and the fleet engine."""
+"""The global RandomForest and how fleet-scope models plug into the backtest and the fleet engine."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -12,9 +14,9 @@ import pytest
 from capacity_forecaster.errors import ConfigError
 from capacity_forecaster.forecasting import get_model
 from capacity_forecaster.forecasting.backtest import BacktestConfig
-from capacity_forecaster.forecasting.baselines import QuantileForecast, SeasonalNaive
-from capacity_forecaster.forecasting.engine import forecast_fleet, precompute_global_models, prepare_series
-from capacity_forecaster.forecasting.global_models import GlobalModel, History, Precomputed
+from capacity_forecaster.forecasting.baselines import Answer, History, Model, QuantileForecast, Scope, SeasonalNaive
+from capacity_forecaster.forecasting.engine import forecast_fleet, precompute_fleet_models, prepare_series
+from capacity_forecaster.forecasting.global_models import Precomputed
 from capacity_forecaster.forecasting.random_forest import FEATURES, RandomForestModel, _Panel
 
 LAST_DAY = np.datetime64("2026-11-22", "D")
@@ -27,13 +29,13 @@ def fleet_histories(k: int = 8, n: int = 200, seed: int = 0) -> list[History]:
     out = []
     for i in range(k):
         y = 20 + 2 * i + 0.02 * i * t + 8 * np.sin(2 * np.pi * t / 7) + rng.normal(0, 1, n)
-        out.append((y, LAST_DAY))
+        out.append(History(y, LAST_DAY))
     return out
 
 
-def test_registered_light_trees_and_a_global_model() -> None:
+def test_registered_light_trees_and_a_fleet_scope_model() -> None:
     model = get_model("random_forest")
-    assert isinstance(model, GlobalModel)
+    assert isinstance(model, Model) and model.scope == "fleet"
     params = model.params()
     assert (params["n_estimators"], params["min_samples_leaf"], params["max_features"], params["max_samples"]) == (
         50,
@@ -73,22 +75,20 @@ def test_deterministic_with_a_seed_and_seed_matters() -> None:
 
 def test_clipped_at_100_for_a_series_rising_into_saturation() -> None:
     n = 200
-    rising = [(np.minimum(40 + 0.5 * np.arange(n) + 3 * i, 100.0), LAST_DAY) for i in range(4)]
+    rising = [History(np.minimum(40 + 0.5 * np.arange(n) + 3 * i, 100.0), LAST_DAY) for i in range(4)]
     for fc in SMALL.fit_predict(rising, 30):
         assert isinstance(fc, QuantileForecast)
         assert fc.p90.max() <= 100.0 and fc.p50.max() <= 100.0
 
 
 def test_short_series_get_a_reason_and_others_still_forecast() -> None:
-    histories = [*fleet_histories(k=3), (np.full(10, 30.0), LAST_DAY)]
+    histories = [*fleet_histories(k=3), History(np.full(10, 30.0), LAST_DAY)]
     out = SMALL.fit_predict(histories, 7)
     assert all(isinstance(fc, QuantileForecast) for fc in out[:3])
     assert isinstance(out[3], str) and "28 days" in out[3]
-    assert SMALL.fit_predict([(np.full(10, 3.0), LAST_DAY)], 7) == [
+    assert SMALL.fit_predict([History(np.full(10, 3.0), LAST_DAY)], 7) == [
         "random_forest: no series has 29 days to learn from"
     ]
-    with pytest.raises(ValueError, match="no series"):
-        SMALL.forecast(np.full(10, 3.0), 7)
 
 
 def test_training_rows_respect_the_cap_and_never_look_past_the_history() -> None:
@@ -107,20 +107,18 @@ def test_training_rows_respect_the_cap_and_never_look_past_the_history() -> None
 
 @dataclass(frozen=True)
 class CountingGlobal:
-    """A global model that records each fit's histories and forecasts the last value."""
+    """A fleet-scope model that records each fit's histories and forecasts the last season."""
 
     calls: list[tuple[int, list[int]]]
     name: str = "counting_global"
+    scope: ClassVar[Scope] = "fleet"
 
     def params(self) -> dict[str, object]:
         return {}
 
-    def forecast(self, y: np.ndarray, horizon: int) -> QuantileForecast:
-        raise AssertionError("the engine must use fit_predict")
-
-    def fit_predict(self, histories: list[History], horizon: int) -> list[QuantileForecast | str]:
-        self.calls.append((horizon, [h[0].size for h in histories]))
-        return [SeasonalNaive().forecast(y, horizon) for y, _ in histories]
+    def fit_predict(self, histories: Sequence[History], horizon: int) -> list[Answer]:
+        self.calls.append((horizon, [h.y.size for h in histories]))
+        return SeasonalNaive().fit_predict(histories, horizon)
 
 
 def daily_frame(servers: int, days: int, end: date) -> pd.DataFrame:
@@ -148,14 +146,16 @@ def test_engine_fits_a_global_model_per_metric_and_origin_without_leakage() -> N
     calls: list[tuple[int, list[int]]] = []
     model = CountingGlobal(calls)
     config = BacktestConfig(horizon=30, n_origins=2)
-    out = precompute_global_models(series, [SeasonalNaive(), model], config)
+    out = precompute_fleet_models(series, [SeasonalNaive(), model], config)
     # 2 metrics x (2 origins + final); windows as long as the horizon: origins cut at 120 - 30 and 120 - 60 days.
     assert sorted(calls) == sorted([(30, [90] * 3), (30, [60] * 3), (30, [120] * 3)] * 2)
     table = out[("srv-00", "cpu")]["counting_global"]
     assert isinstance(table, Precomputed) and sorted(table.forecasts) == [60, 90, 120]
-    assert table.forecast(np.zeros(90), 28).horizon == 28
-    with pytest.raises(ValueError, match="no forecast from a history of 50"):
-        table.forecast(np.zeros(50), 7)
+    (answer,) = table.fit_predict([History(np.zeros(90))], 28)
+    assert isinstance(answer, QuantileForecast) and answer.horizon == 28
+    assert table.fit_predict([History(np.zeros(50))], 7) == [
+        "counting_global made no forecast from a history of 50 days"
+    ]
 
 
 def test_random_forest_competes_for_champion_in_the_fleet() -> None:

@@ -8,9 +8,8 @@ import pytest
 
 from capacity_forecaster.forecasting import get_model, registered_models
 from capacity_forecaster.forecasting.backtest import BacktestConfig, evaluate_series
-from capacity_forecaster.forecasting.baselines import LinearTrend, SeasonalNaive
+from capacity_forecaster.forecasting.baselines import LinearTrend, Model, SeasonalNaive, grain_settings
 from capacity_forecaster.forecasting.calendar_features import (
-    CalendarModel,
     day_range,
     days_to_month_end,
     holiday_flag,
@@ -31,7 +30,7 @@ def test_registered_and_knows_the_calendar() -> None:
     assert "recent_trend" in registered_models()
     model = get_model("recent_trend")
     assert model.name == "recent_trend"
-    assert isinstance(model, CalendarModel)
+    assert isinstance(model, Model) and model.scope == "series"
     assert model.params()["window"] == 364
 
 
@@ -40,7 +39,7 @@ def test_registered_and_knows_the_calendar() -> None:
 def test_shapes_bounds_and_order(n: int, horizon: int) -> None:
     y = 50 + weekly_noise(n, seed=n)
     assert_valid(RecentTrend().forecast(y, horizon), horizon)
-    assert_valid(RecentTrend().forecast_from(y, horizon, LAST_DAY), horizon)
+    assert_valid(RecentTrend().forecast(y, horizon, LAST_DAY), horizon)
 
 
 @pytest.mark.parametrize(
@@ -55,12 +54,12 @@ def test_shapes_bounds_and_order(n: int, horizon: int) -> None:
     ids=["zeros", "hundreds", "saturating", "falling", "uniform-noise"],
 )
 def test_clipped_to_the_metric_range(y: np.ndarray) -> None:
-    assert_valid(RecentTrend().forecast_from(y, 120, LAST_DAY), 120)
+    assert_valid(RecentTrend().forecast(y, 120, LAST_DAY), 120)
 
 
 def test_deterministic() -> None:
     y = 40 + 0.05 * np.arange(500) + weekly_noise(500, seed=5)
-    a, b = RecentTrend().forecast_from(y, 90, LAST_DAY), RecentTrend().forecast_from(y.copy(), 90, LAST_DAY)
+    a, b = RecentTrend().forecast(y, 90, LAST_DAY), RecentTrend().forecast(y.copy(), 90, LAST_DAY)
     for name in ("p10", "p50", "p90"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
@@ -171,7 +170,7 @@ def test_quarter_end_peaks_come_back_with_the_dates() -> None:
     future = day_range(LAST_DAY, 0, ahead=horizon)
     level = 50 + np.random.default_rng(6).normal(0, 1.0, n)
     y = level * (1 + 0.3 * quarter_end_flag(days))
-    fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
+    fc = RecentTrend().forecast(y, horizon, LAST_DAY)
     peak = quarter_end_flag(future) > 0
     assert peak.sum() == 7
     assert np.all(fc.p50[peak] > 60) and np.all(fc.p50[~peak] < 55)
@@ -194,7 +193,7 @@ def test_quarter_end_peak_is_a_share_of_the_level_on_weekdays_and_weekends() -> 
         return 55.0 * (1.0 - 0.3 * weekend + share)
 
     y = clean(days) + np.random.default_rng(12).normal(0, 1.0, n)
-    fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
+    fc = RecentTrend().forecast(y, horizon, LAST_DAY)
     truth = clean(future)
     dec = (quarter_end_flag(future) > 0).nonzero()[0]
     assert np.abs(fc.p50[dec] - truth[dec]).max() < 3.0  # the peak, up to 77 on 31 December
@@ -204,7 +203,7 @@ def test_quarter_end_peak_is_a_share_of_the_level_on_weekdays_and_weekends() -> 
     errors = []
     for seed in range(10):
         y = clean(days) + np.random.default_rng(seed).normal(0, 1.0, n)
-        fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
+        fc = RecentTrend().forecast(y, horizon, LAST_DAY)
         errors.append(float((fc.p50[dec] - truth[dec])[-4:].mean()))
     assert abs(float(np.mean(errors))) < 0.3
 
@@ -226,10 +225,10 @@ def test_bank_holidays_dip_like_weekends() -> None:
     truth = _office_load(future)
     holidays = holiday_flag(future, "US") > 0
     assert holidays.sum() >= 3  # Thanksgiving, Christmas, New Year's Day, MLK Day, Presidents' Day
-    fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
+    fc = RecentTrend().forecast(y, horizon, LAST_DAY)
     assert np.abs(fc.p50[holidays] - truth[holidays]).max() < 2.5
     assert np.abs(fc.p50 - truth).mean() < 1.0
-    blind = RecentTrend(country=None).forecast_from(y, horizon, LAST_DAY)
+    blind = RecentTrend(country=None).forecast(y, horizon, LAST_DAY)
     assert np.all(blind.p50[holidays] - truth[holidays] > 10.0)
 
 
@@ -240,7 +239,7 @@ def test_a_holiday_on_a_weekend_is_just_a_weekend() -> None:
     days, future = day_range(last, n), day_range(last, 0, ahead=horizon)
     y = _office_load(days) + np.random.default_rng(5).normal(0, 1.0, n)
     truth = _office_load(future)
-    fc = RecentTrend().forecast_from(y, horizon, last)
+    fc = RecentTrend().forecast(y, horizon, last)
     friday = int((future == np.datetime64("2026-07-03")).argmax())
     saturday = friday + 1
     assert abs(fc.p50[friday] - truth[friday]) < 2.5  # 38.5: a weekend's level
@@ -256,7 +255,7 @@ def test_a_quarter_end_with_a_holiday_in_it_still_counts_as_a_peak(seed: int) ->
     days, future = day_range(LAST_DAY, n), day_range(LAST_DAY, 0, ahead=horizon)
     y = _office_load(days, quarter_share=0.06) + np.random.default_rng(seed).normal(0, 1.0, n)
     truth = _office_load(future, quarter_share=0.06)
-    fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
+    fc = RecentTrend().forecast(y, horizon, LAST_DAY)
     last_days = np.flatnonzero(quarter_end_flag(future) > 0)[-3:]  # 29 to 31 December, working days
     assert np.abs(fc.p50[last_days] - truth[last_days]).max() < 2.0
 
@@ -304,7 +303,7 @@ def test_a_quarter_end_peak_that_builds_up_keeps_its_shape() -> None:
     left = days_to_month_end(days)
     ramp = np.clip(1.0 - left / 7.0, 0.0, None) * quarter_end_flag(days)
     y = 50 * (1 + 0.4 * ramp) + np.random.default_rng(12).normal(0, 0.5, n)
-    fc = RecentTrend().forecast_from(y, horizon, LAST_DAY)
+    fc = RecentTrend().forecast(y, horizon, LAST_DAY)
     future = day_range(LAST_DAY, 0, ahead=horizon)
     dec = (quarter_end_flag(future) > 0).nonzero()[0]
     assert np.all(np.diff(fc.p50[dec]) > 0)
@@ -318,7 +317,7 @@ def test_calendar_peaks_are_rarely_made_up_from_noise() -> None:
     made_up = 0
     for seed in range(20):
         y = 60 + weekly_noise(730, seed=seed, sd=3.0)
-        with_dates = RecentTrend().forecast_from(y, 90, LAST_DAY)
+        with_dates = RecentTrend().forecast(y, 90, LAST_DAY)
         without = RecentTrend().forecast(y, 90)
         made_up += not np.allclose(with_dates.p50, without.p50)
     assert made_up <= 1
@@ -412,7 +411,7 @@ def test_hourly_values_have_no_yearly_wave() -> None:
     n, horizon = 24 * 60, 48
     t = np.arange(n)
     y = 30 + 6 * np.sin(2 * np.pi * t / 365.25) + np.random.default_rng(16).normal(0, 1.0, n)
-    hourly = {"season": 24, "window": 24 * 28, "min_segment": 48}
+    hourly = grain_settings("hourly")["recent_trend"]  # season 24, four weeks of hours
     with_default = RecentTrend(**hourly).forecast(y, horizon)
     never = RecentTrend(**hourly, yearly_min_days=10**9).forecast(y, horizon)
     np.testing.assert_array_equal(with_default.p50, never.p50)
@@ -428,6 +427,6 @@ def test_hourly_values_with_a_daily_cycle() -> None:
     fc = model.forecast(y, horizon)
     assert_valid(fc, horizon)
     assert np.abs(fc.p50 - clean[n:]).mean() < 1.5
-    hourly = model.forecast_from(y, horizon, np.datetime64("2026-11-22T23", "h"))
+    hourly = model.forecast(y, horizon, np.datetime64("2026-11-22T23", "h"))
     np.testing.assert_array_equal(hourly.p50, fc.p50)
     np.testing.assert_array_equal(hourly.p90, fc.p90)

@@ -21,8 +21,14 @@ from dataclasses import dataclass, field, is_dataclass, replace
 import numpy as np
 
 from capacity_forecaster.errors import single_line
-from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast, get_model, make_forecast
-from capacity_forecaster.forecasting.calendar_features import CalendarModel
+from capacity_forecaster.forecasting.baselines import (
+    FloatArray,
+    History,
+    Model,
+    QuantileForecast,
+    get_model,
+    make_forecast,
+)
 from capacity_forecaster.forecasting.grain import steps_before
 from capacity_forecaster.forecasting.metrics import POINT_SCORES, SCORES, coverage, mase
 
@@ -155,10 +161,14 @@ def one_line(exc: BaseException) -> str:
 
 
 def call_model(model: Model, y: FloatArray, horizon: int, last_day: np.datetime64 | None = None) -> QuantileForecast:
-    """The model's forecast; a :class:`CalendarModel` gets the day of ``y[-1]`` when it is known."""
-    if last_day is not None and isinstance(model, CalendarModel):
-        return model.forecast_from(y, horizon, last_day)
-    return model.forecast(y, horizon)
+    """The model's forecast of one history (``fit_predict`` on it alone, with the stamp of ``y[-1]`` when it is
+    known); an answer saying why there is none raises it as a ``ValueError``."""
+    answers = model.fit_predict([History(y, last_day)], horizon)
+    if len(answers) != 1:
+        raise ValueError(f"returned {len(answers)} answers for one history")
+    if isinstance(answers[0], str):
+        raise ValueError(answers[0])
+    return answers[0]
 
 
 def checked_forecast(
@@ -325,7 +335,8 @@ def evaluate_series(
 ) -> SeriesResult:
     """Backtest every model on one series, pick the champion, and keep every model's final forecast.
 
-    ``last_day`` (the day of ``y[-1]``) is passed on to models that use the calendar. ``backtest=False``: only
+    ``last_day`` (the stamp of ``y[-1]``) goes to every model with each history (models that use the calendar
+    derive it from the stamp). ``backtest=False``: only
     the final fits (status ``ok``, no scores; the engine gives the series its metric's champion)."""
     y = np.asarray(y, dtype=np.float64)
     n = int(y.size)

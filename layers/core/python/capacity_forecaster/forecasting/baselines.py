@@ -1,7 +1,10 @@
-"""Baseline models on one daily series, and the registry every forecasting model plugs into.
+"""The one model interface (:class:`Model`), the registry every forecasting model plugs into, and the baselines.
 
-A model takes the observed history ``y`` (a 1-D float array, oldest first, one value per day) and returns
-P10/P50/P90 arrays for the steps ``h = 1..horizon`` after the last observation.
+Every model is called the same way: ``fit_predict(histories, horizon)`` takes :class:`History` values (a 1-D
+float array, oldest first, one value a step, and the stamp of the last value) and returns P10/P50/P90 arrays
+for the steps ``h = 1..horizon`` after each last observation. Per-series models subclass :class:`SeriesModel`
+and write ``forecast(y, horizon, last)`` for one history; a model fitted across series declares
+``scope = "fleet"``. A model's settings come from its registration (:func:`register_model`).
 
 How the bands are made (the same for every baseline, see :func:`band_from_errors`): the model is replayed on
 its own history, from every past origin, exactly as it forecasts the future; the errors ``actual - forecast``
@@ -16,9 +19,11 @@ clipped to the metric range (0 to 100 percent), which keeps ``P10 <= P50 <= P90`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -48,17 +53,44 @@ class QuantileForecast:
         return int(self.p50.shape[0])
 
 
+Scope = Literal["series", "fleet"]
+"""How a model is fitted: ``series``, on each history alone (so any worker may run it on any batch);
+``fleet``, once across one metric's series at each backtest origin (the engine fits it before the workers)."""
+
+
+class History(NamedTuple):
+    """One series as a model sees it: the values (oldest first, one a step) and the stamp of the last value
+    (``numpy.datetime64`` in the grain's unit, ``D`` or ``h``; every other stamp follows from it). ``last`` is
+    None when the caller knows no dates: a model then forecasts without a calendar (or on a reference date)."""
+
+    y: FloatArray
+    last: np.datetime64 | None = None
+
+
+Answer = QuantileForecast | str
+"""A model's answer for one history: its forecast, or one line saying why there is none."""
+
+
 @runtime_checkable
 class Model(Protocol):
-    """A forecasting model on one series. Implementations must be deterministic and picklable."""
+    """Every forecasting model, per-series or fitted across series, calendar-aware or not.
+
+    Implementations must be deterministic and picklable. The backtest and the engine own the origins, the
+    scoring and the fallbacks: a model only forecasts the histories it is given."""
 
     @property
     def name(self) -> str:
         """The registry name, stored in the ``model`` column of the outputs."""
         ...
 
-    def forecast(self, y: FloatArray, horizon: int) -> QuantileForecast:
-        """P10/P50/P90 for the ``horizon`` days after the last value of ``y``."""
+    @property
+    def scope(self) -> Scope:
+        """``series`` or ``fleet`` (see :data:`Scope`)."""
+        ...
+
+    def fit_predict(self, histories: Sequence[History], horizon: int) -> list[Answer]:
+        """P10/P50/P90 for the ``horizon`` steps after the last value of each history, in order (or why not).
+        May raise: every history of the call then fails with that reason."""
         ...
 
     def params(self) -> dict[str, object]:
@@ -66,15 +98,60 @@ class Model(Protocol):
         ...
 
 
+class SeriesModel(ABC):
+    """Base of the per-series models: :meth:`fit_predict` forecasts each history on its own by :meth:`forecast`."""
+
+    scope: ClassVar[Scope] = "series"
+
+    @abstractmethod
+    def forecast(self, y: FloatArray, horizon: int, last: np.datetime64 | None = None) -> QuantileForecast:
+        """P10/P50/P90 for the ``horizon`` steps after ``y[-1]``, whose stamp is ``last`` (None: unknown)."""
+
+    def fit_predict(self, histories: Sequence[History], horizon: int) -> list[Answer]:
+        return [self.forecast(y, horizon, last) for y, last in histories]
+
+
 ModelFactory = Callable[[], Model]
-_REGISTRY: dict[str, ModelFactory] = {}
 
 
-def register_model(name: str, factory: ModelFactory) -> None:
-    """Make a model available by name (to the backtest, the engine and the ``models`` hyperparameter)."""
+@dataclass(frozen=True)
+class Registration:
+    """A model in the registry: how to build it and where its settings come from (the only place they do).
+
+    ``settings``: model field -> the training job's parameter that sets it (an attribute of
+    ``job.TrainingParams``, e.g. ``{"history_days": "prophet_history_days"}``). ``grains``: grain name -> the
+    model's field values for that grain (``{"hourly": {"season": 24}}``), under the job's own settings."""
+
+    name: str
+    factory: ModelFactory
+    settings: Mapping[str, str] = field(default_factory=dict)
+    grains: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+
+def register_model(
+    name: str,
+    factory: ModelFactory,
+    *,
+    settings: Mapping[str, str] | None = None,
+    grains: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Make a model available by name (to the backtest, the engine and the ``models`` hyperparameter), with
+    the job parameters and per-grain values of its fields (see :class:`Registration`); a field the model does
+    not have is a ``ValueError``."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[name] = factory
+    model = factory()
+    if is_dataclass(model):
+        named = {*(settings or {}), *(key for values in (grains or {}).values() for key in values)}
+        unknown = sorted(named - {f.name for f in fields(model)})
+        if unknown:
+            raise ValueError(f"model {name!r} has no field(s) {', '.join(unknown)} to set")
+    _REGISTRY[name] = Registration(
+        name, factory, MappingProxyType(dict(settings or {})), MappingProxyType(dict(grains or {}))
+    )
 
 
 def registered_models() -> tuple[str, ...]:
@@ -82,13 +159,23 @@ def registered_models() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
+def registrations() -> tuple[Registration, ...]:
+    """Every registration, sorted by name."""
+    return tuple(_REGISTRY[name] for name in registered_models())
+
+
 def get_model(name: str) -> Model:
     """A new instance of the model registered as ``name``, with its default settings."""
     try:
-        factory = _REGISTRY[name]
+        factory = _REGISTRY[name].factory
     except KeyError:
         raise KeyError(f"unknown model {name!r}; registered: {', '.join(registered_models())}") from None
     return factory()
+
+
+def grain_settings(grain: str) -> dict[str, dict[str, Any]]:
+    """Field values of every registered model for ``grain`` (models with none for it left out)."""
+    return {r.name: dict(r.grains[grain]) for r in registrations() if grain in r.grains}
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -165,7 +252,7 @@ def make_forecast(
 
 
 @dataclass(frozen=True)
-class SeasonalNaive:
+class SeasonalNaive(SeriesModel):
     """Repeat the last season: ``yhat(T + h) = y(T + h - season * ceil(h / season))``.
 
     Replayed errors: the forecast ``h`` steps ahead uses the value ``k = ceil(h / season)`` seasons back, so
@@ -183,13 +270,13 @@ class SeasonalNaive:
     def params(self) -> dict[str, object]:
         return asdict(self)
 
-    def forecast(self, y: FloatArray, horizon: int) -> QuantileForecast:
+    def forecast(self, y: FloatArray, horizon: int, last: np.datetime64 | None = None) -> QuantileForecast:
         y = as_series(y)
         check_horizon(horizon)
         season = min(self.season, y.size)
-        last = y[-season:]
+        season_values = y[-season:]
         steps = np.arange(horizon)
-        point = last[steps % season]
+        point = season_values[steps % season]
         seasons_back = np.arange(1, math.ceil(horizon / season) + 1)
         errors = np.full((self.error_window, seasons_back.size), np.nan)
         for j, k in enumerate(seasons_back):
@@ -208,7 +295,7 @@ class SeasonalNaive:
 
 
 @dataclass(frozen=True)
-class LinearTrend:
+class LinearTrend(SeriesModel):
     """Least-squares line through the last ``window`` days, extrapolated.
 
     The default window, 84 days, is a whole number of weeks so the weekly cycle barely tilts the slope, and
@@ -226,7 +313,7 @@ class LinearTrend:
     def params(self) -> dict[str, object]:
         return asdict(self)
 
-    def forecast(self, y: FloatArray, horizon: int) -> QuantileForecast:
+    def forecast(self, y: FloatArray, horizon: int, last: np.datetime64 | None = None) -> QuantileForecast:
         y = as_series(y)
         check_horizon(horizon)
         n = y.size
@@ -278,5 +365,6 @@ def _fits(sums: Mapping[str, FloatArray], ends: np.ndarray, window: int) -> tupl
     return y_mean, slope, x_mean
 
 
-register_model("seasonal_naive", SeasonalNaive)
-register_model("linear_trend", LinearTrend)
+# Hourly: the day is the season, the last 28 days of replayed errors; a two-week line (whole days and weeks).
+register_model("seasonal_naive", SeasonalNaive, grains={"hourly": {"season": 24, "error_window": 672}})
+register_model("linear_trend", LinearTrend, grains={"hourly": {"window": 336, "min_fit": 48, "error_window": 672}})

@@ -1,18 +1,19 @@
 """Calendar features shared by the models that know the dates: bank holidays, month end, quarter end.
 
-Models get histories as plain arrays (oldest first, one value per day); a model that needs the dates also
-gets the day of the last value, and every other day follows from it. Dates are ``numpy.datetime64[D]``.
+Every model gets each history with the stamp of its last value (``baselines.History``); a model that needs the
+dates derives them from it with :func:`day_range` or :func:`stamp_range`, and its features with the helpers here.
+Dates are ``numpy.datetime64[D]``.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import holidays
 import numpy as np
 
-from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast
+from capacity_forecaster.forecasting.baselines import FloatArray
 
 MONTH_END_DAYS = 3
 """The last 3 days of a month count as month end (closing, billing and reporting runs)."""
@@ -20,15 +21,6 @@ QUARTER_END_DAYS = 7
 """The last 7 days of March, June, September and December count as quarter end."""
 
 DayArray = np.ndarray[Any, np.dtype[np.datetime64]]
-
-
-@runtime_checkable
-class CalendarModel(Model, Protocol):
-    """A model that needs the series' dates: the backtest and the engine call :meth:`forecast_from`."""
-
-    def forecast_from(self, y: FloatArray, horizon: int, last_day: np.datetime64) -> QuantileForecast:
-        """P10/P50/P90 for the ``horizon`` days after ``last_day``, the day of ``y[-1]``."""
-        ...
 
 
 def day_range(last_day: np.datetime64, n: int, *, ahead: int = 0) -> DayArray:

@@ -30,9 +30,16 @@ from capacity_forecaster.forecasting.backtest import (
     one_line,
     origins_for,
 )
-from capacity_forecaster.forecasting.baselines import FloatArray, Model, QuantileForecast, get_model, registered_models
+from capacity_forecaster.forecasting.baselines import (
+    Answer,
+    FloatArray,
+    History,
+    Model,
+    get_model,
+    registered_models,
+)
 from capacity_forecaster.forecasting.fleet_choice import FleetChoice, SeriesBacktest, choose, summarize
-from capacity_forecaster.forecasting.global_models import GlobalModel, History, Precomputed
+from capacity_forecaster.forecasting.global_models import Precomputed
 from capacity_forecaster.forecasting.grain import get_grain, merged_settings, steps_before, unit_of
 from capacity_forecaster.schema import FORECASTS, METRIC_RANGE, MODEL_METRICS
 
@@ -90,9 +97,9 @@ def forecast_fleet(
     with the number of series just finished. Returns (forecasts, model_metrics) with exactly the tables'
     columns plus ``run_date``, sorted by (server_id, metric, model[, ds]).
 
-    ``model_settings`` overrides model fields by model name (``{"prophet": {"country": "GB"}}``). Global models
-    (:class:`GlobalModel`) are fitted here, once per metric and origin, before the series are spread over the
-    workers; their forecasts travel with the series.
+    ``model_settings`` overrides model fields by model name (``{"prophet": {"country": "GB"}}``). Fleet-scope
+    models (``scope = "fleet"``) are fitted here, once per metric and origin, before the series are spread over
+    the workers; their forecasts travel with the series.
 
     ``grain="hourly"``: ``daily`` holds hourly values (``dt`` the start of each UTC hour, as ``metrics_hourly``),
     and ``horizon_days``, ``min_history_days``, ``backtest_horizon`` and ``backtest_step`` count hours; the
@@ -119,7 +126,7 @@ def forecast_fleet(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     series = mark_backtest_sample(prepare_series(daily, run_date=run_date, grain=grain), backtest_sample)
-    global_forecasts = precompute_global_models(series, instances, config)
+    global_forecasts = precompute_fleet_models(series, instances, config)
     chunks = chunked(series, effective_n_jobs(n_jobs))
 
     results: list[ChunkOutput] = []
@@ -224,29 +231,29 @@ def resolve_models(names: Sequence[str], settings: Mapping[str, Mapping[str, Any
     return out
 
 
-GlobalForecasts = dict[tuple[str, str], dict[str, Precomputed]]
+FleetForecasts = dict[tuple[str, str], dict[str, Precomputed]]
 
 
-def precompute_global_models(
+def precompute_fleet_models(
     series: Sequence[SeriesInput], models: Sequence[Model], config: BacktestConfig
-) -> GlobalForecasts:
-    """Fit every global model per metric at every backtest origin and at the end, and forecast each series.
+) -> FleetForecasts:
+    """Fit every fleet-scope model per metric at every backtest origin and at the end, and forecast each series.
 
     Origin ``k`` cuts each series where its own backtest does (``origins_for``), so the fit at an origin sees no
     day after it. A fit that raises becomes the reason of every forecast it owed (the model then fails on those
     series and the champion comes from the others).
     """
-    global_models = [m for m in models if isinstance(m, GlobalModel)]
-    out: GlobalForecasts = {(s.server_id, s.metric): {} for s in series}
-    if not global_models:
+    fleet_models = [m for m in models if m.scope == "fleet"]
+    out: FleetForecasts = {(s.server_id, s.metric): {} for s in series}
+    if not fleet_models:
         return out
     # Every series long enough to train on gets the final fit (short ones are forecast, not backtested).
     eligible = [s for s in series if s.y.size >= config.min_train_days]
     by_metric: dict[str, list[SeriesInput]] = {}
     for s in eligible:
         by_metric.setdefault(s.metric, []).append(s)
-    for model in global_models:
-        tables: dict[tuple[str, str], dict[int, QuantileForecast | str]] = {(s.server_id, s.metric): {} for s in series}
+    for model in fleet_models:
+        tables: dict[tuple[str, str], dict[int, Answer]] = {(s.server_id, s.metric): {} for s in series}
         for group in by_metric.values():
             cuts = [origins_for(s.y.size, config) if s.y.size >= config.min_history_days else [] for s in group]
             for k in range(config.n_origins + 1):
@@ -256,11 +263,11 @@ def precompute_global_models(
                 ]
                 if not members:
                     continue
-                histories: list[History] = [(s.y[:t], steps_before(s.last_day, s.y.size - t)) for s, t in members]
+                histories = [History(s.y[:t], steps_before(s.last_day, s.y.size - t)) for s, t in members]
                 horizon = config.horizon if final else config.eval_horizon
                 try:
                     answers = model.fit_predict(histories, horizon)
-                except Exception as exc:  # a broken global fit must not stop the fleet
+                except Exception as exc:  # a broken fleet fit must not stop the fleet
                     answers = [one_line(exc)] * len(members)
                 for (s, t), answer in zip(members, answers, strict=True):
                     tables[(s.server_id, s.metric)][t] = answer
@@ -269,7 +276,7 @@ def precompute_global_models(
     return out
 
 
-def _for_chunk(forecasts: GlobalForecasts, chunk: Sequence[SeriesInput]) -> GlobalForecasts:
+def _for_chunk(forecasts: FleetForecasts, chunk: Sequence[SeriesInput]) -> FleetForecasts:
     return {(s.server_id, s.metric): forecasts.get((s.server_id, s.metric), {}) for s in chunk}
 
 
@@ -328,19 +335,19 @@ def run_chunk(
     chunk: Sequence[SeriesInput],
     models: Sequence[Model],
     config: BacktestConfig,
-    global_forecasts: GlobalForecasts | None = None,
+    global_forecasts: FleetForecasts | None = None,
 ) -> ChunkOutput:
     """Evaluate a batch of series (in a worker): their forecast rows, model-metric rows and the compact
     backtests the fleet step chooses and calibrates on.
 
-    A global model is replaced, series by series, by its precomputed forecasts (``global_forecasts``)."""
+    A fleet-scope model is replaced, series by series, by its precomputed forecasts (``global_forecasts``)."""
     forecast_parts: list[dict[str, np.ndarray]] = []
     metric_rows: list[dict[str, object]] = []
     backtests: list[SeriesBacktest] = []
     steps = np.arange(1, config.horizon + 1)
     for s in chunk:
         own = (global_forecasts or {}).get((s.server_id, s.metric), {})
-        series_models = [own.get(m.name, m) if isinstance(m, GlobalModel) else m for m in models]
+        series_models = [own.get(m.name, m) if m.scope == "fleet" else m for m in models]
         result = evaluate_series(s.y, series_models, config, s.last_day, backtest=s.backtest)
         forecast_parts.extend(_forecast_arrays(s, result, steps))
         metric_rows.extend(_metric_rows(s, result))

@@ -1,14 +1,15 @@
 """Forecast grains: one value a day (``daily``) or one value an hour (``hourly``).
 
 Models see plain arrays, one value a step; the grain says how long a step is, which season the baselines
-repeat and MASE scales by, how long the backtest windows are, and which fields of each model change
-(``model_settings``). A series' timestamps are ``numpy.datetime64`` in the grain's unit (``D`` or ``h``).
+repeat and MASE scales by and how long the backtest windows are. Which fields of each model change with the
+grain is part of the model's registration (``register_model(grains=...)``). A series' timestamps are
+``numpy.datetime64`` in the grain's unit (``D`` or ``h``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from capacity_forecaster.errors import ConfigError
+from capacity_forecaster.forecasting.baselines import grain_settings
 from capacity_forecaster.schema import FORECASTS
 
 StepUnit = Literal["D", "h"]
@@ -38,8 +40,11 @@ class Grain:
     """Default steps scored per backtest origin (capped by the horizon); None: the whole horizon."""
     backtest_step: int | None = None
     """Default steps between backtest origins; None: back to back (the backtest horizon)."""
-    model_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """Field overrides of the models for this grain (under the job's own settings)."""
+
+    @property
+    def model_settings(self) -> dict[str, dict[str, Any]]:
+        """Field overrides of the registered models for this grain (under the job's own settings)."""
+        return grain_settings(self.name)
 
 
 DAILY = Grain(name="daily", unit="D", step_name="days", season=7, min_train=14)
@@ -52,17 +57,6 @@ HOURLY = Grain(
     # week-long windows at the same hour of the day), so a 3-week trace still holds 2 origins.
     min_train=192,
     backtest_step=96,
-    model_settings=MappingProxyType(
-        {
-            # The last 28 days of replayed errors; a two-week line (a whole number of days and weeks).
-            "seasonal_naive": {"season": 24, "error_window": 672},
-            "linear_trend": {"window": 336, "min_fit": 48, "error_window": 672},
-            # Four weeks of hours; the day is its season, change points at least two days apart.
-            "recent_trend": {"season": 24, "window": 672, "min_segment": 48},
-            "prophet": {"grain": "hourly"},
-            "random_forest": {"grain": "hourly"},
-        }
-    ),
 )
 GRAINS: Mapping[str, Grain] = MappingProxyType({g.name: g for g in (DAILY, HOURLY)})
 

@@ -43,6 +43,7 @@ import pandas as pd
 from capacity_forecaster.access import STAGING_TRAINING_PREFIX
 from capacity_forecaster.errors import CapacityForecasterError, ConfigError, InputError
 from capacity_forecaster.forecasting.backtest import one_line
+from capacity_forecaster.forecasting.baselines import registrations
 from capacity_forecaster.forecasting.engine import forecast_fleet, resolve_models
 from capacity_forecaster.forecasting.grain import get_grain, merged_settings
 from capacity_forecaster.json_files import read_json_object
@@ -191,16 +192,12 @@ class TrainingParams:
         return FORECAST_TABLES[self.grain]
 
     def model_settings(self) -> dict[str, dict[str, object]]:
-        """Field overrides of the models that take them (see ``engine.resolve_models``)."""
+        """Field overrides of the models that take them (see ``engine.resolve_models``): for every registered
+        model, the fields its registration feeds from this job's parameters (``register_model(settings=...)``)."""
         return {
-            "recent_trend": {"country": self.country},
-            "prophet": {"country": self.country, "seed": self.seed, "history_days": self.prophet_history_days},
-            "random_forest": {
-                "country": self.country,
-                "max_rows": self.rf_max_rows,
-                "seed": self.seed,
-                "n_jobs": self.n_jobs,
-            },
+            r.name: {name: getattr(self, param) for name, param in r.settings.items()}
+            for r in registrations()
+            if r.settings
         }
 
     def as_json(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ import pandas as pd
 from capacity_forecaster.forecasting.baselines import (
     FloatArray,
     QuantileForecast,
+    SeriesModel,
     as_series,
     check_horizon,
     make_forecast,
@@ -73,7 +74,7 @@ def _prophet_class() -> Any:
 
 
 @dataclass(frozen=True)
-class ProphetModel:
+class ProphetModel(SeriesModel):
     """Prophet with the fleet's calendar. ``country``: ISO code for the bank holidays (holidays package)."""
 
     country: str = "US"
@@ -100,13 +101,12 @@ class ProphetModel:
     def params(self) -> dict[str, object]:
         return asdict(self)
 
-    def forecast(self, y: FloatArray, horizon: int) -> QuantileForecast:
-        """Without dates: the history is taken to end on :data:`REFERENCE_LAST_DAY` (its last hour when hourly)."""
-        if self.grain == "hourly":
-            return self.forecast_from(y, horizon, np.datetime64(REFERENCE_LAST_DAY, "h") + np.timedelta64(23, "h"))
-        return self.forecast_from(y, horizon, REFERENCE_LAST_DAY)
-
-    def forecast_from(self, y: FloatArray, horizon: int, last_day: np.datetime64) -> QuantileForecast:
+    def forecast(self, y: FloatArray, horizon: int, last: np.datetime64 | None = None) -> QuantileForecast:
+        """From ``last``, the stamp of ``y[-1]``; without one the history is taken to end on
+        :data:`REFERENCE_LAST_DAY` (its last hour when hourly)."""
+        if last is None:
+            reference = np.datetime64(REFERENCE_LAST_DAY, "h") + np.timedelta64(23, "h")
+            last = reference if self.grain == "hourly" else REFERENCE_LAST_DAY
         y = as_series(y)
         check_horizon(horizon)
         hourly = self.grain == "hourly"
@@ -114,7 +114,7 @@ class ProphetModel:
             raise ValueError(f"prophet needs at least 3 {'hours' if hourly else 'days'} of history, got {y.size}")
         if not hourly and self.history_days:
             y = y[-self.history_days :]
-        last = np.datetime64(last_day, "h" if hourly else "D")
+        last = np.datetime64(last, "h" if hourly else "D")
         history = _frame(stamp_range(last, y.size))
         history["y"] = y
         future = _frame(stamp_range(last, 0, ahead=horizon))
@@ -169,4 +169,9 @@ def _frame(stamps: np.ndarray) -> pd.DataFrame:
     )
 
 
-register_model("prophet", ProphetModel)
+register_model(
+    "prophet",
+    ProphetModel,
+    settings={"country": "country", "seed": "seed", "history_days": "prophet_history_days"},
+    grains={"hourly": {"grain": "hourly"}},
+)

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from capacity_forecaster.forecasting.baselines import (
     LOWER_Q,
     UPPER_Q,
+    Answer,
     FloatArray,
-    QuantileForecast,
+    History,
+    Scope,
     as_series,
     check_horizon,
     make_forecast,
@@ -46,7 +49,6 @@ from capacity_forecaster.forecasting.calendar_features import (
     month_end_flag,
     quarter_end_flag,
 )
-from capacity_forecaster.forecasting.global_models import History
 from capacity_forecaster.forecasting.grain import StepUnit
 
 LEVEL_DAYS = 28
@@ -110,6 +112,8 @@ class RandomForestModel:
     grain: str = "daily"
     """``hourly``: steps are hours, with :data:`HOURLY_FEATURES` and a :data:`HOURLY_LEVEL`-hour level."""
     name: str = "random_forest"
+    scope: ClassVar[Scope] = "fleet"
+    """Fitted once across a metric's series at each origin (the engine does it before the workers)."""
 
     def __post_init__(self) -> None:
         check_country(self.country)
@@ -121,22 +125,21 @@ class RandomForestModel:
     def params(self) -> dict[str, object]:
         return asdict(self)
 
-    def forecast(self, y: FloatArray, horizon: int) -> QuantileForecast:
-        """One series on its own (a fleet of one), taken to end on :data:`REFERENCE_LAST_DAY` (its last hour)."""
-        last = REFERENCE_LAST_DAY if self.grain == "daily" else np.datetime64(REFERENCE_LAST_DAY, "h") + 23
-        result = self.fit_predict([(as_series(y), last)], horizon)[0]
-        if isinstance(result, str):
-            raise ValueError(result)
-        return result
-
-    def fit_predict(self, histories: Sequence[History], horizon: int) -> list[QuantileForecast | str]:
+    def fit_predict(self, histories: Sequence[History], horizon: int) -> list[Answer]:
+        """One fit on every history (a fleet of one works too); a history without a stamp is taken to end on
+        :data:`REFERENCE_LAST_DAY` (its last hour when hourly)."""
         from sklearn.ensemble import RandomForestRegressor
 
         check_horizon(horizon)
         hourly = self.grain == "hourly"
         window, steps_name = (HOURLY_LEVEL, "hours") if hourly else (LEVEL_DAYS, "days")
         unit: StepUnit = "h" if hourly else "D"
-        panel = _Panel([as_series(y) for y, _ in histories], [np.datetime64(d, unit) for _, d in histories], window)
+        reference = np.datetime64(REFERENCE_LAST_DAY, "h") + np.timedelta64(23, "h") if hourly else REFERENCE_LAST_DAY
+        panel = _Panel(
+            [as_series(y) for y, _ in histories],
+            [np.datetime64(reference if last is None else last, unit) for _, last in histories],
+            window,
+        )
         features = panel.hourly_features if hourly else panel.features
         usable = panel.lengths >= window
         rng = np.random.default_rng(self.seed)
@@ -167,9 +170,7 @@ class RandomForestModel:
         point = per_tree.mean(axis=0) + level
         low = np.quantile(per_tree, LOWER_Q, axis=0) + level
         high = np.quantile(per_tree, UPPER_Q, axis=0) + level
-        out: list[QuantileForecast | str] = [
-            f"random_forest: {window} {steps_name} of history needed, got {n}" for n in panel.lengths
-        ]
+        out: list[Answer] = [f"random_forest: {window} {steps_name} of history needed, got {n}" for n in panel.lengths]
         for k, i in enumerate(ids):
             part = slice(k * horizon, (k + 1) * horizon)
             p = point[part]
@@ -295,4 +296,9 @@ class _Panel:
         return np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
 
 
-register_model("random_forest", RandomForestModel)
+register_model(
+    "random_forest",
+    RandomForestModel,
+    settings={"country": "country", "max_rows": "rf_max_rows", "seed": "seed", "n_jobs": "n_jobs"},
+    grains={"hourly": {"grain": "hourly"}},
+)

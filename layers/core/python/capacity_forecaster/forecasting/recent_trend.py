@@ -54,6 +54,7 @@ from capacity_forecaster.forecasting.baselines import (
     UPPER_Q,
     FloatArray,
     QuantileForecast,
+    SeriesModel,
     as_series,
     check_horizon,
     make_forecast,
@@ -76,7 +77,7 @@ _BEND_STEP = 14  # days between the candidate bends of the yearly wave's trend
 
 
 @dataclass(frozen=True)
-class RecentTrend:
+class RecentTrend(SeriesModel):
     """Line since the last change point, with weekly profile, calendar factors and clean-up cycles."""
 
     window: int = 364
@@ -98,14 +99,12 @@ class RecentTrend:
     def params(self) -> dict[str, object]:
         return asdict(self)
 
-    def forecast(self, y: FloatArray, horizon: int) -> QuantileForecast:
-        """Without dates: no month- or quarter-end factors."""
-        return self._forecast(as_series(y), horizon, None)
-
-    def forecast_from(self, y: FloatArray, horizon: int, last_day: np.datetime64) -> QuantileForecast:
-        """With the day of ``y[-1]``: month- and quarter-end factors. They need one value a day, so a stamp in
-        any other unit (an hour: hourly values) forecasts as without dates."""
-        stamp = np.datetime64(last_day)
+    def forecast(self, y: FloatArray, horizon: int, last: np.datetime64 | None = None) -> QuantileForecast:
+        """With the day of ``y[-1]`` (``last``): bank-holiday, month- and quarter-end factors. They need one
+        value a day, so no stamp, or one in any other unit (an hour: hourly values), forecasts without them."""
+        if last is None:
+            return self._forecast(as_series(y), horizon, None)
+        stamp = np.datetime64(last)
         daily = np.datetime_data(stamp.dtype)[0] == "D"
         return self._forecast(as_series(y), horizon, stamp if daily else None)
 
@@ -546,4 +545,10 @@ def _cleanup_cycle(
     return int(drops[-1]), period, rate, float(creep)
 
 
-register_model("recent_trend", RecentTrend)
+register_model(
+    "recent_trend",
+    RecentTrend,
+    settings={"country": "country"},
+    # Hourly: four weeks of hours, the day is its season, change points at least two days apart.
+    grains={"hourly": {"season": 24, "window": 672, "min_segment": 48}},
+)
