@@ -31,6 +31,9 @@ pytestmark = pytest.mark.slow
 
 RUN_DATE = date(2026, 11, 23)
 SERVERS_N, DAYS, HORIZON = 24, 150, 60
+QUICK_MODELS = {"training.models": ["seasonal_naive", "linear_trend", "recent_trend"]}
+"""For the tests of the ETL and the storage paths: the default models (Prophet's fits are most of a run's time)
+run end to end in test_pipeline_on_a_local_lake_is_complete_and_idempotent and test_cli_run_query_and_errors."""
 
 
 def small_settings(lake: str, **extra: object) -> object:
@@ -49,7 +52,7 @@ def table_snapshot(lake: Lake) -> dict[str, pd.DataFrame]:
     return {t.name: lake.read_table(t) for t in names}
 
 
-def check_run(lake: Lake) -> None:
+def check_run(lake: Lake, models: tuple[str, ...] = TrainingSettings().models) -> None:
     n_series = SERVERS_N * 4
     servers = lake.read_table(SERVERS)
     assert len(servers) == SERVERS_N
@@ -72,7 +75,7 @@ def check_run(lake: Lake) -> None:
     assert (forecasts["p10"] <= forecasts["p50"]).all() and (forecasts["p50"] <= forecasts["p90"]).all()
     assert forecasts[["p10", "p50", "p90"]].stack().between(0, 100).all()
     metrics = lake.read_table(MODEL_METRICS)
-    assert set(metrics["model"]) == {*TrainingSettings().models, COMBINATION}
+    assert set(metrics["model"]) == {*models, COMBINATION}
 
     register = lake.read_table(RISK_REGISTER)
     assert len(register) == n_series
@@ -117,7 +120,7 @@ def test_pipeline_on_a_local_lake_is_complete_and_idempotent(tmp_path: Path) -> 
 
 def test_raw_samples_days_are_aggregated_by_the_etl(tmp_path: Path) -> None:
     lake = open_lake(tmp_path / "lake")
-    settings = small_settings(str(tmp_path / "lake"), **{"fleet.servers": 6, "fleet.days": 60})
+    settings = small_settings(str(tmp_path / "lake"), **{"fleet.servers": 6, "fleet.days": 60, **QUICK_MODELS})
     raw_day = date(2026, 11, 20)
     run_pipeline(lake, settings, run_date=RUN_DATE, demo=True, raw_days=[raw_day])
     daily = lake.read_table(METRICS_DAILY, where={"dt": raw_day})
@@ -165,9 +168,9 @@ def test_every_table_is_queryable_even_when_empty(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("moto_server")
 def test_pipeline_on_an_s3_lake(s3_bucket: str, s3_endpoint_env: None) -> None:
     uri = f"s3://{s3_bucket}/fleet"
-    settings = small_settings(uri)
+    settings = small_settings(uri, **QUICK_MODELS)
     lake = open_lake(uri, settings.s3_config())
     run_pipeline(lake, settings, run_date=RUN_DATE, demo=True)
-    check_run(lake)
+    check_run(lake, tuple(QUICK_MODELS["training.models"]))
     keys = [o.key for o in lake.store.list("curated/forecasts/")]
     assert keys == [f"curated/forecasts/run_date={RUN_DATE}/data.parquet"]
