@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 # the lake prefixes the stages touch are declared once, beside the stages (re-exported here for the stack)
+from capacity_forecaster import limits
 from capacity_forecaster.access import NOTIFY_TOPIC_ENV as NOTIFY_TOPIC_ENV
 from capacity_forecaster.access import RAW_PREFIX as RAW_PREFIX
 from capacity_forecaster.access import STAGING_TRAINING_PREFIX as STAGING_TRAINING_PREFIX
@@ -78,7 +79,7 @@ ETL_TRIGGER_PREFIX: Final = UPLOADS_PREFIX
 day of history) are left to the daily ETL schedule, so a generation run does not start hundreds of ETL runs."""
 TRAINING_JOB_PREFIX: Final = f"{PROJECT}-"
 """Training jobs of this stack are named ``capacity-forecaster-<run date>...``; the state-change rule matches it."""
-EPHEMERAL_STORAGE_MB: Final[dict[str, int]] = {"etl": 10_240}
+EPHEMERAL_STORAGE_MB: Final[dict[str, int]] = {"etl": limits.LAMBDA_TMP_MB}
 """``/tmp`` of the functions that need more than Lambda's 512 MB: the ETL downloads each raw file, stages a pass's
 valid rows as Parquet and lets DuckDB spill there (docs/etl.md); 10,240 MB is Lambda's maximum."""
 LAMBDA_RETRY_ATTEMPTS: Final = 2

@@ -150,3 +150,19 @@ def test_a_work_folder_left_by_a_killed_run_is_removed(tmp_path: Path, monkeypat
     with etl_stream.work_folder() as work:
         assert work.parent == tmp_path and work.is_dir()
     assert not stale.exists() and recent.exists() and not work.exists()
+
+
+def test_a_split_day_part_is_concatenated_in_order(tmp_path: Path) -> None:
+    """DuckDB may write one file and day as several Parquet files: their rows become one object, all of them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frames = [
+        pa.table({"timestamp": pa.array([i, i + 1], pa.int64()), "value": pa.array([i / 2, i / 3])}) for i in range(3)
+    ]
+    files = []
+    for i, frame in enumerate(frames):
+        files.append(tmp_path / f"data_{i}.parquet")
+        pq.write_table(frame, files[-1], row_group_size=1)
+    etl_stream._concatenate(files, tmp_path / "merged.parquet")
+    assert pq.read_table(tmp_path / "merged.parquet").equals(pa.concat_tables(frames))

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capacity_forecaster import etl, raw_formats
+from capacity_forecaster import etl, limits, raw_formats
 from capacity_forecaster.errors import ConfigError, InputError
 from capacity_forecaster.settings import load_settings
 
@@ -301,6 +301,24 @@ def test_size_limit_applies_to_the_bytes_and_to_what_gzip_expands_to() -> None:
 def test_max_file_mb_setting_and_its_variable() -> None:
     assert load_settings(environ={}).ingest.max_file_bytes == 1024 * 1024 * 1024
     assert load_settings(environ={"CF_INGEST_MAX_FILE_MB": "5"}).ingest.max_file_bytes == 5 * 1024 * 1024
-    for bad in ("0", "20000"):
-        with pytest.raises(ConfigError, match=r"ingest\.max_file_mb must be between 1 and 10240"):
+    largest = limits.max_file_mb()
+    assert load_settings(environ={"CF_INGEST_MAX_FILE_MB": str(largest)}).ingest.max_file_mb == largest
+    for bad in ("0", str(largest + 1)):
+        with pytest.raises(ConfigError) as caught:
             load_settings(environ={"CF_INGEST_MAX_FILE_MB": bad})
+        message = str(caught.value)
+        assert "\n" not in message and f"ingest.max_file_mb={bad} must be between 1 and {largest}" in message
+        assert "limits.MAX_FILE_MB" in message and "split larger exports" in message
+
+
+def test_the_largest_file_follows_the_etl_lambdas_memory_tmp_and_timeout() -> None:
+    """Within each of the three budgets with headroom; less memory, /tmp or time lowers it."""
+    configured = limits.max_file_mb()
+    assert 1024 <= configured == limits.MAX_FILE_MB  # the default ingest.max_file_mb fits
+    peak = limits.ETL_FILE_BASE_MB + configured * limits.ETL_FILE_MB_PER_MB
+    assert peak * limits.HEADROOM <= limits.LAMBDA_CONFIGURED_MB
+    assert configured * limits.ETL_FILE_TMP_PER_MB * limits.HEADROOM <= limits.LAMBDA_TMP_MB
+    assert configured * limits.ETL_FILE_CPU_S_PER_MB * limits.HEADROOM <= limits.LAMBDA_TIMEOUT_S
+    assert limits.max_file_mb(memory_mb=1024) < configured
+    assert limits.max_file_mb(tmp_mb=512) < configured
+    assert limits.max_file_mb(timeout_s=60) < configured

@@ -17,7 +17,8 @@ LAMBDA_CONFIGURED_MB: Final = 3008
 """The data Lambdas' memory as the stack configures it by default (cdk.json ``lambdaMemoryMb``)."""
 LAMBDA_MEMORY_MB: Final = 10_240
 LAMBDA_TIMEOUT_S: Final = 900
-"""Lambda's hard limits: what no setting can raise."""
+LAMBDA_TMP_MB: Final = 10_240
+"""Lambda's hard limits: what no setting can raise (the ETL Lambda's ``/tmp`` is set to its maximum)."""
 HEADROOM: Final = 1.25
 """Memory (and time) an engine is given over the measured peak: a limit plans to use 80% of it."""
 
@@ -40,6 +41,16 @@ ETL_MB_PER_SERVER: Final = 816 / 10_000
 10,000 servers x 4 metrics, 11.5 million 5-minute samples in 10 CSV files (473 MB), 108.8 CPU-s; the whole peak
 counted per server (an upper bound: 148 MB of it is the process's fixed cost)."""
 ETL_CPU_S_PER_SERVER: Final = 108.8 / 10_000
+ETL_FILE_BASE_MB: Final = 197
+ETL_FILE_MB_PER_MB: Final = 1_052 / 1_025
+ETL_FILE_CPU_S_PER_MB: Final = 28.2 / 100
+"""The ETL of one long CSV (``bench_etl_increment.py --file-sizes 100,1000``): peak RSS above the base of an idle
+process (the imports and DuckDB, 197 MB) per MB of the file, 1,052 MB for a 1,025 MB CSV (a 100 MB one: 170 MB,
+DuckDB's 128 MB floor); CPU seconds per MB, the higher of the two (28.2 s for 100 MB, 228.9 s for 1,025 MB).
+DuckDB spills beyond 35 % of the Lambda's memory, so a larger file's memory grows less than this line says."""
+ETL_FILE_TMP_PER_MB: Final = 3.85
+"""The ETL's work folder (``/tmp``: the download, the staged rows, DuckDB's spill, the day-store parts) at its
+fullest per MB of the file: 386 MB for a 100 MB CSV."""
 DEFAULT_HORIZON_DAYS: Final = 90
 
 
@@ -102,6 +113,17 @@ def max_generate_server_days(memory_mb: float = LAMBDA_MEMORY_MB) -> int:
     return math.floor((memory_mb / HEADROOM - GENERATE_BASE_MB) / GENERATE_MB_PER_SERVER_DAY)
 
 
+def max_file_mb(
+    memory_mb: float = LAMBDA_CONFIGURED_MB, tmp_mb: float = LAMBDA_TMP_MB, timeout_s: float = LAMBDA_TIMEOUT_S
+) -> int:
+    """The largest single input file (MB, once decompressed) the ETL processes in ``memory_mb`` of memory,
+    ``tmp_mb`` of work folder and ``timeout_s``, with :data:`HEADROOM` on each."""
+    by_memory = (memory_mb / HEADROOM - ETL_FILE_BASE_MB) / ETL_FILE_MB_PER_MB
+    by_tmp = tmp_mb / HEADROOM / ETL_FILE_TMP_PER_MB
+    by_time = timeout_s / HEADROOM / ETL_FILE_CPU_S_PER_MB
+    return max(0, math.floor(min(by_memory, by_tmp, by_time)))
+
+
 def fits_lambda(servers: int, horizon_days: int) -> bool:
     """Whether the Lambdas, as configured, hold the fleet-wide stages of this fleet and horizon."""
     return servers <= LAMBDA_MAX_SERVERS and horizon_days <= max_horizon_days(servers, LAMBDA_CONFIGURED_MB)
@@ -112,6 +134,8 @@ LAMBDA_MAX_SERVERS: Final = max_servers(LAMBDA_CONFIGURED_MB, timeout_s=LAMBDA_T
 PROCESSING_MAX_SERVERS: Final = max_job_servers(PROCESSING_MAX_MB)
 """The most servers the largest processing instance takes at the default horizon."""
 MAX_SERVER_DAYS: Final = max_generate_server_days()
+MAX_FILE_MB: Final = max_file_mb()
+"""The largest single input file the ETL Lambda, as configured, processes: ``ingest.max_file_mb`` may not exceed it."""
 """The most server-days of history the generate Lambda writes at Lambda's largest memory."""
 
 

@@ -175,9 +175,8 @@ class IngestSettings:
     """Extra metric names mapped to cpu, mem, disk or net, on top of ``raw_formats.DEFAULT_METRIC_ALIASES``."""
     max_file_mb: int = 1024
     """Largest export (MB, once decompressed) ``ingest`` accepts and the ETL reads; larger raw objects are moved to
-    quarantine/files/. The ETL streams CSV and Parquet (docs/etl.md): its peak is the interpreter, a chunk and
-    DuckDB's limit (the input's size, at most 35 % of the Lambda's memory), about 360 MB for a 100 MB CSV and 820 MB
-    for 470 MB of CSV in one pass (measured), so a 1 GB file fits the ETL Lambda's 3,008 MB."""
+    quarantine/files/. The ETL streams CSV and Parquet (docs/etl.md); at most ``limits.MAX_FILE_MB``, the largest
+    file the ETL Lambda processes from the measured memory, ``/tmp`` and CPU a MB of input."""
 
     def aliases(self) -> dict[str, str]:
         """The full alias table: canonical names, built-in aliases, then these."""
@@ -696,7 +695,13 @@ def _validate(s: Settings) -> None:
         (s.scale.engine in SCALE_ENGINES, f"scale.engine={s.scale.engine!r} must be one of {', '.join(SCALE_ENGINES)}"),
         (28 <= s.fleet.days <= 3_650, f"fleet.days={s.fleet.days} must be between 28 and 3650"),
         (s.etl.max_gap_days >= 0, "etl.max_gap_days must be 0 or more"),
-        (1 <= s.ingest.max_file_mb <= 10_240, "ingest.max_file_mb must be between 1 and 10240"),
+        (
+            1 <= s.ingest.max_file_mb <= limits.MAX_FILE_MB,
+            f"ingest.max_file_mb={s.ingest.max_file_mb} must be between 1 and {limits.MAX_FILE_MB}: the largest "
+            f"file the ETL Lambda processes in {limits.LAMBDA_CONFIGURED_MB} MB of memory, {limits.LAMBDA_TMP_MB} MB "
+            f"of /tmp and {limits.LAMBDA_TIMEOUT_S} s (limits.MAX_FILE_MB); split larger exports, e.g. one file per "
+            "day or per group of servers",
+        ),
         (s.etl.future_tolerance_minutes >= 0, "etl.future_tolerance_minutes must be 0 or more"),
         (s.etl.grain in {"daily", "hourly"}, f"etl.grain={s.etl.grain!r} must be daily or hourly"),
         (0 < s.etl.min_coverage <= 1, f"etl.min_coverage={s.etl.min_coverage} must be in (0, 1]"),
