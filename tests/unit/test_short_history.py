@@ -28,11 +28,12 @@ from capacity_forecaster.storage.lake import open_lake, partition_key, to_arrow
 
 RUN = date(2026, 6, 30)
 MIN_HISTORY = 56
-# server -> (days of history, level, level of the last 10 days): flat just under the 80% threshold, or saturated
+# server -> (days of history, level, level of the last 10 days): just under the 80% threshold (the short one
+# rising to it), flat and cool, or saturated
 FLEET = {
-    "new-near": (20, 78.5, 78.5),
+    "new-near": (20, 78.0, 79.5),
     "new-hot": (20, 70.0, 92.0),
-    "old-near": (120, 78.5, 78.5),
+    "old-near": (120, 79.6, 79.6),
     "old-cool": (120, 30.0, 30.0),
 }
 
