@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -114,7 +119,37 @@ def _contract(root: Path, request: Mapping[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def summary_run(cloud_moto: str, tmp_path_factory: pytest.TempPathFactory) -> SummaryRun:
+def process_moto(moto_server: str) -> Iterator[str]:
+    """A moto server in a process of its own: in-process moto servers share one set of backends, so a stack
+    provisioned by another module in the same worker (the flow's: the same role names) would collide with this
+    one. ``moto_server`` puts the fake credentials in the environment."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the moto server process did not start") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def summary_run(process_moto: str, tmp_path_factory: pytest.TempPathFactory) -> SummaryRun:
     from app import load_cdk_context
     from capacity_forecaster.processing import ProcessingPaths
     from tests.lambda_modules import load_handler
@@ -126,7 +161,7 @@ def summary_run(cloud_moto: str, tmp_path_factory: pytest.TempPathFactory) -> Su
     }
     tmp = tmp_path_factory.mktemp("cloud-processing")
     stack = synthesize(context, tmp / "cdk.out")
-    clients = _clients(cloud_moto)
+    clients = _clients(process_moto)
     resolver = provision(stack.template, clients)
     launcher_id = _launcher_id(stack.template)
     launcher_env = function_environment(resolver, launcher_id, {})
@@ -138,7 +173,7 @@ def summary_run(cloud_moto: str, tmp_path_factory: pytest.TempPathFactory) -> Su
     inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     clients["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
 
-    _prepare_lake(cloud_moto, f"s3://{bucket}", launcher_env["CF_S3_KMS_KEY_ID"], tmp)
+    _prepare_lake(process_moto, f"s3://{bucket}", launcher_env["CF_S3_KMS_KEY_ID"], tmp)
 
     # what the launcher asks SageMaker for on the training run's Completed event (no AWS call: its own functions)
     launcher = load_handler("launch_processing")
@@ -148,7 +183,7 @@ def summary_run(cloud_moto: str, tmp_path_factory: pytest.TempPathFactory) -> Su
     request["Environment"] = {**request["Environment"], **_variables()}
     root = tmp / "job" / "opt-ml"
     _contract(root, request)
-    environment = base_environment(cloud_moto, tmp / "job" / "home") | request["Environment"]
+    environment = base_environment(process_moto, tmp / "job" / "home") | request["Environment"]
     environment["SM_CONTRACT_ROOT"] = str(root)
     path = image_path("lambdas", images()["lambdas"])
     job = run(
