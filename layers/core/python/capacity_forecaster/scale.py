@@ -35,10 +35,10 @@ __all__ = [
     "Instance",
     "engine_for",
     "fleet_series",
+    "host_cpu_seconds",
     "job_memory_mb",
     "processing_instance",
     "stage_memory_mb",
-    "host_cpu_seconds",
     "training_hosts",
     "training_seconds",
 ]
