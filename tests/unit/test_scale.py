@@ -94,3 +94,15 @@ def test_training_hosts_refuse_impossible_inputs() -> None:
         training_hosts(10, efficiency=0)
     with pytest.raises(ConfigError, match="cannot finish even one series"):
         training_hosts(10, budget_s=10)
+
+
+def test_a_host_backtests_its_sample_of_each_metric_and_only_fits_the_rest() -> None:
+    from capacity_forecaster.scale import BACKTEST_SAMPLE, host_cpu_seconds
+
+    small = host_cpu_seconds(40)  # under the sample: every series is backtested
+    assert host_cpu_seconds(41) - small == pytest.approx(host_cpu_seconds(40) - host_cpu_seconds(39))
+    big = 4 * BACKTEST_SAMPLE
+    marginal_past_sample = host_cpu_seconds(big + 400) - host_cpu_seconds(big)
+    marginal_in_sample = host_cpu_seconds(big) - host_cpu_seconds(big - 400)
+    assert 0 < marginal_past_sample < marginal_in_sample / 2  # a fitted series costs a fraction of a backtested one
+    assert host_cpu_seconds(big + 400, sample=0) - host_cpu_seconds(big, sample=0) == pytest.approx(marginal_in_sample)

@@ -35,6 +35,7 @@ __all__ = [
     "Instance",
     "engine_for",
     "fleet_series",
+    "host_cpu_seconds",
     "job_memory_mb",
     "processing_instance",
     "stage_memory_mb",
@@ -44,12 +45,20 @@ __all__ = [
 
 # The measured training figures (benchmarks/bench_scale.py); the fleet-wide stages' memory and the engines'
 # limits are capacity_forecaster.limits' (one source with the settings' refusals).
-CPU_S_PER_SERIES: Final = 4.7
-"""Training CPU seconds a series on one core (prophet, random_forest and the three baselines, six backtest
-origins): the slope between a 12-series host (140 CPU s) and two 6-series hosts (116.5 and 107.9 CPU s),
-measured 2026-12-02 on a loaded machine."""
+CPU_S_PER_BACKTESTED: Final = 0.69
+"""Training CPU seconds of a backtested series on one core with the default models (two horizon-long origins:
+three fits a model; Prophet's are most of it): ``bench_forecast.py``'s champion pipeline on the generator's
+48-series fleets (1.81 to 1.97 CPU s a series, every series backtested) less the random forest's fits (the
+random-forest-only pipeline, 1.21 to 1.26 CPU s a series there, a cost per metric and origin), 2026-12-02."""
+CPU_S_PER_FITTED: Final = 0.18
+"""Training CPU seconds of a series outside the backtest sample (its final fits only):
+``bench_forecast.py --cost-servers 500`` (1,500 series, 600 of them backtested: 638 CPU s, 0.425 a series) less
+the backtested ones at :data:`CPU_S_PER_BACKTESTED` and the forest's fits, over the other 900."""
 HOST_FIXED_CPU_S: Final = 84.0
-"""Training CPU seconds a host spends whatever its share of series (the same measurement's intercept)."""
+"""Training CPU seconds a host spends whatever its share of series: the random forest's fits (3 a metric, about
+19 CPU s a metric at ``training.rf_max_rows`` 20,000) for four metrics, and the imports."""
+BACKTEST_SAMPLE: Final = Settings().training.backtest_sample
+"""Series of each metric a host backtests (``training.backtest_sample``); the rest are only fitted."""
 PARALLEL_EFFICIENCY: Final = 0.9
 """Assumed efficiency of one host's worker processes over its vCPUs (``training.n_jobs: 0``), not measured."""
 TRAINING_INSTANCE: Final = PROCESSING_INSTANCES[0]
@@ -74,40 +83,49 @@ def processing_instance(servers: int, horizon_days: int = DEFAULT_HORIZON_DAYS) 
     )
 
 
+def host_cpu_seconds(series: int, *, sample: int = BACKTEST_SAMPLE, metrics: int = len(METRICS)) -> float:
+    """One host's training CPU seconds for ``series`` series of ``metrics`` metrics: its fixed cost, the
+    backtested sample of each metric and the fitted rest."""
+    per_metric = math.ceil(series / metrics)
+    backtested = min(per_metric, sample) * metrics if sample > 0 else series
+    backtested = min(backtested, series)
+    return HOST_FIXED_CPU_S + backtested * CPU_S_PER_BACKTESTED + (series - backtested) * CPU_S_PER_FITTED
+
+
 def training_seconds(
     series: int,
     hosts: int,
     *,
-    cpu_s_per_series: float = CPU_S_PER_SERIES,
-    fixed_cpu_s: float = HOST_FIXED_CPU_S,
     efficiency: float = PARALLEL_EFFICIENCY,
     vcpus: int = TRAINING_INSTANCE.vcpus,
+    sample: int = BACKTEST_SAMPLE,
 ) -> float:
-    """The wall time of training ``series`` on ``hosts`` instances of ``vcpus``: each host's fixed CPU and its
-    share of the series, over its vCPUs."""
-    return (fixed_cpu_s + math.ceil(series / hosts) * cpu_s_per_series) / (vcpus * efficiency)
+    """The wall time of training ``series`` on ``hosts`` instances of ``vcpus``: the busiest host's CPU
+    (:func:`host_cpu_seconds` of its share) over its vCPUs."""
+    return host_cpu_seconds(math.ceil(series / hosts), sample=sample) / (vcpus * efficiency)
+
+
+MAX_TRAINING_HOSTS: Final = 1000
 
 
 def training_hosts(
     series: int,
     *,
     budget_s: float = 900.0,
-    cpu_s_per_series: float = CPU_S_PER_SERIES,
-    fixed_cpu_s: float = HOST_FIXED_CPU_S,
     efficiency: float = PARALLEL_EFFICIENCY,
     vcpus: int = TRAINING_INSTANCE.vcpus,
+    sample: int = BACKTEST_SAMPLE,
 ) -> int:
     """The fewest training instances of ``vcpus`` that forecast ``series`` within ``budget_s`` seconds."""
     if series < 1 or not 0 < efficiency <= 1:
         raise ConfigError("training_hosts needs series >= 1 and 0 < efficiency <= 1")
-    per_host_series_cpu = budget_s * vcpus * efficiency - fixed_cpu_s
-    if per_host_series_cpu < cpu_s_per_series:
+    kwargs = {"efficiency": efficiency, "vcpus": vcpus, "sample": sample}
+    if training_seconds(1, 1, **kwargs) > budget_s:  # type: ignore[arg-type]
         raise ConfigError(f"a training host cannot finish even one series in {budget_s:.0f} s: raise the budget")
-    hosts = max(1, math.ceil(series * cpu_s_per_series / per_host_series_cpu))
-    kwargs = {"cpu_s_per_series": cpu_s_per_series, "fixed_cpu_s": fixed_cpu_s, "efficiency": efficiency}
-    while training_seconds(series, hosts, vcpus=vcpus, **kwargs) > budget_s:  # the last host's rounding
-        hosts += 1
-    return hosts
+    for hosts in range(1, MAX_TRAINING_HOSTS + 1):
+        if training_seconds(series, hosts, **kwargs) <= budget_s:  # type: ignore[arg-type]
+            return hosts
+    raise ConfigError(f"{series} series need more than {MAX_TRAINING_HOSTS} training hosts in {budget_s:.0f} s")
 
 
 def fleet_series(servers: int) -> int:
