@@ -216,6 +216,7 @@ def product_forecasts(source: Source, models: Sequence[str]) -> tuple[pd.DataFra
         grain=params.grain,
         champion_override=params.champion_override,
         backtest_sample=params.backtest_sample,
+        runaway_guard=params.runaway_guard,
     )
 
 

@@ -62,6 +62,8 @@ SPECIAL: dict[str, Any] = {
     "rightsizing.instance_types": {"t3.small": {"cores": 2, "memory_gib": 2, "monthly_cost": 15.5}},
     "ingest.metric_aliases": {"processor_time": "cpu"},
     "scale.engine": "lambda",
+    "training.champion_override": 0.6,
+    "training.runaway_guard": True,
 }
 """Settings whose value off the default is not the default plus one (or times 0.9): choices, lists, tables."""
 

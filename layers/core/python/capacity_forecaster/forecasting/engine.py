@@ -82,6 +82,7 @@ def forecast_fleet(
     grain: str = "daily",
     champion_override: float = 0.0,
     backtest_sample: int = 0,
+    runaway_guard: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Backtest, choose a champion and forecast ``horizon_days`` ahead for every (server_id, metric) series.
 
@@ -91,6 +92,8 @@ def forecast_fleet(
     ``backtest_sample`` > 0 backtests only that many series of each metric (a stable hash sample, see
     :func:`mark_backtest_sample`): the choice and the calibration need a sample, not the fleet, and the other series
     are only fitted (``n_origins`` 0, no backtest scores), which makes a large fleet's cost the final fits.
+    ``runaway_guard``: a series whose champion's forecast runs away (:func:`fleet_choice.runaway`) gets the
+    median of the models instead.
 
     ``daily`` has columns server_id, metric, dt, p95 (others are ignored). Days after ``run_date`` are not yet
     observable and are dropped; each series' forecast origin is its last remaining day. ``progress`` is called
@@ -131,7 +134,9 @@ def forecast_fleet(
 
     results: list[ChunkOutput] = []
     if effective_n_jobs(n_jobs) == 1 or len(chunks) <= 1:
-        outputs = (run_chunk(chunk, instances, config, _for_chunk(global_forecasts, chunk)) for chunk in chunks)
+        outputs = (
+            run_chunk(chunk, instances, config, _for_chunk(global_forecasts, chunk), runaway_guard) for chunk in chunks
+        )
     else:
         outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
             delayed(run_chunk)(chunk, instances, config, _for_chunk(global_forecasts, chunk)) for chunk in chunks
@@ -336,9 +341,10 @@ def run_chunk(
     models: Sequence[Model],
     config: BacktestConfig,
     global_forecasts: FleetForecasts | None = None,
+    runaway_guard: bool = False,
 ) -> ChunkOutput:
     """Evaluate a batch of series (in a worker): their forecast rows, model-metric rows and the compact
-    backtests the fleet step chooses and calibrates on.
+    backtests the fleet step chooses and calibrates on (with ``runaway_guard``, which candidates run away).
 
     A fleet-scope model is replaced, series by series, by its precomputed forecasts (``global_forecasts``)."""
     forecast_parts: list[dict[str, np.ndarray]] = []
@@ -351,7 +357,8 @@ def run_chunk(
         result = evaluate_series(s.y, series_models, config, s.last_day, backtest=s.backtest)
         forecast_parts.extend(_forecast_arrays(s, result, steps))
         metric_rows.extend(_metric_rows(s, result))
-        backtests.append(summarize(s.server_id, s.metric, result, config.score, s.y, config.season))
+        history = s.y if runaway_guard else None
+        backtests.append(summarize(s.server_id, s.metric, result, config.score, history, config.season))
     forecasts = (
         pd.DataFrame({k: np.concatenate([p[k] for p in forecast_parts]) for k in forecast_parts[0]})
         if forecast_parts

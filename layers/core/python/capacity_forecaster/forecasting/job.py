@@ -177,6 +177,10 @@ class TrainingParams:
         return self.training.backtest_sample
 
     @property
+    def runaway_guard(self) -> bool:
+        return self.training.runaway_guard
+
+    @property
     def horizon(self) -> int:
         """The forecast horizon in steps of the grain (days or hours)."""
         return self.horizon_hours if self.grain == "hourly" else self.horizon_days
@@ -212,7 +216,7 @@ class TrainingParams:
             "country",
         )
         used = (*used, "rf_max_rows", "seed", "grain", "horizon_hours", "min_history_hours", "prophet_history_days")
-        used = (*used, "champion_override", "backtest_sample")
+        used = (*used, "champion_override", "backtest_sample", "runaway_guard")
         out: dict[str, Any] = {
             "run_date": self.run_date.isoformat(),
             "run_id": self.run_id,
@@ -520,6 +524,7 @@ def _train(paths: ContractPaths, *, progress: bool | ProgressReporter, lake: Lak
             grain=params.grain,
             champion_override=params.champion_override,
             backtest_sample=params.backtest_sample,
+            runaway_guard=params.runaway_guard,
         )
 
     write_model_artifact(paths.model_dir, params, host, metrics)
