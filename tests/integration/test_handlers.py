@@ -255,6 +255,8 @@ def test_risk_publishes_the_run_summary_with_new_critical_risks_and_the_report(
     critical = register[register["severity"] == "critical"]
     assert risk["notified"] == risk["severity_critical"] == len(critical) > 0  # no earlier run: all are new
     [message] = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10)["Messages"]
+    # Read: deleted, or it shows again once its visibility timeout (30 s) passes, before the next run's message.
+    sqs.delete_message(QueueUrl=inbox, ReceiptHandle=message["ReceiptHandle"])
     notification = json.loads(message["Body"])
     assert notification["Subject"] == f"Capacity Forecaster 2026-11-23: {len(critical)} new critical risk(s)"
     body = notification["Message"]
