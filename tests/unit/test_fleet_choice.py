@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from capacity_forecaster.forecasting.backtest import COMBINATION
 from capacity_forecaster.forecasting.engine import forecast_fleet
@@ -190,3 +192,22 @@ def test_a_series_whose_champion_runs_away_gets_the_median() -> None:
     picked = choose(fleet, 5).series
     assert picked[("s0", "disk")] == "recent_trend"
     assert picked[("peak", "disk")] == COMBINATION and picked[("both", "disk")] == "seasonal_naive"
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_the_runaway_guard_reaches_every_worker(monkeypatch: pytest.MonkeyPatch, n_jobs: int) -> None:
+    """The guard is applied inside each chunk of series, so every path (one worker or many) must pass it on."""
+    from capacity_forecaster.forecasting import engine
+
+    seen: list[bool] = []
+    real = engine.run_chunk
+
+    def recording(*args: object) -> object:
+        seen.append(bool(args[4]) if len(args) > 4 else False)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "run_chunk", recording)
+    monkeypatch.setattr(engine, "Parallel", functools.partial(engine.Parallel, backend="threading"))
+    frame, _ = held_out_fleet(20, 5, "weekly")  # two chunks of at most 16 series
+    run(frame, runaway_guard=True, n_jobs=n_jobs)
+    assert len(seen) == 2 and all(seen)

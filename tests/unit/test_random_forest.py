@@ -16,7 +16,7 @@ from capacity_forecaster.forecasting import get_model
 from capacity_forecaster.forecasting.backtest import BacktestConfig
 from capacity_forecaster.forecasting.baselines import Answer, History, Model, QuantileForecast, Scope, SeasonalNaive
 from capacity_forecaster.forecasting.engine import forecast_fleet, precompute_fleet_models, prepare_series
-from capacity_forecaster.forecasting.global_models import Precomputed
+from capacity_forecaster.forecasting.fleet_models import Precomputed
 from capacity_forecaster.forecasting.random_forest import FEATURES, RandomForestModel, _Panel
 
 LAST_DAY = np.datetime64("2026-11-22", "D")

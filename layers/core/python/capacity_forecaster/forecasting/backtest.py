@@ -15,7 +15,7 @@ next best is used; nothing here raises for a bad series or a bad model.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, is_dataclass, replace
 
 import numpy as np
@@ -234,6 +234,30 @@ def _mean_finite(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def scored_result(
+    name: str,
+    scores: Mapping[str, float],
+    origins: Sequence[int],
+    forecast: QuantileForecast,
+    origin_forecasts: Sequence[QuantileForecast],
+    reason: str = "",
+) -> ModelResult:
+    """The ``ok`` result of a candidate backtested from ``origins`` with ``scores`` (one per METRIC_NAMES)."""
+    return ModelResult(
+        model=name,
+        status=STATUS_OK,
+        reason=reason,
+        mae=scores["mae"],
+        rmse=scores["rmse"],
+        smape=scores["smape"],
+        mase=scores["mase"],
+        coverage=scores["coverage"],
+        n_origins=len(origins),
+        forecast=forecast,
+        origin_forecasts=tuple(origin_forecasts),
+    )
+
+
 def evaluate_model(
     model: Model,
     y: FloatArray,
@@ -248,18 +272,7 @@ def evaluate_model(
         fc = checked_forecast(model, y, config.horizon, last_day)
     except Exception as exc:  # a broken model must not stop the fleet
         return ModelResult(model=model.name, status=STATUS_FAILED, reason=one_line(exc), n_origins=len(origins))
-    return ModelResult(
-        model=model.name,
-        status=STATUS_OK,
-        mae=s["mae"],
-        rmse=s["rmse"],
-        smape=s["smape"],
-        mase=s["mase"],
-        coverage=s["coverage"],
-        n_origins=len(origins),
-        forecast=fc,
-        origin_forecasts=tuple(backtests),
-    )
+    return scored_result(model.name, s, origins, fc, backtests)
 
 
 def median_forecast(forecasts: Sequence[QuantileForecast]) -> QuantileForecast:
@@ -281,19 +294,7 @@ def combination_result(
     backtests = [median_forecast([r.origin_forecasts[k] for r in members]) for k in range(len(origins))]
     final = median_forecast([r.forecast for r in members if r.forecast is not None])
     s = score_forecasts(y, origins, backtests, config) if origins else dict.fromkeys(METRIC_NAMES, math.nan)
-    return ModelResult(
-        model=COMBINATION,
-        status=STATUS_OK,
-        reason=f"median of {', '.join(r.model for r in members)}",
-        mae=s["mae"],
-        rmse=s["rmse"],
-        smape=s["smape"],
-        mase=s["mase"],
-        coverage=s["coverage"],
-        n_origins=len(origins),
-        forecast=final,
-        origin_forecasts=tuple(backtests),
-    )
+    return scored_result(COMBINATION, s, origins, final, backtests, f"median of {', '.join(r.model for r in members)}")
 
 
 TIE_TOLERANCE = 0.01
@@ -342,9 +343,9 @@ def evaluate_series(
     n = int(y.size)
     origins = origins_for(n, config)
     if n < config.min_history_days or not origins:
-        return _insufficient(y, models, config, _short_reason(n, config), last_day)
+        return _fitted_without_backtest(y, models, config, last_day, _short_reason(n, config))
     if not backtest:
-        return _fitted_only(y, models, config, last_day)
+        return _fitted_without_backtest(y, models, config, last_day)
 
     results = [evaluate_model(m, y, origins, config, last_day) for m in models]
     if choose_champion(results, config.score) is None and FALLBACK_MODEL not in {m.name for m in models}:
@@ -391,83 +392,55 @@ def noise_band(forecast: QuantileForecast, scale: float, season: int) -> Quantil
     return make_forecast(forecast.p50, -half, half)
 
 
-def _fitted_only(
-    y: FloatArray, models: Sequence[Model], config: BacktestConfig, last_day: np.datetime64 | None
-) -> SeriesResult:
-    """Outside the backtest sample: every model's final forecast with its own band, and their median."""
-    results = []
-    for model in models:
-        try:
-            fc = checked_forecast(model, y, config.horizon, last_day)
-        except Exception as exc:  # a broken model must not stop the fleet
-            results.append(ModelResult(model=model.name, status=STATUS_FAILED, reason=one_line(exc)))
-            continue
-        results.append(ModelResult(model=model.name, status=STATUS_OK, forecast=fc))
-    fitted = [r.forecast for r in results if r.forecast is not None]
-    if not fitted:
-        fallback = fallback_model(config)
-        fc = checked_forecast(fallback, y, config.horizon)
-        results.append(ModelResult(fallback.name, STATUS_OK, "fallback: every requested model failed", forecast=fc))
-    elif len(fitted) >= 2:
-        members = ", ".join(r.model for r in results if r.forecast is not None)
-        results.append(ModelResult(COMBINATION, STATUS_OK, f"median of {members}", forecast=median_forecast(fitted)))
-    best = next((i for i, r in enumerate(results) if r.model == COMBINATION), None)
-    if best is None:
-        best = next(i for i, r in enumerate(results) if r.forecast is not None)
-    results[best] = replace(results[best], is_champion=True)
-    return SeriesResult(results=tuple(results), champion=results[best].model, scale=noise_scale(y, config.season))
-
-
-def _insufficient(
+def _fitted_without_backtest(
     y: FloatArray,
     models: Sequence[Model],
     config: BacktestConfig,
-    why: str,
     last_day: np.datetime64 | None = None,
+    why: str | None = None,
 ) -> SeriesResult:
-    """Too short to backtest: every model fitted on the history there is (the seasonal naive when none can),
-    each with a band from the series' own noise (:func:`noise_band`), nothing scored. The series' champion is
-    the median of the models (or the first that forecast); the engine replaces it by the fleet's choice."""
+    """Every model fitted on the history there is, nothing scored, and their median: outside the backtest
+    sample (``why`` None: status ok, each model's own band) or too short to backtest (``why`` says why: status
+    insufficient, each with a band from the series' own noise, :func:`noise_band`). The seasonal naive forecasts
+    when no model can. The series' champion is the median (or the first that forecast); the engine replaces it
+    by the fleet's choice."""
     scale = noise_scale(y, config.season)
+    status = STATUS_OK if why is None else STATUS_INSUFFICIENT
+
+    def note(text: str, untested: bool = True) -> str:
+        if why is None:
+            return text
+        return f"{why}; {text}, not backtested" if untested else f"{why}; {text}"
+
+    def band(fc: QuantileForecast) -> QuantileForecast:
+        return fc if why is None else noise_band(fc, scale, config.season)
+
     results: list[ModelResult] = []
     for model in models:
         try:
-            fc = checked_forecast(model, y, config.horizon, last_day)
-        except Exception as exc:
-            results.append(ModelResult(model=model.name, status=STATUS_FAILED, reason=f"{why}; {one_line(exc)}"))
+            fc = band(checked_forecast(model, y, config.horizon, last_day))
+        except Exception as exc:  # a broken model must not stop the fleet
+            results.append(ModelResult(model=model.name, status=STATUS_FAILED, reason=note(one_line(exc), False)))
             continue
-        results.append(
-            ModelResult(
-                model=model.name,
-                status=STATUS_INSUFFICIENT,
-                reason=f"{why}; fitted on the {y.size} {config.step_name} there are, not backtested",
-                forecast=noise_band(fc, scale, config.season),
-            )
-        )
+        fitted_note = "" if why is None else note(f"fitted on the {y.size} {config.step_name} there are")
+        results.append(ModelResult(model=model.name, status=status, reason=fitted_note, forecast=fc))
     fitted = [r for r in results if r.forecast is not None]
     if not fitted:
         fallback = next((m for m in models if m.name == FALLBACK_MODEL), None) or fallback_model(config)
         try:
-            fc = noise_band(checked_forecast(fallback, y, config.horizon), scale, config.season)
-            chosen = ModelResult(
-                model=fallback.name,
-                status=STATUS_INSUFFICIENT,
-                reason=f"{why}; forecast by {fallback.name}, not backtested",
-                forecast=fc,
-            )
+            fc = band(checked_forecast(fallback, y, config.horizon))
+        except Exception as exc:
+            results.append(ModelResult(model=fallback.name, status=STATUS_FAILED, reason=note(one_line(exc), False)))
+        else:
+            reason = "fallback: every requested model failed" if why is None else note(f"forecast by {fallback.name}")
+            chosen = ModelResult(model=fallback.name, status=status, reason=reason, forecast=fc)
             results = [r for r in results if r.model != fallback.name] + [chosen]
             fitted = [chosen]
-        except Exception as exc:
-            results.append(ModelResult(model=fallback.name, status=STATUS_FAILED, reason=f"{why}; {one_line(exc)}"))
     if len(fitted) >= 2:
         combined = median_forecast([r.forecast for r in fitted if r.forecast is not None])
+        members = ", ".join(r.model for r in fitted)
         results.append(
-            ModelResult(
-                model=COMBINATION,
-                status=STATUS_INSUFFICIENT,
-                reason=f"{why}; median of {', '.join(r.model for r in fitted)}, not backtested",
-                forecast=combined,
-            )
+            ModelResult(model=COMBINATION, status=status, reason=note(f"median of {members}"), forecast=combined)
         )
     best = next((i for i, r in enumerate(results) if r.model == COMBINATION), None)
     if best is None:

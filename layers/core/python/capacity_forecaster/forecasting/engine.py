@@ -39,7 +39,7 @@ from capacity_forecaster.forecasting.baselines import (
     registered_models,
 )
 from capacity_forecaster.forecasting.fleet_choice import FleetChoice, SeriesBacktest, choose, summarize
-from capacity_forecaster.forecasting.global_models import Precomputed
+from capacity_forecaster.forecasting.fleet_models import Precomputed
 from capacity_forecaster.forecasting.grain import get_grain, merged_settings, steps_before, unit_of
 from capacity_forecaster.schema import FORECASTS, METRIC_RANGE, MODEL_METRICS
 
@@ -129,17 +129,18 @@ def forecast_fleet(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     series = mark_backtest_sample(prepare_series(daily, run_date=run_date, grain=grain), backtest_sample)
-    global_forecasts = precompute_fleet_models(series, instances, config)
+    fleet_forecasts = precompute_fleet_models(series, instances, config)
     chunks = chunked(series, effective_n_jobs(n_jobs))
 
     results: list[ChunkOutput] = []
     if effective_n_jobs(n_jobs) == 1 or len(chunks) <= 1:
         outputs = (
-            run_chunk(chunk, instances, config, _for_chunk(global_forecasts, chunk), runaway_guard) for chunk in chunks
+            run_chunk(chunk, instances, config, _for_chunk(fleet_forecasts, chunk), runaway_guard) for chunk in chunks
         )
     else:
         outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(run_chunk)(chunk, instances, config, _for_chunk(global_forecasts, chunk)) for chunk in chunks
+            delayed(run_chunk)(chunk, instances, config, _for_chunk(fleet_forecasts, chunk), runaway_guard)
+            for chunk in chunks
         )
     for chunk, output in zip(chunks, outputs, strict=True):
         results.append(output)
@@ -340,19 +341,19 @@ def run_chunk(
     chunk: Sequence[SeriesInput],
     models: Sequence[Model],
     config: BacktestConfig,
-    global_forecasts: FleetForecasts | None = None,
+    fleet_forecasts: FleetForecasts | None = None,
     runaway_guard: bool = False,
 ) -> ChunkOutput:
     """Evaluate a batch of series (in a worker): their forecast rows, model-metric rows and the compact
     backtests the fleet step chooses and calibrates on (with ``runaway_guard``, which candidates run away).
 
-    A fleet-scope model is replaced, series by series, by its precomputed forecasts (``global_forecasts``)."""
+    A fleet-scope model is replaced, series by series, by its precomputed forecasts (``fleet_forecasts``)."""
     forecast_parts: list[dict[str, np.ndarray]] = []
     metric_rows: list[dict[str, object]] = []
     backtests: list[SeriesBacktest] = []
     steps = np.arange(1, config.horizon + 1)
     for s in chunk:
-        own = (global_forecasts or {}).get((s.server_id, s.metric), {})
+        own = (fleet_forecasts or {}).get((s.server_id, s.metric), {})
         series_models = [own.get(m.name, m) if m.scope == "fleet" else m for m in models]
         result = evaluate_series(s.y, series_models, config, s.last_day, backtest=s.backtest)
         forecast_parts.extend(_forecast_arrays(s, result, steps))
