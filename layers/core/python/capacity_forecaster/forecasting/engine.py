@@ -130,18 +130,16 @@ def forecast_fleet(
         raise ConfigError(str(exc)) from None
     series = mark_backtest_sample(prepare_series(daily, run_date=run_date, grain=grain), backtest_sample)
     fleet_forecasts = precompute_fleet_models(series, instances, config)
-    chunks = chunked(series, effective_n_jobs(n_jobs))
+    workers = effective_n_jobs(n_jobs)
+    chunks = chunked(series, workers)
+    # One argument list for both paths (built lazily, a chunk at a time), so in-process and worker runs agree.
+    tasks = ((chunk, instances, config, _for_chunk(fleet_forecasts, chunk), runaway_guard) for chunk in chunks)
 
     results: list[ChunkOutput] = []
-    if effective_n_jobs(n_jobs) == 1 or len(chunks) <= 1:
-        outputs = (
-            run_chunk(chunk, instances, config, _for_chunk(fleet_forecasts, chunk), runaway_guard) for chunk in chunks
-        )
+    if workers == 1 or len(chunks) <= 1:
+        outputs = (run_chunk(*task) for task in tasks)
     else:
-        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(run_chunk)(chunk, instances, config, _for_chunk(fleet_forecasts, chunk), runaway_guard)
-            for chunk in chunks
-        )
+        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run_chunk)(*task) for task in tasks)
     for chunk, output in zip(chunks, outputs, strict=True):
         results.append(output)
         if progress is not None:
