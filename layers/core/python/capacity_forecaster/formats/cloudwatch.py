@@ -100,8 +100,7 @@ def is_console_csv(frame: pd.DataFrame) -> bool:
     """Property rows under the header: the first cells of the first rows name series properties."""
     if frame.shape[1] < 2 or frame.empty:
         return False
-    first = frame.iloc[:, 0].astype(str).str.strip()
-    head = first.iloc[0].lower()
+    head = str(frame.iloc[0, 0]).strip().lower()  # the first cell only: a data file's column may be millions long
     return head in PROPERTY_ROWS or head in DIMENSION_PRIORITY
 
 
