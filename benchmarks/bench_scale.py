@@ -15,15 +15,19 @@ of the process tree (summed over the tree, sampled every 0.1 s from psutil when 
 - ``train``: the training job's own entry point (``sagemaker_jobs/train.py`` under the container contract, one
   contract root per simulated host, ``SM_CONTRACT_ROOT``) on the first ``--train-servers`` servers, sharded over
   1, 2 and 4 simulated hosts run side by side (``training.n_jobs: 1`` each: one core a host); per-series CPU,
-  per-host peak memory, and the sharding efficiency ``CPU(1 host) / (hosts x CPU of the busiest host)``;
+  per-host peak memory, the sharding efficiency ``CPU(1 host) / (hosts x CPU of the busiest host)``, each host's
+  CPU against what ``capacity_forecaster.scale``'s constants predict for its series (``--backtest-sample`` sets
+  how many of each metric a host backtests, so that a small sample mixes backtested and fitted series as a large
+  host does), then one host with ``--workers`` worker processes (the efficiency of a host's cores);
 - ``risk``, ``consolidation``, ``report``: on a forecasts partition for the whole fleet, the trained sample's
   forecasts and model metrics tiled over every server (same rows per series as a full run, without training
   the whole fleet).
 
 Each figure is printed against its limit as a ratio: the Lambda targets of the issue (3 GB and 300 s for ETL,
-risk, consolidation and report), and for training 40,000 series in 15 minutes on at most 8 instances of 4 vCPU,
-extrapolated from the measured per-series CPU and sharding efficiency (with the channel read's memory measured at
-this fleet size and scaled to 40,000 series). A fleet smaller than 10,000 servers is also extrapolated to 10,000
+risk, consolidation and report), and for training 40,000 series in 15 minutes on at most 8 instances of 4 vCPU:
+``scale.training_seconds`` (the model the stack sizes training with) times the largest measured/predicted ratio of
+any host, at the measured worker efficiency (with the channel read's memory measured at this fleet size and scaled
+to one host's shard of 40,000 series). A fleet smaller than 10,000 servers is also extrapolated to 10,000
 linearly above the measured base memory of a child that only imports the stages. Finally the ETL's peak memory per
 input byte for one 100 MB and one 1 GB long-format CSV upload (``--skip-large``: not the 1 GB one;
 ``--skip-files``: neither), with ``ingest.max_file_mb`` raised so that the file is read rather than refused.
@@ -34,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -238,7 +241,8 @@ def _subset(lake: Any, target: Path, train_servers: int) -> dict[str, Any]:
 
 
 def _read_channel(uri: str) -> dict[str, Any]:
-    """Read the whole metrics_daily as a training host reads its channel (every host reads all of it)."""
+    """Read the whole metrics_daily as one training host reads its channel (a host of several keeps only its
+    shard's rows as it reads: this is the one-host upper bound)."""
     from capacity_forecaster.schema import METRICS_DAILY
     from capacity_forecaster.storage.lake import read_partitioned_dir
 
@@ -284,19 +288,48 @@ def _contract(root: Path, params: dict[str, str], host: str, hosts: list[str], c
     paths.failure.parent.mkdir()
 
 
-def train_sharded(train_lake: Path, work: Path, n_hosts: int, settings: Any) -> tuple[list[Measured], float, Any]:
-    """Run the training entry point on ``n_hosts`` simulated hosts side by side; publish; (hosts, wall, result)."""
+def host_series(train_lake: Path, n_hosts: int) -> list[dict[str, int]]:
+    """Series of each metric on each of ``n_hosts`` hosts, sharded as the training job shards them."""
+    import duckdb
+
+    from capacity_forecaster.forecasting.job import shard_of
+    from capacity_forecaster.schema import METRICS_DAILY
+
+    pattern = str(train_lake / METRICS_DAILY.prefix / "*" / "data.parquet")
+    pairs = duckdb.connect().execute(f"SELECT DISTINCT server_id, metric FROM read_parquet('{pattern}')").fetchall()
+    counts: list[dict[str, int]] = [{} for _ in range(n_hosts)]
+    for server_id, metric in pairs:
+        host = counts[shard_of(str(server_id), str(metric), n_hosts)]
+        host[metric] = host.get(metric, 0) + 1
+    return counts
+
+
+def predicted_host_cpu(per_metric: dict[str, int], sample: int) -> tuple[float, int]:
+    """(CPU seconds, backtested series) ``capacity_forecaster.scale``'s constants predict for one host."""
+    from capacity_forecaster import scale
+
+    series = sum(per_metric.values())
+    backtested = sum(min(n, sample) for n in per_metric.values()) if sample > 0 else series
+    cpu = scale.HOST_FIXED_CPU_S + backtested * scale.CPU_S_PER_BACKTESTED
+    return cpu + (series - backtested) * scale.CPU_S_PER_FITTED, backtested
+
+
+def train_sharded(
+    train_lake: Path, work: Path, n_hosts: int, settings: Any, n_jobs: int = 1
+) -> tuple[list[Measured], float, Any]:
+    """Run the training entry point on ``n_hosts`` simulated hosts side by side (``n_jobs`` worker processes
+    each); publish; (hosts, wall, result)."""
     from capacity_forecaster.forecasting.job import publish_training_run
     from capacity_forecaster.schema import METRICS_DAILY
     from capacity_forecaster.stages import training_hyperparameters
     from capacity_forecaster.storage.lake import open_lake
 
     lake = open_lake(str(train_lake))
-    run_id = f"bench-{n_hosts}"
+    run_id = f"bench-{n_hosts}-{n_jobs}"
     params = training_hyperparameters(settings, run_date=RUN_DATE, run_id=run_id, lake_uri=str(train_lake))
-    params["training.n_jobs"] = "1"
+    params["training.n_jobs"] = str(n_jobs)
     names = [f"algo-{k}" for k in range(1, n_hosts + 1)]
-    base = work / f"contract-{os.getpid()}-{n_hosts}"  # runs sharing --work do not collide
+    base = work / f"contract-{os.getpid()}-{n_hosts}-{n_jobs}"  # runs sharing --work do not collide
     for name in names:
         _contract(base / name, params, name, names, train_lake / METRICS_DAILY.prefix)
     results: list[Measured | None] = [None] * n_hosts
@@ -326,40 +359,74 @@ def train_sharded(train_lake: Path, work: Path, n_hosts: int, settings: Any) -> 
 
 def train_rounds(
     lake: Path, train_lake: Path, work: Path, n: int, args: argparse.Namespace, hosts_list: tuple[int, ...]
-) -> dict[int, dict[str, Any]]:
-    """The training sample sharded over each host count of ``hosts_list`` (key 0: the per-series CPU)."""
+) -> dict[str, Any]:
+    """The training sample sharded over each host count of ``hosts_list`` (one core a host), then one host with
+    ``--workers`` worker processes; per host the measured CPU against what ``capacity_forecaster.scale``'s
+    constants predict for its series."""
     sub = measure(
         "subset",
         _child({"kind": "subset", "lake": str(lake), "target": str(train_lake), "train_servers": args.train_servers}),
     )
     series = int(sub.result["series"])
-    settings = _settings(n, str(lake), **({"training.models": args.models} if args.models else {}))
+    overrides: dict[str, Any] = {}
+    if args.models:
+        overrides["training.models"] = args.models
+    if args.backtest_sample is not None:
+        overrides["training.backtest_sample"] = args.backtest_sample
+    settings = _settings(n, str(lake), **overrides)
+    sample = settings.training.backtest_sample
     print(
         f"training sample: {series} series of the first {sub.result['servers']} servers, "
-        f"models {', '.join(settings.training.models)}"
+        f"models {', '.join(settings.training.models)}, backtest sample {sample} a metric on each host"
     )
-    training: dict[int, dict[str, Any]] = {}
+    rounds: dict[int, dict[str, Any]] = {}
     for hosts in hosts_list:
         host_runs, wall, published = train_sharded(train_lake, work, hosts, settings)
+        shards = host_series(train_lake, hosts)
+        predicted = [predicted_host_cpu(per_metric, sample) for per_metric in shards]
         cpu = [h.cpu_s for h in host_runs]
-        training[hosts] = {
+        rounds[hosts] = {
             "wall_s": wall,
             "host_cpu_s": cpu,
             "host_wall_s": [h.wall_s for h in host_runs],
             "host_peak_mb": [h.peak_mb for h in host_runs],
+            "host_series": [sum(m.values()) for m in shards],
+            "host_backtested": [b for _, b in predicted],
+            "host_predicted_cpu_s": [p for p, _ in predicted],
             "series": published.series,
         }
         print(
-            f"  train {hosts} host(s): {wall:7.1f} s wall; per host CPU "
-            f"{', '.join(f'{c:.1f}' for c in cpu)} s, peak {', '.join(f'{h.peak_mb:.0f}' for h in host_runs)} MB"
+            f"  train {hosts} host(s): {wall:7.1f} s wall; per host: series "
+            f"{', '.join(str(sum(m.values())) for m in shards)}, CPU {', '.join(f'{c:.1f}' for c in cpu)} s "
+            f"(scale predicts {', '.join(f'{p:.1f}' for p, _ in predicted)}), "
+            f"peak {', '.join(f'{h.peak_mb:.0f}' for h in host_runs)} MB",
+            flush=True,
         )
-    cpu1 = sum(training[1]["host_cpu_s"])
+    cpu1 = sum(rounds[1]["host_cpu_s"])
     for hosts in hosts_list:
-        t = training[hosts]
+        t = rounds[hosts]
         t["efficiency"] = cpu1 / (hosts * max(t["host_cpu_s"]))
-        t["wall_efficiency"] = training[1]["wall_s"] / (hosts * t["wall_s"])
-    training[0] = {"per_series_cpu_s": cpu1 / series, "series": series}
-    return training
+        t["wall_efficiency"] = rounds[1]["wall_s"] / (hosts * t["wall_s"])
+        t["cpu_vs_predicted"] = [c / p for c, p in zip(t["host_cpu_s"], t["host_predicted_cpu_s"], strict=True)]
+    workers: dict[str, Any] = {}
+    if args.workers > 1:
+        host_runs, wall, _ = train_sharded(train_lake, work, 1, settings, n_jobs=args.workers)
+        one = rounds[1]["wall_s"]
+        workers = {
+            "n_jobs": args.workers,
+            "wall_s": wall,
+            "cpu_s": host_runs[0].cpu_s,
+            "peak_mb": host_runs[0].peak_mb,
+            "efficiency": one / (args.workers * wall),
+            "load_average": os.getloadavg(),
+        }
+        print(
+            f"  train 1 host, {args.workers} worker processes: {wall:7.1f} s wall against {one:.1f} s with one: "
+            f"efficiency {workers['efficiency']:.2f}, peak {host_runs[0].peak_mb:.0f} MB "
+            f"(load average {workers['load_average'][0]:.1f})",
+            flush=True,
+        )
+    return {"rounds": rounds, "series": series, "per_series_cpu_s": cpu1 / series, "sample": sample, "workers": workers}
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -458,7 +525,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     hosts_list = tuple(int(h) for h in args.hosts.split(","))
     train_lake = Path(args.tile_from).resolve() if args.tile_from else work / f"train-{n}-{args.train_servers}"
-    training: dict[int, dict[str, Any]] = {}
+    training: dict[str, Any] = {}
     if not args.tile_from:
         training = train_rounds(lake, train_lake, work, n, args, hosts_list)
 
@@ -500,34 +567,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             lines.append((f"{kind} wall (10k, scaled)", m.wall_s * factor, LAMBDA_SECONDS, "s"))
             lines.append((f"{kind} peak RSS (10k, scaled)", scaled(m.peak_mb, noop.peak_mb, factor), LAMBDA_MB, "MB"))
     channel_40k = scaled(measured["channel"].peak_mb, noop.peak_mb, TRAIN_SERIES / (4 * n))
-    train_s = needed = host_40k = per_series = float("nan")
+    # A host reads only its shard of the channel: 40,000 series over 8 hosts.
+    channel_host = scaled(measured["channel"].peak_mb, noop.peak_mb, TRAIN_SERIES / TRAIN_INSTANCES / (4 * n))
+    train_s = host_40k = per_series = calibration = efficiency = float("nan")
+    needed = 0
     if training:
-        most = max(h for h in training if h)
-        eff, per_series = training[most]["efficiency"], training[0]["per_series_cpu_s"]
-        train_s = TRAIN_SERIES * per_series / (TRAIN_INSTANCES * TRAIN_VCPUS * eff)
-        needed = math.ceil(TRAIN_SERIES * per_series / (TRAIN_VCPUS * eff * TRAIN_SECONDS))
-        host_40k = max(training[most]["host_peak_mb"]) + max(0.0, channel_40k - noop.peak_mb)
-        lines.append((f"train 40k series on 8 x 4 vCPU (eff. at {most} hosts)", train_s, TRAIN_SECONDS, "s"))
-        lines.append(("train host peak RSS, 40k-series channel", host_40k, TRAIN_INSTANCE_MB, "MB"))
-    lines.append(("channel read, scaled to 40k series", channel_40k, TRAIN_INSTANCE_MB, "MB"))
+        from capacity_forecaster import scale
+
+        rounds = training["rounds"]
+        most = max(rounds)
+        per_series = training["per_series_cpu_s"]
+        # The busiest host against scale's model of its series, over every round: the model's error, applied.
+        calibration = max(max(t["cpu_vs_predicted"]) for t in rounds.values())
+        efficiency = training["workers"].get("efficiency", scale.PARALLEL_EFFICIENCY)
+        efficiency = min(1.0, efficiency)
+        modelled = scale.training_seconds(TRAIN_SERIES, TRAIN_INSTANCES, efficiency=efficiency, vcpus=TRAIN_VCPUS)
+        train_s = modelled * calibration
+        needed = scale.training_hosts(TRAIN_SERIES, budget_s=TRAIN_SECONDS / calibration, efficiency=efficiency)
+        host_40k = max(rounds[most]["host_peak_mb"]) + max(0.0, channel_host - noop.peak_mb)
+        lines.append(("train 40k series on 8 x 4 vCPU (scale x measured)", train_s, TRAIN_SECONDS, "s"))
+        lines.append(("train host peak RSS, its 5k-series shard", host_40k, TRAIN_INSTANCE_MB, "MB"))
+    lines.append(("channel read, all 40k series (one reader)", channel_40k, TRAIN_INSTANCE_MB, "MB"))
     for name, value, limit, unit in lines:
         print(ratio_line(name, value, limit, unit))
     if training:
+        rounds = training["rounds"]
         print(
-            f"  training: {per_series:.3f} CPU s a series ({training[0]['series']} series, 1 host); sharding "
-            "efficiency "
+            f"  training: {per_series:.3f} CPU s a series ({training['series']} series, 1 host, backtest sample "
+            f"{training['sample']} a metric); sharding efficiency "
             + ", ".join(
-                f"{h} hosts {training[h]['efficiency']:.2f} (wall {training[h]['wall_efficiency']:.2f})"
-                for h in training
-                if h
+                f"{h} hosts {rounds[h]['efficiency']:.2f} (wall {rounds[h]['wall_efficiency']:.2f})" for h in rounds
             )
-            + f"; {needed} instance(s) of {TRAIN_VCPUS} vCPU would do 40,000 series in 15 minutes"
+            + f"; measured CPU / scale's prediction, busiest host: {calibration:.2f}; worker efficiency "
+            f"{efficiency:.2f}{'' if training['workers'] else ' (assumed: --workers 1)'}; {needed} instance(s) of "
+            f"{TRAIN_VCPUS} vCPU would do 40,000 series in 15 minutes"
         )
     report.update(
         {
             "measured": {k: asdict(v) for k, v in measured.items()},
             "training": training,
             "train_per_series_cpu_s": per_series,
+            "train_calibration": calibration,
+            "train_worker_efficiency": efficiency,
             "train_40k_seconds": train_s,
             "train_instances_needed": needed,
             "train_host_peak_40k_mb": host_40k,
@@ -547,6 +628,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--train-servers", type=int, default=12, help="servers of the training sample (default 12)")
     parser.add_argument("--models", default=None, help="training.models for the training sample (default: the setting)")
     parser.add_argument("--hosts", default="1,2,4", help="simulated host counts to shard over (default 1,2,4)")
+    parser.add_argument(
+        "--backtest-sample", type=int, default=None, help="training.backtest_sample (default: the setting)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="worker processes of the one-host round"
+    )
     parser.add_argument("--tile-from", default=None, help="a trained sample's lake to tile from, skipping training")
     parser.add_argument("--skip-large", action="store_true", help="skip the 1 GB file")
     parser.add_argument("--skip-files", action="store_true", help="skip the file-size measurements")
