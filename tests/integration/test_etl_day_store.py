@@ -166,3 +166,29 @@ def test_a_split_day_part_is_concatenated_in_order(tmp_path: Path) -> None:
         pq.write_table(frame, files[-1], row_group_size=1)
     etl_stream._concatenate(files, tmp_path / "merged.parquet")
     assert pq.read_table(tmp_path / "merged.parquet").equals(pa.concat_tables(frames))
+
+
+def _memory_limit(con: object) -> str:
+    return str(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])  # type: ignore[attr-defined]
+
+
+def test_duckdb_memory_follows_the_rows_of_a_compressed_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Parquet file holds far more rows than its bytes say: the limit counts them at a CSV row's bytes."""
+    import duckdb
+
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
+    monkeypatch.setenv("CF_ETL_DUCKDB_MEMORY_MB", "900")
+
+    def expected(mb: int) -> str:
+        con = duckdb.connect(":memory:")
+        con.execute(f"SET memory_limit = '{mb}MB'")
+        return _memory_limit(con)
+
+    one_mb = 2**20
+    by_bytes = etl_stream.connect(tmp_path, input_bytes=300 * one_mb)
+    assert _memory_limit(by_bytes) == expected(300)
+    few_bytes_many_rows = etl_stream.connect(tmp_path, input_bytes=one_mb, rows=5_000_000)
+    assert _memory_limit(few_bytes_many_rows) == expected(5_000_000 * etl_stream.ROW_BYTES // one_mb)
+    assert _memory_limit(etl_stream.connect(tmp_path, input_bytes=one_mb)) == expected(etl_stream.MIN_DUCKDB_MEMORY_MB)
+    capped = etl_stream.connect(tmp_path, input_bytes=one_mb, rows=100_000_000)
+    assert _memory_limit(capped) == expected(900)

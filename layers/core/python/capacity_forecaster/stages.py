@@ -373,7 +373,7 @@ def _etl_pass_writes(
                 except InputError as exc:
                     rejected_files.append((info, str(exc)))
                 advance(1)
-        con = etl_stream.connect(folder, sum(int(info.size or 0) for info, _ in file_rows))
+        con = etl_stream.connect(folder, sum(int(info.size or 0) for info, _ in file_rows), staging.rows_in)
         try:
             days = etl_stream.staged_days(con, staging)
             context_files, legacy = _context_parts(lake, manifest, new_keys, days, folder, settings, limit)
