@@ -57,9 +57,9 @@ DEFAULT_DUCKDB_MEMORY_MB: Final[int] = 1024
 MIN_DUCKDB_MEMORY_MB: Final[int] = 128
 """DuckDB's limit follows the pass's input (its bytes, at least this), up to :func:`duckdb_memory_mb`: a pass
 over one file keeps to about its size above the interpreter's own memory; DuckDB spills the rest."""
-ROW_BYTES: Final[int] = 48
-"""The input bytes a staged row is counted at for DuckDB's limit: a row of a long CSV export (about 43 bytes). A
-compressed file (Parquet, gzip) holds many more rows than its bytes say, and the duplicate rules' joins and window
+ROW_BYTES: Final[int] = 40
+"""The input bytes a staged row is counted at for DuckDB's limit: at most a row of a long CSV export (43 bytes or
+more), so that a CSV's limit stays its size. A compressed file (Parquet, gzip) holds many more rows than its bytes say, and the duplicate rules' joins and window
 need memory per row even when they spill (the history of 10,000 servers, 43.8 million rows in 160 MB of Parquet,
 ran DuckDB out of memory at a 146 MB limit)."""
 LAMBDA_MEMORY_SHARE: Final[float] = 0.35
