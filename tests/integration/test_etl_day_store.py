@@ -192,3 +192,75 @@ def test_duckdb_memory_follows_the_rows_of_a_compressed_input(tmp_path: Path, mo
     assert _memory_limit(etl_stream.connect(tmp_path, input_bytes=one_mb)) == expected(etl_stream.MIN_DUCKDB_MEMORY_MB)
     capped = etl_stream.connect(tmp_path, input_bytes=one_mb, rows=100_000_000)
     assert _memory_limit(capped) == expected(900)
+
+
+def day_export(
+    folder: Path, name: str, server: str, day: int, values: list[float], start: int = 0, bad: bool = False
+) -> Path:
+    lines = ["timestamp,server_id,metric,value"]
+    lines += [
+        f"2026-11-{day:02d}T{(start + i) // 12:02d}:{5 * ((start + i) % 12):02d}:00Z,{server},cpu,{v}"
+        for i, v in enumerate(values)
+    ]
+    if bad:
+        lines.append(f"2026-11-{day:02d}T23:55:00Z,{server},cpu,not-a-number")
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_backlog_is_processed_in_passes_of_bounded_rows_with_the_one_pass_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files beyond a pass's row budget go to the next pass of the same run; days split between passes are
+    aggregated from the day store, so the curated tables, the quarantine and the counts are one pass's."""
+    from capacity_forecaster import stages
+    from capacity_forecaster.schema import ETL_FILES, ETL_RUNS
+    from capacity_forecaster.stages import StageResult
+    from capacity_forecaster.storage.lake import Lake
+
+    rng = np.random.default_rng(3)
+    # (server, day, first sample): 100 samples a file; s0's 17th and 18th and s1's 17th are split over two files
+    # that land in different passes (3 files a pass: the budget is crossed by the third).
+    plan = [("s0", 17, 0), ("s1", 17, 0), ("s0", 18, 0), ("s0", 17, 100), ("s1", 18, 0), ("s1", 17, 100)]
+    plan += [("s0", 18, 100), ("s0", 19, 0)]
+    files = [
+        day_export(tmp_path, f"f{k}.csv", server, day, list(rng.uniform(5, 95, 100)), start=start, bad=k == 4)
+        for k, (server, day, start) in enumerate(plan)
+    ]
+
+    def etl(budget: int, name: str) -> tuple[StageResult, pd.DataFrame, Lake]:
+        monkeypatch.setattr(stages, "MAX_PASS_ROWS", budget)
+        lake = open_lake(tmp_path / name)
+        ingest_files(lake, files, now=NOW)
+        result = run_etl(lake, load_settings(environ={}, overrides={"lake": str(tmp_path / name)}), now=NOW)
+        return result, lake.read_table(METRICS_DAILY), lake
+
+    one, one_daily, one_lake = etl(10**9, "one")
+    split, split_daily, split_lake = etl(250, "split")
+
+    assert "passes" not in one.counts
+    assert split.counts["passes"] == 3  # the budget is crossed by a pass's third file: 3 + 3 + 2
+    for key in ("files_read", "rows_in", "rows_written", "rows_quarantined", "quarantine_reasons"):
+        assert split.counts[key] == one.counts[key], key
+    assert split.counts["rows_in"] == 801
+    columns = ["server_id", "metric", "dt", "p95", "n_samples", "imputed"]
+    pd.testing.assert_frame_equal(
+        split_daily.sort_values(["server_id", "dt"], ignore_index=True)[columns],
+        one_daily.sort_values(["server_id", "dt"], ignore_index=True)[columns],
+    )
+    runs = split_lake.read_table(ETL_RUNS)
+    assert sorted(runs["status"]) == ["succeeded"] * 3
+    assert len(split_lake.read_table(ETL_FILES)) == 8
+    assert split_daily.set_index(["server_id", "dt"])["n_samples"].max() == 200
+    keys = ["source", "row_number", "value", "reason"]
+
+    def quarantine(lake: Lake) -> pd.DataFrame:
+        q = lake.read_table(QUARANTINE)
+        q["source"] = q["source"].str.replace(r".*/", "", regex=True)  # the upload keys carry a time stamp
+        return q.sort_values(keys, ignore_index=True)[keys]
+
+    pd.testing.assert_frame_equal(quarantine(split_lake), quarantine(one_lake))
+    assert quarantine(split_lake)["value"].tolist() == ["not-a-number"]
+    again = run_etl(split_lake, load_settings(environ={}, overrides={"lake": str(tmp_path / "split")}), now=NOW)
+    assert again.counts["files_read"] == 0

@@ -65,7 +65,13 @@ RISK_LEASE = "risk"
 """The lease of publishing a training run and building its risk register (the risk Lambda, ``risk`` in the CLI)."""
 MAX_ETL_PASSES = 3
 """An ETL run processes, before it releases its lease, raw objects that landed while it ran: at most this many
-passes in all (a run refused by the lease counts on it)."""
+rounds of new objects in all (a run refused by the lease counts on it)."""
+MAX_PASS_ROWS = 12_000_000
+"""A pass stops taking files once it has staged this many rows (the day's increment of 10,000 servers x 4
+metrics, 11.5 million 5-minute samples, is one pass); the files left go to the next pass of the same run. A
+backlog (a history of years uploaded at once: 43.8 million daily rows at 10,000 servers) is so processed in
+passes of bounded memory, each committed on its own, instead of one pass that runs DuckDB out of memory on
+every retry. A ``full`` reprocessing is one pass."""
 
 
 @dataclass
@@ -285,11 +291,24 @@ def run_etl(
     """
     with Lease(lake.store, ETL_LEASE):
         _settle_interrupted_runs(lake)
-        result = _etl_pass(lake, settings, now=now, full=full, progress=progress)
-        passes = 1
-        while passes < MAX_ETL_PASSES and _new_raw_objects(lake, _read_manifest(lake), full=False):
-            result = _merge_passes(result, _etl_pass(lake, settings, now=now, full=False, progress=progress))
-            passes += 1
+        pending = _new_raw_objects(lake, _read_manifest(lake), full=full)
+        result, pending = _etl_pass(lake, settings, now=now, full=full, progress=progress, objects=pending)
+        passes, rounds = 1, 1
+        while True:
+            while pending:  # this round's files left by a pass's row budget, as they are now
+                current = {o.key: o for o in _new_raw_objects(lake, _read_manifest(lake), full=False)}
+                pending = [current[o.key] for o in pending if o.key in current]
+                if not pending:
+                    break
+                later, pending = _etl_pass(lake, settings, now=now, full=False, progress=progress, objects=pending)
+                result = _merge_passes(result, later)
+                passes += 1
+            if rounds >= MAX_ETL_PASSES:
+                break
+            pending = _new_raw_objects(lake, _read_manifest(lake), full=False)
+            if not pending:
+                break
+            rounds += 1
     if passes > 1:
         result.counts["passes"] = passes
     return result
@@ -332,8 +351,10 @@ def _etl_pass(
     now: datetime | None,
     full: bool,
     progress: ProgressReporter | None,
-) -> StageResult:
-    """One pass of the ETL over the raw objects new at its start (see :func:`run_etl`).
+    objects: list[Any],
+) -> tuple[StageResult, list[Any]]:
+    """One pass of the ETL over ``objects`` (raw objects new at the run's start, see :func:`run_etl`), up to
+    :data:`MAX_PASS_ROWS` staged rows unless ``full``; returns its result and the objects it left.
 
     Write order, so that a kill between any two writes is settled by a rerun: the ``started`` run row (with
     the counts), the curated partitions, quarantine rows and copies of unreadable files (all replaced whole,
@@ -343,10 +364,12 @@ def _etl_pass(
     run_id = f"etl-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     committed = False
     try:
-        result, finish = _etl_pass_writes(lake, settings, started, run_id, full, progress or NullProgress())
+        result, finish, left = _etl_pass_writes(
+            lake, settings, started, run_id, full, progress or NullProgress(), objects
+        )
         committed = True
         finish()
-        return result
+        return result, left
     except Exception as exc:
         if not committed:  # the run recorded nothing: its row says why, with counts of 0
             _record_failure(lake, run_id, started, exc)
@@ -354,12 +377,18 @@ def _etl_pass(
 
 
 def _etl_pass_writes(
-    lake: Lake, settings: Settings, started: datetime, run_id: str, full: bool, reporter: ProgressReporter
-) -> tuple[StageResult, Callable[[], None]]:
-    """The pass up to its commit (``etl_files`` written); returns its result and the steps after the commit."""
+    lake: Lake,
+    settings: Settings,
+    started: datetime,
+    run_id: str,
+    full: bool,
+    reporter: ProgressReporter,
+    objects: list[Any],
+) -> tuple[StageResult, Callable[[], None], list[Any]]:
+    """The pass up to its commit (``etl_files`` written); returns its result, the steps after the commit and
+    the objects left for the next pass."""
     manifest = _read_manifest(lake)
-    new = _new_raw_objects(lake, manifest, full=full)
-    new_keys = {o.key for o in new}
+    new, left = list(objects), []
     limit = pd.Timestamp(started) + pd.Timedelta(minutes=settings.etl.future_tolerance_minutes)
     run_day = started.date()
     with etl_stream.work_folder() as folder:
@@ -367,12 +396,16 @@ def _etl_pass_writes(
         file_rows: list[tuple[Any, int]] = []
         rejected_files: list[tuple[Any, str]] = []
         with reporter.task("etl: read and validate raw files", len(new)) as advance:
-            for idx, info in enumerate(new):
+            for idx, info in enumerate(objects):
+                if not full and staging.rows_in >= MAX_PASS_ROWS:
+                    new, left = list(objects[:idx]), list(objects[idx:])
+                    break
                 try:
                     file_rows.append((info, _stage_raw(lake, staging, idx, info, settings, limit)))
                 except InputError as exc:
                     rejected_files.append((info, str(exc)))
                 advance(1)
+        new_keys = {o.key for o in new}
         con = etl_stream.connect(folder, sum(int(info.size or 0) for info, _ in file_rows), staging.rows_in)
         try:
             days = etl_stream.staged_days(con, staging)
@@ -446,7 +479,7 @@ def _etl_pass_writes(
     if rejected_files:
         counts["rejected_files"] = [f"{info.key}: {reason}" for info, reason in rejected_files]
         counts["moved_aside"] = moved
-    return StageResult("etl", counts, written), finish
+    return StageResult("etl", counts, written), finish, left
 
 
 RUN_COUNTS = ("files_read", "files_rejected", "rows_in", "rows_written", "rows_quarantined", "partitions_written")
