@@ -264,3 +264,38 @@ def test_a_backlog_is_processed_in_passes_of_bounded_rows_with_the_one_pass_resu
     assert quarantine(split_lake)["value"].tolist() == ["not-a-number"]
     again = run_etl(split_lake, load_settings(environ={}, overrides={"lake": str(tmp_path / "split")}), now=NOW)
     assert again.counts["files_read"] == 0
+
+
+def test_the_aggregate_in_batches_of_days_is_the_aggregate_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quantiles by batch of days (bounded per-group state in DuckDB) give the one-query result, row for row."""
+    rng = np.random.default_rng(11)
+    stamps = pd.date_range("2026-11-01", "2026-11-10 23:55", freq="5min", tz="UTC")
+    samples = pd.concat(
+        [
+            pd.DataFrame(
+                {"timestamp": stamps, "server_id": f"s{k}", "metric": metric, "value": rng.uniform(0, 100, stamps.size)}
+            )
+            for k in range(3)
+            for metric in ("cpu", "mem")
+        ],
+        ignore_index=True,
+    )
+    samples = samples.drop(index=rng.choice(len(samples), 500, replace=False))  # uneven counts, some gaps
+    days = sorted({str(d) for d in samples["timestamp"].dt.date})
+
+    def aggregate(batched: bool, grain: str) -> pd.DataFrame:
+        con = etl_stream.connect(tmp_path)
+        con.register("samples", samples)
+        period = 86_400 if grain == "day" else 3600
+        out = etl_stream.aggregate(con, grain, period_seconds=period, min_coverage=0.8, days=days if batched else ())
+        con.close()
+        return out
+
+    monkeypatch.setattr(etl_stream, "AGGREGATE_BATCH_ROWS", len(samples) // 4)
+    assert len(etl_stream.day_batches(days, len(samples))) == 5  # 2 days a batch
+    for grain in ("day", "hour"):
+        pd.testing.assert_frame_equal(aggregate(True, grain), aggregate(False, grain))
+    assert etl_stream.day_batches(["2026-11-01"], 10**9) == [["2026-11-01"]]
+    assert etl_stream.day_batches([], 0) == []

@@ -194,8 +194,9 @@ def _rejected_rows(raw: pd.DataFrame, reason: pd.Series) -> pd.DataFrame:
 AGGREGATE_SQL: Final[str] = """
 SELECT server_id, metric, date_trunc('{grain}', CAST("timestamp" AS TIMESTAMP)) AS dt,
        quantile_cont(value, 0.95) AS p95, CAST(count(*) AS INTEGER) AS n_samples
-FROM samples GROUP BY ALL ORDER BY server_id, metric, dt
+FROM samples {where} GROUP BY ALL ORDER BY server_id, metric, dt
 """
+"""``grain``: ``day`` or ``hour``; ``where``: empty, or a filter on the samples (a batch of days)."""
 
 
 def aggregate_daily(samples: pd.DataFrame) -> pd.DataFrame:
@@ -225,7 +226,7 @@ def _aggregate(samples: pd.DataFrame, grain: str) -> pd.DataFrame:
     try:
         con.execute("SET TimeZone = 'UTC'")  # timestamptz -> timestamp gives UTC wall time
         con.register("samples", samples)  # read in place; DuckDB scans only the columns the query names
-        table = con.sql(AGGREGATE_SQL.format(grain=grain)).to_arrow_table()
+        table = con.sql(AGGREGATE_SQL.format(grain=grain, where="")).to_arrow_table()
     finally:
         con.close()
     out = table.to_pandas()

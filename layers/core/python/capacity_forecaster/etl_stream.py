@@ -23,10 +23,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,9 +60,9 @@ MIN_DUCKDB_MEMORY_MB: Final[int] = 128
 over one file keeps to about its size above the interpreter's own memory; DuckDB spills the rest."""
 ROW_BYTES: Final[int] = 40
 """The input bytes a staged row is counted at for DuckDB's limit: at most a row of a long CSV export (43 bytes or
-more), so that a CSV's limit stays its size. A compressed file (Parquet, gzip) holds many more rows than its bytes say, and the duplicate rules' joins and window
-need memory per row even when they spill (the history of 10,000 servers, 43.8 million rows in 160 MB of Parquet,
-ran DuckDB out of memory at a 146 MB limit)."""
+more), so that a CSV's limit stays its size. A compressed file (Parquet, gzip) holds many more rows than its
+bytes say, and the duplicate rules' joins and window need memory per row even when they spill (the history of
+10,000 servers, 43.8 million rows in 160 MB of Parquet, ran DuckDB out of memory at a 146 MB limit)."""
 LAMBDA_MEMORY_SHARE: Final[float] = 0.35
 """In the ETL Lambda, DuckDB may use this share of the function's memory (the rest: Python, a chunk, pandas)."""
 SAMPLE_COLUMNS: Final[tuple[str, ...]] = ("timestamp", "server_id", "metric", "value")
@@ -538,16 +539,54 @@ def define_samples(con: duckdb.DuckDBPyConnection, context_files: list[str], day
     )
 
 
-def aggregate(con: duckdb.DuckDBPyConnection, grain: str, *, period_seconds: int, min_coverage: float) -> pd.DataFrame:
-    """P95, sample count and coverage per series and day (or hour) of view ``samples``, as the pandas path does."""
-    table = con.sql(etl.AGGREGATE_SQL.format(grain=grain)).to_arrow_table()
-    out = table.to_pandas()
+AGGREGATE_BATCH_ROWS: Final[int] = 2_000_000
+"""The samples (at most as many groups) one aggregate query takes: the days of view ``samples`` are aggregated in
+batches of about this many rows. DuckDB's exact quantile keeps a state per group that it does not spill: a pass
+of daily exports (one sample a group) ran out of memory at 12 million groups under a 438 MB limit, while the same
+rows in batches of days stay under it."""
+
+
+def day_batches(days: Sequence[str], rows: int) -> list[list[str]]:
+    """``days`` (sorted) in consecutive batches of about :data:`AGGREGATE_BATCH_ROWS` of the ``rows`` spread over
+    them."""
+    if not days:
+        return []
+    per_batch = max(1, math.floor(AGGREGATE_BATCH_ROWS / max(1.0, rows / len(days))))
+    return [list(days[i : i + per_batch]) for i in range(0, len(days), per_batch)]
+
+
+def aggregate(
+    con: duckdb.DuckDBPyConnection,
+    grain: str,
+    *,
+    period_seconds: int,
+    min_coverage: float,
+    days: Sequence[str] = (),
+) -> pd.DataFrame:
+    """P95, sample count and coverage per series and day (or hour) of view ``samples``, as the pandas path does;
+    with ``days`` (the view's days), the quantiles are computed in :func:`day_batches` of them."""
+    rows = 0
+    if len(days) > 1:
+        rows = int(con.sql("SELECT count(*) FROM samples").fetchall()[0][0])
+    batches = day_batches(days, rows)
+    if len(batches) <= 1:
+        out = con.sql(etl.AGGREGATE_SQL.format(grain=grain, where="")).to_arrow_table().to_pandas()
+    else:
+        day_of = 'CAST(CAST("timestamp" AS TIMESTAMP) AS DATE)'
+        frames = [
+            con.sql(etl.AGGREGATE_SQL.format(grain=grain, where=f"WHERE {day_of} IN ({', '.join(map(_quote, b))})"))
+            .to_arrow_table()
+            .to_pandas()
+            for b in batches
+        ]
+        out = pd.concat(frames, ignore_index=True).sort_values(["server_id", "metric", "dt"], ignore_index=True)
+        del frames
     out["dt"] = out["dt"].astype("datetime64[ns]")
     out["n_samples"] = out["n_samples"].astype("int32")
     out["p95"] = out["p95"].astype("float64")
     intervals = con.sql(etl.MEDIAN_INTERVAL_SQL).to_arrow_table().to_pandas()
     base = out[["server_id", "metric", "dt", "p95", "n_samples"]]
-    del table, out
+    del out
     release_memory()
     return etl.coverage_from_intervals(base, intervals, period_seconds=period_seconds, min_coverage=min_coverage)
 

@@ -438,12 +438,12 @@ def _etl_pass_writes(
             min_coverage = settings.etl.min_coverage
             with reporter.task("etl: aggregate", 1) as advance:
                 daily_new = (
-                    etl_stream.aggregate(con, "day", period_seconds=86_400, min_coverage=min_coverage)
+                    etl_stream.aggregate(con, "day", period_seconds=86_400, min_coverage=min_coverage, days=affected)
                     if affected
                     else None
                 )
                 hourly = (
-                    etl_stream.aggregate(con, "hour", period_seconds=3600, min_coverage=min_coverage)
+                    etl_stream.aggregate(con, "hour", period_seconds=3600, min_coverage=min_coverage, days=affected)
                     if affected and settings.etl.grain == "hourly"
                     else None
                 )
