@@ -209,8 +209,9 @@ def day_export(
     return path
 
 
+@pytest.mark.parametrize("budget", ["MAX_PASS_ROWS", "MAX_PASS_SERIES_DAYS"])
 def test_a_backlog_is_processed_in_passes_of_bounded_rows_with_the_one_pass_result(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: str
 ) -> None:
     """Files beyond a pass's row budget go to the next pass of the same run; days split between passes are
     aggregated from the day store, so the curated tables, the quarantine and the counts are one pass's."""
@@ -229,15 +230,15 @@ def test_a_backlog_is_processed_in_passes_of_bounded_rows_with_the_one_pass_resu
         for k, (server, day, start) in enumerate(plan)
     ]
 
-    def etl(budget: int, name: str) -> tuple[StageResult, pd.DataFrame, Lake]:
-        monkeypatch.setattr(stages, "MAX_PASS_ROWS", budget)
+    def etl(limit: int, name: str) -> tuple[StageResult, pd.DataFrame, Lake]:
+        monkeypatch.setattr(stages, budget, limit)
         lake = open_lake(tmp_path / name)
         ingest_files(lake, files, now=NOW)
         result = run_etl(lake, load_settings(environ={}, overrides={"lake": str(tmp_path / name)}), now=NOW)
         return result, lake.read_table(METRICS_DAILY), lake
 
     one, one_daily, one_lake = etl(10**9, "one")
-    split, split_daily, split_lake = etl(250, "split")
+    split, split_daily, split_lake = etl(250 if budget == "MAX_PASS_ROWS" else 3, "split")  # a file: 100 rows, 1 day
 
     assert "passes" not in one.counts
     assert split.counts["passes"] == 3  # the budget is crossed by a pass's third file: 3 + 3 + 2

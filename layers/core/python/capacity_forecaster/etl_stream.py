@@ -316,6 +316,9 @@ class Staging:
     folder: Path
     rows_in: int = 0
     file_rows: dict[int, int] = field(default_factory=dict)
+    series_days: int = 0
+    """Distinct (server, metric, UTC day) of the valid rows, counted chunk by chunk (an upper bound where a
+    series' day spans chunks): the rows the aggregate returns to pandas."""
 
     @property
     def valid_glob(self) -> str:
@@ -331,7 +334,7 @@ class Staging:
         """Validate and stage one file's chunks; return its row count. On :class:`InputError` nothing of it stays."""
         valid_path = self.folder / f"valid-{file_idx:06d}.parquet"
         rejected_path = self.folder / f"rejected-{file_idx:06d}.parquet"
-        offset = 0
+        offset = groups = 0
         try:
             with pq.ParquetWriter(valid_path, _STAGED) as valid_out, pq.ParquetWriter(rejected_path, _REJECTED) as bad:
                 for frame in chunks:
@@ -340,7 +343,9 @@ class Staging:
                     if not rejected.empty:
                         bad.write_table(pa.Table.from_pandas(rejected, schema=_REJECTED, preserve_index=False))
                     if not valid.empty:
-                        valid_out.write_table(_staged_table(file_idx, raw, valid, offset))
+                        staged = _staged_table(file_idx, raw, valid, offset)
+                        valid_out.write_table(staged)
+                        groups += _series_days(staged)
                     offset += len(frame)
         except BaseException:
             valid_path.unlink(missing_ok=True)
@@ -349,8 +354,23 @@ class Staging:
         finally:
             release_memory()
         self.rows_in += offset
+        self.series_days += groups
         self.file_rows[file_idx] = offset
         return offset
+
+
+def _series_days(staged: pa.Table) -> int:
+    """Distinct (server, metric, UTC day) of a staged table."""
+    import pyarrow.compute as pc
+
+    keys = pa.table(
+        {
+            "server_id": staged["server_id"],
+            "metric": staged["metric"],
+            "day": pc.floor_temporal(staged["timestamp"], unit="day"),
+        }
+    )
+    return int(keys.group_by(["server_id", "metric", "day"]).aggregate([]).num_rows)
 
 
 def _staged_table(file_idx: int, raw: pd.DataFrame, valid: pd.DataFrame, offset: int) -> pa.Table:

@@ -68,10 +68,15 @@ MAX_ETL_PASSES = 3
 rounds of new objects in all (a run refused by the lease counts on it)."""
 MAX_PASS_ROWS = 12_000_000
 """A pass stops taking files once it has staged this many rows (the day's increment of 10,000 servers x 4
-metrics, 11.5 million 5-minute samples, is one pass); the files left go to the next pass of the same run. A
-backlog (a history of years uploaded at once: 43.8 million daily rows at 10,000 servers) is so processed in
-passes of bounded memory, each committed on its own, instead of one pass that runs DuckDB out of memory on
-every retry. A ``full`` reprocessing is one pass."""
+metrics, 11.5 million 5-minute samples, is one pass), or :data:`MAX_PASS_SERIES_DAYS`; the files left go to the
+next pass of the same run. A backlog (a history of years uploaded at once: 43.8 million daily rows at 10,000
+servers) is so processed in passes of bounded memory, each committed on its own, instead of one pass that runs
+out of memory on every retry. A ``full`` reprocessing is one pass."""
+MAX_PASS_SERIES_DAYS = 6_000_000
+"""A pass stops taking files once its valid rows hold this many (server, metric, day): the rows the aggregate
+returns to pandas for gap filling and the partition writes. Passes of 12 million daily rows (one row a series
+and day) peaked at 3.6 GB, about 0.28 KB a series-day over a 270 MB base; 6 million plan 1.9 GB, inside the 3,008
+MB Lambda with its headroom (the day's increment of 5-minute samples at 10,000 servers: 40,000)."""
 
 
 @dataclass
@@ -397,7 +402,7 @@ def _etl_pass_writes(
         rejected_files: list[tuple[Any, str]] = []
         with reporter.task("etl: read and validate raw files", len(new)) as advance:
             for idx, info in enumerate(objects):
-                if not full and staging.rows_in >= MAX_PASS_ROWS:
+                if not full and (staging.rows_in >= MAX_PASS_ROWS or staging.series_days >= MAX_PASS_SERIES_DAYS):
                     new, left = list(objects[:idx]), list(objects[idx:])
                     break
                 try:
