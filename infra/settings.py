@@ -94,7 +94,7 @@ class StackSettings:
     """When the ETL Lambda processes new raw objects (EventBridge expression, UTC; daily, after generation)."""
     lambda_memory_mb: int = LAMBDA_CONFIGURED_MB
     """Memory of the container-image Lambdas (128 to 10240 MB; CPU grows with it). The default is the one the
-    settings' fleet limits are derived from (``capacity_forecaster.limits``: 3,008 MB hold 17,878 servers)."""
+    settings' fleet limits are derived from (``capacity_forecaster.limits``: 3,008 MB hold 16,470 servers)."""
     lambda_timeout_seconds: int = 900
     """Timeout of the container-image Lambdas (1 to 900 seconds)."""
     log_retention_days: int = 90

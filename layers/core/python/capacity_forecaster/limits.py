@@ -26,9 +26,10 @@ RISK_MB_PER_SERIES_DAY: Final = (1_349 - 440) / ((10_000 - 2_000) * len(METRICS)
 """The risk stage's peak memory per series and forecast day (its champion rows): 440 MB at 2,000 servers,
 1,349 MB at 10,000 (4 metrics, a 90-day horizon, three models' forecasts in the lake)."""
 RISK_BASE_MB: Final = 440 - 2_000 * len(METRICS) * 90 * RISK_MB_PER_SERIES_DAY
-CONSOLIDATION_MB_PER_SERVER: Final = 1_346 / 10_000
-"""The consolidation stage's whole peak counted per server (an upper bound): 1,346 MB at 10,000 servers (the
-report stage: 1,059 MB)."""
+CONSOLIDATION_MB_PER_SERVER: Final = 1_461 / 10_000
+"""The consolidation stage's whole peak counted per server (an upper bound): 1,461 MB at 10,000 servers in
+``bench_scale.py``'s run of the whole design (1,346 MB in ``bench_risk_scale.py``; the report stage: 1,177 MB and
+1,059 MB), the higher of the two."""
 STAGE_CPU_S_PER_SERVER: Final = 61.0 / 10_000
 """CPU seconds per server of the slowest fleet-wide stage at 10,000 servers: consolidation 61.0 s (risk 21.2 s,
 report 39.8 s; the ETL's increment, :data:`ETL_CPU_S_PER_SERVER`, is checked too)."""
@@ -39,8 +40,11 @@ GENERATE_BASE_MB: Final = 854 - 1_000 * 1_095 * GENERATE_MB_PER_SERVER_DAY
 ETL_MB_PER_SERVER: Final = 816 / 10_000
 """The ETL's peak memory per server for a day's increment (``benchmarks/bench_etl_increment.py``): 816 MB at
 10,000 servers x 4 metrics, 11.5 million 5-minute samples in 10 CSV files (473 MB), 108.8 CPU-s; the whole peak
-counted per server (an upper bound: 148 MB of it is the process's fixed cost)."""
-ETL_CPU_S_PER_SERVER: Final = 108.8 / 10_000
+counted per server (an upper bound: 148 MB of it is the process's fixed cost). ``bench_scale.py`` at 10,000
+servers, the same day as one Parquet file (11.4 million rows): 782 MB, 165.1 CPU-s (DuckDB's threads; 150.8 s
+wall)."""
+ETL_CPU_S_PER_SERVER: Final = 165.1 / 10_000
+"""The higher of the two increments' CPU seconds, per server."""
 ETL_FILE_BASE_MB: Final = 197
 ETL_FILE_MB_PER_MB: Final = 1_052 / 1_025
 ETL_FILE_CPU_S_PER_MB: Final = 28.2 / 100
@@ -130,7 +134,7 @@ def fits_lambda(servers: int, horizon_days: int) -> bool:
 
 
 LAMBDA_MAX_SERVERS: Final = max_servers(LAMBDA_CONFIGURED_MB, timeout_s=LAMBDA_TIMEOUT_S)
-"""The most servers the Lambda stages take at the default horizon (consolidation binds: 17,878)."""
+"""The most servers the Lambda stages take at the default horizon (consolidation binds: 16,470)."""
 PROCESSING_MAX_SERVERS: Final = max_job_servers(PROCESSING_MAX_MB)
 """The most servers the largest processing instance takes at the default horizon."""
 MAX_SERVER_DAYS: Final = max_generate_server_days()
