@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -29,6 +30,11 @@ class LambdaContext:
     function_name: str = "capacity-forecaster-test"
     memory_limit_in_mb: int = 1024
     aws_request_id: str = "5b441b59-a550-11c8-6564-f1c833cf438c"
+    timeout_s: float = 900.0
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.started + self.timeout_s - time.monotonic()) * 1000))
 
     @property
     def invoked_function_arn(self) -> str:

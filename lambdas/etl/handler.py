@@ -8,6 +8,7 @@ object that landed while it ran, so the object of this event is not lost.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -32,6 +33,8 @@ from common.runtime import (
 )
 
 OBJECT_CREATED = ("aws.s3", "Object Created")
+END_MARGIN_S = 60.0
+"""Seconds kept free at the function's end: the lease's release, the metrics and the log line."""
 
 logger, metrics, tracer = powertools()
 
@@ -61,6 +64,11 @@ def check_object_created(detail: dict[str, Any], lake_uri: str) -> str:
     return key
 
 
+def deadline_of(context: LambdaContext) -> float:
+    """The ``time.monotonic`` time the run must end by: the invocation's remaining time less a margin."""
+    return time.monotonic() + context.get_remaining_time_in_millis() / 1000 - END_MARGIN_S
+
+
 @logger.inject_lambda_context
 @metrics.log_metrics
 @tracer.capture_lambda_handler
@@ -79,7 +87,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     except InputError as exc:
         return reject(logger, metrics, str(exc))
     try:
-        result = run_etl(lake_from(settings), settings)
+        result = run_etl(lake_from(settings), settings, deadline=deadline_of(context))
     except LeaseHeld as exc:
         logger.info("another ETL run holds the lease; it processes this event's objects", extra={"reason": str(exc)})
         metrics.add_metric(name="LeaseBusy", unit=MetricUnit.Count, value=1)

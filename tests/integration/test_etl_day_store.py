@@ -300,3 +300,31 @@ def test_the_aggregate_in_batches_of_days_is_the_aggregate_in_one(
         pd.testing.assert_frame_equal(aggregate(True, grain), aggregate(False, grain))
     assert etl_stream.day_batches(["2026-11-01"], 10**9) == [["2026-11-01"]]
     assert etl_stream.day_batches([], 0) == []
+
+
+def test_a_run_with_a_deadline_leaves_the_passes_it_has_no_time_for_to_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass is not started that would end after the deadline (the Lambda's end): its files stay new, counted
+    as left, and the next run processes them; nothing is lost or counted twice."""
+    import time
+
+    from capacity_forecaster import stages
+    from capacity_forecaster.schema import ETL_RUNS
+
+    monkeypatch.setattr(stages, "MAX_PASS_ROWS", 250)
+    rng = np.random.default_rng(5)
+    files = [day_export(tmp_path, f"f{k}.csv", f"s{k}", 17 + k % 2, list(rng.uniform(5, 95, 100))) for k in range(7)]
+    lake = open_lake(tmp_path / "lake")
+    settings = load_settings(environ={}, overrides={"lake": str(tmp_path / "lake")})
+    ingest_files(lake, files, now=NOW)
+
+    first = run_etl(lake, settings, now=NOW, deadline=time.monotonic())  # no time for a second pass
+    assert (first.counts["files_read"], first.counts["files_left"]) == (3, 4)
+    assert "passes" not in first.counts
+    second = run_etl(lake, settings, now=NOW, deadline=time.monotonic() + 3600)
+    assert (second.counts["files_read"], second.counts["passes"]) == (4, 2)
+    assert "files_left" not in second.counts
+    assert first.counts["rows_in"] + second.counts["rows_in"] == 700
+    assert int(lake.read_table(METRICS_DAILY)["n_samples"].sum()) == 700
+    assert sorted(lake.read_table(ETL_RUNS)["status"]) == ["succeeded"] * 3

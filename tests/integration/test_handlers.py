@@ -190,6 +190,28 @@ def test_etl_quarantines_a_bad_upload_and_reconciles(invoke: Invoke, lake: Lake,
     assert set(quarantine["source"]) == {key}
 
 
+def test_the_etl_function_starts_no_pass_it_has_no_time_for(
+    lambda_env: str, lake: Lake, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog beyond one pass, with less time left than the function's end margin: the first pass runs, the
+    other files are left (counted) for the next invocation, which processes them."""
+    from capacity_forecaster import stages
+
+    monkeypatch.setattr(stages, "MAX_PASS_ROWS", 2)
+    keys = [f"raw/uploads/tenants/acme/2026/11/23/20261123T06000{k}Z_export.csv" for k in range(3)]
+    for k, key in enumerate(keys):
+        rows = f"2026-11-22T10:0{k}:00Z,srv-{k},cpu,4{k}\n2026-11-22T11:0{k}:00Z,srv-{k},cpu,5{k}\n"
+        lake.store.put_bytes(key, ("timestamp,server_id,metric,value\n" + rows).encode())
+    module = load_handler("etl")
+    event = load_event("scheduled_event.json")
+    ending = module.handler(event, LambdaContext(timeout_s=module.END_MARGIN_S))  # the deadline is now
+    assert ending["status"] == "succeeded"
+    assert (ending["files_read"], ending["files_left"]) == (1, 2)
+    rest = module.handler(event, LambdaContext())
+    assert (rest["files_read"], rest["passes"], rest.get("files_left")) == (2, 2, None)
+    assert ending["rows_in"] + rest["rows_in"] == 6
+
+
 @pytest.mark.parametrize(
     ("event", "reason"),
     [

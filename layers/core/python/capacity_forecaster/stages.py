@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -72,6 +73,8 @@ metrics, 11.5 million 5-minute samples, is one pass), or :data:`MAX_PASS_SERIES_
 next pass of the same run. A backlog (a history of years uploaded at once: 43.8 million daily rows at 10,000
 servers) is so processed in passes of bounded memory, each committed on its own, instead of one pass that runs
 out of memory on every retry. A ``full`` reprocessing is one pass."""
+PASS_TIME_HEADROOM = 1.5
+"""A run with a deadline starts another pass only with this many times its longest pass left."""
 MAX_PASS_SERIES_DAYS = 6_000_000
 """A pass stops taking files once its valid rows hold this many (server, metric, day): the rows the aggregate
 returns to pandas for gap filling and the partition writes. Passes of 12 million daily rows (one row a series
@@ -281,6 +284,7 @@ def run_etl(
     now: datetime | None = None,
     full: bool = False,
     progress: ProgressReporter | None = None,
+    deadline: float | None = None,
 ) -> StageResult:
     """Validate new raw objects, quarantine bad rows, and rewrite the daily partitions they touch.
 
@@ -293,22 +297,37 @@ def run_etl(
     The run holds the ``etl`` lease (:class:`~capacity_forecaster.storage.lease.LeaseHeld`, a one-line error,
     when another ETL run holds it). Before releasing it, the run looks for raw objects that landed meanwhile
     and processes them in another pass, so a run refused by the lease loses nothing.
+
+    ``deadline`` (a :func:`time.monotonic` time; the ETL Lambda's end less a margin) stops the run from starting
+    a pass that would not finish by then, at :data:`PASS_TIME_HEADROOM` times its longest pass so far: the files
+    left stay new for the next run (``files_left`` in the counts) instead of a pass killed halfway.
     """
     with Lease(lake.store, ETL_LEASE):
         _settle_interrupted_runs(lake)
         pending = _new_raw_objects(lake, _read_manifest(lake), full=full)
+        started = time.monotonic()
         result, pending = _etl_pass(lake, settings, now=now, full=full, progress=progress, objects=pending)
+        longest = time.monotonic() - started
         passes, rounds = 1, 1
+
+        def no_time() -> bool:
+            return deadline is not None and time.monotonic() + PASS_TIME_HEADROOM * longest > deadline
+
         while True:
             while pending:  # this round's files left by a pass's row budget, as they are now
                 current = {o.key: o for o in _new_raw_objects(lake, _read_manifest(lake), full=False)}
                 pending = [current[o.key] for o in pending if o.key in current]
-                if not pending:
+                if not pending or no_time():
                     break
+                started = time.monotonic()
                 later, pending = _etl_pass(lake, settings, now=now, full=False, progress=progress, objects=pending)
+                longest = max(longest, time.monotonic() - started)
                 result = _merge_passes(result, later)
                 passes += 1
-            if rounds >= MAX_ETL_PASSES:
+            if pending:
+                result.counts["files_left"] = len(pending)
+                break
+            if rounds >= MAX_ETL_PASSES or no_time():
                 break
             pending = _new_raw_objects(lake, _read_manifest(lake), full=False)
             if not pending:
