@@ -308,10 +308,8 @@ def predicted_host_cpu(per_metric: dict[str, int], sample: int) -> tuple[float, 
     """(CPU seconds, backtested series) ``capacity_forecaster.scale``'s constants predict for one host."""
     from capacity_forecaster import scale
 
-    series = sum(per_metric.values())
-    backtested = sum(min(n, sample) for n in per_metric.values()) if sample > 0 else series
-    cpu = scale.HOST_FIXED_CPU_S + backtested * scale.CPU_S_PER_BACKTESTED
-    return cpu + (series - backtested) * scale.CPU_S_PER_FITTED, backtested
+    backtested = scale.backtested_of(list(per_metric.values()), sample)
+    return scale.cpu_seconds_of(sum(per_metric.values()), backtested), backtested
 
 
 def train_sharded(

@@ -12,6 +12,7 @@ sharded over ``training.hosts`` instances;
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Final
 
 from capacity_forecaster.errors import ConfigError
@@ -33,6 +34,8 @@ __all__ = [
     "LAMBDA_MAX_SERVERS",
     "PROCESSING_INSTANCES",
     "Instance",
+    "backtested_of",
+    "cpu_seconds_of",
     "engine_for",
     "fleet_series",
     "host_cpu_seconds",
@@ -89,7 +92,17 @@ def host_cpu_seconds(series: int, *, sample: int = BACKTEST_SAMPLE, metrics: int
     backtested sample of each metric and the fitted rest."""
     per_metric = math.ceil(series / metrics)
     backtested = min(per_metric, sample) * metrics if sample > 0 else series
-    backtested = min(backtested, series)
+    return cpu_seconds_of(series, min(backtested, series))
+
+
+def backtested_of(per_metric: Sequence[int], sample: int = BACKTEST_SAMPLE) -> int:
+    """The series a host backtests when it holds ``per_metric`` series of each metric: ``sample`` of each at
+    most (every series with ``sample`` 0)."""
+    return sum(min(n, sample) for n in per_metric) if sample > 0 else sum(per_metric)
+
+
+def cpu_seconds_of(series: int, backtested: int) -> float:
+    """One host's training CPU seconds for ``series`` series of which ``backtested`` are backtested."""
     return HOST_FIXED_CPU_S + backtested * CPU_S_PER_BACKTESTED + (series - backtested) * CPU_S_PER_FITTED
 
 
