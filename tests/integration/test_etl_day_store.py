@@ -290,7 +290,9 @@ def test_the_aggregate_in_batches_of_days_is_the_aggregate_in_one(
         con = etl_stream.connect(tmp_path)
         con.register("samples", samples)
         period = 86_400 if grain == "day" else 3600
-        out = etl_stream.aggregate(con, grain, period_seconds=period, min_coverage=0.8, days=days if batched else ())
+        batches = etl_stream.sample_batches(con, days) if batched else []
+        assert len(batches) == (5 if batched else 0)  # 2 days a batch
+        out = etl_stream.aggregate(con, grain, period_seconds=period, min_coverage=0.8, batches=batches)
         con.close()
         return out
 

@@ -575,20 +575,22 @@ def day_batches(days: Sequence[str], rows: int) -> list[list[str]]:
     return [list(days[i : i + per_batch]) for i in range(0, len(days), per_batch)]
 
 
+def sample_batches(con: duckdb.DuckDBPyConnection, days: Sequence[str]) -> list[list[str]]:
+    """:func:`day_batches` of view ``samples``'s ``days`` (counted only when there are several)."""
+    rows = int(con.sql("SELECT count(*) FROM samples").fetchall()[0][0]) if len(days) > 1 else 0
+    return day_batches(days, rows)
+
+
 def aggregate(
     con: duckdb.DuckDBPyConnection,
     grain: str,
     *,
     period_seconds: int,
     min_coverage: float,
-    days: Sequence[str] = (),
+    batches: Sequence[Sequence[str]] = (),
 ) -> pd.DataFrame:
     """P95, sample count and coverage per series and day (or hour) of view ``samples``, as the pandas path does;
-    with ``days`` (the view's days), the quantiles are computed in :func:`day_batches` of them."""
-    rows = 0
-    if len(days) > 1:
-        rows = int(con.sql("SELECT count(*) FROM samples").fetchall()[0][0])
-    batches = day_batches(days, rows)
+    with several ``batches`` of its days (:func:`sample_batches`), the quantiles are computed batch by batch."""
     if len(batches) <= 1:
         out = con.sql(etl.AGGREGATE_SQL.format(grain=grain, where="")).to_arrow_table().to_pandas()
     else:

@@ -378,7 +378,8 @@ def _etl_pass(
     objects: list[Any],
 ) -> tuple[StageResult, list[Any]]:
     """One pass of the ETL over ``objects`` (raw objects new at the run's start, see :func:`run_etl`), up to
-    :data:`MAX_PASS_ROWS` staged rows unless ``full``; returns its result and the objects it left.
+    :data:`MAX_PASS_ROWS` staged rows or :data:`MAX_PASS_SERIES_DAYS` unless ``full``; returns its result and the
+    objects it left.
 
     Write order, so that a kill between any two writes is settled by a rerun: the ``started`` run row (with
     the counts), the curated partitions, quarantine rows and copies of unreadable files (all replaced whole,
@@ -461,13 +462,14 @@ def _etl_pass_writes(
             etl_stream.define_samples(con, context_files, affected)
             min_coverage = settings.etl.min_coverage
             with reporter.task("etl: aggregate", 1) as advance:
+                batches = etl_stream.sample_batches(con, affected)
                 daily_new = (
-                    etl_stream.aggregate(con, "day", period_seconds=86_400, min_coverage=min_coverage, days=affected)
+                    etl_stream.aggregate(con, "day", period_seconds=86_400, min_coverage=min_coverage, batches=batches)
                     if affected
                     else None
                 )
                 hourly = (
-                    etl_stream.aggregate(con, "hour", period_seconds=3600, min_coverage=min_coverage, days=affected)
+                    etl_stream.aggregate(con, "hour", period_seconds=3600, min_coverage=min_coverage, batches=batches)
                     if affected and settings.etl.grain == "hourly"
                     else None
                 )
