@@ -117,7 +117,13 @@ def images() -> dict[str, Image]:
         "training": Image(
             requirements=(ROOT / "sagemaker_jobs" / "requirements.txt").read_text(encoding="utf-8"),
             code=(DOMAIN, ROOT / "sagemaker_jobs"),
-            modules=("train", "capacity_forecaster.forecasting.engine", "capacity_forecaster.forecasting.job"),
+            modules=(
+                "train",
+                "capacity_forecaster.forecasting.engine",
+                "capacity_forecaster.forecasting.job",
+                "stanio",  # imported by cmdstanpy at Prophet's first fit
+            ),
+            required_loaded=("ujson",),  # stanio's fast JSON writer for CmdStan's data (json.dump without it)
         ),
         "launcher": Image(
             requirements=pinned(LAMBDA_REQUIREMENTS, LAUNCHER_PACKAGES),
