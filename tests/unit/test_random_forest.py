@@ -38,10 +38,10 @@ def test_registered_light_trees_and_a_fleet_scope_model() -> None:
     assert isinstance(model, Model) and model.scope == "fleet"
     params = model.params()
     assert (params["n_estimators"], params["min_samples_leaf"], params["max_features"], params["max_samples"]) == (
-        50,
+        35,
         5,
         0.5,
-        0.5,
+        0.35,
     )
     with pytest.raises(ValueError, match="max_rows"):
         RandomForestModel(max_rows=10)

@@ -12,10 +12,11 @@ earlier, each minus the level; the 7- and 91-day means and the previous 28 days'
 28-day standard deviation; the step; and the target day's weekday, day of month, days to month end,
 month-end, quarter-end and bank-holiday flags and day of the year (as cosine and sine).
 
-Trees are light (50 trees, at least 5 rows a leaf, half the features per split, half the rows per tree). 50
-trees cost half of 100 (fit and predict) for the same backtest MAE within 1% on a generated fleet (100 servers x
-cpu, mem, disk; the series' own history, not the benchmark's held-out days); the band from 50 trees' spread is
-slightly narrower (P10-P90 coverage 0.77 against 0.78).
+Trees are light (35 trees, at least 5 rows a leaf, half the features per split, 35% of the rows per tree): on
+benchmarks/bench_forecast.py's six sources (2026-12-02) they cost 0.52 to 0.55 of the 50 trees on half the rows
+each, the forest alone 0.7% better to 3.4% worse in MAE (better on the real Bitbrains traces) and the champion
+unchanged on four sources, 0.1% worse and 0.6% better on the other two. A third of the features per split or 10
+rows a leaf lost more accuracy for less saving, and so did half the rows a fit (``max_rows``, docs/forecasting.md).
 P50 is the forest's mean; P10 and P90 are the 10th and 90th percentiles of the single trees' predictions.
 That spread measures how much the trees disagree, which is narrower than the full predictive uncertainty (a
 leaf averages at least 5 targets): it is cheap, needs no second model, and its coverage is measured by the
@@ -103,10 +104,10 @@ class RandomForestModel:
 
     country: str = "US"
     max_rows: int = 20_000
-    n_estimators: int = 50
+    n_estimators: int = 35
     min_samples_leaf: int = 5
     max_features: float = 0.5
-    max_samples: float = 0.5
+    max_samples: float = 0.35
     seed: int = 0
     n_jobs: int = 1
     grain: str = "daily"
