@@ -90,8 +90,7 @@ def processing_instance(servers: int, horizon_days: int = DEFAULT_HORIZON_DAYS) 
 def host_cpu_seconds(series: int, *, sample: int = BACKTEST_SAMPLE, metrics: int = len(METRICS)) -> float:
     """One host's training CPU seconds for ``series`` series of ``metrics`` metrics: its fixed cost, the
     backtested sample of each metric and the fitted rest."""
-    per_metric = math.ceil(series / metrics)
-    backtested = min(per_metric, sample) * metrics if sample > 0 else series
+    backtested = backtested_of([math.ceil(series / metrics)] * metrics, sample)
     return cpu_seconds_of(series, min(backtested, series))
 
 
