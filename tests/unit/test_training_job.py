@@ -164,6 +164,7 @@ def test_good_run_stages_parts_manifest_and_model_artifact(lake: Lake, tmp_path:
         ({"training.models": " , "}, "hyperparameters: training.models must name at least one model"),
         ({"training.score": "mape"}, "hyperparameters: training.score must be one of mae, rmse, smape, mase"),
         ({"training.backtest_origins": "0"}, "training.backtest_origins must be between 1 and 52"),
+        ({"training.backtest_origins_hourly": "53"}, "training.backtest_origins_hourly must be between 1 and 52"),
         (
             {"backtest_horizon": "31"},
             "hyperparameter backtest_horizon='31' is not an integer between 1 and 30",
@@ -203,7 +204,7 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
     assert params.run_date == RUN_DATE
     assert (params.horizon_days, params.backtest_origins, params.score, params.min_history_days) == (
         90,
-        2,
+        1,
         "mae",
         56,
     )
@@ -211,6 +212,20 @@ def test_hyperparameter_parsing_defaults_and_sagemaker_keys() -> None:
     # The cloud job (launched without these hyperparameters) backtests as the local pipeline does.
     local = TrainingSettings()
     assert (params.models, params.backtest_origins) == (local.models, local.backtest_origins)
+    hourly = parse_hyperparameters(
+        {"run_date": "2026-01-10", "run_id": "r1", "lake_uri": "s3://bucket/lake", "training.grain": "hourly"}
+    )
+    assert hourly.backtest_origins == local.backtest_origins_hourly == 2
+    three = parse_hyperparameters(
+        {
+            "run_date": "2026-01-10",
+            "run_id": "r1",
+            "lake_uri": "s3://bucket/lake",
+            "training.grain": "hourly",
+            "training.backtest_origins_hourly": "3",
+        }
+    )
+    assert (three.backtest_origins, three.training.backtest_origins) == (3, 1)
     assert params.n_jobs == -1  # all cores
     assert (params.country, params.rf_max_rows, params.seed) == ("US", 20_000, 0)
     assert params.prophet_history_days == 400

@@ -48,6 +48,9 @@ __all__ = [
 
 # The measured training figures (benchmarks/bench_scale.py); the fleet-wide stages' memory and the engines'
 # limits are capacity_forecaster.limits' (one source with the settings' refusals).
+# The three training constants were measured with two daily backtest origins (three fits a series and model, and
+# the forest's old 50 trees); the default is one origin (two fits), so they overestimate a host's CPU, on the safe
+# side for sizing, until bench_scale.py is rerun.
 CPU_S_PER_BACKTESTED: Final = 0.69
 """Training CPU seconds of a backtested series on one core with the default models (two horizon-long origins:
 three fits a model; Prophet's are most of it): ``bench_forecast.py``'s champion pipeline on the generator's

@@ -73,7 +73,6 @@ DEFAULT_ROOT = Path("/opt/ml")
 CHANNEL = "curated"
 STAGING_PREFIX = STAGING_TRAINING_PREFIX.rstrip("/")
 DEFAULT_MODELS: tuple[str, ...] = TrainingSettings.models
-DEFAULT_BACKTEST_ORIGINS: int = TrainingSettings.backtest_origins
 CHANNEL_TABLES: dict[str, TableSchema] = TRAINING_CHANNEL_TABLES
 """The table the ``curated`` channel holds at each grain."""
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -83,8 +82,7 @@ JOB_HYPERPARAMETERS: dict[str, str] = {
     "run_date": "required; the as-of day, YYYY-MM-DD (later days in the data are ignored)",
     "run_id": "required; [A-Za-z0-9_-], up to 128 characters; names the staging folder",
     "lake_uri": "required; where outputs go: a local folder or s3://bucket/prefix",
-    "backtest_horizon": "integer 1..horizon (days, or hours at grain hourly); default min(horizon, 28) "
-    "(hourly: min(horizon, 168))",
+    "backtest_horizon": "integer 1..horizon (days, or hours at grain hourly); default the horizon",
     "backtest_step": "integer 1..365 steps between origins; default backtest_horizon",
 }
 """The hyperparameters of the job itself; every other one is a setting (``capacity_forecaster.settings``)."""
@@ -125,7 +123,8 @@ class TrainingParams:
 
     @property
     def backtest_origins(self) -> int:
-        return self.training.backtest_origins
+        """Backtest origins of the grain (``training.backtest_origins``, or ``backtest_origins_hourly``)."""
+        return self.training.backtest_origins_hourly if self.grain == "hourly" else self.training.backtest_origins
 
     @property
     def score(self) -> str:
